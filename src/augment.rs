@@ -1,0 +1,353 @@
+//! SimCLR data augmentation (paper §3 and Appendix A; official `data_util.py`).
+//!
+//! One view is: random resized crop + resize back to the training size, horizontal flip with
+//! p = 0.5, colour distortion with p = 0.8 (brightness, contrast, saturation, hue in random order,
+//! clipped to `[0, 1]` after each op, strength `s`: 0.8s / 0.8s / 0.8s / 0.2s), random grayscale with
+//! p = 0.2, and Gaussian blur with p = 0.5 (kernel 10% of the image side, σ ∈ [0.1, 2.0]).
+//!
+//! Choices where the references differ, documented here once:
+//! - **Crop**: torchvision's `RandomResizedCrop` sampling (area 0.08–1, log-uniform aspect 3/4–4/3,
+//!   10 attempts, then a centre crop clamped to the aspect range), resized with **bilinear**
+//!   interpolation (half-pixel centres, no antialiasing since crops are only ever upsampled or
+//!   mildly downsampled).
+//! - **Brightness**: the v2 multiplicative form (`x · U[max(0, 1 − b), 1 + b]`), the official default.
+//! - **Blur padding**: reflect, so a constant image stays constant (the official code zero-pads).
+//!
+//! Every view is drawn from its own RNG seeded by `(seed, epoch, index, view)`, so the views do not
+//! depend on thread scheduling and a resumed run sees exactly the views an unbroken run would.
+
+use crate::image::Image;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// Which augmentations to apply and how strongly (defaults: the paper's full pipeline).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AugmentConfig {
+    /// Output side in pixels (views are square).
+    pub image_size: usize,
+    /// Random resized crop; without it the whole image is resized.
+    pub crop: bool,
+    /// Smallest crop area as a fraction of the image (paper: 0.08).
+    pub min_area: f32,
+    /// Horizontal flip with p = 0.5.
+    pub flip: bool,
+    /// Colour distortion strength `s` (paper: 1.0 ImageNet, 0.5 CIFAR); 0 disables it.
+    pub color_strength: f32,
+    /// Probability of applying colour jitter (paper: 0.8).
+    pub color_prob: f32,
+    /// Probability of converting to grayscale (paper: 0.2); part of the colour distortion.
+    pub gray_prob: f32,
+    /// Gaussian blur with p = `blur_prob`.
+    pub blur: bool,
+    /// Probability of blurring (paper: 0.5).
+    pub blur_prob: f32,
+}
+
+impl AugmentConfig {
+    /// The paper's pipeline for `image_size` with colour strength `s`; blur is on only for
+    /// images larger than 32 px, as in the paper's CIFAR setting.
+    pub fn simclr(image_size: usize, color_strength: f32) -> Self {
+        Self {
+            image_size,
+            crop: true,
+            min_area: 0.08,
+            flip: true,
+            color_strength,
+            color_prob: 0.8,
+            gray_prob: 0.2,
+            blur: image_size > 32,
+            blur_prob: 0.5,
+        }
+    }
+
+    /// No augmentation: the whole image resized to `image_size` (evaluation preprocessing).
+    pub fn identity(image_size: usize) -> Self {
+        Self {
+            image_size,
+            crop: false,
+            min_area: 1.0,
+            flip: false,
+            color_strength: 0.0,
+            color_prob: 0.0,
+            gray_prob: 0.0,
+            blur: false,
+            blur_prob: 0.0,
+        }
+    }
+}
+
+/// The RNG of one view: a pure function of `(seed, epoch, index, view)`.
+pub fn view_rng(seed: u64, epoch: u64, index: u64, view: u64) -> ChaCha8Rng {
+    let mut h = seed;
+    for part in [epoch, index, view] {
+        h = splitmix64(h ^ splitmix64(part.wrapping_add(0x9E37_79B9_7F4A_7C15)));
+    }
+    ChaCha8Rng::seed_from_u64(h)
+}
+
+/// SplitMix64 finaliser, used to mix seed parts into one well-spread 64-bit seed.
+pub fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Applies the configured pipeline to `img` once.
+pub fn augment(img: &Image, cfg: &AugmentConfig, rng: &mut impl Rng) -> Image {
+    let region = if cfg.crop {
+        sample_crop(img.height, img.width, cfg.min_area, rng)
+    } else {
+        Crop { top: 0, left: 0, height: img.height, width: img.width }
+    };
+    let mut out = resize_bilinear(img, region, cfg.image_size, cfg.image_size);
+    if cfg.flip && rng.random::<f32>() < 0.5 {
+        out = hflip(&out);
+    }
+    if cfg.color_strength > 0.0 && rng.random::<f32>() < cfg.color_prob {
+        color_jitter(&mut out, cfg.color_strength, rng);
+    }
+    if rng.random::<f32>() < cfg.gray_prob {
+        to_grayscale(&mut out);
+    }
+    if cfg.blur && rng.random::<f32>() < cfg.blur_prob {
+        let sigma = rng.random_range(0.1..=2.0f32);
+        out = gaussian_blur(&out, cfg.image_size / 10, sigma);
+    }
+    out
+}
+
+/// A crop rectangle in pixel coordinates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Crop {
+    /// First row.
+    pub top: usize,
+    /// First column.
+    pub left: usize,
+    /// Number of rows.
+    pub height: usize,
+    /// Number of columns.
+    pub width: usize,
+}
+
+/// Samples a random resized crop as torchvision does: area fraction in `[min_area, 1]`, aspect ratio
+/// log-uniform in `[3/4, 4/3]`, 10 attempts, then a centre crop clamped to that aspect range.
+pub fn sample_crop(height: usize, width: usize, min_area: f32, rng: &mut impl Rng) -> Crop {
+    const RATIO: (f32, f32) = (3.0 / 4.0, 4.0 / 3.0);
+    let area = (height * width) as f32;
+    let (log_lo, log_hi) = (RATIO.0.ln(), RATIO.1.ln());
+    for _ in 0..10 {
+        let target = area * rng.random_range(min_area.min(1.0)..=1.0);
+        let aspect = rng.random_range(log_lo..=log_hi).exp();
+        let w = (target * aspect).sqrt().round() as usize;
+        let h = (target / aspect).sqrt().round() as usize;
+        if (1..=width).contains(&w) && (1..=height).contains(&h) {
+            let top = rng.random_range(0..=height - h);
+            let left = rng.random_range(0..=width - w);
+            return Crop { top, left, height: h, width: w };
+        }
+    }
+    let in_ratio = width as f32 / height as f32;
+    let (h, w) = if in_ratio < RATIO.0 {
+        ((width as f32 / RATIO.0).round() as usize, width)
+    } else if in_ratio > RATIO.1 {
+        (height, (height as f32 * RATIO.1).round() as usize)
+    } else {
+        (height, width)
+    };
+    Crop { top: (height - h) / 2, left: (width - w) / 2, height: h, width: w }
+}
+
+/// Bilinear resize of the `crop` region of `img` to `out_h × out_w` (half-pixel centres, edge clamp).
+pub fn resize_bilinear(img: &Image, crop: Crop, out_h: usize, out_w: usize) -> Image {
+    let mut out = Image::zeros(out_h, out_w);
+    let sy = crop.height as f32 / out_h as f32;
+    let sx = crop.width as f32 / out_w as f32;
+    let axis = |o: usize, scale: f32, start: usize, len: usize| {
+        let src = ((o as f32 + 0.5) * scale - 0.5).clamp(0.0, (len - 1) as f32);
+        let i0 = src.floor() as usize;
+        let i1 = (i0 + 1).min(len - 1);
+        (start + i0, start + i1, src - i0 as f32)
+    };
+    let xs: Vec<_> = (0..out_w).map(|x| axis(x, sx, crop.left, crop.width)).collect();
+    let plane = out_h * out_w;
+    for y in 0..out_h {
+        let (y0, y1, fy) = axis(y, sy, crop.top, crop.height);
+        for (x, &(x0, x1, fx)) in xs.iter().enumerate() {
+            for c in 0..3 {
+                let top = img.at(c, y0, x0) * (1.0 - fx) + img.at(c, y0, x1) * fx;
+                let bottom = img.at(c, y1, x0) * (1.0 - fx) + img.at(c, y1, x1) * fx;
+                out.data[c * plane + y * out_w + x] = top * (1.0 - fy) + bottom * fy;
+            }
+        }
+    }
+    out
+}
+
+/// Mirrors the image left to right.
+pub fn hflip(img: &Image) -> Image {
+    let mut out = img.clone();
+    for row in out.data.chunks_mut(img.width) {
+        row.reverse();
+    }
+    out
+}
+
+/// Colour jitter with strength `s` (official `color_jitter_rand`): brightness, contrast and
+/// saturation factors up to 0.8s, hue shift up to 0.2s, applied in a random order, each result
+/// clipped to `[0, 1]`. An op whose strength is 0 is skipped, so `s = 0` is the identity.
+pub fn color_jitter(img: &mut Image, s: f32, rng: &mut impl Rng) {
+    let (b, c, sat, hue) = (0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s);
+    let mut order = [0usize, 1, 2, 3];
+    order.shuffle(rng);
+    for op in order {
+        match op {
+            0 if b > 0.0 => scale_pixels(img, rng.random_range((1.0 - b).max(0.0)..=1.0 + b)),
+            1 if c > 0.0 => adjust_contrast(img, rng.random_range((1.0 - c).max(0.0)..=1.0 + c)),
+            2 if sat > 0.0 => {
+                let f = rng.random_range((1.0 - sat).max(0.0)..=1.0 + sat);
+                map_hsv(img, |h, s, v| (h, (s * f).clamp(0.0, 1.0), v));
+            }
+            3 if hue > 0.0 => {
+                let d = rng.random_range(-hue.min(0.5)..=hue.min(0.5));
+                map_hsv(img, |h, s, v| ((h + d).rem_euclid(1.0), s, v));
+            }
+            _ => {}
+        }
+        for v in &mut img.data {
+            *v = v.clamp(0.0, 1.0);
+        }
+    }
+}
+
+/// Multiplies every value by `factor` (brightness).
+fn scale_pixels(img: &mut Image, factor: f32) {
+    for v in &mut img.data {
+        *v *= factor;
+    }
+}
+
+/// `tf.image.adjust_contrast`: each channel moved away from its own mean by `factor`.
+fn adjust_contrast(img: &mut Image, factor: f32) {
+    let plane = img.plane();
+    for channel in img.data.chunks_mut(plane) {
+        let mean = channel.iter().sum::<f32>() / plane as f32;
+        for v in channel {
+            *v = (*v - mean) * factor + mean;
+        }
+    }
+}
+
+/// Maps every pixel through HSV space (hue in `[0, 1)`).
+fn map_hsv(img: &mut Image, f: impl Fn(f32, f32, f32) -> (f32, f32, f32)) {
+    let plane = img.plane();
+    for p in 0..plane {
+        let (h, s, v) = rgb_to_hsv(img.data[p], img.data[plane + p], img.data[2 * plane + p]);
+        let (h, s, v) = f(h, s, v);
+        let (r, g, b) = hsv_to_rgb(h, s, v);
+        img.data[p] = r;
+        img.data[plane + p] = g;
+        img.data[2 * plane + p] = b;
+    }
+}
+
+/// RGB in `[0, 1]` to HSV with hue in `[0, 1)`.
+pub fn rgb_to_hsv(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
+    let max = r.max(g).max(b);
+    let min = r.min(g).min(b);
+    let delta = max - min;
+    let s = if max > 0.0 { delta / max } else { 0.0 };
+    if delta <= 0.0 {
+        return (0.0, s, max);
+    }
+    let h = if max == r {
+        ((g - b) / delta).rem_euclid(6.0)
+    } else if max == g {
+        (b - r) / delta + 2.0
+    } else {
+        (r - g) / delta + 4.0
+    };
+    (h / 6.0, s, max)
+}
+
+/// HSV (hue in `[0, 1)`) back to RGB.
+pub fn hsv_to_rgb(h: f32, s: f32, v: f32) -> (f32, f32, f32) {
+    let h6 = (h.rem_euclid(1.0)) * 6.0;
+    let c = v * s;
+    let x = c * (1.0 - ((h6 % 2.0) - 1.0).abs());
+    let m = v - c;
+    let (r, g, b) = match h6 as u32 {
+        0 => (c, x, 0.0),
+        1 => (x, c, 0.0),
+        2 => (0.0, c, x),
+        3 => (0.0, x, c),
+        4 => (x, 0.0, c),
+        _ => (c, 0.0, x),
+    };
+    (r + m, g + m, b + m)
+}
+
+/// Replaces each pixel by its luma (`tf.image.rgb_to_grayscale` weights) in all three channels.
+pub fn to_grayscale(img: &mut Image) {
+    let plane = img.plane();
+    for p in 0..plane {
+        let y = 0.2989 * img.data[p] + 0.5870 * img.data[plane + p] + 0.1140 * img.data[2 * plane + p];
+        for c in 0..3 {
+            img.data[c * plane + p] = y;
+        }
+    }
+}
+
+/// Separable Gaussian blur with a `2 * (kernel_size / 2) + 1` tap kernel of std `sigma`
+/// (official: kernel 10% of the side), reflect padding.
+pub fn gaussian_blur(img: &Image, kernel_size: usize, sigma: f32) -> Image {
+    let radius = kernel_size / 2;
+    if radius == 0 {
+        return img.clone();
+    }
+    let weights: Vec<f32> = (0..=2 * radius)
+        .map(|i| {
+            let d = i as f32 - radius as f32;
+            (-d * d / (2.0 * sigma * sigma)).exp()
+        })
+        .collect();
+    let total: f32 = weights.iter().sum();
+    let weights: Vec<f32> = weights.iter().map(|w| w / total).collect();
+    let reflect = |i: isize, n: usize| -> usize {
+        let n = n as isize;
+        let mut i = i;
+        if n == 1 {
+            return 0;
+        }
+        while i < 0 || i >= n {
+            i = if i < 0 { -i } else { 2 * (n - 1) - i };
+        }
+        i as usize
+    };
+    let (h, w) = (img.height, img.width);
+    let mut tmp = Image::zeros(h, w);
+    let mut out = Image::zeros(h, w);
+    for c in 0..3 {
+        for y in 0..h {
+            for x in 0..w {
+                let mut acc = 0.0;
+                for (k, wk) in weights.iter().enumerate() {
+                    acc += wk * img.at(c, y, reflect(x as isize + k as isize - radius as isize, w));
+                }
+                tmp.data[(c * h + y) * w + x] = acc;
+            }
+        }
+        for y in 0..h {
+            for x in 0..w {
+                let mut acc = 0.0;
+                for (k, wk) in weights.iter().enumerate() {
+                    acc += wk * tmp.at(c, reflect(y as isize + k as isize - radius as isize, h), x);
+                }
+                out.data[(c * h + y) * w + x] = acc;
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,156 @@
+//! The projection head g(·) and the whole SimCLR network (paper §2.1, §4.2; official `model.py`).
+//!
+//! Head modes, as the official `proj_head_mode`:
+//! - `none`: z = h;
+//! - `linear`: one linear layer + BN;
+//! - `nonlinear` with L layers: L−1 × (linear, no bias, BN, ReLU) of width dim(h), then a last
+//!   linear + BN to `proj_dim` (v1: L = 2, v2: L = 3).
+//!
+//! The last BN has no β (the official `center=False`): its β is cancelled in the forward pass, so it
+//! stays at its zero initialisation and receives zero gradient.
+//!
+//! The forward pass returns every intermediate: `hiddens[0]` is h, `hiddens[k]` the output of head
+//! layer k, and the last is z — so any layer can be evaluated (paper Fig. 8) or fine-tuned from.
+
+use crate::resnet::{ResNet, ResNetConfig};
+use burn::module::Module;
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// What g(·) is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadMode {
+    /// Identity: z = h.
+    None,
+    /// A single linear projection.
+    Linear,
+    /// An MLP with ReLU between layers.
+    Nonlinear,
+}
+
+/// Shape of the projection head.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeadConfig {
+    /// Head kind.
+    pub mode: HeadMode,
+    /// Number of linear layers for `nonlinear` (≥ 1).
+    pub layers: usize,
+    /// Output dimension of z.
+    pub proj_dim: usize,
+}
+
+/// Linear (no bias) + BN, optionally followed by ReLU.
+#[derive(Module, Debug)]
+pub struct LinearBn {
+    linear: Linear,
+    bn: BatchNorm,
+    relu: bool,
+    center: bool,
+}
+
+impl LinearBn {
+    fn new(din: usize, dout: usize, relu: bool, center: bool, device: &Device) -> Self {
+        Self {
+            linear: LinearConfig::new(din, dout).with_bias(false).init(device),
+            bn: BatchNormConfig::new(dout).init(device),
+            relu,
+            center,
+        }
+    }
+
+    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let mut y = self.bn.forward(self.linear.forward(x));
+        if !self.center {
+            let [n, d] = y.dims();
+            y = y - self.bn.beta.val().reshape([1, d]).expand([n, d]);
+        }
+        if self.relu { relu(y) } else { y }
+    }
+}
+
+/// g(·): a stack of [`LinearBn`] layers.
+#[derive(Module, Debug)]
+pub struct ProjectionHead {
+    layers: Vec<LinearBn>,
+}
+
+impl HeadConfig {
+    /// Builds a head taking features of dimension `input_dim`.
+    pub fn init(&self, input_dim: usize, device: &Device) -> ProjectionHead {
+        let layers = match self.mode {
+            HeadMode::None => vec![],
+            HeadMode::Linear => vec![LinearBn::new(input_dim, self.proj_dim, false, false, device)],
+            HeadMode::Nonlinear => {
+                let mut layers: Vec<_> =
+                    (1..self.layers).map(|_| LinearBn::new(input_dim, input_dim, true, true, device)).collect();
+                layers.push(LinearBn::new(input_dim, self.proj_dim, false, false, device));
+                layers
+            }
+        };
+        ProjectionHead { layers }
+    }
+
+    /// Dimension of z for features of dimension `input_dim`.
+    pub fn out_dim(&self, input_dim: usize) -> usize {
+        if self.mode == HeadMode::None { input_dim } else { self.proj_dim }
+    }
+}
+
+impl ProjectionHead {
+    /// h → `[h, layer 1, …, z]`.
+    pub fn forward(&self, h: Tensor<2>) -> Vec<Tensor<2>> {
+        let mut hiddens = vec![h];
+        for layer in &self.layers {
+            let next = layer.forward(hiddens.last().unwrap().clone());
+            hiddens.push(next);
+        }
+        hiddens
+    }
+
+    /// Number of layers.
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Whether the head is the identity.
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+}
+
+/// Encoder f and projection head g.
+#[derive(Module, Debug)]
+pub struct SimClr {
+    /// f(·).
+    pub encoder: ResNet,
+    /// g(·).
+    pub head: ProjectionHead,
+}
+
+/// Encoder and head shapes together.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// The encoder.
+    pub encoder: ResNetConfig,
+    /// The head.
+    pub head: HeadConfig,
+}
+
+impl ModelConfig {
+    /// Builds the network with freshly initialised weights.
+    pub fn init(&self, device: &Device) -> SimClr {
+        let encoder = self.encoder.init(device);
+        let head = self.head.init(encoder.out_dim(), device);
+        SimClr { encoder, head }
+    }
+}
+
+impl SimClr {
+    /// Images → `[h, head layer 1, …, z]`.
+    pub fn forward(&self, images: Tensor<4>) -> Vec<Tensor<2>> {
+        self.head.forward(self.encoder.forward(images))
+    }
+}

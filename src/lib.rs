@@ -1,0 +1,33 @@
+//! SimCLR — "A Simple Framework for Contrastive Learning of Visual Representations"
+//! (Chen, Kornblith, Norouzi, Hinton 2020, arXiv 2002.05709; v2: arXiv 2006.10029) on Burn.
+//!
+//! The modules follow the paper and the official code's layout:
+//! [`augment`] (data augmentation, §3 / App. A), [`resnet`] (base encoder f), [`head`]
+//! (projection head g and the whole model), [`loss`] (NT-Xent, eq. 1), [`lars`] and [`optim`]
+//! (optimisers), [`schedule`] (LR scaling, warm-up + cosine), [`pretrain`] (the training loop),
+//! [`eval`] (linear probe), [`checkpoint`], [`config`] and [`data`].
+
+pub mod augment;
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod demo;
+pub mod eval;
+pub mod head;
+pub mod image;
+pub mod lars;
+pub mod loss;
+pub mod optim;
+pub mod pretrain;
+pub mod resnet;
+pub mod schedule;
+
+/// The compute device of this build: the first enabled backend (`flex`, pure-Rust CPU, by default).
+pub fn default_device() -> burn::tensor::Device {
+    burn::tensor::Device::default()
+}
+
+/// The values of a float tensor as `f32`, row-major.
+pub(crate) fn floats<const D: usize>(t: burn::tensor::Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_to_vec::<f32>().expect("a float tensor converts to f32")
+}

@@ -1,0 +1,275 @@
+//! The pretraining loop (paper §2.1 Algorithm 1): for each batch draw two views of every image,
+//! compute z = g(f(x)) for all 2N views, minimise NT-Xent, update with the scheduled LR.
+//!
+//! Views are produced ahead of the step by a background thread (rayon-parallel augmentation, a
+//! bounded queue of ready batches), so the step only waits for data when augmentation is slower
+//! than the model; the time spent waiting is measured and logged.
+
+use crate::augment::{augment, splitmix64, view_rng, AugmentConfig};
+use crate::checkpoint::{self, TrainState};
+use crate::config::Config;
+use crate::data::{self, Dataset, Split};
+use crate::head::SimClr;
+use crate::loss::nt_xent;
+use crate::optim::Optimizer;
+use crate::schedule::WarmupCosine;
+use anyhow::{bail, Context, Result};
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Tensor, TensorData};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::Serialize;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Ready batches kept in the queue ahead of the step.
+const PREFETCH: usize = 3;
+
+/// One line of `OUT/metrics.jsonl`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepMetrics {
+    /// Steps completed after this one.
+    pub step: usize,
+    /// 0-based epoch of this step.
+    pub epoch: usize,
+    /// NT-Xent loss.
+    pub loss: f32,
+    /// Contrastive top-1 accuracy.
+    pub contrast_acc: f32,
+    /// Entropy of the contrastive distribution.
+    pub contrast_entropy: f32,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Images (not views) per second of this step, data wait included.
+    pub images_per_sec: f64,
+    /// Seconds this step waited for its batch.
+    pub data_wait_s: f64,
+}
+
+/// What a finished (or resumed and finished) run reports.
+pub struct Pretrained {
+    /// The trained network (on the training device, autodiff).
+    pub model: SimClr,
+    /// Metrics of each step run in this invocation.
+    pub history: Vec<StepMetrics>,
+    /// The last checkpoint written.
+    pub checkpoint: PathBuf,
+    /// Step the run started from (0, or the resumed step).
+    pub start_step: usize,
+}
+
+/// The order of the images in `epoch`: a permutation seeded by `(seed, epoch)`.
+pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..len).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(splitmix64(seed ^ splitmix64(epoch as u64))));
+    order
+}
+
+/// Two views of each image `indices[i]`, as a `[2N, 3, S, S]` buffer (all first views, then all
+/// second views), augmented in parallel.
+pub fn make_views(ds: &dyn Dataset, indices: &[usize], aug: &AugmentConfig, seed: u64, epoch: usize) -> Result<Vec<f32>> {
+    let n = indices.len();
+    let views: Vec<Vec<f32>> = (0..2 * n)
+        .into_par_iter()
+        .map(|v| {
+            let index = indices[v % n];
+            let img = ds.image(index)?;
+            let mut rng = view_rng(seed, epoch as u64, index as u64, (v / n) as u64);
+            Ok(augment(&img, aug, &mut rng).data)
+        })
+        .collect::<Result<_, data::DataError>>()?;
+    Ok(views.concat())
+}
+
+/// Starts the producer thread for steps `start..total`.
+fn spawn_loader(
+    ds: Arc<dyn Dataset>,
+    aug: AugmentConfig,
+    seed: u64,
+    batch: usize,
+    steps_per_epoch: usize,
+    start: usize,
+    total: usize,
+) -> Receiver<Result<Vec<f32>>> {
+    let (tx, rx) = sync_channel(PREFETCH);
+    std::thread::spawn(move || {
+        let mut order: (usize, Vec<usize>) = (usize::MAX, Vec::new());
+        for step in start..total {
+            let epoch = step / steps_per_epoch;
+            if order.0 != epoch {
+                order = (epoch, epoch_order(ds.len(), seed, epoch));
+            }
+            let at = (step % steps_per_epoch) * batch;
+            let views = make_views(ds.as_ref(), &order.1[at..at + batch], &aug, seed, epoch);
+            if tx.send(views).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Side of the training views: the configured one, or the dataset's own.
+fn view_size(cfg: &Config, ds: &dyn Dataset) -> Result<usize> {
+    if cfg.image_size > 0 {
+        return Ok(cfg.image_size);
+    }
+    let first = ds.image(0)?;
+    Ok(first.height.max(first.width))
+}
+
+/// Runs pretraining as `cfg` says, resuming from the latest checkpoint in `cfg.out` if `resume`.
+pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> Result<Pretrained> {
+    cfg.validate()?;
+    let mut train = data::open(cfg.dataset, cfg.data.as_deref(), Split::Train)?;
+    if cfg.limit > 0 {
+        train = train.truncate(cfg.limit);
+    }
+    let ds: Arc<dyn Dataset> = Arc::new(train);
+    if ds.len() < cfg.batch_size {
+        bail!("--batch-size {}: the dataset has only {} images; use a smaller batch", cfg.batch_size, ds.len());
+    }
+    let size = view_size(cfg, ds.as_ref())?;
+    let model_cfg = cfg.model(size);
+    let min = model_cfg.encoder.min_image_size();
+    if size < min {
+        bail!("--image-size {size}: too small for the {:?} stem (needs at least {min} px); use a larger --image-size or --stem cifar", model_cfg.encoder.stem);
+    }
+
+    std::fs::create_dir_all(&cfg.out).with_context(|| format!("--out {}: cannot create the folder; choose a writable path", cfg.out.display()))?;
+    std::fs::write(cfg.out.join("config.toml"), cfg.to_toml())
+        .with_context(|| format!("--out {}: cannot write into the folder; choose a writable path", cfg.out.display()))?;
+
+    let device = device.clone().autodiff();
+    device.seed(cfg.seed);
+    let mut model = model_cfg.init(&device);
+    let mut optim = Optimizer::new(cfg.rule());
+    let mut start = 0;
+    let mut last_checkpoint = PathBuf::new();
+    if resume {
+        if let Some(dir) = checkpoint::latest(&cfg.out)? {
+            let state = checkpoint::read_state(&dir)?;
+            model = checkpoint::load_model(model, &dir.join("model.safetensors"))?;
+            optim = Optimizer::load(cfg.rule(), &dir.join("optimizer.safetensors"), &device)?;
+            start = state.step;
+            last_checkpoint = dir.clone();
+            tracing::info!("resuming from {} at step {start}", dir.display());
+        } else {
+            tracing::info!("--resume: no checkpoint in {}, starting from scratch", cfg.out.display());
+        }
+    }
+
+    let steps_per_epoch = ds.len() / cfg.batch_size;
+    let total = if cfg.max_steps > 0 { cfg.max_steps } else { cfg.epochs * steps_per_epoch };
+    let schedule = WarmupCosine {
+        peak: cfg.lr_scaling.scale(cfg.lr, cfg.batch_size),
+        warmup_steps: (cfg.warmup_epochs * ds.len() as f64 / cfg.batch_size as f64).round() as usize,
+        total_steps: total,
+    };
+    let aug = cfg.augment(size);
+    let loader = spawn_loader(ds.clone(), aug, cfg.seed, cfg.batch_size, steps_per_epoch, start, total);
+    let mut metrics_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(cfg.out.join("metrics.jsonl"))
+        .with_context(|| format!("--out {}: cannot write metrics.jsonl", cfg.out.display()))?;
+
+    let bar = progress_bar(progress, start, total);
+    let mut history = Vec::new();
+    let mut epoch_wait = 0.0;
+    for step in start..total {
+        let t0 = Instant::now();
+        let views = loader.recv().context("the data loader stopped")??;
+        let wait = t0.elapsed().as_secs_f64();
+        epoch_wait += wait;
+        let epoch = step / steps_per_epoch;
+        let lr = schedule.lr(step);
+        let x = Tensor::<4>::from_data(TensorData::new(views, [2 * cfg.batch_size, 3, size, size]), &device);
+        let out = nt_xent(model.forward(x).pop().expect("the head returns z"), cfg.temperature);
+        let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+        model = optim.step(lr, model, grads);
+        let loss: f32 = out.loss.into_scalar();
+        if !loss.is_finite() {
+            bail!(
+                "the loss became {loss} at step {} (lr {lr:.4}); lower --lr or raise --temperature. The last good checkpoint is {}",
+                step + 1,
+                if last_checkpoint.as_os_str().is_empty() { "none".into() } else { last_checkpoint.display().to_string() }
+            );
+        }
+        let m = StepMetrics {
+            step: step + 1,
+            epoch,
+            loss,
+            contrast_acc: out.accuracy.into_scalar(),
+            contrast_entropy: out.entropy.into_scalar(),
+            lr,
+            images_per_sec: cfg.batch_size as f64 / t0.elapsed().as_secs_f64(),
+            data_wait_s: wait,
+        };
+        writeln!(metrics_file, "{}", serde_json::to_string(&m)?)?;
+        bar.set_position((step + 1) as u64);
+        bar.set_message(format!(
+            "epoch {} loss {:.4} acc {:.3} lr {:.4} {:.1} img/s",
+            epoch + 1,
+            m.loss,
+            m.contrast_acc,
+            lr,
+            m.images_per_sec
+        ));
+        history.push(m);
+
+        let done = step + 1;
+        let epoch_end = done % steps_per_epoch == 0 || done == total;
+        let periodic = cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0;
+        if epoch_end || periodic {
+            let state = TrainState { step: done, epoch: done / steps_per_epoch, seed: cfg.seed };
+            last_checkpoint = checkpoint::save(&cfg.out, cfg, &model, &optim, &state)?;
+        }
+        if epoch_end {
+            let recent = &history[history.len().saturating_sub(steps_per_epoch)..];
+            let mean = |f: fn(&StepMetrics) -> f64| recent.iter().map(f).sum::<f64>() / recent.len() as f64;
+            bar.suspend(|| {
+                tracing::info!(
+                    "epoch {} done at step {done}/{total}: loss {:.4}, contrast acc {:.3}, {:.1} img/s, waited {:.2}s for data",
+                    epoch + 1,
+                    mean(|m| m.loss as f64),
+                    mean(|m| m.contrast_acc as f64),
+                    mean(|m| m.images_per_sec),
+                    epoch_wait
+                )
+            });
+            epoch_wait = 0.0;
+        }
+    }
+    bar.finish_and_clear();
+    if start >= total {
+        tracing::info!("nothing to do: the checkpoint is at step {start} of {total}");
+    }
+    Ok(Pretrained { model, history, checkpoint: last_checkpoint, start_step: start })
+}
+
+fn progress_bar(show: bool, start: usize, total: usize) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total as u64).with_position(start as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} step {pos}/{len} {msg} eta {eta}")
+            .expect("a valid template"),
+    );
+    bar
+}
+
+impl Pretrained {
+    /// The trained model without autodiff, BN in inference mode, for evaluation.
+    pub fn eval_model(&self) -> SimClr {
+        self.model.valid()
+    }
+}
