@@ -31,3 +31,28 @@ pub fn default_device() -> burn::tensor::Device {
 pub(crate) fn floats<const D: usize>(t: burn::tensor::Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_to_vec::<f32>().expect("a float tensor converts to f32")
 }
+
+/// Number of trainable weights of a module, as PyTorch counts them: every float parameter except
+/// BN running statistics (which Burn's `num_params` includes).
+pub fn num_trainable_params<M: burn::module::Module>(module: &M) -> usize {
+    struct Counter {
+        path: Vec<String>,
+        total: usize,
+    }
+    impl burn::module::ModuleVisitor for Counter {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<burn::tensor::Tensor<D>>) {
+            if !matches!(self.path.last().map(String::as_str), Some("running_mean" | "running_var")) {
+                self.total += param.shape().num_elements();
+            }
+        }
+    }
+    let mut counter = Counter { path: Vec::new(), total: 0 };
+    module.visit(&mut counter);
+    counter.total
+}

@@ -1,0 +1,152 @@
+//! Invariants of the augmentations (paper App. A).
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use simclr::augment::*;
+use simclr::image::Image;
+
+fn test_image(h: usize, w: usize) -> Image {
+    let mut img = Image::zeros(h, w);
+    for (i, v) in img.data.iter_mut().enumerate() {
+        *v = ((i * 37 + 11) % 256) as f32 / 255.0;
+    }
+    img
+}
+
+#[test]
+fn crop_area_and_aspect_stay_within_bounds() {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    for (h, w) in [(28, 28), (32, 32), (96, 96), (375, 500)] {
+        let area = (h * w) as f64;
+        for _ in 0..2000 {
+            let c = sample_crop(h, w, 0.08, &mut rng);
+            assert!(c.top + c.height <= h && c.left + c.width <= w, "{c:?} leaves the image {h}x{w}");
+            assert!(c.height >= 1 && c.width >= 1);
+            let frac = (c.height * c.width) as f64 / area;
+            let aspect = c.width as f64 / c.height as f64;
+            let full = c.height == h && c.width == w;
+            // Rounding to whole pixels widens the bounds by about one pixel per side.
+            let slack_h = 1.0 / c.height as f64;
+            let slack_w = 1.0 / c.width as f64;
+            assert!(full || frac >= 0.08 * (1.0 - slack_h) * (1.0 - slack_w), "area fraction {frac}");
+            assert!(full || (aspect >= 0.75 * (1.0 - slack_w) / (1.0 + slack_h) && aspect <= (4.0 / 3.0) * (1.0 + slack_w) / (1.0 - slack_h)), "aspect {aspect} of {c:?}");
+        }
+    }
+}
+
+#[test]
+fn flip_is_an_exact_mirror() {
+    let img = test_image(5, 7);
+    let f = hflip(&img);
+    for c in 0..3 {
+        for y in 0..5 {
+            for x in 0..7 {
+                assert_eq!(f.at(c, y, x), img.at(c, y, 6 - x));
+            }
+        }
+    }
+    assert_eq!(hflip(&f), img);
+}
+
+#[test]
+fn jitter_with_strength_zero_is_the_identity() {
+    let img = test_image(16, 16);
+    let mut out = img.clone();
+    color_jitter(&mut out, 0.0, &mut ChaCha8Rng::seed_from_u64(3));
+    assert_eq!(out, img);
+}
+
+#[test]
+fn jitter_changes_colours_and_stays_in_range() {
+    let img = test_image(16, 16);
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let mut changed = 0;
+    for _ in 0..20 {
+        let mut out = img.clone();
+        color_jitter(&mut out, 1.0, &mut rng);
+        assert!(out.data.iter().all(|v| (0.0..=1.0).contains(v)));
+        changed += (out != img) as usize;
+    }
+    assert_eq!(changed, 20);
+}
+
+#[test]
+fn hsv_round_trip() {
+    for &(r, g, b) in &[(0.2f32, 0.4, 0.9), (1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.0, 0.7, 0.3), (0.9, 0.1, 0.6)] {
+        let (h, s, v) = rgb_to_hsv(r, g, b);
+        let (r2, g2, b2) = hsv_to_rgb(h, s, v);
+        assert!((r - r2).abs() < 1e-6 && (g - g2).abs() < 1e-6 && (b - b2).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn grayscale_has_equal_channels_with_the_luma_weights() {
+    let mut img = test_image(6, 6);
+    let before = img.clone();
+    to_grayscale(&mut img);
+    let p = img.plane();
+    for i in 0..p {
+        assert_eq!(img.data[i], img.data[p + i]);
+        assert_eq!(img.data[i], img.data[2 * p + i]);
+        let y = 0.2989 * before.data[i] + 0.5870 * before.data[p + i] + 0.1140 * before.data[2 * p + i];
+        assert!((img.data[i] - y).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn blur_preserves_a_constant_image_and_smooths_an_edge() {
+    let mut img = Image::zeros(32, 32);
+    img.data.iter_mut().for_each(|v| *v = 0.37);
+    let out = gaussian_blur(&img, 10, 1.5);
+    assert!(out.data.iter().all(|v| (v - 0.37).abs() < 1e-6));
+
+    let mut edge = Image::zeros(32, 32);
+    for c in 0..3 {
+        for y in 0..32 {
+            for x in 16..32 {
+                edge.data[(c * 32 + y) * 32 + x] = 1.0;
+            }
+        }
+    }
+    let out = gaussian_blur(&edge, 10, 1.5);
+    assert!(out.at(0, 10, 15) > 0.1 && out.at(0, 10, 16) < 0.9, "the edge is smoothed");
+    let sum_in: f32 = edge.data.iter().sum();
+    let sum_out: f32 = out.data.iter().sum();
+    assert!((sum_in - sum_out).abs() / sum_in < 1e-4, "reflect padding keeps the mass of a symmetric edge");
+}
+
+#[test]
+fn full_pipeline_outputs_are_in_range_and_sized() {
+    let img = test_image(28, 28);
+    for (size, blur) in [(28, false), (64, true)] {
+        let mut cfg = AugmentConfig::simclr(size, 1.0);
+        cfg.blur = blur;
+        for i in 0..50 {
+            let v = augment(&img, &cfg, &mut view_rng(0, 0, i, 0));
+            assert_eq!((v.height, v.width, v.data.len()), (size, size, 3 * size * size));
+            assert!(v.data.iter().all(|x| (0.0..=1.0).contains(x)));
+        }
+    }
+}
+
+#[test]
+fn same_seed_same_views_different_seed_different_views() {
+    let img = test_image(28, 28);
+    let cfg = AugmentConfig::simclr(28, 1.0);
+    let a = augment(&img, &cfg, &mut view_rng(7, 2, 5, 0));
+    let b = augment(&img, &cfg, &mut view_rng(7, 2, 5, 0));
+    assert_eq!(a, b);
+    let other_seed = augment(&img, &cfg, &mut view_rng(8, 2, 5, 0));
+    let other_view = augment(&img, &cfg, &mut view_rng(7, 2, 5, 1));
+    assert_ne!(a, other_seed);
+    assert_ne!(a, other_view, "the two views of a pair are drawn independently");
+}
+
+#[test]
+fn identity_config_keeps_the_image() {
+    let img = test_image(28, 28);
+    let out = augment(&img, &AugmentConfig::identity(28), &mut view_rng(0, 0, 0, 0));
+    for (a, b) in img.data.iter().zip(&out.data) {
+        assert!((a - b).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,100 @@
+//! NT-Xent: exact values on hand-computed examples and gradients against finite differences.
+
+use burn::tensor::{Tensor, TensorData};
+use simclr::loss::nt_xent;
+
+fn tensor(rows: &[[f32; 2]]) -> Tensor<2> {
+    let data: Vec<f32> = rows.iter().flatten().copied().collect();
+    Tensor::from_data(TensorData::new(data, [rows.len(), 2]), &simclr::default_device())
+}
+
+fn scalar(t: Tensor<1>) -> f32 {
+    t.into_scalar()
+}
+
+/// Reference NT-Xent in f64 straight from eq. 1 of the paper.
+fn reference(z: &[[f32; 2]], tau: f64) -> f64 {
+    let n2 = z.len();
+    let unit: Vec<[f64; 2]> = z
+        .iter()
+        .map(|r| {
+            let norm = ((r[0] as f64).powi(2) + (r[1] as f64).powi(2)).sqrt();
+            [r[0] as f64 / norm, r[1] as f64 / norm]
+        })
+        .collect();
+    let sim = |a: usize, b: usize| (unit[a][0] * unit[b][0] + unit[a][1] * unit[b][1]) / tau;
+    let mut total = 0.0;
+    for i in 0..n2 {
+        let j = (i + n2 / 2) % n2;
+        let denom: f64 = (0..n2).filter(|&k| k != i).map(|k| sim(i, k).exp()).sum();
+        total += -(sim(i, j).exp() / denom).ln();
+    }
+    total / n2 as f64
+}
+
+#[test]
+fn two_pairs_of_identical_views_by_hand() {
+    // Views (1,0),(0,1) | (1,0),(0,1): each anchor has similarity 1 to its positive and 0 to both
+    // negatives, so with τ = 1 every ℓ = −log(e / (e + 2)) = ln(e + 2) − 1 = 0.551444…
+    let z = tensor(&[[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]);
+    let out = nt_xent(z, 1.0);
+    let expected = (std::f64::consts::E + 2.0).ln() - 1.0;
+    assert!((scalar(out.loss) as f64 - expected).abs() < 1e-6);
+    assert_eq!(scalar(out.accuracy), 1.0);
+    // Entropy of (e, 1, 1)/(e+2) over the 3 candidates.
+    let p = [std::f64::consts::E, 1.0, 1.0].map(|v| v / (std::f64::consts::E + 2.0));
+    let h: f64 = -p.iter().map(|p| p * p.ln()).sum::<f64>();
+    assert!((scalar(out.entropy) as f64 - h).abs() < 1e-5);
+}
+
+#[test]
+fn unnormalised_inputs_match_the_reference() {
+    let rows = [[3.0, 0.5], [-1.0, 2.0], [2.0, 1.0], [0.5, -1.5]];
+    for tau in [0.1, 0.5, 1.0] {
+        let got = scalar(nt_xent(tensor(&rows), tau as f32).loss) as f64;
+        let want = reference(&rows, tau);
+        assert!((got - want).abs() < 1e-4 * want.max(1.0), "tau {tau}: got {got}, want {want}");
+    }
+}
+
+#[test]
+fn contrastive_accuracy_counts_anchors_whose_positive_ranks_first() {
+    // Image 0's views agree; image 1's views point away from each other.
+    let rows = [[1.0, 0.0], [0.0, 1.0], [1.0, 0.1], [1.0, -0.5]];
+    let out = nt_xent(tensor(&rows), 0.5);
+    // Anchor 0: positive 2 (cos 0.995) beats 3 (0.894) and 1 (0): right. Anchor 1: positive 3
+    // (cos −0.447) loses to 2 (0.0995): wrong. Anchor 2: positive 0 (0.995) beats 3 (0.845): right.
+    // Anchor 3: positive 1 (−0.447) loses to 0 (0.894): wrong. So 2 of 4.
+    assert_eq!(scalar(out.accuracy), 0.5);
+}
+
+#[test]
+fn gradient_matches_finite_differences() {
+    let rows = [[0.3, 1.2], [-0.7, 0.4], [0.9, -0.2], [0.1, 0.8], [-0.5, -0.6], [1.1, 0.3]];
+    let tau = 0.5;
+    let device = simclr::default_device().autodiff();
+    let data: Vec<f32> = rows.iter().flatten().copied().collect();
+    let z = Tensor::<2>::from_data(TensorData::new(data.clone(), [6, 2]), &device).require_grad();
+    let grads = nt_xent(z.clone(), tau).loss.backward();
+    let analytic: Vec<f32> = z.grad(&grads).unwrap().into_data().convert::<f32>().try_to_vec().unwrap();
+    let h = 1e-2f64;
+    for k in 0..data.len() {
+        let eval = |delta: f64| {
+            let mut r = rows;
+            r[k / 2][k % 2] += delta as f32;
+            reference(&r, tau as f64)
+        };
+        let numeric = (eval(h) - eval(-h)) / (2.0 * h);
+        assert!(
+            (analytic[k] as f64 - numeric).abs() < 1e-3,
+            "d loss / d z[{k}]: autodiff {} vs finite differences {numeric}",
+            analytic[k]
+        );
+    }
+}
+
+#[test]
+#[should_panic(expected = "N >= 2")]
+fn rejects_a_single_pair() {
+    nt_xent(tensor(&[[1.0, 0.0], [0.0, 1.0]]), 0.5);
+}

@@ -1,0 +1,68 @@
+//! Encoder and head shapes: parameter counts equal torchvision's, output shapes for both stems.
+
+use burn::module::Module;
+use burn::tensor::Tensor;
+use simclr::head::{HeadConfig, HeadMode, ModelConfig};
+use simclr::resnet::{Arch, ResNetConfig, Stem};
+
+fn params(arch: Arch) -> usize {
+    let net = ResNetConfig { arch, width: 1.0, stem: Stem::Imagenet }.init(&simclr::default_device());
+    simclr::num_trainable_params(&net)
+}
+
+#[test]
+fn parameter_counts_match_torchvision_without_fc() {
+    // torchvision resnet18 / resnet50 minus their 1000-way fc layer (512·1000+1000, 2048·1000+1000).
+    assert_eq!(params(Arch::Resnet18), 11_689_512 - 513_000);
+    assert_eq!(params(Arch::Resnet50), 23_508_032);
+}
+
+#[test]
+fn deeper_parameter_counts_match_torchvision_without_fc() {
+    assert_eq!(params(Arch::Resnet34), 21_797_672 - 513_000);
+    assert_eq!(params(Arch::Resnet101), 44_549_160 - 2_049_000);
+}
+
+#[test]
+fn cifar_stem_keeps_resolution_imagenet_stem_divides_by_four() {
+    let device = simclr::default_device();
+    for (stem, size) in [(Stem::Cifar, 32), (Stem::Imagenet, 64)] {
+        let net = ResNetConfig { arch: Arch::Resnet18, width: 0.25, stem }.init(&device);
+        let h = net.forward(Tensor::zeros([2, 3, size, size], &device));
+        assert_eq!(h.dims(), [2, 128]);
+    }
+    let net = ResNetConfig { arch: Arch::Resnet50, width: 0.125, stem: Stem::Cifar }.init(&device);
+    assert_eq!(net.forward(Tensor::zeros([2, 3, 28, 28], &device)).dims(), [2, 256]);
+    assert_eq!(Stem::Auto.resolve(32), Stem::Cifar);
+    assert_eq!(Stem::Auto.resolve(96), Stem::Imagenet);
+}
+
+#[test]
+fn width_multiplier_scales_every_stage() {
+    let device = simclr::default_device();
+    let w2 = ResNetConfig { arch: Arch::Resnet18, width: 2.0, stem: Stem::Cifar }.init(&device);
+    assert_eq!(w2.out_dim(), 1024);
+    // Doubling every width roughly quadruples the weights.
+    let ratio = simclr::num_trainable_params(&w2) as f64 / params(Arch::Resnet18) as f64;
+    assert!((ratio - 4.0).abs() < 0.05, "ratio {ratio}");
+}
+
+#[test]
+fn head_returns_h_every_layer_and_z() {
+    let device = simclr::default_device();
+    let cfg = ModelConfig {
+        encoder: ResNetConfig { arch: Arch::Resnet18, width: 0.25, stem: Stem::Cifar },
+        head: HeadConfig { mode: HeadMode::Nonlinear, layers: 3, proj_dim: 32 },
+    };
+    let model = cfg.init(&device);
+    let out = model.forward(Tensor::zeros([4, 3, 16, 16], &device));
+    let dims: Vec<_> = out.iter().map(|t| t.dims()).collect();
+    assert_eq!(dims, vec![[4, 128], [4, 128], [4, 128], [4, 32]]);
+    // Head parameters: 2 × (128·128 + BN 2·128) + 128·32 + BN 2·32 on top of the encoder.
+    let head = simclr::num_trainable_params(&model) - simclr::num_trainable_params(&model.encoder);
+    assert_eq!(head, 2 * (128 * 128 + 256) + 128 * 32 + 64);
+    for (mode, n) in [(HeadMode::None, 1), (HeadMode::Linear, 2)] {
+        let m = ModelConfig { head: HeadConfig { mode, layers: 2, proj_dim: 32 }, ..cfg.clone() }.init(&device);
+        assert_eq!(m.forward(Tensor::zeros([2, 3, 16, 16], &device)).len(), n);
+    }
+}
