@@ -53,8 +53,7 @@ pub fn run(cfg: &Config, device: &Device, progress: bool) -> Result<DemoResult> 
     let trained = pretrain(cfg, false, device, progress)?;
     let size = 28;
     let pretrained = probe_accuracy(&trained.eval_model(), size, device)?;
-    device.seed(cfg.seed.wrapping_add(1));
-    let random_model = cfg.model(size).init(device);
+    let random_model = cfg.model(size).init_seeded(cfg.seed.wrapping_add(1), device);
     let random = probe_accuracy(&random_model, size, device)?;
     Ok(DemoResult { pretrained, random })
 }

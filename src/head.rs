@@ -139,8 +139,20 @@ pub struct ModelConfig {
     pub head: HeadConfig,
 }
 
+/// Serialises seeding and initialisation: the backend's RNG is global, so two models initialised
+/// at once from different threads would otherwise interleave their draws.
+static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl ModelConfig {
-    /// Builds the network with freshly initialised weights.
+    /// Builds the network with weights drawn from `seed`: the same seed gives the same weights,
+    /// whatever else the process is doing.
+    pub fn init_seeded(&self, seed: u64, device: &Device) -> SimClr {
+        let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        device.seed(seed);
+        self.init(device)
+    }
+
+    /// Builds the network with freshly initialised weights from the backend's current RNG state.
     pub fn init(&self, device: &Device) -> SimClr {
         let encoder = self.encoder.init(device);
         let head = self.head.init(encoder.out_dim(), device);

@@ -148,8 +148,7 @@ pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> 
         .with_context(|| format!("--out {}: cannot write into the folder; choose a writable path", cfg.out.display()))?;
 
     let device = device.clone().autodiff();
-    device.seed(cfg.seed);
-    let mut model = model_cfg.init(&device);
+    let mut model = model_cfg.init_seeded(cfg.seed, &device);
     let mut optim = Optimizer::new(cfg.rule());
     let mut start = 0;
     let mut last_checkpoint = PathBuf::new();

@@ -1,0 +1,58 @@
+//! The binary's handling of bad input: a one-line error naming the value and the fix, exit code ≠ 0.
+
+use std::process::Command;
+
+fn simclr(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_simclr")).args(args).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+#[test]
+fn unknown_arch_is_rejected() {
+    let (code, err) = simclr(&["pretrain", "--arch", "resnet19"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("resnet19") && err.contains("resnet18"), "{err}");
+}
+
+#[test]
+fn bad_values_give_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let out = out.to_str().unwrap();
+    for (args, needle) in [
+        (vec!["--batch-size", "1"], "--batch-size 1"),
+        (vec!["--temperature", "0"], "--temperature 0"),
+        (vec!["--dataset", "fashion-mnist", "--data", "/nonexistent"], "/nonexistent"),
+        (vec!["--dataset", "fashion-mnist"], "--data"),
+    ] {
+        let mut all = vec!["pretrain", "--out", out, "--quiet"];
+        all.extend(&args);
+        let (code, err) = simclr(&all);
+        assert_ne!(code, 0, "{args:?}");
+        let lines: Vec<_> = err.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(lines.len(), 1, "{err}");
+        assert!(lines[0].contains(needle), "{args:?}: {err}");
+    }
+    assert!(!std::path::Path::new(out).join("checkpoints").exists());
+}
+
+#[test]
+fn unwritable_output_folder_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let out = file.join("run");
+    let (code, err) = simclr(&["pretrain", "--out", out.to_str().unwrap(), "--max-steps", "1", "--quiet"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--out") && err.contains("writable"), "{err}");
+}
+
+#[test]
+fn config_file_with_an_unknown_key_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "batch_size = 64\nlearning_rat = 0.1\n").unwrap();
+    let (code, err) = simclr(&["pretrain", "--config", cfg.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("c.toml") && err.contains("learning_rat"), "{err}");
+}
