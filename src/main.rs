@@ -35,7 +35,7 @@ enum Command {
         #[arg(long, default_value = "runs/demo")]
         out: PathBuf,
         /// Pretraining epochs over the 5,000 built-in images.
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 4)]
         epochs: usize,
     },
 }
@@ -44,6 +44,7 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     if let Err(e) = run(Cli::parse()) {
