@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::head::SimClr;
 use crate::optim::Optimizer;
 use anyhow::{bail, Context, Result};
+use burn::module::Module;
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -107,10 +108,11 @@ pub fn read_config(dir: &Path) -> Result<Config> {
     Config::from_file(&dir.join("config.toml"))
 }
 
-/// Saves the model's weights and BN statistics as safetensors.
+/// Saves the model's weights and BN statistics as safetensors. (`valid()` first folds the running
+/// statistics' pending update from the last training step in, which a plain visit would miss.)
 pub fn save_model(model: &SimClr, file: &Path) -> Result<()> {
     let mut store = SafetensorsStore::from_file(file);
-    model.save_into(&mut store).map_err(|e| anyhow::anyhow!("writing {}: {e}", file.display()))
+    model.valid().save_into(&mut store).map_err(|e| anyhow::anyhow!("writing {}: {e}", file.display()))
 }
 
 /// Loads weights saved by [`save_model`] into `model` (which must have the same shape).

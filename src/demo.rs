@@ -4,7 +4,8 @@
 
 use crate::config::Config;
 use crate::data::{self, DatasetKind, Split};
-use crate::eval::{extract, LinearProbe, ProbeConfig};
+use crate::eval::{extract, topk_accuracy};
+use crate::linear::fit_lbfgs;
 use crate::head::SimClr;
 use crate::pretrain::pretrain;
 use crate::resnet::Arch;
@@ -44,8 +45,8 @@ pub fn probe_accuracy(model: &SimClr, image_size: usize, device: &Device) -> Res
     let test = data::builtin(Split::Test);
     let f_train = extract(model, 0, &train, image_size, 500, device)?;
     let f_test = extract(model, 0, &test, image_size, 500, device)?;
-    let probe = LinearProbe::fit(&f_train, 10, ProbeConfig::default(), device);
-    Ok(probe.accuracy(&f_test))
+    let (clf, _) = fit_lbfgs(&f_train, 10, 0, device);
+    Ok(topk_accuracy(&clf.scores(&f_test, device), 10, &f_test.labels, 1))
 }
 
 /// Runs the demo: pretraining as `cfg` says, then the two probes.

@@ -1,24 +1,23 @@
-//! Evaluation of a learned representation (paper §4, App. B.6): features of un-augmented images
-//! from the frozen network, then a multinomial logistic-regression probe on them.
-//!
-//! Features are standardised with the training set's mean and std, and the probe minimises
-//! cross-entropy + `l2/2 · ‖W‖²` by full-batch Adam until the loss stops improving.
+//! Shared pieces of the evaluation protocols (paper §4, App. B.5–B.6): loading a pretrained (or
+//! randomly initialised) network, choosing the layer to evaluate, extracting frozen features of
+//! un-augmented images, top-k accuracy and confusion matrices.
 
 use crate::augment::{augment, AugmentConfig};
+use crate::checkpoint;
+use crate::config::Config;
 use crate::data::Dataset;
 use crate::head::SimClr;
-use crate::optim::{Optimizer, Rule};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
-use burn::optim::GradientsParams;
-use burn::tensor::activation::log_softmax;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
-/// Features of a labelled dataset, row-major `n × dim`.
+/// Features of a dataset, row-major `n × dim`, with labels when the dataset has them.
 #[derive(Clone, Debug)]
 pub struct Features {
     /// Values.
@@ -27,16 +26,122 @@ pub struct Features {
     pub n: usize,
     /// Dimension of a row.
     pub dim: usize,
-    /// Label of each row.
+    /// Label of each row (empty for an unlabelled dataset).
     pub labels: Vec<usize>,
 }
 
-/// Output `layer` of the network (0 = h, k = head layer k) for every image of `ds`, resized to
-/// `image_size` without augmentation, computed in batches of `batch` with BN in inference mode.
+impl Features {
+    /// The rows at `indices`, in that order.
+    pub fn subset(&self, indices: &[usize]) -> Features {
+        let mut data = Vec::with_capacity(indices.len() * self.dim);
+        for &i in indices {
+            data.extend_from_slice(&self.data[i * self.dim..(i + 1) * self.dim]);
+        }
+        let labels = if self.labels.is_empty() { vec![] } else { indices.iter().map(|&i| self.labels[i]).collect() };
+        Features { data, n: indices.len(), dim: self.dim, labels }
+    }
+
+    /// Whether every row has a label.
+    pub fn is_labelled(&self) -> bool {
+        self.labels.len() == self.n
+    }
+}
+
+/// Which representation to evaluate: h (before the head), z (after it), or head layer K.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Layer {
+    /// The encoder output h (the paper's default for downstream tasks).
+    H,
+    /// The projection output z.
+    Z,
+    /// The output of head layer K (1-based; `head:0` is h).
+    Head(usize),
+}
+
+impl FromStr for Layer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "h" => Ok(Layer::H),
+            "z" => Ok(Layer::Z),
+            _ => s
+                .strip_prefix("head:")
+                .and_then(|k| k.parse().ok())
+                .map(Layer::Head)
+                .ok_or_else(|| format!("--layer {s}: expected h, z or head:K (K = 0 … number of head layers)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Layer::H => write!(f, "h"),
+            Layer::Z => write!(f, "z"),
+            Layer::Head(k) => write!(f, "head:{k}"),
+        }
+    }
+}
+
+impl Layer {
+    /// Index into the list `[h, head layer 1, …, z]` of a model with `head_layers` layers.
+    pub fn index(self, head_layers: usize) -> Result<usize> {
+        match self {
+            Layer::H => Ok(0),
+            Layer::Z => Ok(head_layers),
+            Layer::Head(k) if k <= head_layers => Ok(k),
+            Layer::Head(k) => bail!("--layer head:{k}: the model's head has only {head_layers} layers"),
+        }
+    }
+}
+
+/// A network to evaluate, with where it came from.
+pub struct Loaded {
+    /// The network (weights on the given device, autodiff off).
+    pub model: SimClr,
+    /// The config it was trained with (or the flags, for random init).
+    pub config: Config,
+    /// Side of the images it takes.
+    pub image_size: usize,
+    /// The checkpoint folder, if any.
+    pub checkpoint: Option<PathBuf>,
+    /// SHA-256 of the checkpoint's `model.safetensors`, if any.
+    pub checkpoint_sha256: Option<String>,
+}
+
+/// Loads `--checkpoint` (a checkpoint or run folder), or builds a randomly initialised network from
+/// `flags` when `checkpoint` is `None`. `image_size` is the training view size of the run.
+pub fn load(checkpoint_arg: Option<&Path>, flags: &Config, dataset_size: usize, device: &Device) -> Result<Loaded> {
+    match checkpoint_arg {
+        Some(path) => {
+            let dir = checkpoint::resolve(path)?;
+            let config = checkpoint::read_config(&dir)?;
+            let size = if config.image_size > 0 { config.image_size } else { dataset_size };
+            let model = config.model(size).init(device);
+            let file = dir.join("model.safetensors");
+            let model = checkpoint::load_model(model, &file)?;
+            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let hash = sha256_hex(&bytes);
+            Ok(Loaded { model, config, image_size: size, checkpoint: Some(dir), checkpoint_sha256: Some(hash) })
+        }
+        None => {
+            let size = if flags.image_size > 0 { flags.image_size } else { dataset_size };
+            let model = flags.model(size).init_seeded(flags.seed, device);
+            Ok(Loaded { model, config: flags.clone(), image_size: size, checkpoint: None, checkpoint_sha256: None })
+        }
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Output `layer` (index into `[h, head layers…]`) for every image of `ds`, resized to
+/// `image_size` without augmentation, in batches of `batch`, BN in inference mode, no gradient.
 pub fn extract(model: &SimClr, layer: usize, ds: &dyn Dataset, image_size: usize, batch: usize, device: &Device) -> Result<Features> {
-    let model = model.valid();
     let device = device.clone().inner();
-    let model = model.to_device(&device);
+    let model = model.valid().to_device(&device);
     let aug = AugmentConfig::identity(image_size);
     let mut data = Vec::new();
     let mut labels = Vec::with_capacity(ds.len());
@@ -55,111 +160,31 @@ pub fn extract(model: &SimClr, layer: usize, ds: &dyn Dataset, image_size: usize
         let f = hiddens.swap_remove(layer);
         dim = f.dims()[1];
         data.extend(crate::floats(f));
-        for &i in &idx {
-            match ds.label(i) {
-                Some(l) => labels.push(l),
-                None => bail!("image {i} has no label: a linear probe needs a labelled dataset"),
-            }
-        }
+        labels.extend(idx.iter().filter_map(|&i| ds.label(i)));
     }
-    Ok(Features { n: labels.len(), dim, data, labels })
+    if !labels.is_empty() && labels.len() != ds.len() {
+        bail!("only some images have labels ({} of {})", labels.len(), ds.len());
+    }
+    Ok(Features { n: ds.len(), dim, data, labels })
 }
 
-/// A fitted multinomial logistic-regression probe.
-pub struct LinearProbe {
-    mean: Vec<f32>,
-    std: Vec<f32>,
-    linear: Linear,
-    device: Device,
+/// Fraction of rows whose label is among the `k` highest of `scores` (`n × classes`, row-major).
+/// Ties count against the label.
+pub fn topk_accuracy(scores: &[f32], classes: usize, labels: &[usize], k: usize) -> f64 {
+    let hits = scores
+        .chunks(classes)
+        .zip(labels)
+        .filter(|(row, &l)| row.iter().filter(|&&s| s >= row[l]).count() <= k)
+        .count();
+    hits as f64 / labels.len().max(1) as f64
 }
 
-/// Probe settings.
-#[derive(Clone, Copy, Debug)]
-pub struct ProbeConfig {
-    /// L2 penalty on the weights.
-    pub l2: f64,
-    /// Maximum full-batch steps.
-    pub max_steps: usize,
-    /// Adam learning rate.
-    pub lr: f64,
-}
-
-impl Default for ProbeConfig {
-    fn default() -> Self {
-        Self { l2: 1e-4, max_steps: 500, lr: 0.05 }
+/// Row-normalisable confusion counts: `matrix[true][predicted]`.
+pub fn confusion(scores: &[f32], classes: usize, labels: &[usize]) -> Vec<Vec<usize>> {
+    let mut m = vec![vec![0; classes]; classes];
+    for (row, &l) in scores.chunks(classes).zip(labels) {
+        let pred = row.iter().enumerate().fold(0, |b, (i, &s)| if s > row[b] { i } else { b });
+        m[l][pred] += 1;
     }
-}
-
-impl LinearProbe {
-    /// Fits the probe on `train` with `classes` classes.
-    pub fn fit(train: &Features, classes: usize, cfg: ProbeConfig, device: &Device) -> Self {
-        let (mean, std) = column_stats(train);
-        let inner = device.clone().inner();
-        let ad = inner.clone().autodiff();
-        let x = standardized(train, &mean, &std, &ad);
-        let y = one_hot(&train.labels, classes, &ad);
-        let mut linear = LinearConfig::new(train.dim, classes).init(&ad);
-        let mut optim = Optimizer::new(Rule::new(crate::optim::OptimizerKind::Adamw, 0.9, 0.0));
-        let mut best = f32::INFINITY;
-        let mut stale = 0;
-        for _ in 0..cfg.max_steps {
-            let logits = linear.forward(x.clone());
-            let ce = (log_softmax(logits, 1) * y.clone()).sum().neg().div_scalar(train.n as f32);
-            let loss = ce + linear.weight.val().square().sum().mul_scalar(cfg.l2 / 2.0);
-            let grads = GradientsParams::from_grads(loss.backward(), &linear);
-            linear = optim.step(cfg.lr, linear, grads);
-            let value: f32 = loss.into_scalar();
-            if value < best - 1e-5 {
-                best = value;
-                stale = 0;
-            } else {
-                stale += 1;
-                if stale >= 20 {
-                    break;
-                }
-            }
-        }
-        Self { mean, std, linear: linear.valid(), device: inner }
-    }
-
-    /// Predicted class of each row.
-    pub fn predict(&self, feats: &Features) -> Vec<usize> {
-        let x = standardized(feats, &self.mean, &self.std, &self.device);
-        let pred: Tensor<2, Int> = self.linear.forward(x).argmax(1);
-        pred.into_data().convert::<i64>().try_to_vec::<i64>().expect("argmax gives integers").into_iter().map(|p| p as usize).collect()
-    }
-
-    /// Fraction of rows classified correctly.
-    pub fn accuracy(&self, feats: &Features) -> f64 {
-        let pred = self.predict(feats);
-        pred.iter().zip(&feats.labels).filter(|(p, l)| p == l).count() as f64 / feats.n.max(1) as f64
-    }
-}
-
-/// Per-column mean and standard deviation (std floored at 1e-6).
-fn column_stats(f: &Features) -> (Vec<f32>, Vec<f32>) {
-    let mut mean = vec![0f64; f.dim];
-    let mut sq = vec![0f64; f.dim];
-    for row in f.data.chunks(f.dim) {
-        for (j, &v) in row.iter().enumerate() {
-            mean[j] += v as f64;
-            sq[j] += (v as f64) * (v as f64);
-        }
-    }
-    let n = f.n as f64;
-    let std = mean.iter().zip(&sq).map(|(m, s)| ((s / n - (m / n).powi(2)).max(0.0).sqrt().max(1e-6)) as f32).collect();
-    (mean.iter().map(|m| (m / n) as f32).collect(), std)
-}
-
-fn standardized(f: &Features, mean: &[f32], std: &[f32], device: &Device) -> Tensor<2> {
-    let data: Vec<f32> = f.data.chunks(f.dim).flat_map(|row| row.iter().enumerate().map(|(j, v)| (v - mean[j]) / std[j])).collect();
-    Tensor::from_data(TensorData::new(data, [f.n, f.dim]), device)
-}
-
-fn one_hot(labels: &[usize], classes: usize, device: &Device) -> Tensor<2> {
-    let mut data = vec![0f32; labels.len() * classes];
-    for (i, &l) in labels.iter().enumerate() {
-        data[i * classes + l] = 1.0;
-    }
-    Tensor::from_data(TensorData::new(data, [labels.len(), classes]), device)
+    m
 }

@@ -110,6 +110,12 @@ impl ProjectionHead {
         hiddens
     }
 
+    /// Keeps only the first `keep` layers (v2's "fine-tune from head layer `keep`").
+    pub fn truncated(mut self, keep: usize) -> Self {
+        self.layers.truncate(keep);
+        self
+    }
+
     /// Number of layers.
     pub fn len(&self) -> usize {
         self.layers.len()

@@ -5,20 +5,27 @@
 //! [`augment`] (data augmentation, §3 / App. A), [`resnet`] (base encoder f), [`head`]
 //! (projection head g and the whole model), [`loss`] (NT-Xent, eq. 1), [`lars`] and [`optim`]
 //! (optimisers), [`schedule`] (LR scaling, warm-up + cosine), [`pretrain`] (the training loop),
-//! [`eval`] (linear probe), [`checkpoint`], [`config`] and [`data`].
+//! evaluation protocols ([`eval`] shared pieces, [`linear`] linear evaluation, [`knn`],
+//! [`finetune`], [`embed`], [`report`]), [`checkpoint`], [`config`] and [`data`].
 
 pub mod augment;
 pub mod checkpoint;
+pub mod commands;
 pub mod config;
 pub mod data;
 pub mod demo;
+pub mod embed;
 pub mod eval;
+pub mod finetune;
 pub mod head;
 pub mod image;
+pub mod knn;
 pub mod lars;
+pub mod linear;
 pub mod loss;
 pub mod optim;
 pub mod pretrain;
+pub mod report;
 pub mod resnet;
 pub mod schedule;
 

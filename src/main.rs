@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use simclr::commands::{EvalArgs, Solver, SplitArg, SubsetArgs};
 use simclr::config::{Config, ConfigArgs};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -28,6 +29,46 @@ enum Command {
         resume: bool,
         #[command(flatten)]
         args: ConfigArgs,
+    },
+    /// Linear evaluation: a logistic-regression classifier on frozen features.
+    LinearEval {
+        #[command(flatten)]
+        eval: EvalArgs,
+        /// Solver: lbfgs (to convergence, L2 chosen on held-out train) or sgd.
+        #[arg(long, value_enum, default_value = "lbfgs")]
+        solver: Solver,
+        /// SGD solver: epochs over the cached features.
+        #[arg(long, default_value_t = 30)]
+        sgd_epochs: usize,
+        /// SGD solver: peak learning rate.
+        #[arg(long, default_value_t = 0.1)]
+        sgd_lr: f64,
+    },
+    /// Weighted kNN classification on frozen features (cosine similarity).
+    Knn {
+        #[command(flatten)]
+        eval: EvalArgs,
+        /// Neighbours that vote.
+        #[arg(long, default_value_t = 200)]
+        k: usize,
+        /// Temperature of the vote weights.
+        #[arg(long, default_value_t = 0.1)]
+        knn_temperature: f32,
+    },
+    /// Fine-tune the encoder and a new classifier on a fraction of the labels.
+    Finetune {
+        #[command(flatten)]
+        eval: EvalArgs,
+        #[command(flatten)]
+        subset: SubsetArgs,
+    },
+    /// Write the representation of every image as features.npy (+ labels.npy).
+    Embed {
+        #[command(flatten)]
+        eval: EvalArgs,
+        /// Which split to embed.
+        #[arg(long, value_enum, default_value = "train")]
+        split: SplitArg,
     },
     /// Pretrain on the built-in Fashion-MNIST subset, then compare a linear probe with random init.
     Demo {
@@ -73,6 +114,16 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
+        Command::LinearEval { eval, solver, sgd_epochs, sgd_lr } => {
+            let sgd = simclr::linear::SgdProbe { epochs: sgd_epochs, lr: sgd_lr, ..Default::default() };
+            println!("{}", simclr::commands::linear_eval(&eval, solver, sgd, &device)?);
+        }
+        Command::Knn { eval, k, knn_temperature } => {
+            let knn = simclr::knn::Knn { k, temperature: knn_temperature };
+            println!("{}", simclr::commands::knn(&eval, knn, &device)?);
+        }
+        Command::Finetune { eval, subset } => println!("{}", simclr::commands::finetune(&eval, &subset, &device)?),
+        Command::Embed { eval, split } => println!("{}", simclr::commands::embed(&eval, split, &device)?),
         Command::Demo { out, epochs } => {
             let cfg = simclr::demo::demo_config(out, epochs);
             println!(

@@ -72,11 +72,11 @@ pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
-/// Two views of each image `indices[i]`, as a `[2N, 3, S, S]` buffer (all first views, then all
-/// second views), augmented in parallel.
-pub fn make_views(ds: &dyn Dataset, indices: &[usize], aug: &AugmentConfig, seed: u64, epoch: usize) -> Result<Vec<f32>> {
+/// `views` augmented views of each image `indices[i]`, as a `[views·N, 3, S, S]` buffer (all first
+/// views, then all second views, …), augmented in parallel.
+pub fn make_views(ds: &dyn Dataset, indices: &[usize], views: usize, aug: &AugmentConfig, seed: u64, epoch: usize) -> Result<Vec<f32>> {
     let n = indices.len();
-    let views: Vec<Vec<f32>> = (0..2 * n)
+    let views: Vec<Vec<f32>> = (0..views * n)
         .into_par_iter()
         .map(|v| {
             let index = indices[v % n];
@@ -88,27 +88,41 @@ pub fn make_views(ds: &dyn Dataset, indices: &[usize], aug: &AugmentConfig, seed
     Ok(views.concat())
 }
 
-/// Starts the producer thread for steps `start..total`.
-fn spawn_loader(
+/// One batch from the loader: which images, and their augmented views.
+pub struct Batch {
+    /// Dataset indices of the batch's images.
+    pub images: Vec<usize>,
+    /// `[views·N, 3, S, S]` pixels (see [`make_views`]).
+    pub pixels: Vec<f32>,
+}
+
+/// Starts a producer thread for steps `start..total` over the images `pool` of `ds`: each epoch
+/// visits `pool` in the order [`epoch_order`] gives, `batch` images a step (the last incomplete
+/// batch dropped), `views` augmented views each. At most [`PREFETCH`] batches wait in the queue.
+#[allow(clippy::too_many_arguments)]
+pub fn spawn_loader(
     ds: Arc<dyn Dataset>,
+    pool: Vec<usize>,
+    views: usize,
     aug: AugmentConfig,
     seed: u64,
     batch: usize,
-    steps_per_epoch: usize,
     start: usize,
     total: usize,
-) -> Receiver<Result<Vec<f32>>> {
+) -> Receiver<Result<Batch>> {
     let (tx, rx) = sync_channel(PREFETCH);
+    let steps_per_epoch = pool.len() / batch;
     std::thread::spawn(move || {
         let mut order: (usize, Vec<usize>) = (usize::MAX, Vec::new());
         for step in start..total {
             let epoch = step / steps_per_epoch;
             if order.0 != epoch {
-                order = (epoch, epoch_order(ds.len(), seed, epoch));
+                order = (epoch, epoch_order(pool.len(), seed, epoch).into_iter().map(|i| pool[i]).collect());
             }
             let at = (step % steps_per_epoch) * batch;
-            let views = make_views(ds.as_ref(), &order.1[at..at + batch], &aug, seed, epoch);
-            if tx.send(views).is_err() {
+            let images = order.1[at..at + batch].to_vec();
+            let result = make_views(ds.as_ref(), &images, views, &aug, seed, epoch).map(|pixels| Batch { images, pixels });
+            if tx.send(result).is_err() {
                 return;
             }
         }
@@ -143,6 +157,7 @@ pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> 
         bail!("--image-size {size}: too small for the {:?} stem (needs at least {min} px); use a larger --image-size or --stem cifar", model_cfg.encoder.stem);
     }
 
+    let cfg = &Config { image_size: size, ..cfg.clone() };
     std::fs::create_dir_all(&cfg.out).with_context(|| format!("--out {}: cannot create the folder; choose a writable path", cfg.out.display()))?;
     std::fs::write(cfg.out.join("config.toml"), cfg.to_toml())
         .with_context(|| format!("--out {}: cannot write into the folder; choose a writable path", cfg.out.display()))?;
@@ -173,7 +188,7 @@ pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> 
         total_steps: total,
     };
     let aug = cfg.augment(size);
-    let loader = spawn_loader(ds.clone(), aug, cfg.seed, cfg.batch_size, steps_per_epoch, start, total);
+    let loader = spawn_loader(ds.clone(), (0..ds.len()).collect(), 2, aug, cfg.seed, cfg.batch_size, start, total);
     let mut metrics_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -185,7 +200,7 @@ pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> 
     let mut epoch_wait = 0.0;
     for step in start..total {
         let t0 = Instant::now();
-        let views = loader.recv().context("the data loader stopped")??;
+        let views = loader.recv().context("the data loader stopped")??.pixels;
         let wait = t0.elapsed().as_secs_f64();
         epoch_wait += wait;
         let epoch = step / steps_per_epoch;

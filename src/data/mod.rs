@@ -148,6 +148,35 @@ impl Dataset for InMemoryDataset {
     }
 }
 
+/// The images `indices` of another dataset, in that order (label subsets, file lists).
+pub struct Subset {
+    inner: std::sync::Arc<dyn Dataset>,
+    indices: Vec<usize>,
+}
+
+impl Subset {
+    /// A view of `inner` restricted to `indices` (each must be below `inner.len()`).
+    pub fn new(inner: std::sync::Arc<dyn Dataset>, indices: Vec<usize>) -> Self {
+        assert!(indices.iter().all(|&i| i < inner.len()), "subset index out of range");
+        Self { inner, indices }
+    }
+}
+
+impl Dataset for Subset {
+    fn len(&self) -> usize {
+        self.indices.len()
+    }
+    fn image(&self, index: usize) -> Result<Image, DataError> {
+        self.inner.image(self.indices[index])
+    }
+    fn label(&self, index: usize) -> Option<usize> {
+        self.inner.label(self.indices[index])
+    }
+    fn num_classes(&self) -> usize {
+        self.inner.num_classes()
+    }
+}
+
 /// The dataset formats `--dataset` accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]

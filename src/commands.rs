@@ -1,0 +1,250 @@
+//! The evaluation commands (`linear-eval`, `knn`, `finetune`, `embed`) as library functions: each
+//! loads a checkpoint (or builds a random-init network), runs its protocol, writes
+//! `OUT/report.json` (plus a confusion matrix PNG for classifiers) and returns a one-line summary.
+
+use crate::config::{Config, ConfigArgs};
+use crate::data::{self, Dataset, Split};
+use crate::eval::{self, Layer, Loaded};
+use crate::finetune::{self, Finetune};
+use crate::knn::Knn;
+use crate::linear::{self, SgdProbe};
+use crate::report::{confusion_png, Report};
+use anyhow::{bail, Context, Result};
+use burn::tensor::Device;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What every evaluation command takes: the network and the data.
+#[derive(Clone, Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["checkpoint", "random_init"])))]
+pub struct EvalArgs {
+    /// Checkpoint folder, or a pretraining run's --out folder (its latest checkpoint).
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Evaluate a randomly initialised network built from the model flags (the baseline).
+    #[arg(long)]
+    pub random_init: bool,
+    /// Representation: h (before the head), z (after it), or head:K.
+    #[arg(long, default_value = "h")]
+    pub layer: Layer,
+    /// Dataset, output folder, seed and (for --random-init) model flags, as for `pretrain`.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// Linear-evaluation solver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Solver {
+    /// L-BFGS to convergence, L2 chosen on a held-out 10% of train.
+    Lbfgs,
+    /// Mini-batch Nesterov SGD with a cosine schedule.
+    Sgd,
+}
+
+struct Prepared {
+    loaded: Loaded,
+    flags: Config,
+    train: Arc<dyn Dataset>,
+    test: Arc<dyn Dataset>,
+    out: PathBuf,
+    layer_index: usize,
+}
+
+fn prepare(args: &EvalArgs, default_out: &str, device: &Device) -> Result<Prepared> {
+    let mut flags = Config::resolve(None, &args.config)?;
+    if args.config.out.is_none() {
+        flags.out = PathBuf::from(default_out);
+    }
+    let train: Arc<dyn Dataset> = Arc::new(data::open(flags.dataset, flags.data.as_deref(), Split::Train)?);
+    let test: Arc<dyn Dataset> = Arc::new(data::open(flags.dataset, flags.data.as_deref(), Split::Test)?);
+    let first = train.image(0)?;
+    let loaded = eval::load(args.checkpoint.as_deref(), &flags, first.height.max(first.width), device)?;
+    let layer_index = args.layer.index(loaded.model.head.len())?;
+    let out = flags.out.clone();
+    std::fs::create_dir_all(&out).with_context(|| format!("--out {}: cannot create the folder; choose a writable path", out.display()))?;
+    Ok(Prepared { loaded, flags, train, test, out, layer_index })
+}
+
+fn features(p: &Prepared, ds: &dyn Dataset, device: &Device) -> Result<eval::Features> {
+    eval::extract(&p.loaded.model, p.layer_index, ds, p.loaded.image_size, 256, device)
+}
+
+fn report<M: Serialize>(p: &Prepared, protocol: &'static str, settings: serde_json::Value, metrics: M, start: Instant) -> Result<()> {
+    Report {
+        protocol,
+        checkpoint: p.loaded.checkpoint.as_ref().map(|c| c.display().to_string()),
+        checkpoint_sha256: p.loaded.checkpoint_sha256.clone(),
+        dataset: format!("{} {}", p.flags.dataset.name(), p.flags.data.as_deref().map(Path::display).map(|d| d.to_string()).unwrap_or_default()),
+        model_config: p.loaded.config.clone(),
+        settings,
+        metrics,
+        wall_time_s: start.elapsed().as_secs_f64(),
+    }
+    .write(&p.out)
+}
+
+fn source(p: &Prepared) -> String {
+    match &p.loaded.checkpoint {
+        Some(c) => c.display().to_string(),
+        None => "random init".into(),
+    }
+}
+
+/// Classification metrics every classifier protocol reports.
+#[derive(Debug, Serialize)]
+pub struct ClassMetrics {
+    /// Test top-1 accuracy (fraction).
+    pub top1: f64,
+    /// Test top-5 accuracy (fraction).
+    pub top5: f64,
+    /// Training accuracy (fraction).
+    pub train_top1: f64,
+    /// Feature layer evaluated.
+    pub layer: String,
+    /// Protocol-specific extras.
+    #[serde(flatten)]
+    pub extra: serde_json::Value,
+}
+
+fn classification(p: &Prepared, scores: &[f32], labels: &[usize], train_top1: f64, layer: Layer, extra: serde_json::Value) -> Result<ClassMetrics> {
+    let classes = p.train.num_classes();
+    confusion_png(&eval::confusion(scores, classes, labels), &p.out.join("confusion.png"))?;
+    Ok(ClassMetrics {
+        top1: eval::topk_accuracy(scores, classes, labels, 1),
+        top5: eval::topk_accuracy(scores, classes, labels, 5.min(classes)),
+        train_top1,
+        layer: layer.to_string(),
+        extra,
+    })
+}
+
+fn require_labels(p: &Prepared, protocol: &str) -> Result<()> {
+    if p.train.num_classes() == 0 {
+        bail!("{protocol} needs labels, and --dataset {} has none", p.flags.dataset.name());
+    }
+    Ok(())
+}
+
+/// `simclr linear-eval`.
+pub fn linear_eval(args: &EvalArgs, solver: Solver, sgd: SgdProbe, device: &Device) -> Result<String> {
+    let start = Instant::now();
+    let p = prepare(args, "runs/linear-eval", device)?;
+    require_labels(&p, "linear evaluation")?;
+    let classes = p.train.num_classes();
+    let (f_train, f_test) = (features(&p, p.train.as_ref(), device)?, features(&p, p.test.as_ref(), device)?);
+    let inner = device.clone().inner();
+    let (clf, grid) = match solver {
+        Solver::Lbfgs => linear::fit_lbfgs(&f_train, classes, p.flags.seed, &inner),
+        Solver::Sgd => (linear::fit_sgd(&f_train, classes, sgd, p.flags.seed, &inner), vec![]),
+    };
+    let train_top1 = eval::topk_accuracy(&clf.scores(&f_train, &inner), classes, &f_train.labels, 1);
+    let scores = clf.scores(&f_test, &inner);
+    let extra = serde_json::json!({ "solver": solver, "l2": clf.l2, "l2_validation": grid, "feature_dim": f_train.dim });
+    let m = classification(&p, &scores, &f_test.labels, train_top1, args.layer, extra)?;
+    let line = format!(
+        "linear-eval ({}, layer {}, {:?}): top-1 {:.2}%, top-5 {:.2}%, train {:.2}%",
+        source(&p),
+        args.layer,
+        solver,
+        100.0 * m.top1,
+        100.0 * m.top5,
+        100.0 * m.train_top1
+    );
+    report(&p, "linear-eval", serde_json::json!({ "solver": solver, "sgd": sgd }), m, start)?;
+    Ok(line)
+}
+
+/// `simclr knn`.
+pub fn knn(args: &EvalArgs, knn: Knn, device: &Device) -> Result<String> {
+    let start = Instant::now();
+    let p = prepare(args, "runs/knn", device)?;
+    require_labels(&p, "kNN")?;
+    let classes = p.train.num_classes();
+    let (f_train, f_test) = (features(&p, p.train.as_ref(), device)?, features(&p, p.test.as_ref(), device)?);
+    let inner = device.clone().inner();
+    let scores = knn.scores(&f_train, &f_test, classes, &inner);
+    let m = classification(&p, &scores, &f_test.labels, f64::NAN, args.layer, serde_json::json!({ "k": knn.k, "temperature": knn.temperature }))?;
+    let line = format!("knn ({}, layer {}, k {}): top-1 {:.2}%, top-5 {:.2}%", source(&p), args.layer, knn.k, 100.0 * m.top1, 100.0 * m.top5);
+    report(&p, "knn", serde_json::to_value(knn)?, m, start)?;
+    Ok(line)
+}
+
+/// Label-subset choice for `simclr finetune`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct SubsetArgs {
+    /// Fraction of each class's labels to use (0.01 = 1%, 0.1 = 10%, 1 = all).
+    #[arg(long, default_value_t = 0.1)]
+    pub label_fraction: f64,
+    /// Reuse a subset index file (one training-image index per line) instead of drawing one.
+    #[arg(long)]
+    pub subset: Option<PathBuf>,
+    /// Classify the output of head layer K (v2: 1); 0 classifies h.
+    #[arg(long, default_value_t = 0)]
+    pub from_head_layer: usize,
+}
+
+/// `simclr finetune`. Defaults differ from pretraining: 30 epochs, batch 64, LR 0.05, weight decay 0.
+pub fn finetune(args: &EvalArgs, subset_args: &SubsetArgs, device: &Device) -> Result<String> {
+    let start = Instant::now();
+    let p = prepare(args, "runs/finetune", device)?;
+    require_labels(&p, "fine-tuning")?;
+    let classes = p.train.num_classes();
+    let labels: Vec<usize> = (0..p.train.len()).map(|i| p.train.label(i).expect("labelled")).collect();
+    let subset = match &subset_args.subset {
+        Some(file) => finetune::read_subset(file, p.train.len())?,
+        None => finetune::label_subset(&labels, classes, subset_args.label_fraction, p.flags.seed)?,
+    };
+    let subset_file = p.out.join(format!("subset-{}-seed{}.txt", subset_args.label_fraction, p.flags.seed));
+    finetune::write_subset(&subset_file, &subset)?;
+    let c = &args.config;
+    let cfg = Finetune {
+        from_head_layer: subset_args.from_head_layer,
+        epochs: c.epochs.unwrap_or(30),
+        batch: c.batch_size.unwrap_or(64),
+        lr: c.lr.unwrap_or(0.05),
+        momentum: c.momentum.unwrap_or(0.9),
+        weight_decay: c.weight_decay.unwrap_or(0.0),
+        seed: p.flags.seed,
+    };
+    let done = finetune::finetune(p.loaded.model.clone(), p.loaded.image_size, p.train.clone(), &subset, p.test.as_ref(), &cfg, device)?;
+    let test_labels: Vec<usize> = (0..p.test.len()).filter_map(|i| p.test.label(i)).collect();
+    let layer = Layer::Head(cfg.from_head_layer);
+    let extra = serde_json::json!({ "labelled_images": subset.len(), "subset_file": subset_file, "final_loss": done.final_loss });
+    let m = classification(&p, &done.test_scores, &test_labels, done.train_accuracy, layer, extra)?;
+    let line = format!(
+        "finetune ({}, {} labelled images): top-1 {:.2}%, top-5 {:.2}%, train {:.2}%",
+        source(&p),
+        subset.len(),
+        100.0 * m.top1,
+        100.0 * m.top5,
+        100.0 * m.train_top1
+    );
+    report(&p, "finetune", serde_json::to_value(&cfg)?, m, start)?;
+    Ok(line)
+}
+
+/// Which split `simclr embed` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SplitArg {
+    /// Training images.
+    Train,
+    /// Test images.
+    Test,
+}
+
+/// `simclr embed`.
+pub fn embed(args: &EvalArgs, split: SplitArg, device: &Device) -> Result<String> {
+    let start = Instant::now();
+    let p = prepare(args, "runs/embed", device)?;
+    let ds = if split == SplitArg::Train { &p.train } else { &p.test };
+    let f = features(&p, ds.as_ref(), device)?;
+    crate::embed::write(&f, &p.out)?;
+    let line = format!("embed ({}, layer {}): {} × {} features in {}", source(&p), args.layer, f.n, f.dim, p.out.join("features.npy").display());
+    let metrics = serde_json::json!({ "images": f.n, "dim": f.dim, "layer": args.layer.to_string(), "labelled": f.is_labelled() });
+    report(&p, "embed", serde_json::json!({ "split": split }), metrics, start)?;
+    Ok(line)
+}

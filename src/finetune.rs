@@ -1,0 +1,185 @@
+//! Semi-supervised fine-tuning on a fraction of the labels (paper §4.2, App. B.5; v2 §2):
+//! class-balanced label subsets drawn with a seed and saved as an index file, the encoder (plus the
+//! first K head layers, v2's "fine-tune from head layer K") and a new linear classifier trained
+//! end to end with cross-entropy, Nesterov SGD, cosine schedule, crop + flip augmentation only.
+//! With a randomly initialised network this is the supervised-from-scratch baseline.
+
+use crate::augment::AugmentConfig;
+use crate::data::{Dataset, Subset};
+use crate::eval::{extract, Features};
+use crate::head::SimClr;
+use crate::linear::LinearClassifier;
+use crate::optim::{Optimizer, OptimizerKind, Rule};
+use crate::pretrain::spawn_loader;
+use crate::schedule::WarmupCosine;
+use anyhow::{bail, Context, Result};
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::optim::GradientsParams;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Draws `fraction` of each class's images (rounded; at least one each), seeded. Errors name the
+/// fraction and the class that would get no example.
+pub fn label_subset(labels: &[usize], classes: usize, fraction: f64, seed: u64) -> Result<Vec<usize>> {
+    if !(fraction > 0.0 && fraction <= 1.0) {
+        bail!("--label-fraction {fraction}: must be in (0, 1] (e.g. 0.01 for 1%, 0.1 for 10%)");
+    }
+    let mut by_class = vec![Vec::new(); classes];
+    for (i, &l) in labels.iter().enumerate() {
+        by_class[l].push(i);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut subset = Vec::new();
+    for (c, mut members) in by_class.into_iter().enumerate() {
+        let take = (fraction * members.len() as f64).round() as usize;
+        if take == 0 {
+            bail!(
+                "--label-fraction {fraction}: class {c} has {} images, so it would get no labelled example; use at least {:.2e}",
+                members.len(),
+                0.5 / members.len().max(1) as f64
+            );
+        }
+        members.shuffle(&mut rng);
+        subset.extend_from_slice(&members[..take]);
+    }
+    subset.sort_unstable();
+    Ok(subset)
+}
+
+/// Writes a subset as one image index per line.
+pub fn write_subset(file: &Path, subset: &[usize]) -> Result<()> {
+    let text: String = subset.iter().map(|i| format!("{i}\n")).collect();
+    std::fs::write(file, text).with_context(|| format!("cannot write {}", file.display()))
+}
+
+/// Reads a subset written by [`write_subset`], checking every index is below `len`.
+pub fn read_subset(file: &Path, len: usize) -> Result<Vec<usize>> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("--subset {}: cannot read", file.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let i: usize = line.trim().parse().with_context(|| format!("--subset {} line {}: not an image index", file.display(), n + 1))?;
+        if i >= len {
+            bail!("--subset {} line {}: index {i} is out of range (the dataset has {len} images)", file.display(), n + 1);
+        }
+        out.push(i);
+    }
+    Ok(out)
+}
+
+/// Fine-tuning settings.
+#[derive(Clone, Debug, Serialize)]
+pub struct Finetune {
+    /// Head layers kept under the classifier (0: classify h).
+    pub from_head_layer: usize,
+    /// Epochs over the labelled subset.
+    pub epochs: usize,
+    /// Images per step.
+    pub batch: usize,
+    /// Peak learning rate (cosine-decayed to 0).
+    pub lr: f64,
+    /// Nesterov momentum.
+    pub momentum: f64,
+    /// Weight decay (0 by default, as the paper).
+    pub weight_decay: f64,
+    /// Seed of the data order and augmentation.
+    pub seed: u64,
+}
+
+/// The network being fine-tuned: encoder, kept head layers, new linear classifier.
+#[derive(Module, Debug)]
+pub struct Classifier {
+    net: SimClr,
+    fc: Linear,
+}
+
+impl Classifier {
+    fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.fc.forward(self.net.forward(x).pop().expect("the network returns h at least"))
+    }
+}
+
+/// What fine-tuning produced.
+pub struct Finetuned {
+    /// Test-set class scores of the fine-tuned network.
+    pub test_scores: Vec<f32>,
+    /// Training-subset accuracy (un-augmented images, BN in inference mode).
+    pub train_accuracy: f64,
+    /// Mean cross-entropy of the last epoch.
+    pub final_loss: f64,
+}
+
+/// Fine-tunes `model` on the images `subset` of `train` and scores `test`.
+pub fn finetune(
+    model: SimClr,
+    image_size: usize,
+    train: Arc<dyn Dataset>,
+    subset: &[usize],
+    test: &dyn Dataset,
+    cfg: &Finetune,
+    device: &Device,
+) -> Result<Finetuned> {
+    let classes = train.num_classes();
+    if classes == 0 {
+        bail!("fine-tuning needs a labelled dataset");
+    }
+    if cfg.from_head_layer > model.head.len() {
+        bail!("--from-head-layer {}: the model's head has only {} layers", cfg.from_head_layer, model.head.len());
+    }
+    let ad = device.clone().autodiff();
+    let net = SimClr { encoder: model.encoder, head: model.head.truncated(cfg.from_head_layer) }.to_device(&ad).train();
+    let dim = net.forward(Tensor::zeros([2, 3, image_size, image_size], &ad)).pop().unwrap().dims()[1];
+    let mut clf = Classifier { net, fc: LinearConfig::new(dim, classes).init(&ad) };
+    let batch = cfg.batch.min(subset.len());
+    let steps_per_epoch = subset.len() / batch;
+    let total = cfg.epochs * steps_per_epoch;
+    let schedule = WarmupCosine { peak: cfg.lr, warmup_steps: 0, total_steps: total };
+    let aug = AugmentConfig { color_strength: 0.0, gray_prob: 0.0, blur: false, ..AugmentConfig::simclr(image_size, 0.0) };
+    let loader = spawn_loader(train.clone(), subset.to_vec(), 1, aug, cfg.seed, batch, 0, total);
+    let mut optim = Optimizer::new(Rule::new(OptimizerKind::Sgd, cfg.momentum, cfg.weight_decay));
+    let mut epoch_loss = 0.0;
+    for step in 0..total {
+        let b = loader.recv().context("the data loader stopped")??;
+        let x = Tensor::<4>::from_data(TensorData::new(b.pixels, [batch, 3, image_size, image_size]), &ad);
+        let mut onehot = vec![0f32; batch * classes];
+        for (r, &i) in b.images.iter().enumerate() {
+            onehot[r * classes + train.label(i).context("an image of the subset has no label")?] = 1.0;
+        }
+        let y = Tensor::<2>::from_data(TensorData::new(onehot, [batch, classes]), &ad);
+        let loss = (log_softmax(clf.forward(x), 1) * y).sum().neg().div_scalar(batch as f32);
+        let grads = GradientsParams::from_grads(loss.backward(), &clf);
+        clf = optim.step(schedule.lr(step), clf, grads);
+        let value: f32 = loss.into_scalar();
+        if !value.is_finite() {
+            bail!("fine-tuning loss became {value} at step {}; lower --lr", step + 1);
+        }
+        if step % steps_per_epoch == 0 {
+            epoch_loss = 0.0;
+        }
+        epoch_loss += value as f64 / steps_per_epoch as f64;
+        if (step + 1) % steps_per_epoch == 0 {
+            tracing::info!("fine-tune epoch {}/{}: loss {epoch_loss:.4}", (step + 1) / steps_per_epoch, cfg.epochs);
+        }
+    }
+    let clf = clf.valid();
+    let head = LinearClassifier {
+        mean: vec![0.0; dim],
+        std: vec![1.0; dim],
+        weight: crate::floats(clf.fc.weight.val()),
+        bias: crate::floats(clf.fc.bias.clone().expect("the classifier has a bias").val()),
+        l2: cfg.weight_decay,
+    };
+    let layer = cfg.from_head_layer;
+    let inner = device.clone().inner();
+    let score = |f: &Features| head.scores(f, &inner);
+    let test_f = extract(&clf.net, layer, test, image_size, 256, device)?;
+    let train_f = extract(&clf.net, layer, &Subset::new(train.clone(), subset.to_vec()), image_size, 256, device)?;
+    let train_accuracy = crate::eval::topk_accuracy(&score(&train_f), classes, &train_f.labels, 1);
+    Ok(Finetuned { test_scores: score(&test_f), train_accuracy, final_loss: epoch_loss })
+}

@@ -1,0 +1,172 @@
+//! Evaluation protocols: logistic regression, kNN, label subsets, frozen encoder, and the end-to-end
+//! check that pretraining beats random init.
+
+use burn::module::Module;
+use simclr::data::{self, Dataset, Split};
+use simclr::eval::{extract, topk_accuracy, Features, Layer};
+use simclr::finetune::{label_subset, read_subset, write_subset};
+use simclr::knn::Knn;
+use simclr::linear::{fit_lbfgs, fit_lbfgs_fixed, lbfgs};
+
+fn device() -> burn::tensor::Device {
+    simclr::default_device()
+}
+
+#[test]
+fn logistic_regression_recovers_a_linear_separator() {
+    // Three classes separated by known hyperplanes in 4-D: class = argmax(A x).
+    let a = [[1.0f32, -0.5, 0.2, 0.0], [-0.3, 1.0, 0.0, 0.4], [0.0, 0.1, -1.0, 0.6]];
+    let mut data = Vec::new();
+    let mut labels = Vec::new();
+    let mut state = 12345u64;
+    let mut next = || {
+        state = simclr::augment::splitmix64(state);
+        (state >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0
+    };
+    while labels.len() < 600 {
+        let x: Vec<f32> = (0..4).map(|_| next()).collect();
+        let s: Vec<f32> = a.iter().map(|r| r.iter().zip(&x).map(|(w, v)| w * v).sum()).collect();
+        let mut sorted = s.clone();
+        sorted.sort_by(|p, q| q.total_cmp(p));
+        if sorted[0] - sorted[1] < 0.1 {
+            continue; // keep a margin so the classes are separable
+        }
+        labels.push(s.iter().enumerate().fold(0, |b, (i, &v)| if v > s[b] { i } else { b }));
+        data.extend(x);
+    }
+    let f = Features { n: labels.len(), dim: 4, data, labels };
+    let clf = fit_lbfgs_fixed(&f, 3, 1e-6, None, &device());
+    assert_eq!(topk_accuracy(&clf.scores(&f, &device()), 3, &f.labels, 1), 1.0);
+}
+
+#[test]
+fn logistic_regression_matches_the_closed_form_on_a_tiny_problem() {
+    // One feature, two classes, points x = ±1 with labels 1/0 and a mirrored pair, no L2:
+    // data {(+1, 1), (+1, 1), (+1, 0), (−1, 0), (−1, 0), (−1, 1)}. Standardisation leaves x = ±1.
+    // By symmetry b = 0 (both classes' logits equal at x = 0), and with w = w₁ − w₀ the optimum
+    // satisfies σ(w) = 2/3, so w = ln 2. With L2 λ on both weights (w₁ = −w₀ = w/2 by symmetry) the
+    // stationarity condition is σ(w) − 2/3 + λ w / 2 = 0.
+    let f = Features { n: 6, dim: 1, data: vec![1.0, 1.0, 1.0, -1.0, -1.0, -1.0], labels: vec![1, 1, 0, 0, 0, 1] };
+    let clf = fit_lbfgs_fixed(&f, 2, 0.0, None, &device());
+    let w = (clf.weight[1] - clf.weight[0]) as f64;
+    assert!((w - 2f64.ln()).abs() < 1e-3, "w = {w}, want ln 2");
+    assert!((clf.bias[1] - clf.bias[0]).abs() < 1e-4);
+    let l2 = 0.5;
+    let clf = fit_lbfgs_fixed(&f, 2, l2, None, &device());
+    let w = (clf.weight[1] - clf.weight[0]) as f64;
+    let residual = 1.0 / (1.0 + (-w).exp()) - 2.0 / 3.0 + l2 * w / 2.0;
+    assert!(residual.abs() < 1e-4, "stationarity residual {residual} at w = {w}");
+}
+
+#[test]
+fn lbfgs_minimises_the_rosenbrock_function() {
+    let f = |p: &[f64]| {
+        let (x, y) = (p[0], p[1]);
+        let v = (1.0 - x).powi(2) + 100.0 * (y - x * x).powi(2);
+        (v, vec![-2.0 * (1.0 - x) - 400.0 * x * (y - x * x), 200.0 * (y - x * x)])
+    };
+    let p = lbfgs(f, vec![-1.2, 1.0], 500, 1e-9);
+    assert!((p[0] - 1.0).abs() < 1e-4 && (p[1] - 1.0).abs() < 1e-4, "{p:?}");
+}
+
+#[test]
+fn knn_votes_on_a_hand_built_example() {
+    // Training points on the unit circle: class 0 near angle 0, class 1 near 90°.
+    let angle = |deg: f32| {
+        let r = deg.to_radians();
+        [r.cos(), r.sin()]
+    };
+    let train_pts = [angle(0.0), angle(10.0), angle(-10.0), angle(90.0), angle(80.0)];
+    let train = Features { n: 5, dim: 2, data: train_pts.concat(), labels: vec![0, 0, 0, 1, 1] };
+    // Query at 60°: the two nearest (k = 2) are 80° and 90°, both class 1.
+    let test = Features { n: 1, dim: 2, data: angle(60.0).to_vec(), labels: vec![1] };
+    let knn = Knn { k: 2, temperature: 0.1 };
+    let s = knn.scores(&train, &test, 2, &device());
+    let w = |deg: f32| ((deg.to_radians().cos()) / 0.1).exp();
+    assert_eq!(s[0], 0.0);
+    assert!((s[1] - (w(20.0) + w(30.0))).abs() / s[1] < 1e-5, "{s:?}");
+    // k = 5 at 40°: class 0 gets exp(cos 40°/T) + exp(cos 30°/T) + exp(cos 50°/T), class 1 the rest.
+    let test = Features { n: 1, dim: 2, data: angle(40.0).to_vec(), labels: vec![0] };
+    let s = Knn { k: 5, temperature: 0.1 }.scores(&train, &test, 2, &device());
+    assert!((s[0] - (w(40.0) + w(30.0) + w(50.0))).abs() / s[0] < 1e-5);
+    assert!((s[1] - (w(50.0) + w(40.0))).abs() / s[1] < 1e-5);
+}
+
+#[test]
+fn label_subsets_are_balanced_reproducible_and_checked() {
+    let labels: Vec<usize> = (0..1000).map(|i| i % 10).collect();
+    let a = label_subset(&labels, 10, 0.1, 7).unwrap();
+    assert_eq!(a.len(), 100);
+    let mut counts = [0; 10];
+    a.iter().for_each(|&i| counts[labels[i]] += 1);
+    assert_eq!(counts, [10; 10]);
+    assert_eq!(a, label_subset(&labels, 10, 0.1, 7).unwrap(), "same seed, same subset");
+    assert_ne!(a, label_subset(&labels, 10, 0.1, 8).unwrap());
+    assert!(a.windows(2).all(|w| w[0] < w[1]), "no duplicates");
+    let one = label_subset(&labels, 10, 0.01, 7).unwrap();
+    assert_eq!(one.len(), 10);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("subset.txt");
+    write_subset(&file, &a).unwrap();
+    assert_eq!(read_subset(&file, 1000).unwrap(), a);
+    assert!(read_subset(&file, 50).unwrap_err().to_string().contains("out of range"));
+
+    for bad in [0.0, -0.1, 1.5] {
+        assert!(label_subset(&labels, 10, bad, 0).unwrap_err().to_string().contains("(0, 1]"));
+    }
+    let err = label_subset(&labels, 10, 0.001, 0).unwrap_err().to_string();
+    assert!(err.contains("no labelled example"), "{err}");
+}
+
+#[test]
+fn subsets_of_the_real_train_split_are_disjoint_from_test() {
+    // Subsets index the training split only; the test split is a different set of images.
+    let train = data::builtin(Split::Train);
+    let labels: Vec<usize> = (0..train.len()).map(|i| train.label(i).unwrap()).collect();
+    let s = label_subset(&labels, 10, 0.01, 0).unwrap();
+    assert_eq!(s.len(), 50);
+    let test = data::builtin(Split::Test);
+    let test_images: std::collections::HashSet<Vec<u8>> =
+        (0..test.len()).map(|i| test.image(i).unwrap().to_u8_hwc()).collect();
+    assert!(s.iter().all(|&i| !test_images.contains(&train.image(i).unwrap().to_u8_hwc())));
+}
+
+fn snapshot(model: &simclr::head::SimClr) -> Vec<Vec<f32>> {
+    struct Collect(Vec<Vec<f32>>);
+    impl burn::module::ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<burn::tensor::Tensor<D>>) {
+            self.0.push(p.val().into_data().convert::<f32>().try_to_vec().unwrap());
+        }
+    }
+    let mut c = Collect(Vec::new());
+    model.visit(&mut c);
+    c.0
+}
+
+#[test]
+fn linear_eval_leaves_the_encoder_and_bn_statistics_bit_identical() {
+    let cfg = simclr::config::Config { width: 0.125, proj_dim: 16, ..Default::default() };
+    let ad = device().autodiff();
+    let model = cfg.model(16).init_seeded(3, &ad);
+    // Give the BN running statistics non-trivial values with one training-mode forward pass.
+    let _ = model.forward(burn::tensor::Tensor::ones([4, 3, 16, 16], &ad));
+    // `valid()` folds pending running-statistic updates in, so both snapshots see synced values.
+    let before = snapshot(&model.valid());
+    let ds = data::builtin(Split::Test).truncate(64);
+    let f = extract(&model, Layer::H.index(2).unwrap(), &ds, 16, 32, &ad).unwrap();
+    assert_eq!((f.n, f.dim), (64, 64));
+    let _ = fit_lbfgs(&f, 10, 0, &device());
+    let after = snapshot(&model.valid());
+    let changed: Vec<usize> = (0..before.len()).filter(|&i| before[i] != after[i]).collect();
+    assert!(changed.is_empty(), "{} of {} tensors changed, first at index {:?}", changed.len(), before.len(), changed.first());
+}
+
+#[test]
+fn layer_names_parse() {
+    assert_eq!("h".parse::<Layer>().unwrap(), Layer::H);
+    assert_eq!("z".parse::<Layer>().unwrap().index(2).unwrap(), 2);
+    assert_eq!("head:1".parse::<Layer>().unwrap().index(3).unwrap(), 1);
+    assert!("head:4".parse::<Layer>().unwrap().index(3).is_err());
+    assert!("middle".parse::<Layer>().is_err());
+}
