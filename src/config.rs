@@ -70,6 +70,12 @@ pub struct Config {
     pub checkpoint_every: usize,
     /// Checkpoints kept on disk (older ones are deleted).
     pub keep_checkpoints: usize,
+    /// Train a linear probe on stop-gradient(h) alongside, when the dataset has labels.
+    pub online_probe: bool,
+    /// Classes of the training set (filled in by `pretrain`; 0 = unlabelled or unknown).
+    pub num_classes: usize,
+    /// Run a kNN monitor on the test split every N epochs (0 = off).
+    pub knn_every: usize,
 }
 
 impl Default for Config {
@@ -101,6 +107,9 @@ impl Default for Config {
             out: PathBuf::from("runs/simclr"),
             checkpoint_every: 0,
             keep_checkpoints: 2,
+            online_probe: true,
+            num_classes: 0,
+            knn_every: 0,
         }
     }
 }
@@ -187,6 +196,15 @@ pub struct ConfigArgs {
     /// Checkpoints kept.
     #[arg(long)]
     pub keep_checkpoints: Option<usize>,
+    /// Online linear probe on stop-gradient(h) when labels exist.
+    #[arg(long)]
+    pub online_probe: Option<bool>,
+    /// Classes of the training set (set by pretrain; rarely given by hand).
+    #[arg(long, hide = true)]
+    pub num_classes: Option<usize>,
+    /// kNN monitor on the test split every N epochs (0 = off).
+    #[arg(long)]
+    pub knn_every: Option<usize>,
 }
 
 macro_rules! overlay {
@@ -227,7 +245,7 @@ impl Config {
         overlay!(
             self, args, dataset, limit, arch, width, stem, image_size, head, head_layers, proj_dim, temperature,
             batch_size, epochs, max_steps, optimizer, lr, lr_scaling, warmup_epochs, weight_decay, momentum,
-            color_strength, seed, out, checkpoint_every, keep_checkpoints
+            color_strength, seed, out, checkpoint_every, keep_checkpoints, online_probe, num_classes, knn_every
         );
     }
 
@@ -288,6 +306,7 @@ impl Config {
         ModelConfig {
             encoder: ResNetConfig { arch: self.arch, width: self.width, stem: self.stem.resolve(image_size) },
             head: HeadConfig { mode: self.head, layers: self.head_layers, proj_dim: self.proj_dim },
+            probe_classes: if self.online_probe { self.num_classes } else { 0 },
         }
     }
 

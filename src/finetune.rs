@@ -133,7 +133,7 @@ pub fn finetune(
         bail!("--from-head-layer {}: the model's head has only {} layers", cfg.from_head_layer, model.head.len());
     }
     let ad = device.clone().autodiff();
-    let net = SimClr { encoder: model.encoder, head: model.head.truncated(cfg.from_head_layer) }.to_device(&ad).train();
+    let net = SimClr { encoder: model.encoder, head: model.head.truncated(cfg.from_head_layer), probe: None }.to_device(&ad).train();
     let dim = net.forward(Tensor::zeros([2, 3, image_size, image_size], &ad)).pop().unwrap().dims()[1];
     let mut clf = Classifier { net, fc: LinearConfig::new(dim, classes).init(&ad) };
     let batch = cfg.batch.min(subset.len());

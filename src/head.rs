@@ -127,13 +127,16 @@ impl ProjectionHead {
     }
 }
 
-/// Encoder f and projection head g.
+/// Encoder f, projection head g, and the optional online linear probe.
 #[derive(Module, Debug)]
 pub struct SimClr {
     /// f(·).
     pub encoder: ResNet,
     /// g(·).
     pub head: ProjectionHead,
+    /// A linear classifier trained on stop-gradient(h) alongside the contrastive loss (official
+    /// `lineareval_while_pretraining`, its "head_supervised"); it never changes f or g.
+    pub probe: Option<Linear>,
 }
 
 /// Encoder and head shapes together.
@@ -143,6 +146,8 @@ pub struct ModelConfig {
     pub encoder: ResNetConfig,
     /// The head.
     pub head: HeadConfig,
+    /// Classes of the online linear probe (0: no probe).
+    pub probe_classes: usize,
 }
 
 /// Serialises seeding and initialisation: the backend's RNG is global, so two models initialised
@@ -155,14 +160,24 @@ impl ModelConfig {
     pub fn init_seeded(&self, seed: u64, device: &Device) -> SimClr {
         let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         device.seed(seed);
-        self.init(device)
+        // Parameters are initialised lazily on first use: draw them all now, under the lock.
+        struct Touch;
+        impl burn::module::ModuleVisitor for Touch {
+            fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+                let _ = param.val();
+            }
+        }
+        let model = self.init(device);
+        model.visit(&mut Touch);
+        model
     }
 
     /// Builds the network with freshly initialised weights from the backend's current RNG state.
     pub fn init(&self, device: &Device) -> SimClr {
         let encoder = self.encoder.init(device);
         let head = self.head.init(encoder.out_dim(), device);
-        SimClr { encoder, head }
+        let probe = (self.probe_classes > 0).then(|| LinearConfig::new(encoder.out_dim(), self.probe_classes).init(device));
+        SimClr { encoder, head, probe }
     }
 }
 
@@ -170,5 +185,11 @@ impl SimClr {
     /// Images → `[h, head layer 1, …, z]`.
     pub fn forward(&self, images: Tensor<4>) -> Vec<Tensor<2>> {
         self.head.forward(self.encoder.forward(images))
+    }
+
+    /// Online-probe logits for features `h`, through a stop-gradient so the encoder is not trained
+    /// by the labels; `None` without a probe.
+    pub fn probe_logits(&self, h: Tensor<2>) -> Option<Tensor<2>> {
+        self.probe.as_ref().map(|p| p.forward(h.detach()))
     }
 }

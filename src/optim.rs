@@ -4,7 +4,8 @@
 //! its path (`encoder.blocks.3.conv1.weight`), and applies the update rule with the parameter's
 //! state buffers. BN parameters (anything inside a `BatchNorm`) and biases are excluded from weight
 //! decay — and, for LARS, from trust-ratio scaling — as the official code's
-//! `exclude_from_weight_decay = ['batch_normalization', 'bias']`.
+//! `exclude_from_weight_decay = ['batch_normalization', 'bias', 'head_supervised']`; the online
+//! probe (path `probe`) is our `head_supervised`.
 //!
 //! State is keyed by parameter path, so it survives a save/load round trip (see
 //! [`Optimizer::save`]) whatever the parameter ids.
@@ -212,7 +213,9 @@ impl ModuleMapper for UpdateMapper<'_> {
         let require_grad = tensor.is_require_grad();
         let w = tensor.inner();
         let path = self.path.join(".");
-        let decay = self.bn_depth == 0 && self.path.last().map(String::as_str) != Some("bias");
+        let decay = self.bn_depth == 0
+            && self.path.last().map(String::as_str) != Some("bias")
+            && !self.path.iter().any(|p| p == "probe");
         let dims = w.dims();
         let numel: usize = dims.iter().product();
         let rule = self.opt.rule;

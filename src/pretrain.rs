@@ -10,13 +10,16 @@ use crate::checkpoint::{self, TrainState};
 use crate::config::Config;
 use crate::data::{self, Dataset, Split};
 use crate::head::SimClr;
+use crate::eval::{extract, topk_accuracy};
+use crate::knn::Knn;
 use crate::loss::nt_xent;
 use crate::optim::Optimizer;
 use crate::schedule::WarmupCosine;
 use anyhow::{bail, Context, Result};
 use burn::module::Module;
 use burn::optim::GradientsParams;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -51,6 +54,9 @@ pub struct StepMetrics {
     pub images_per_sec: f64,
     /// Seconds this step waited for its batch.
     pub data_wait_s: f64,
+    /// Batch accuracy of the online linear probe (when the data has labels).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe_acc: Option<f32>,
 }
 
 /// What a finished (or resumed and finished) run reports.
@@ -151,13 +157,13 @@ pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> 
         bail!("--batch-size {}: the dataset has only {} images; use a smaller batch", cfg.batch_size, ds.len());
     }
     let size = view_size(cfg, ds.as_ref())?;
+    let cfg = &Config { image_size: size, num_classes: ds.num_classes(), ..cfg.clone() };
     let model_cfg = cfg.model(size);
     let min = model_cfg.encoder.min_image_size();
     if size < min {
         bail!("--image-size {size}: too small for the {:?} stem (needs at least {min} px); use a larger --image-size or --stem cifar", model_cfg.encoder.stem);
     }
 
-    let cfg = &Config { image_size: size, ..cfg.clone() };
     std::fs::create_dir_all(&cfg.out).with_context(|| format!("--out {}: cannot create the folder; choose a writable path", cfg.out.display()))?;
     std::fs::write(cfg.out.join("config.toml"), cfg.to_toml())
         .with_context(|| format!("--out {}: cannot write into the folder; choose a writable path", cfg.out.display()))?;
@@ -200,14 +206,23 @@ pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> 
     let mut epoch_wait = 0.0;
     for step in start..total {
         let t0 = Instant::now();
-        let views = loader.recv().context("the data loader stopped")??.pixels;
+        let batch = loader.recv().context("the data loader stopped")??;
         let wait = t0.elapsed().as_secs_f64();
         epoch_wait += wait;
         let epoch = step / steps_per_epoch;
         let lr = schedule.lr(step);
-        let x = Tensor::<4>::from_data(TensorData::new(views, [2 * cfg.batch_size, 3, size, size]), &device);
-        let out = nt_xent(model.forward(x).pop().expect("the head returns z"), cfg.temperature);
-        let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+        let x = Tensor::<4>::from_data(TensorData::new(batch.pixels, [2 * cfg.batch_size, 3, size, size]), &device);
+        let hiddens = model.forward(x);
+        let out = nt_xent(hiddens.last().expect("the head returns z").clone(), cfg.temperature);
+        let probe = match model.probe_logits(hiddens[0].clone()) {
+            Some(logits) => Some(probe_loss(logits, &batch.images, ds.as_ref())?),
+            None => None,
+        };
+        let total_loss = match &probe {
+            Some((ce, _)) => out.loss.clone() + ce.clone(),
+            None => out.loss.clone(),
+        };
+        let grads = GradientsParams::from_grads(total_loss.backward(), &model);
         model = optim.step(lr, model, grads);
         let loss: f32 = out.loss.into_scalar();
         if !loss.is_finite() {
@@ -226,6 +241,7 @@ pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> 
             lr,
             images_per_sec: cfg.batch_size as f64 / t0.elapsed().as_secs_f64(),
             data_wait_s: wait,
+            probe_acc: probe.map(|(_, acc)| acc.into_scalar()),
         };
         writeln!(metrics_file, "{}", serde_json::to_string(&m)?)?;
         bar.set_position((step + 1) as u64);
@@ -249,9 +265,10 @@ pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> 
         if epoch_end {
             let recent = &history[history.len().saturating_sub(steps_per_epoch)..];
             let mean = |f: fn(&StepMetrics) -> f64| recent.iter().map(f).sum::<f64>() / recent.len() as f64;
+            let probe = if model.probe.is_some() { format!(", online probe acc {:.3}", mean(|m| m.probe_acc.unwrap_or(0.0) as f64)) } else { String::new() };
             bar.suspend(|| {
                 tracing::info!(
-                    "epoch {} done at step {done}/{total}: loss {:.4}, contrast acc {:.3}, {:.1} img/s, waited {:.2}s for data",
+                    "epoch {} done at step {done}/{total}: loss {:.4}, contrast acc {:.3}{probe}, {:.1} img/s, waited {:.2}s for data",
                     epoch + 1,
                     mean(|m| m.loss as f64),
                     mean(|m| m.contrast_acc as f64),
@@ -260,6 +277,12 @@ pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> 
                 )
             });
             epoch_wait = 0.0;
+            let finished_epochs = done / steps_per_epoch;
+            if cfg.knn_every > 0 && done % steps_per_epoch == 0 && finished_epochs % cfg.knn_every == 0 {
+                let top1 = knn_monitor(&model, ds.clone(), cfg, size, &device)?;
+                bar.suspend(|| tracing::info!("epoch {finished_epochs}: kNN monitor top-1 {:.2}%", 100.0 * top1));
+                writeln!(metrics_file, "{}", serde_json::json!({ "epoch": finished_epochs, "step": done, "knn_top1": top1 }))?;
+            }
         }
     }
     bar.finish_and_clear();
@@ -267,6 +290,42 @@ pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> 
         tracing::info!("nothing to do: the checkpoint is at step {start} of {total}");
     }
     Ok(Pretrained { model, history, checkpoint: last_checkpoint, start_step: start })
+}
+
+/// Cross-entropy of the online probe on both views of the batch's images, and its accuracy.
+fn probe_loss(logits: Tensor<2>, images: &[usize], ds: &dyn Dataset) -> Result<(Tensor<1>, Tensor<1>)> {
+    let [rows, classes] = logits.dims();
+    let mut onehot = vec![0f32; rows * classes];
+    let mut labels = Vec::with_capacity(rows);
+    for r in 0..rows {
+        let label = ds.label(images[r % images.len()]).context("the online probe needs every image labelled")?;
+        onehot[r * classes + label] = 1.0;
+        labels.push(label as i64);
+    }
+    let device = logits.device();
+    let y = Tensor::<2>::from_data(TensorData::new(onehot, [rows, classes]), &device);
+    let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [rows]), &device).reshape([rows, 1]);
+    let acc = logits.clone().detach().argmax(1).equal(labels).float().mean();
+    let ce = (log_softmax(logits, 1) * y).sum().neg().div_scalar(rows as f32);
+    Ok((ce, acc))
+}
+
+/// Images of the training set the kNN monitor uses as its memory bank.
+const KNN_BANK: usize = 10_000;
+
+/// Weighted-kNN top-1 on the test split, with (up to) the first [`KNN_BANK`] training images as
+/// the memory bank: a cheap per-epoch view of representation quality.
+fn knn_monitor(model: &SimClr, train: Arc<dyn Dataset>, cfg: &Config, size: usize, device: &Device) -> Result<f64> {
+    let test = data::open(cfg.dataset, cfg.data.as_deref(), Split::Test)?;
+    if train.num_classes() == 0 {
+        bail!("--knn-every needs a labelled dataset");
+    }
+    let classes = train.num_classes();
+    let bank_ds = data::Subset::new(train.clone(), (0..train.len().min(KNN_BANK)).collect());
+    let bank = extract(model, 0, &bank_ds, size, 256, device)?;
+    let queries = extract(model, 0, &test, size, 256, device)?;
+    let scores = Knn::default().scores(&bank, &queries, classes, &device.clone().inner());
+    Ok(topk_accuracy(&scores, classes, &queries.labels, 1))
 }
 
 fn progress_bar(show: bool, start: usize, total: usize) -> ProgressBar {

@@ -39,7 +39,7 @@ fn one_epoch_decreases_the_loss_and_writes_a_checkpoint() {
     for f in ["model.safetensors", "optimizer.safetensors", "state.json", "config.toml"] {
         assert!(ckpt.join(f).exists(), "{f} missing");
     }
-    assert_eq!(checkpoint::read_config(&ckpt).unwrap(), cfg, "the saved config repeats the run");
+    assert_eq!(checkpoint::read_config(&ckpt).unwrap(), Config { num_classes: 10, ..cfg }, "the saved config repeats the run");
     let lines = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 78);
     assert!(lines.lines().next().unwrap().contains("\"contrast_acc\""));
@@ -102,4 +102,26 @@ fn bad_values_are_rejected_before_anything_is_written() {
         assert!(err.contains(flag), "{flag}: {err}");
         assert!(!out.join("checkpoints").exists(), "{flag}: nothing written");
     }
+}
+
+#[test]
+fn online_probe_learns_without_touching_the_encoder_and_knn_monitor_logs() {
+    let run = |probe: bool, knn_every: usize| {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config { limit: 640, batch_size: 64, lr: 4.0, online_probe: probe, knn_every, ..small(dir.path()) };
+        let r = pretrain(&cfg, false, &simclr::default_device(), false).unwrap();
+        let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+        (r.history, metrics)
+    };
+    let (with, metrics) = run(true, 1);
+    let (without, _) = run(false, 0);
+    // The probe sees stop-gradient(h): the contrastive trajectory is identical to the step.
+    let a: Vec<f32> = with.iter().map(|m| m.loss).collect();
+    let b: Vec<f32> = without.iter().map(|m| m.loss).collect();
+    assert_eq!(a, b);
+    assert!(without.iter().all(|m| m.probe_acc.is_none()));
+    let late: f32 = with[5..].iter().map(|m| m.probe_acc.unwrap()).sum::<f32>() / 5.0;
+    assert!(late > 0.15, "online probe accuracy {late} (chance 0.1)");
+    let knn: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
+    assert!(knn["knn_top1"].as_f64().unwrap() > 0.3, "{knn}");
 }
