@@ -58,8 +58,8 @@ fn prepare(args: &EvalArgs, default_out: &str, device: &Device) -> Result<Prepar
     if args.config.out.is_none() {
         flags.out = PathBuf::from(default_out);
     }
-    let train: Arc<dyn Dataset> = Arc::new(data::open(flags.dataset, flags.data.as_deref(), Split::Train)?);
-    let test: Arc<dyn Dataset> = Arc::new(data::open(flags.dataset, flags.data.as_deref(), Split::Test)?);
+    let train = data::open(&flags.source(), Split::Train)?;
+    let test = data::open(&flags.source(), Split::Test)?;
     let first = train.image(0)?;
     let loaded = eval::load(args.checkpoint.as_deref(), &flags, first.height.max(first.width), device)?;
     let layer_index = args.layer.index(loaded.model.head.len())?;
@@ -69,7 +69,7 @@ fn prepare(args: &EvalArgs, default_out: &str, device: &Device) -> Result<Prepar
 }
 
 fn features(p: &Prepared, ds: &dyn Dataset, device: &Device) -> Result<eval::Features> {
-    eval::extract(&p.loaded.model, p.layer_index, ds, p.loaded.image_size, 256, device)
+    eval::extract(&p.loaded.model, p.layer_index, ds, p.loaded.image_size, 256, &p.flags.bad_images(), device)
 }
 
 fn report<M: Serialize>(p: &Prepared, protocol: &'static str, settings: serde_json::Value, metrics: M, start: Instant) -> Result<()> {
@@ -209,7 +209,7 @@ pub fn finetune(args: &EvalArgs, subset_args: &SubsetArgs, device: &Device) -> R
         weight_decay: c.weight_decay.unwrap_or(0.0),
         seed: p.flags.seed,
     };
-    let done = finetune::finetune(p.loaded.model.clone(), p.loaded.image_size, p.train.clone(), &subset, p.test.as_ref(), &cfg, device)?;
+    let done = finetune::finetune(p.loaded.model.clone(), p.loaded.image_size, p.train.clone(), &subset, p.test.as_ref(), &cfg, &p.flags.bad_images(), device)?;
     let test_labels: Vec<usize> = (0..p.test.len()).filter_map(|i| p.test.label(i)).collect();
     let layer = Layer::Head(cfg.from_head_layer);
     let extra = serde_json::json!({ "labelled_images": subset.len(), "subset_file": subset_file, "final_loss": done.final_loss });

@@ -76,6 +76,16 @@ pub struct Config {
     pub num_classes: usize,
     /// Run a kNN monitor on the test split every N epochs (0 = off).
     pub knn_every: usize,
+    /// Image folders: keep only the files this list names (paths relative to --data, or file names).
+    pub file_list: Option<PathBuf>,
+    /// Image folders: cache decoded images resized to this shorter side (0 = no cache).
+    pub cache_size: u32,
+    /// Where the image cache lives (default: OUT/cache).
+    pub cache_dir: Option<PathBuf>,
+    /// CIFAR-100: use the 20 coarse labels.
+    pub coarse_labels: bool,
+    /// Stop at the first unreadable image instead of skipping it.
+    pub strict: bool,
 }
 
 impl Default for Config {
@@ -110,6 +120,11 @@ impl Default for Config {
             online_probe: true,
             num_classes: 0,
             knn_every: 0,
+            file_list: None,
+            cache_size: 0,
+            cache_dir: None,
+            coarse_labels: false,
+            strict: false,
         }
     }
 }
@@ -205,6 +220,21 @@ pub struct ConfigArgs {
     /// kNN monitor on the test split every N epochs (0 = off).
     #[arg(long)]
     pub knn_every: Option<usize>,
+    /// Image folders: keep only the files listed (one per line: path relative to --data, or file name).
+    #[arg(long)]
+    pub file_list: Option<PathBuf>,
+    /// Image folders: cache images resized to this shorter side so later epochs skip decoding (0 = off).
+    #[arg(long)]
+    pub cache_size: Option<u32>,
+    /// Folder of the image cache (default OUT/cache).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// CIFAR-100: the 20 coarse labels instead of the 100 fine ones.
+    #[arg(long)]
+    pub coarse_labels: Option<bool>,
+    /// Fail on the first unreadable image instead of skipping it with a warning.
+    #[arg(long)]
+    pub strict: Option<bool>,
 }
 
 macro_rules! overlay {
@@ -242,10 +272,16 @@ impl Config {
         if args.blur.is_some() {
             self.blur = args.blur;
         }
+        if args.file_list.is_some() {
+            self.file_list = args.file_list;
+        }
+        if args.cache_dir.is_some() {
+            self.cache_dir = args.cache_dir;
+        }
         overlay!(
             self, args, dataset, limit, arch, width, stem, image_size, head, head_layers, proj_dim, temperature,
             batch_size, epochs, max_steps, optimizer, lr, lr_scaling, warmup_epochs, weight_decay, momentum,
-            color_strength, seed, out, checkpoint_every, keep_checkpoints, online_probe, num_classes, knn_every
+            color_strength, seed, out, checkpoint_every, keep_checkpoints, online_probe, num_classes, knn_every, cache_size, coarse_labels, strict
         );
     }
 
@@ -317,6 +353,25 @@ impl Config {
             aug.blur = blur;
         }
         aug
+    }
+
+    /// Where the data is and how to read it.
+    pub fn source(&self) -> crate::data::Source {
+        crate::data::Source {
+            kind: Some(self.dataset),
+            data: self.data.clone(),
+            file_list: self.file_list.clone(),
+            cache: (self.cache_size > 0).then(|| crate::data::folder::Cache {
+                dir: self.cache_dir.clone().unwrap_or_else(|| self.out.join("cache")),
+                size: self.cache_size,
+            }),
+            coarse_labels: self.coarse_labels,
+        }
+    }
+
+    /// What to do with unreadable images.
+    pub fn bad_images(&self) -> crate::data::BadImages {
+        crate::data::BadImages::new(self.strict)
     }
 
     /// The optimiser's update rule.

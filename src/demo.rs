@@ -43,8 +43,9 @@ pub fn demo_config(out: PathBuf, epochs: usize) -> Config {
 pub fn probe_accuracy(model: &SimClr, image_size: usize, device: &Device) -> Result<f64> {
     let train = data::builtin(Split::Train);
     let test = data::builtin(Split::Test);
-    let f_train = extract(model, 0, &train, image_size, 500, device)?;
-    let f_test = extract(model, 0, &test, image_size, 500, device)?;
+    let bad = crate::data::BadImages::Fail;
+    let f_train = extract(model, 0, &train, image_size, 500, &bad, device)?;
+    let f_test = extract(model, 0, &test, image_size, 500, &bad, device)?;
     let (clf, _) = fit_lbfgs(&f_train, 10, 0, device);
     Ok(topk_accuracy(&clf.scores(&f_test, device), 10, &f_test.labels, 1))
 }

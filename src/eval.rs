@@ -5,7 +5,7 @@
 use crate::augment::{augment, AugmentConfig};
 use crate::checkpoint;
 use crate::config::Config;
-use crate::data::Dataset;
+use crate::data::{BadImages, Dataset};
 use crate::head::SimClr;
 use anyhow::{bail, Context, Result};
 use burn::module::Module;
@@ -139,7 +139,16 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Output `layer` (index into `[h, head layers…]`) for every image of `ds`, resized to
 /// `image_size` without augmentation, in batches of `batch`, BN in inference mode, no gradient.
-pub fn extract(model: &SimClr, layer: usize, ds: &dyn Dataset, image_size: usize, batch: usize, device: &Device) -> Result<Features> {
+/// Unreadable images are left out under [`BadImages::Skip`] (and logged), an error otherwise.
+pub fn extract(
+    model: &SimClr,
+    layer: usize,
+    ds: &dyn Dataset,
+    image_size: usize,
+    batch: usize,
+    bad: &BadImages,
+    device: &Device,
+) -> Result<Features> {
     let device = device.clone().inner();
     let model = model.valid().to_device(&device);
     let aug = AugmentConfig::identity(image_size);
@@ -147,11 +156,14 @@ pub fn extract(model: &SimClr, layer: usize, ds: &dyn Dataset, image_size: usize
     let mut labels = Vec::with_capacity(ds.len());
     let mut dim = 0;
     for start in (0..ds.len()).step_by(batch) {
-        let idx: Vec<usize> = (start..(start + batch).min(ds.len())).collect();
-        let pixels: Vec<Vec<f32>> = idx
-            .par_iter()
-            .map(|&i| Ok(augment(&ds.image(i)?, &aug, &mut ChaCha8Rng::seed_from_u64(0)).data))
+        let read: Vec<(usize, Option<Vec<f32>>)> = (start..(start + batch).min(ds.len()))
+            .into_par_iter()
+            .map(|i| Ok((i, bad.read_exact(ds, i)?.map(|img| augment(&img, &aug, &mut ChaCha8Rng::seed_from_u64(0)).data))))
             .collect::<Result<_>>()?;
+        let (idx, pixels): (Vec<usize>, Vec<Vec<f32>>) = read.into_iter().filter_map(|(i, p)| p.map(|p| (i, p))).unzip();
+        if idx.is_empty() {
+            continue;
+        }
         let x = Tensor::<4>::from_data(TensorData::new(pixels.concat(), [idx.len(), 3, image_size, image_size]), &device);
         let mut hiddens = model.forward(x);
         if layer >= hiddens.len() {
@@ -162,10 +174,11 @@ pub fn extract(model: &SimClr, layer: usize, ds: &dyn Dataset, image_size: usize
         data.extend(crate::floats(f));
         labels.extend(idx.iter().filter_map(|&i| ds.label(i)));
     }
-    if !labels.is_empty() && labels.len() != ds.len() {
-        bail!("only some images have labels ({} of {})", labels.len(), ds.len());
+    let n = data.len() / dim.max(1);
+    if !labels.is_empty() && labels.len() != n {
+        bail!("only some images have labels ({} of {n})", labels.len());
     }
-    Ok(Features { n: ds.len(), dim, data, labels })
+    Ok(Features { n, dim, data, labels })
 }
 
 /// Fraction of rows whose label is among the `k` highest of `scores` (`n × classes`, row-major).

@@ -5,7 +5,7 @@
 //! With a randomly initialised network this is the supervised-from-scratch baseline.
 
 use crate::augment::AugmentConfig;
-use crate::data::{Dataset, Subset};
+use crate::data::{BadImages, Dataset, Subset};
 use crate::eval::{extract, Features};
 use crate::head::SimClr;
 use crate::linear::LinearClassifier;
@@ -123,6 +123,7 @@ pub fn finetune(
     subset: &[usize],
     test: &dyn Dataset,
     cfg: &Finetune,
+    bad: &BadImages,
     device: &Device,
 ) -> Result<Finetuned> {
     let classes = train.num_classes();
@@ -141,7 +142,7 @@ pub fn finetune(
     let total = cfg.epochs * steps_per_epoch;
     let schedule = WarmupCosine { peak: cfg.lr, warmup_steps: 0, total_steps: total };
     let aug = AugmentConfig { color_strength: 0.0, gray_prob: 0.0, blur: false, ..AugmentConfig::simclr(image_size, 0.0) };
-    let loader = spawn_loader(train.clone(), subset.to_vec(), 1, aug, cfg.seed, batch, 0, total);
+    let loader = spawn_loader(train.clone(), subset.to_vec(), 1, aug, cfg.seed, batch, 0, total, bad.clone());
     let mut optim = Optimizer::new(Rule::new(OptimizerKind::Sgd, cfg.momentum, cfg.weight_decay));
     let mut epoch_loss = 0.0;
     for step in 0..total {
@@ -178,8 +179,8 @@ pub fn finetune(
     let layer = cfg.from_head_layer;
     let inner = device.clone().inner();
     let score = |f: &Features| head.scores(f, &inner);
-    let test_f = extract(&clf.net, layer, test, image_size, 256, device)?;
-    let train_f = extract(&clf.net, layer, &Subset::new(train.clone(), subset.to_vec()), image_size, 256, device)?;
+    let test_f = extract(&clf.net, layer, test, image_size, 256, bad, device)?;
+    let train_f = extract(&clf.net, layer, &Subset::new(train.clone(), subset.to_vec()), image_size, 256, bad, device)?;
     let train_accuracy = crate::eval::topk_accuracy(&score(&train_f), classes, &train_f.labels, 1);
     Ok(Finetuned { test_scores: score(&test_f), train_accuracy, final_loss: epoch_loss })
 }

@@ -8,7 +8,8 @@
 use crate::augment::{augment, splitmix64, view_rng, AugmentConfig};
 use crate::checkpoint::{self, TrainState};
 use crate::config::Config;
-use crate::data::{self, Dataset, Split};
+use crate::data::{self, BadImages, Dataset, Split};
+use crate::image::Image;
 use crate::head::SimClr;
 use crate::eval::{extract, topk_accuracy};
 use crate::knn::Knn;
@@ -19,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -80,18 +81,28 @@ pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
 
 /// `views` augmented views of each image `indices[i]`, as a `[views·N, 3, S, S]` buffer (all first
 /// views, then all second views, …), augmented in parallel.
-pub fn make_views(ds: &dyn Dataset, indices: &[usize], views: usize, aug: &AugmentConfig, seed: u64, epoch: usize) -> Result<Vec<f32>> {
+/// An unreadable image is replaced by the next readable one under [`BadImages::Skip`]; the
+/// returned batch names the images actually used, so labels follow them.
+pub fn make_views(
+    ds: &dyn Dataset,
+    indices: &[usize],
+    views: usize,
+    aug: &AugmentConfig,
+    seed: u64,
+    epoch: usize,
+    bad: &BadImages,
+) -> Result<Batch> {
     let n = indices.len();
-    let views: Vec<Vec<f32>> = (0..views * n)
+    let read: Vec<(usize, Image)> = indices.par_iter().map(|&i| bad.read(ds, i)).collect::<Result<_, data::DataError>>()?;
+    let pixels: Vec<Vec<f32>> = (0..views * n)
         .into_par_iter()
         .map(|v| {
-            let index = indices[v % n];
-            let img = ds.image(index)?;
-            let mut rng = view_rng(seed, epoch as u64, index as u64, (v / n) as u64);
-            Ok(augment(&img, aug, &mut rng).data)
+            let (index, img) = &read[v % n];
+            let mut rng = view_rng(seed, epoch as u64, *index as u64, (v / n) as u64);
+            augment(img, aug, &mut rng).data
         })
-        .collect::<Result<_, data::DataError>>()?;
-    Ok(views.concat())
+        .collect();
+    Ok(Batch { images: read.into_iter().map(|(i, _)| i).collect(), pixels: pixels.concat() })
 }
 
 /// One batch from the loader: which images, and their augmented views.
@@ -115,6 +126,7 @@ pub fn spawn_loader(
     batch: usize,
     start: usize,
     total: usize,
+    bad: BadImages,
 ) -> Receiver<Result<Batch>> {
     let (tx, rx) = sync_channel(PREFETCH);
     let steps_per_epoch = pool.len() / batch;
@@ -126,8 +138,7 @@ pub fn spawn_loader(
                 order = (epoch, epoch_order(pool.len(), seed, epoch).into_iter().map(|i| pool[i]).collect());
             }
             let at = (step % steps_per_epoch) * batch;
-            let images = order.1[at..at + batch].to_vec();
-            let result = make_views(ds.as_ref(), &images, views, &aug, seed, epoch).map(|pixels| Batch { images, pixels });
+            let result = make_views(ds.as_ref(), &order.1[at..at + batch], views, &aug, seed, epoch, &bad);
             if tx.send(result).is_err() {
                 return;
             }
@@ -148,11 +159,10 @@ fn view_size(cfg: &Config, ds: &dyn Dataset) -> Result<usize> {
 /// Runs pretraining as `cfg` says, resuming from the latest checkpoint in `cfg.out` if `resume`.
 pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> Result<Pretrained> {
     cfg.validate()?;
-    let mut train = data::open(cfg.dataset, cfg.data.as_deref(), Split::Train)?;
-    if cfg.limit > 0 {
-        train = train.truncate(cfg.limit);
+    let mut ds = data::open(&cfg.source(), Split::Pretrain)?;
+    if cfg.limit > 0 && cfg.limit < ds.len() {
+        ds = Arc::new(data::Subset::new(ds, (0..cfg.limit).collect()));
     }
-    let ds: Arc<dyn Dataset> = Arc::new(train);
     if ds.len() < cfg.batch_size {
         bail!("--batch-size {}: the dataset has only {} images; use a smaller batch", cfg.batch_size, ds.len());
     }
@@ -194,7 +204,8 @@ pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> 
         total_steps: total,
     };
     let aug = cfg.augment(size);
-    let loader = spawn_loader(ds.clone(), (0..ds.len()).collect(), 2, aug, cfg.seed, cfg.batch_size, start, total);
+    let bad = cfg.bad_images();
+    let loader = spawn_loader(ds.clone(), (0..ds.len()).collect(), 2, aug, cfg.seed, cfg.batch_size, start, total, bad.clone());
     let mut metrics_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -214,10 +225,7 @@ pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> 
         let x = Tensor::<4>::from_data(TensorData::new(batch.pixels, [2 * cfg.batch_size, 3, size, size]), &device);
         let hiddens = model.forward(x);
         let out = nt_xent(hiddens.last().expect("the head returns z").clone(), cfg.temperature);
-        let probe = match model.probe_logits(hiddens[0].clone()) {
-            Some(logits) => Some(probe_loss(logits, &batch.images, ds.as_ref())?),
-            None => None,
-        };
+        let probe = model.probe_logits(hiddens[0].clone()).and_then(|logits| probe_loss(logits, &batch.images, ds.as_ref()));
         let total_loss = match &probe {
             Some((ce, _)) => out.loss.clone() + ce.clone(),
             None => out.loss.clone(),
@@ -277,6 +285,9 @@ pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> 
                 )
             });
             epoch_wait = 0.0;
+            if let Some(skipped) = bad.log().map(|l| l.take()).filter(|s| !s.is_empty()) {
+                bar.suspend(|| tracing::warn!("skipped {} unreadable files this epoch: {}", skipped.len(), skipped.join("; ")));
+            }
             let finished_epochs = done / steps_per_epoch;
             if cfg.knn_every > 0 && done % steps_per_epoch == 0 && finished_epochs % cfg.knn_every == 0 {
                 let top1 = knn_monitor(&model, ds.clone(), cfg, size, &device)?;
@@ -292,22 +303,27 @@ pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> 
     Ok(Pretrained { model, history, checkpoint: last_checkpoint, start_step: start })
 }
 
-/// Cross-entropy of the online probe on both views of the batch's images, and its accuracy.
-fn probe_loss(logits: Tensor<2>, images: &[usize], ds: &dyn Dataset) -> Result<(Tensor<1>, Tensor<1>)> {
+/// Cross-entropy of the online probe on both views of the batch's labelled images, and its
+/// accuracy; `None` when no image of the batch has a label (e.g. STL-10's unlabelled part).
+fn probe_loss(logits: Tensor<2>, images: &[usize], ds: &dyn Dataset) -> Option<(Tensor<1>, Tensor<1>)> {
     let [rows, classes] = logits.dims();
     let mut onehot = vec![0f32; rows * classes];
-    let mut labels = Vec::with_capacity(rows);
+    let mut labelled = 0usize;
     for r in 0..rows {
-        let label = ds.label(images[r % images.len()]).context("the online probe needs every image labelled")?;
-        onehot[r * classes + label] = 1.0;
-        labels.push(label as i64);
+        if let Some(label) = ds.label(images[r % images.len()]) {
+            onehot[r * classes + label] = 1.0;
+            labelled += 1;
+        }
+    }
+    if labelled == 0 {
+        return None;
     }
     let device = logits.device();
     let y = Tensor::<2>::from_data(TensorData::new(onehot, [rows, classes]), &device);
-    let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [rows]), &device).reshape([rows, 1]);
-    let acc = logits.clone().detach().argmax(1).equal(labels).float().mean();
-    let ce = (log_softmax(logits, 1) * y).sum().neg().div_scalar(rows as f32);
-    Ok((ce, acc))
+    let predicted = logits.clone().detach().argmax(1).reshape([rows]).one_hot::<2>(classes).float();
+    let acc = (predicted * y.clone()).sum().div_scalar(labelled as f32);
+    let ce = (log_softmax(logits, 1) * y).sum().neg().div_scalar(labelled as f32);
+    Some((ce, acc))
 }
 
 /// Images of the training set the kNN monitor uses as its memory bank.
@@ -316,14 +332,15 @@ const KNN_BANK: usize = 10_000;
 /// Weighted-kNN top-1 on the test split, with (up to) the first [`KNN_BANK`] training images as
 /// the memory bank: a cheap per-epoch view of representation quality.
 fn knn_monitor(model: &SimClr, train: Arc<dyn Dataset>, cfg: &Config, size: usize, device: &Device) -> Result<f64> {
-    let test = data::open(cfg.dataset, cfg.data.as_deref(), Split::Test)?;
+    let test = data::open(&cfg.source(), Split::Test)?;
     if train.num_classes() == 0 {
         bail!("--knn-every needs a labelled dataset");
     }
     let classes = train.num_classes();
     let bank_ds = data::Subset::new(train.clone(), (0..train.len().min(KNN_BANK)).collect());
-    let bank = extract(model, 0, &bank_ds, size, 256, device)?;
-    let queries = extract(model, 0, &test, size, 256, device)?;
+    let bad = cfg.bad_images();
+    let bank = extract(model, 0, &bank_ds, size, 256, &bad, device)?;
+    let queries = extract(model, 0, test.as_ref(), size, 256, &bad, device)?;
     let scores = Knn::default().scores(&bank, &queries, classes, &device.clone().inner());
     Ok(topk_accuracy(&scores, classes, &queries.labels, 1))
 }

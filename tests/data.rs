@@ -13,11 +13,12 @@ fn real_fashion_mnist_when_installed() {
         eprintln!("skipped: {FASHION} missing (apt-get install -y dataset-fashion-mnist); CI installs it");
         return;
     }
-    let train = data::open(DatasetKind::FashionMnist, Some(Path::new(FASHION)), Split::Train).unwrap();
-    let test = data::open(DatasetKind::FashionMnist, Some(Path::new(FASHION)), Split::Test).unwrap();
+    let src = data::Source { kind: Some(DatasetKind::FashionMnist), data: Some(FASHION.into()), ..Default::default() };
+    let train = data::open(&src, Split::Train).unwrap();
+    let test = data::open(&src, Split::Test).unwrap();
     assert_eq!((train.len(), test.len()), (60_000, 10_000));
     assert_eq!(train.num_classes(), 10);
-    assert_eq!(train.image_shape(), (28, 28));
+    assert_eq!(train.image(0).unwrap().height, 28);
     // The first training image is an ankle boot (label 9), the first test image too.
     assert_eq!(train.label(0), Some(9));
     assert_eq!(test.label(0), Some(9));
@@ -102,8 +103,10 @@ fn garbled_files_are_clear_errors() {
 #[test]
 fn missing_files_name_the_path_and_the_fix() {
     let dir = tempfile::tempdir().unwrap();
-    let err = data::open(DatasetKind::FashionMnist, Some(dir.path()), Split::Train).err().unwrap().to_string();
+    let src = data::Source { kind: Some(DatasetKind::FashionMnist), data: Some(dir.path().into()), ..Default::default() };
+    let err = data::open(&src, Split::Train).err().unwrap().to_string();
     assert!(err.contains("train-images-idx3-ubyte") && err.contains("apt-get install"), "{err}");
-    let err = data::open(DatasetKind::FashionMnist, None, Split::Train).err().unwrap().to_string();
+    let src = data::Source { kind: Some(DatasetKind::FashionMnist), ..Default::default() };
+    let err = data::open(&src, Split::Train).err().unwrap().to_string();
     assert!(err.contains("--data"), "{err}");
 }

@@ -1,14 +1,19 @@
 //! Datasets: one abstraction ([`Dataset`]) that every reader implements, so pretraining and
 //! evaluation see the same thing whatever the file format.
 //!
-//! Readers here: IDX (MNIST / Fashion-MNIST) and the built-in Fashion-MNIST subset embedded in the
-//! binary (500 train + 100 test images per class, MIT licence, see `data/builtin/LICENSE`).
+//! Readers: IDX (MNIST / Fashion-MNIST), CIFAR-10/100 and STL-10 binary, folders of image files
+//! (labelled or not), and the built-in Fashion-MNIST subset embedded in the binary (500 train + 100
+//! test images per class, MIT licence, see `data/builtin/LICENSE`).
 
+pub mod cifar;
+pub mod folder;
 pub mod idx;
+pub mod stl10;
 
 use crate::image::Image;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// Errors from reading datasets; each names the file and what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -150,13 +155,13 @@ impl Dataset for InMemoryDataset {
 
 /// The images `indices` of another dataset, in that order (label subsets, file lists).
 pub struct Subset {
-    inner: std::sync::Arc<dyn Dataset>,
+    inner: Arc<dyn Dataset>,
     indices: Vec<usize>,
 }
 
 impl Subset {
     /// A view of `inner` restricted to `indices` (each must be below `inner.len()`).
-    pub fn new(inner: std::sync::Arc<dyn Dataset>, indices: Vec<usize>) -> Self {
+    pub fn new(inner: Arc<dyn Dataset>, indices: Vec<usize>) -> Self {
         assert!(indices.iter().all(|&i| i < inner.len()), "subset index out of range");
         Self { inner, indices }
     }
@@ -177,6 +182,123 @@ impl Dataset for Subset {
     }
 }
 
+/// Several datasets one after the other (STL-10's unlabelled + train images for pretraining).
+pub struct Concat {
+    parts: Vec<Arc<dyn Dataset>>,
+}
+
+impl Concat {
+    /// Joins `parts` in order.
+    pub fn new(parts: Vec<Arc<dyn Dataset>>) -> Self {
+        Self { parts }
+    }
+
+    fn locate(&self, mut index: usize) -> Option<(&dyn Dataset, usize)> {
+        for p in &self.parts {
+            if index < p.len() {
+                return Some((p.as_ref(), index));
+            }
+            index -= p.len();
+        }
+        None
+    }
+}
+
+impl Dataset for Concat {
+    fn len(&self) -> usize {
+        self.parts.iter().map(|p| p.len()).sum()
+    }
+    fn image(&self, index: usize) -> Result<Image, DataError> {
+        let (d, i) = self
+            .locate(index)
+            .ok_or_else(|| DataError::Invalid(format!("image index {index} out of range (dataset has {})", self.len())))?;
+        d.image(i)
+    }
+    fn label(&self, index: usize) -> Option<usize> {
+        self.locate(index).and_then(|(d, i)| d.label(i))
+    }
+    fn num_classes(&self) -> usize {
+        self.parts.iter().map(|p| p.num_classes()).max().unwrap_or(0)
+    }
+}
+
+/// What to do with an image that cannot be read (corrupt, truncated, empty, unreadable).
+#[derive(Clone)]
+pub enum BadImages {
+    /// Stop with an error naming the file (`--strict`).
+    Fail,
+    /// Skip it, with a warning, and count it in the log.
+    Skip(Arc<SkipLog>),
+}
+
+/// The images skipped so far.
+#[derive(Default)]
+pub struct SkipLog {
+    skipped: Mutex<Vec<String>>,
+}
+
+impl SkipLog {
+    fn record(&self, e: &DataError) {
+        let mut s = self.skipped.lock().unwrap_or_else(|e| e.into_inner());
+        let msg = e.to_string();
+        if !s.contains(&msg) {
+            tracing::warn!("skipping an unreadable image: {msg}");
+            s.push(msg);
+        }
+    }
+
+    /// The distinct problems recorded since the last call, emptying the log.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.skipped.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl BadImages {
+    /// `Fail` when `strict`, else `Skip` with a fresh log.
+    pub fn new(strict: bool) -> Self {
+        if strict { BadImages::Fail } else { BadImages::Skip(Arc::default()) }
+    }
+
+    /// Image `index`, or under `Skip` the next readable image after it: returns the index actually
+    /// read, so its label goes with it (never a silently wrong label).
+    pub fn read(&self, ds: &dyn Dataset, index: usize) -> Result<(usize, Image), DataError> {
+        let mut i = index;
+        loop {
+            match (ds.image(i), self) {
+                (Ok(img), _) => return Ok((i, img)),
+                (Err(e), BadImages::Fail) => return Err(e),
+                (Err(e), BadImages::Skip(log)) => {
+                    log.record(&e);
+                    i = (i + 1) % ds.len();
+                    if i == index {
+                        return Err(DataError::Invalid("no image of the dataset can be read".into()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Image `index`, or `None` (logged) when it is unreadable and bad images are skipped.
+    pub fn read_exact(&self, ds: &dyn Dataset, index: usize) -> Result<Option<Image>, DataError> {
+        match (ds.image(index), self) {
+            (Ok(img), _) => Ok(Some(img)),
+            (Err(e), BadImages::Fail) => Err(e),
+            (Err(e), BadImages::Skip(log)) => {
+                log.record(&e);
+                Ok(None)
+            }
+        }
+    }
+
+    /// The log, when skipping.
+    pub fn log(&self) -> Option<&SkipLog> {
+        match self {
+            BadImages::Skip(log) => Some(log),
+            BadImages::Fail => None,
+        }
+    }
+}
+
 /// The dataset formats `--dataset` accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -187,12 +309,25 @@ pub enum DatasetKind {
     FashionMnist,
     /// MNIST IDX files (same layout as Fashion-MNIST).
     Mnist,
+    /// CIFAR-10 binary version (`data_batch_*.bin`, `test_batch.bin`).
+    Cifar10,
+    /// CIFAR-100 binary version (`train.bin`, `test.bin`), fine labels (`--coarse-labels` for 20).
+    Cifar100,
+    /// STL-10 binary version; pretraining uses unlabelled + train images.
+    Stl10,
+    /// A folder with one sub-folder of images per class (`--data` holds `train/` and `test/`, or
+    /// is itself the training folder).
+    Folder,
+    /// Any tree of images, no labels.
+    UnlabelledFolder,
 }
 
 /// Train or test part of a dataset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Split {
-    /// The training images (pretraining, fitting classifiers).
+    /// The images pretraining sees (train, plus unlabelled images where the dataset has them).
+    Pretrain,
+    /// The labelled training images (fitting classifiers).
     Train,
     /// The held-out test images (reporting accuracy).
     Test,
@@ -206,32 +341,74 @@ const BUILTIN_TEST_LABELS: &[u8] = include_bytes!("../../data/builtin/t10k-label
 /// The built-in Fashion-MNIST subset: 5,000 train / 1,000 test images, 28×28, class-balanced.
 pub fn builtin(split: Split) -> InMemoryDataset {
     let (images, labels) = match split {
-        Split::Train => (BUILTIN_TRAIN_IMAGES, BUILTIN_TRAIN_LABELS),
+        Split::Train | Split::Pretrain => (BUILTIN_TRAIN_IMAGES, BUILTIN_TRAIN_LABELS),
         Split::Test => (BUILTIN_TEST_IMAGES, BUILTIN_TEST_LABELS),
     };
     let parse = |b| idx::parse_idx(b).expect("the embedded dataset is valid");
     idx::from_arrays(parse(images), parse(labels)).expect("the embedded dataset is valid")
 }
 
-/// Opens `split` of a dataset of `kind` stored under `data` (ignored for the built-in one).
-pub fn open(kind: DatasetKind, data: Option<&Path>, split: Split) -> Result<InMemoryDataset, DataError> {
-    match kind {
-        DatasetKind::Builtin => Ok(builtin(split)),
-        DatasetKind::FashionMnist | DatasetKind::Mnist => {
-            let dir = data.ok_or_else(|| {
-                DataError::Invalid(format!(
-                    "--dataset {} needs --data DIR (for Fashion-MNIST: /usr/share/datasets/fashion-mnist \
-                     after `apt-get install -y dataset-fashion-mnist`)",
-                    kind.name()
-                ))
-            })?;
-            let name = match split {
-                Split::Train => "train",
-                Split::Test => "t10k",
-            };
-            idx::load_split(dir, name)
-        }
+/// Where a dataset is and how to read it.
+#[derive(Clone, Debug, Default)]
+pub struct Source {
+    /// Format.
+    pub kind: Option<DatasetKind>,
+    /// Folder holding the files.
+    pub data: Option<PathBuf>,
+    /// Keep only the files this list names (image folders).
+    pub file_list: Option<PathBuf>,
+    /// Cache resized images here (image folders).
+    pub cache: Option<folder::Cache>,
+    /// CIFAR-100: the 20 coarse labels instead of the 100 fine ones.
+    pub coarse_labels: bool,
+}
+
+/// For a labelled folder, `DIR/train` or `DIR/test` when they exist, else `DIR` itself for training.
+fn split_folder(dir: &Path, split: Split) -> Result<PathBuf, DataError> {
+    let name = if split == Split::Test { "test" } else { "train" };
+    let sub = dir.join(name);
+    if sub.is_dir() {
+        Ok(sub)
+    } else if split == Split::Test {
+        Err(DataError::Missing { path: sub, hint: "a labelled folder dataset needs a test/ sub-folder for evaluation".into() })
+    } else {
+        Ok(dir.to_path_buf())
     }
+}
+
+/// Opens `split` of the dataset `src` describes.
+pub fn open(src: &Source, split: Split) -> Result<Arc<dyn Dataset>, DataError> {
+    let kind = src.kind.unwrap_or(DatasetKind::Builtin);
+    if kind == DatasetKind::Builtin {
+        return Ok(Arc::new(builtin(split)));
+    }
+    let dir = src.data.as_deref().ok_or_else(|| {
+        DataError::Invalid(format!(
+            "--dataset {} needs --data DIR (for Fashion-MNIST: /usr/share/datasets/fashion-mnist after `apt-get install -y dataset-fashion-mnist`)",
+            kind.name()
+        ))
+    })?;
+    let idx_name = if split == Split::Test { "t10k" } else { "train" };
+    Ok(match kind {
+        DatasetKind::Builtin => unreachable!(),
+        DatasetKind::FashionMnist | DatasetKind::Mnist => Arc::new(idx::load_split(dir, idx_name)?),
+        DatasetKind::Cifar10 => Arc::new(cifar::load(dir, cifar::Cifar::Ten, split)?),
+        DatasetKind::Cifar100 => Arc::new(cifar::load(dir, cifar::Cifar::Hundred { coarse: src.coarse_labels }, split)?),
+        DatasetKind::Stl10 => stl10::load(dir, split)?,
+        DatasetKind::Folder => {
+            Arc::new(folder::ImageFolder::open(&split_folder(dir, split)?, true, src.file_list.as_deref(), src.cache.clone())?)
+        }
+        DatasetKind::UnlabelledFolder => {
+            if split == Split::Pretrain {
+                Arc::new(folder::ImageFolder::open(dir, false, src.file_list.as_deref(), src.cache.clone())?)
+            } else {
+                return Err(DataError::Invalid(format!(
+                    "--dataset unlabelled-folder has no labels: evaluate with --dataset folder (one sub-folder per class) or another labelled set, not {}",
+                    dir.display()
+                )));
+            }
+        }
+    })
 }
 
 impl DatasetKind {
@@ -241,6 +418,11 @@ impl DatasetKind {
             DatasetKind::Builtin => "builtin",
             DatasetKind::FashionMnist => "fashion-mnist",
             DatasetKind::Mnist => "mnist",
+            DatasetKind::Cifar10 => "cifar10",
+            DatasetKind::Cifar100 => "cifar100",
+            DatasetKind::Stl10 => "stl10",
+            DatasetKind::Folder => "folder",
+            DatasetKind::UnlabelledFolder => "unlabelled-folder",
         }
     }
 }
