@@ -206,10 +206,7 @@ pub fn color_jitter(img: &mut Image, s: f32, rng: &mut impl Rng) {
         match op {
             0 if b > 0.0 => scale_pixels(img, rng.random_range((1.0 - b).max(0.0)..=1.0 + b)),
             1 if c > 0.0 => adjust_contrast(img, rng.random_range((1.0 - c).max(0.0)..=1.0 + c)),
-            2 if sat > 0.0 => {
-                let f = rng.random_range((1.0 - sat).max(0.0)..=1.0 + sat);
-                map_hsv(img, |h, s, v| (h, (s * f).clamp(0.0, 1.0), v));
-            }
+            2 if sat > 0.0 => adjust_saturation(img, rng.random_range((1.0 - sat).max(0.0)..=1.0 + sat)),
             3 if hue > 0.0 => {
                 let d = rng.random_range(-hue.min(0.5)..=hue.min(0.5));
                 map_hsv(img, |h, s, v| ((h + d).rem_euclid(1.0), s, v));
@@ -237,6 +234,26 @@ fn adjust_contrast(img: &mut Image, factor: f32) {
         for v in channel {
             *v = (*v - mean) * factor + mean;
         }
+    }
+}
+
+/// `tf.image.adjust_saturation`: HSV saturation times `factor`, clipped to `[0, 1]`. Hue and value
+/// are unchanged, so each channel moves along `V − (V − c)·S'/S` — computed without the round trip.
+pub fn adjust_saturation(img: &mut Image, factor: f32) {
+    let plane = img.plane();
+    let (r, rest) = img.data.split_at_mut(plane);
+    let (g, b) = rest.split_at_mut(plane);
+    for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
+        let v = r.max(*g).max(*b);
+        let min = r.min(*g).min(*b);
+        if v <= 0.0 || v == min {
+            continue;
+        }
+        let s = (v - min) / v;
+        let ratio = (s * factor).clamp(0.0, 1.0) / s;
+        *r = v - (v - *r) * ratio;
+        *g = v - (v - *g) * ratio;
+        *b = v - (v - *b) * ratio;
     }
 }
 
@@ -315,37 +332,39 @@ pub fn gaussian_blur(img: &Image, kernel_size: usize, sigma: f32) -> Image {
         .collect();
     let total: f32 = weights.iter().sum();
     let weights: Vec<f32> = weights.iter().map(|w| w / total).collect();
+    let (h, w) = (img.height, img.width);
     let reflect = |i: isize, n: usize| -> usize {
         let n = n as isize;
-        let mut i = i;
         if n == 1 {
             return 0;
         }
-        while i < 0 || i >= n {
-            i = if i < 0 { -i } else { 2 * (n - 1) - i };
-        }
-        i as usize
+        let period = 2 * (n - 1);
+        let m = i.rem_euclid(period);
+        (if m < n { m } else { period - m }) as usize
     };
-    let (h, w) = (img.height, img.width);
     let mut tmp = Image::zeros(h, w);
     let mut out = Image::zeros(h, w);
-    for c in 0..3 {
-        for y in 0..h {
-            for x in 0..w {
-                let mut acc = 0.0;
-                for (k, wk) in weights.iter().enumerate() {
-                    acc += wk * img.at(c, y, reflect(x as isize + k as isize - radius as isize, w));
-                }
-                tmp.data[(c * h + y) * w + x] = acc;
+    let mut padded = vec![0f32; w + 2 * radius];
+    // Loops run over whole rows (taps outside, pixels inside) so the compiler vectorises them.
+    for (src, dst) in img.data.chunks_exact(w).zip(tmp.data.chunks_exact_mut(w)) {
+        for (j, p) in padded.iter_mut().enumerate() {
+            *p = src[reflect(j as isize - radius as isize, w)];
+        }
+        for (k, &wk) in weights.iter().enumerate() {
+            for (d, &p) in dst.iter_mut().zip(&padded[k..k + w]) {
+                *d += wk * p;
             }
         }
+    }
+    for c in 0..3 {
+        let plane = &tmp.data[c * h * w..(c + 1) * h * w];
         for y in 0..h {
-            for x in 0..w {
-                let mut acc = 0.0;
-                for (k, wk) in weights.iter().enumerate() {
-                    acc += wk * tmp.at(c, reflect(y as isize + k as isize - radius as isize, h), x);
+            let dst = &mut out.data[(c * h + y) * w..(c * h + y + 1) * w];
+            for (k, &wk) in weights.iter().enumerate() {
+                let sy = reflect(y as isize + k as isize - radius as isize, h);
+                for (d, &p) in dst.iter_mut().zip(&plane[sy * w..(sy + 1) * w]) {
+                    *d += wk * p;
                 }
-                out.data[(c * h + y) * w + x] = acc;
             }
         }
     }

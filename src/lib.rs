@@ -9,6 +9,7 @@
 //! [`finetune`], [`embed`], [`report`]), [`checkpoint`], [`config`] and [`data`].
 
 pub mod augment;
+pub mod bench;
 pub mod checkpoint;
 pub mod commands;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod demo;
 pub mod embed;
 pub mod eval;
 pub mod finetune;
+pub mod grid;
 pub mod head;
 pub mod image;
 pub mod knn;

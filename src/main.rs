@@ -70,6 +70,32 @@ enum Command {
         #[arg(long, value_enum, default_value = "train")]
         split: SplitArg,
     },
+    /// Render a PNG grid of augmented views of one image (paper Fig. 3/4).
+    Augment {
+        /// An image file; without it, image --index of the dataset is used.
+        #[arg(long)]
+        image: Option<PathBuf>,
+        /// Index of the dataset image to show.
+        #[arg(long, default_value_t = 0)]
+        index: usize,
+        /// Samples per row.
+        #[arg(long, default_value_t = 8)]
+        samples: usize,
+        /// Output PNG file.
+        #[arg(long, default_value = "augment.png")]
+        png: PathBuf,
+        /// Dataset, image size, colour strength, blur and seed, as for `pretrain`.
+        #[command(flatten)]
+        args: ConfigArgs,
+    },
+    /// Throughput benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+        /// Also write the results as JSON to this file.
+        #[arg(long, global = true)]
+        json: Option<PathBuf>,
+    },
     /// Pretrain on the built-in Fashion-MNIST subset, then compare a linear probe with random init.
     Demo {
         /// Output folder.
@@ -79,6 +105,35 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         epochs: usize,
     },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Augmentation views/s per core through the whole pipeline, 32 px and 224 px.
+    Data {
+        /// Seconds to spend on each size.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
+    /// Training-step images/s (forward + backward + optimiser) and peak memory.
+    Step {
+        /// Timed steps (the median is reported).
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// Untimed warm-up steps.
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Model, batch and image size, as for `pretrain`.
+        #[command(flatten)]
+        args: ConfigArgs,
+    },
+}
+
+fn write_json(file: Option<PathBuf>, value: &impl serde::Serialize) -> Result<()> {
+    if let Some(f) = file {
+        std::fs::write(&f, serde_json::to_string_pretty(value)?).map_err(|e| anyhow::anyhow!("--json {}: {e}", f.display()))?;
+    }
+    Ok(())
 }
 
 fn main() {
@@ -124,6 +179,45 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Finetune { eval, subset } => println!("{}", simclr::commands::finetune(&eval, &subset, &device)?),
         Command::Embed { eval, split } => println!("{}", simclr::commands::embed(&eval, split, &device)?),
+        Command::Augment { image, index, samples, png, args } => {
+            let cfg = Config::resolve(None, &args)?;
+            let img = match image {
+                Some(file) => simclr::grid::load_file(&file)?,
+                None => {
+                    let ds = simclr::data::open(&cfg.source(), simclr::data::Split::Train)?;
+                    if index >= ds.len() {
+                        anyhow::bail!("--index {index}: the dataset has {} images", ds.len());
+                    }
+                    ds.image(index)?
+                }
+            };
+            let size = if cfg.image_size > 0 { cfg.image_size } else { img.height.min(img.width).min(224) };
+            simclr::grid::write(&img, &cfg.augment(size), samples, cfg.seed, &png)?;
+            println!("wrote {} (rows: original + crop, colour, blur, crop+colour, full pipeline, view pairs)", png.display());
+        }
+        Command::Bench { what: BenchCommand::Data { seconds }, json } => {
+            let rows = simclr::bench::data(std::time::Duration::from_secs_f64(seconds));
+            println!("{:>6}  {:<16} {:>14}", "size", "source", "views/s/core");
+            for r in &rows {
+                println!("{:>6}  {:<16} {:>14.0}", r.image_size, r.source, r.views_per_sec_per_core);
+            }
+            write_json(json, &rows)?;
+        }
+        Command::Bench { what: BenchCommand::Step { steps, warmup, args }, json } => {
+            let cfg = Config::resolve(None, &args)?;
+            let r = simclr::bench::step(&cfg, steps, warmup, &device)?;
+            println!(
+                "{} batch {} at {} px on {}: median step {:.3} s, {:.1} images/s, peak RSS {}",
+                r.model,
+                r.batch_size,
+                r.image_size,
+                r.device,
+                r.median_step_s,
+                r.images_per_sec,
+                r.peak_rss_mib.map(|m| format!("{m:.0} MiB")).unwrap_or_else(|| "n/a".into())
+            );
+            write_json(json, &r)?;
+        }
         Command::Demo { out, epochs } => {
             let cfg = simclr::demo::demo_config(out, epochs);
             println!(

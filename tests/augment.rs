@@ -150,3 +150,15 @@ fn identity_config_keeps_the_image() {
         assert!((a - b).abs() < 1e-6);
     }
 }
+
+#[test]
+fn saturation_shortcut_matches_the_hsv_round_trip() {
+    for &(r, g, b, f) in &[(0.2f32, 0.4, 0.9, 0.5f32), (0.9, 0.1, 0.6, 1.7), (0.3, 0.3, 0.31, 3.0), (0.5, 0.2, 0.2, 0.0)] {
+        let (h, s, v) = rgb_to_hsv(r, g, b);
+        let want = hsv_to_rgb(h, (s * f).clamp(0.0, 1.0), v);
+        let mut img = Image::zeros(1, 1);
+        img.data = vec![r, g, b];
+        adjust_saturation(&mut img, f);
+        assert!((img.data[0] - want.0).abs() < 1e-5 && (img.data[1] - want.1).abs() < 1e-5 && (img.data[2] - want.2).abs() < 1e-5, "{r},{g},{b} x{f}: {:?} vs {want:?}", img.data);
+    }
+}
