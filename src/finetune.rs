@@ -136,7 +136,8 @@ pub fn finetune(
     let ad = device.clone().autodiff();
     let net = SimClr { encoder: model.encoder, head: model.head.truncated(cfg.from_head_layer), probe: None }.to_device(&ad).train();
     let dim = net.forward(Tensor::zeros([2, 3, image_size, image_size], &ad)).pop().unwrap().dims()[1];
-    let mut clf = Classifier { net, fc: LinearConfig::new(dim, classes).init(&ad) };
+    let fc = crate::head::seeded(cfg.seed, &ad, || LinearConfig::new(dim, classes).init(&ad));
+    let mut clf = Classifier { net, fc };
     let batch = cfg.batch.min(subset.len());
     let steps_per_epoch = subset.len() / batch;
     let total = cfg.epochs * steps_per_epoch;

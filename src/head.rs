@@ -154,22 +154,28 @@ pub struct ModelConfig {
 /// at once from different threads would otherwise interleave their draws.
 static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Builds a module with `build` and draws all its parameters from `seed` while holding a global
+/// lock, so initialisation is reproducible even with other threads initialising modules.
+pub fn seeded<M: Module>(seed: u64, device: &Device, build: impl FnOnce() -> M) -> M {
+    let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    device.seed(seed);
+    // Parameters are initialised lazily on first use: draw them all now, under the lock.
+    struct Touch;
+    impl burn::module::ModuleVisitor for Touch {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            let _ = param.val();
+        }
+    }
+    let module = build();
+    module.visit(&mut Touch);
+    module
+}
+
 impl ModelConfig {
     /// Builds the network with weights drawn from `seed`: the same seed gives the same weights,
     /// whatever else the process is doing.
     pub fn init_seeded(&self, seed: u64, device: &Device) -> SimClr {
-        let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        device.seed(seed);
-        // Parameters are initialised lazily on first use: draw them all now, under the lock.
-        struct Touch;
-        impl burn::module::ModuleVisitor for Touch {
-            fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
-                let _ = param.val();
-            }
-        }
-        let model = self.init(device);
-        model.visit(&mut Touch);
-        model
+        seeded(seed, device, || self.init(device))
     }
 
     /// Builds the network with freshly initialised weights from the backend's current RNG state.

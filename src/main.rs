@@ -161,11 +161,12 @@ fn run(cli: Cli) -> Result<()> {
             let done = simclr::pretrain::pretrain(&cfg, resume, &device, progress)?;
             if let Some(last) = done.history.last() {
                 println!(
-                    "pretrained {} steps: loss {:.4}, contrastive acc {:.3}; checkpoint {}",
+                    "pretrained {} steps: loss {:.4}, contrastive acc {:.3}; checkpoint {}; peak RSS {}",
                     last.step,
                     last.loss,
                     last.contrast_acc,
-                    done.checkpoint.display()
+                    done.checkpoint.display(),
+                    simclr::bench::peak_rss_mib().map(|m| format!("{m:.0} MiB")).unwrap_or_else(|| "n/a".into())
                 );
             }
         }

@@ -64,10 +64,11 @@ fn pretrained_beats_random_init_and_every_command_reports() {
     assert!(top1(&d("knn")) > 0.5, "kNN top-1 {}", top1(&d("knn")));
 
     let ft = s(&d("ft"));
-    simclr(&["finetune", "--checkpoint", &run_s, "--label-fraction", "0.02", "--epochs", "2", "--out", &ft]);
+    simclr(&["finetune", "--checkpoint", &run_s, "--label-fraction", "0.02", "--epochs", "10", "--batch-size", "32", "--out", &ft]);
     let r = report(&d("ft"));
     assert_eq!(r["metrics"]["labelled_images"], 100);
-    assert!(r["metrics"]["top1"].as_f64().unwrap() > 0.2);
+    let ft_top1 = r["metrics"]["top1"].as_f64().unwrap();
+    assert!(ft_top1 > 0.3, "fine-tuned on 100 labels: {ft_top1}");
     let subset = std::fs::read_to_string(d("ft").join("subset-0.02-seed0.txt")).unwrap();
     assert_eq!(subset.lines().count(), 100);
 
