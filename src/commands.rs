@@ -61,7 +61,7 @@ fn prepare(args: &EvalArgs, default_out: &str, device: &Device) -> Result<Prepar
     let train = data::open(&flags.source(), Split::Train)?;
     let test = data::open(&flags.source(), Split::Test)?;
     let first = train.image(0)?;
-    let loaded = eval::load(args.checkpoint.as_deref(), &flags, first.height.max(first.width), device)?;
+    let loaded = eval::load(args.checkpoint.as_deref(), &flags, first.height.max(first.width).min(224), device)?;
     let layer_index = args.layer.index(loaded.model.head.len())?;
     let out = flags.out.clone();
     std::fs::create_dir_all(&out).with_context(|| format!("--out {}: cannot create the folder; choose a writable path", out.display()))?;

@@ -110,7 +110,8 @@ pub struct Loaded {
 }
 
 /// Loads `--checkpoint` (a checkpoint or run folder), or builds a randomly initialised network from
-/// `flags` when `checkpoint` is `None`. `image_size` is the training view size of the run.
+/// `flags` when `checkpoint` is `None`. `dataset_size` is the image side used when neither the
+/// checkpoint's config nor the flags set one.
 pub fn load(checkpoint_arg: Option<&Path>, flags: &Config, dataset_size: usize, device: &Device) -> Result<Loaded> {
     match checkpoint_arg {
         Some(path) => {

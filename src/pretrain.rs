@@ -147,13 +147,14 @@ pub fn spawn_loader(
     rx
 }
 
-/// Side of the training views: the configured one, or the dataset's own.
-fn view_size(cfg: &Config, ds: &dyn Dataset) -> Result<usize> {
+/// Side of the training views: the configured one, or the dataset's own (that of its first
+/// readable image), at most 224 px as the paper's ImageNet setting.
+fn view_size(cfg: &Config, ds: &dyn Dataset, bad: &BadImages) -> Result<usize> {
     if cfg.image_size > 0 {
         return Ok(cfg.image_size);
     }
-    let first = ds.image(0)?;
-    Ok(first.height.max(first.width))
+    let (_, first) = bad.read(ds, 0)?;
+    Ok(first.height.max(first.width).min(224))
 }
 
 /// Runs pretraining as `cfg` says, resuming from the latest checkpoint in `cfg.out` if `resume`.
@@ -166,7 +167,8 @@ pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> 
     if ds.len() < cfg.batch_size {
         bail!("--batch-size {}: the dataset has only {} images; use a smaller batch", cfg.batch_size, ds.len());
     }
-    let size = view_size(cfg, ds.as_ref())?;
+    let bad = cfg.bad_images();
+    let size = view_size(cfg, ds.as_ref(), &bad)?;
     let cfg = &Config { image_size: size, num_classes: ds.num_classes(), ..cfg.clone() };
     let model_cfg = cfg.model(size);
     let min = model_cfg.encoder.min_image_size();
@@ -204,7 +206,6 @@ pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> 
         total_steps: total,
     };
     let aug = cfg.augment(size);
-    let bad = cfg.bad_images();
     let loader = spawn_loader(ds.clone(), (0..ds.len()).collect(), 2, aug, cfg.seed, cfg.batch_size, start, total, bad.clone());
     let mut metrics_file = std::fs::OpenOptions::new()
         .create(true)
