@@ -90,12 +90,22 @@ pub struct StepResult {
     pub peak_rss_mib: Option<f64>,
 }
 
-/// The process's peak resident set size in MiB, from `/proc/self/status`.
-pub fn peak_rss_mib() -> Option<f64> {
+/// A `/proc/self/status` memory field in MiB (Linux only).
+fn status_mib(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
+}
+
+/// The process's peak resident set size in MiB.
+pub fn peak_rss_mib() -> Option<f64> {
+    status_mib("VmHWM:")
+}
+
+/// The process's current resident set size in MiB.
+pub fn rss_mib() -> Option<f64> {
+    status_mib("VmRSS:")
 }
 
 /// Times `steps` training steps after `warmup` untimed ones, for the model and batch of `cfg`.

@@ -115,6 +115,13 @@ enum BenchCommand {
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
     },
+    /// One real pretraining epoch (or --max-steps), wall time split into data wait, step,
+    /// checkpoint; e.g. `--dataset fashion-mnist --data /usr/share/datasets/fashion-mnist`.
+    Epoch {
+        /// Dataset, model, batch, as for `pretrain` (output defaults to runs/bench-epoch).
+        #[command(flatten)]
+        args: ConfigArgs,
+    },
     /// Training-step images/s (forward + backward + optimiser) and peak memory.
     Step {
         /// Timed steps (the median is reported).
@@ -203,6 +210,23 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{:>6}  {:<16} {:>14.0}", r.image_size, r.source, r.views_per_sec_per_core);
             }
             write_json(json, &rows)?;
+        }
+        Command::Bench { what: BenchCommand::Epoch { args }, json } => {
+            let mut cfg = Config::resolve(None, &args)?;
+            if args.out.is_none() {
+                cfg.out = PathBuf::from("runs/bench-epoch");
+            }
+            cfg.epochs = 1;
+            let done = simclr::pretrain::pretrain(&cfg, false, &device, progress)?;
+            let t = &done.timing;
+            let images = done.history.len() * cfg.batch_size;
+            println!("epoch of {} steps ({images} images, batch {}):", done.history.len(), cfg.batch_size);
+            println!("  wall        {:>9.1} s   {:.1} images/s", t.wall_s, images as f64 / t.wall_s);
+            println!("  step        {:>9.1} s", t.step_s);
+            println!("  data wait   {:>9.1} s", t.data_wait_s);
+            println!("  checkpoint  {:>9.1} s", t.checkpoint_s);
+            println!("  peak RSS    {}", simclr::bench::peak_rss_mib().map(|m| format!("{m:>9.0} MiB")).unwrap_or_else(|| "n/a".into()));
+            write_json(json, &serde_json::json!({ "timing": t, "steps": done.history.len(), "batch_size": cfg.batch_size, "peak_rss_mib": simclr::bench::peak_rss_mib() }))?;
         }
         Command::Bench { what: BenchCommand::Step { steps, warmup, args }, json } => {
             let cfg = Config::resolve(None, &args)?;

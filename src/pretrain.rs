@@ -60,8 +60,25 @@ pub struct StepMetrics {
     pub probe_acc: Option<f32>,
 }
 
+/// Where the wall time of a run went.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timing {
+    /// Seconds the step waited for the data loader.
+    pub data_wait_s: f64,
+    /// Seconds of forward, backward and update (data wait excluded).
+    pub step_s: f64,
+    /// Seconds spent writing checkpoints.
+    pub checkpoint_s: f64,
+    /// Seconds spent in the kNN monitor.
+    pub monitor_s: f64,
+    /// Seconds from the first step to the end.
+    pub wall_s: f64,
+}
+
 /// What a finished (or resumed and finished) run reports.
 pub struct Pretrained {
+    /// Where the time went.
+    pub timing: Timing,
     /// The trained network (on the training device, autodiff).
     pub model: SimClr,
     /// Metrics of each step run in this invocation.
@@ -214,6 +231,8 @@ pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> 
         .with_context(|| format!("--out {}: cannot write metrics.jsonl", cfg.out.display()))?;
 
     let bar = progress_bar(progress, start, total);
+    let mut timing = Timing::default();
+    let run_start = Instant::now();
     let mut history = Vec::new();
     let mut epoch_wait = 0.0;
     for step in start..total {
@@ -234,6 +253,8 @@ pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> 
         let grads = GradientsParams::from_grads(total_loss.backward(), &model);
         model = optim.step(lr, model, grads);
         let loss: f32 = out.loss.into_scalar();
+        timing.data_wait_s += wait;
+        timing.step_s += t0.elapsed().as_secs_f64() - wait;
         if !loss.is_finite() {
             bail!(
                 "the loss became {loss} at step {} (lr {lr:.4}); lower --lr or raise --temperature. The last good checkpoint is {}",
@@ -269,7 +290,9 @@ pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> 
         let periodic = cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0;
         if epoch_end || periodic {
             let state = TrainState { step: done, epoch: done / steps_per_epoch, seed: cfg.seed };
+            let t = Instant::now();
             last_checkpoint = checkpoint::save(&cfg.out, cfg, &model, &optim, &state)?;
+            timing.checkpoint_s += t.elapsed().as_secs_f64();
         }
         if epoch_end {
             let recent = &history[history.len().saturating_sub(steps_per_epoch)..];
@@ -277,12 +300,13 @@ pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> 
             let probe = if model.probe.is_some() { format!(", online probe acc {:.3}", mean(|m| m.probe_acc.unwrap_or(0.0) as f64)) } else { String::new() };
             bar.suspend(|| {
                 tracing::info!(
-                    "epoch {} done at step {done}/{total}: loss {:.4}, contrast acc {:.3}{probe}, {:.1} img/s, waited {:.2}s for data",
+                    "epoch {} done at step {done}/{total}: loss {:.4}, contrast acc {:.3}{probe}, {:.1} img/s, waited {:.2}s for data, RSS {:.0} MiB",
                     epoch + 1,
                     mean(|m| m.loss as f64),
                     mean(|m| m.contrast_acc as f64),
                     mean(|m| m.images_per_sec),
-                    epoch_wait
+                    epoch_wait,
+                    crate::bench::rss_mib().unwrap_or(f64::NAN)
                 )
             });
             epoch_wait = 0.0;
@@ -291,7 +315,9 @@ pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> 
             }
             let finished_epochs = done / steps_per_epoch;
             if cfg.knn_every > 0 && done % steps_per_epoch == 0 && finished_epochs % cfg.knn_every == 0 {
+                let t = Instant::now();
                 let top1 = knn_monitor(&model, ds.clone(), cfg, size, &device)?;
+                timing.monitor_s += t.elapsed().as_secs_f64();
                 bar.suspend(|| tracing::info!("epoch {finished_epochs}: kNN monitor top-1 {:.2}%", 100.0 * top1));
                 writeln!(metrics_file, "{}", serde_json::json!({ "epoch": finished_epochs, "step": done, "knn_top1": top1 }))?;
             }
@@ -301,7 +327,8 @@ pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> 
     if start >= total {
         tracing::info!("nothing to do: the checkpoint is at step {start} of {total}");
     }
-    Ok(Pretrained { model, history, checkpoint: last_checkpoint, start_step: start })
+    timing.wall_s = run_start.elapsed().as_secs_f64();
+    Ok(Pretrained { timing, model, history, checkpoint: last_checkpoint, start_step: start })
 }
 
 /// Cross-entropy of the online probe on both views of the batch's labelled images, and its

@@ -125,3 +125,13 @@ fn online_probe_learns_without_touching_the_encoder_and_knn_monitor_logs() {
     let knn: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
     assert!(knn["knn_top1"].as_f64().unwrap() > 0.3, "{knn}");
 }
+
+#[test]
+fn timing_accounts_for_the_wall_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config { limit: 256, checkpoint_every: 4, ..small(dir.path()) };
+    let t = pretrain(&cfg, false, &simclr::default_device(), false).unwrap().timing;
+    let parts = t.step_s + t.data_wait_s + t.checkpoint_s + t.monitor_s;
+    assert!(t.step_s > 0.0 && t.checkpoint_s > 0.0, "{t:?}");
+    assert!(parts <= t.wall_s * 1.001 && parts >= 0.8 * t.wall_s, "{t:?}");
+}
