@@ -104,7 +104,7 @@ pub fn augment(img: &Image, cfg: &AugmentConfig, rng: &mut impl Rng) -> Image {
     };
     let mut out = resize_bilinear(img, region, cfg.image_size, cfg.image_size);
     if cfg.flip && rng.random::<f32>() < 0.5 {
-        out = hflip(&out);
+        mirror_rows(&mut out);
     }
     if cfg.color_strength > 0.0 && rng.random::<f32>() < cfg.color_prob {
         color_jitter(&mut out, cfg.color_strength, rng);
@@ -189,10 +189,14 @@ pub fn resize_bilinear(img: &Image, crop: Crop, out_h: usize, out_w: usize) -> I
 /// Mirrors the image left to right.
 pub fn hflip(img: &Image) -> Image {
     let mut out = img.clone();
-    for row in out.data.chunks_mut(img.width) {
+    mirror_rows(&mut out);
+    out
+}
+
+fn mirror_rows(img: &mut Image) {
+    for row in img.data.chunks_mut(img.width) {
         row.reverse();
     }
-    out
 }
 
 /// Colour jitter with strength `s` (official `color_jitter_rand`): brightness, contrast and
@@ -207,10 +211,7 @@ pub fn color_jitter(img: &mut Image, s: f32, rng: &mut impl Rng) {
             0 if b > 0.0 => scale_pixels(img, rng.random_range((1.0 - b).max(0.0)..=1.0 + b)),
             1 if c > 0.0 => adjust_contrast(img, rng.random_range((1.0 - c).max(0.0)..=1.0 + c)),
             2 if sat > 0.0 => adjust_saturation(img, rng.random_range((1.0 - sat).max(0.0)..=1.0 + sat)),
-            3 if hue > 0.0 => {
-                let d = rng.random_range(-hue.min(0.5)..=hue.min(0.5));
-                map_hsv(img, |h, s, v| ((h + d).rem_euclid(1.0), s, v));
-            }
+            3 if hue > 0.0 => shift_hue(img, rng.random_range(-hue.min(0.5)..=hue.min(0.5))),
             _ => {}
         }
         for v in &mut img.data {
@@ -257,53 +258,36 @@ pub fn adjust_saturation(img: &mut Image, factor: f32) {
     }
 }
 
-/// Maps every pixel through HSV space (hue in `[0, 1)`).
-fn map_hsv(img: &mut Image, f: impl Fn(f32, f32, f32) -> (f32, f32, f32)) {
+/// `tf.image.adjust_hue`: rotates the HSV hue by `delta` (in turns, `[-0.5, 0.5]`). Value V and
+/// chroma C = V − min are kept, so each channel is `V − C·clamp(min(k, 4 − k), 0, 1)` with
+/// `k = (n + 6h') mod 6`, n = 5, 3, 1 for R, G, B — the branch-free form of HSV → RGB.
+pub fn shift_hue(img: &mut Image, delta: f32) {
     let plane = img.plane();
-    for p in 0..plane {
-        let (h, s, v) = rgb_to_hsv(img.data[p], img.data[plane + p], img.data[2 * plane + p]);
-        let (h, s, v) = f(h, s, v);
-        let (r, g, b) = hsv_to_rgb(h, s, v);
-        img.data[p] = r;
-        img.data[plane + p] = g;
-        img.data[2 * plane + p] = b;
+    let (r, rest) = img.data.split_at_mut(plane);
+    let (g, b) = rest.split_at_mut(plane);
+    for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
+        let v = r.max(*g).max(*b);
+        let c = v - r.min(*g).min(*b);
+        if c <= 0.0 {
+            continue;
+        }
+        let h6 = if v == *r {
+            (*g - *b) / c
+        } else if v == *g {
+            (*b - *r) / c + 2.0
+        } else {
+            (*r - *g) / c + 4.0
+        };
+        // h6 + 6δ lies in [-4, 9): wrap into [0, 6) without `fmod`, which dominated the cost.
+        let mut h6 = h6 + 6.0 * delta;
+        h6 += if h6 < 0.0 { 6.0 } else if h6 >= 6.0 { -6.0 } else { 0.0 };
+        let channel = |n: f32| {
+            let k = n + h6;
+            let k = if k >= 6.0 { k - 6.0 } else { k };
+            v - c * k.min(4.0 - k).clamp(0.0, 1.0)
+        };
+        (*r, *g, *b) = (channel(5.0), channel(3.0), channel(1.0));
     }
-}
-
-/// RGB in `[0, 1]` to HSV with hue in `[0, 1)`.
-pub fn rgb_to_hsv(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
-    let max = r.max(g).max(b);
-    let min = r.min(g).min(b);
-    let delta = max - min;
-    let s = if max > 0.0 { delta / max } else { 0.0 };
-    if delta <= 0.0 {
-        return (0.0, s, max);
-    }
-    let h = if max == r {
-        ((g - b) / delta).rem_euclid(6.0)
-    } else if max == g {
-        (b - r) / delta + 2.0
-    } else {
-        (r - g) / delta + 4.0
-    };
-    (h / 6.0, s, max)
-}
-
-/// HSV (hue in `[0, 1)`) back to RGB.
-pub fn hsv_to_rgb(h: f32, s: f32, v: f32) -> (f32, f32, f32) {
-    let h6 = (h.rem_euclid(1.0)) * 6.0;
-    let c = v * s;
-    let x = c * (1.0 - ((h6 % 2.0) - 1.0).abs());
-    let m = v - c;
-    let (r, g, b) = match h6 as u32 {
-        0 => (c, x, 0.0),
-        1 => (x, c, 0.0),
-        2 => (0.0, c, x),
-        3 => (0.0, x, c),
-        4 => (x, 0.0, c),
-        _ => (c, 0.0, x),
-    };
-    (r + m, g + m, b + m)
 }
 
 /// Replaces each pixel by its luma (`tf.image.rgb_to_grayscale` weights) in all three channels.

@@ -2,7 +2,8 @@
 //!
 //! - `data`: augmentation views per second on one core, through the whole pipeline — decode,
 //!   crop + resize, flip, colour jitter, grayscale, blur, and the copy into the batch buffer — at
-//!   32 px (PNG source 32×32) and 224 px (JPEG source 500×375).
+//!   32 px (PNG source 32×32) and 224 px (JPEG source 500×375, and the raw 341×256 RGB8 the
+//!   `--cache-size 256` cache serves from epoch 2 on).
 //! - `step`: one training step (forward, NT-Xent, backward, optimiser update) on random images;
 //!   median over the timed steps after warm-up, and the process's peak RSS.
 
@@ -43,26 +44,40 @@ fn encode(img: &image::RgbImage, format: image::ImageFormat) -> Vec<u8> {
 
 /// Measures the augmentation pipeline on the calling thread for about `budget` per size.
 pub fn data(budget: Duration) -> Vec<DataRow> {
-    let cases = [(32usize, 32u32, 32u32, image::ImageFormat::Png), (224, 500, 375, image::ImageFormat::Jpeg)];
+    // (view side, source side, encoded format; None = raw RGB8 as `--cache-size 256` stores it).
+    let cases = [
+        (32usize, (32u32, 32u32), Some(image::ImageFormat::Png)),
+        (224, (500, 375), Some(image::ImageFormat::Jpeg)),
+        (224, (341, 256), None),
+    ];
     cases
         .iter()
-        .map(|&(size, w, h, format)| {
-            let bytes = encode(&synthetic(w, h), format);
+        .map(|&(size, (w, h), format)| {
+            let source = synthetic(w, h);
+            let bytes = format.map(|f| encode(&source, f)).unwrap_or_else(|| source.as_raw().clone());
             let mut cfg = AugmentConfig::simclr(size, 1.0);
             cfg.blur = true;
             let mut buffer = vec![0f32; 3 * size * size];
             let start = Instant::now();
             let mut views = 0u64;
             while start.elapsed() < budget || views < 20 {
-                let rgb = image::load_from_memory(&bytes).expect("decoding the synthetic image").to_rgb8();
-                let img = Image::from_u8_hwc(rgb.as_raw(), h as usize, w as usize, 3);
+                let img = match format {
+                    Some(_) => {
+                        let rgb = image::load_from_memory(&bytes).expect("decoding the synthetic image").into_rgb8();
+                        Image::from_u8_hwc(rgb.as_raw(), h as usize, w as usize, 3)
+                    }
+                    None => Image::from_u8_hwc(&bytes, h as usize, w as usize, 3),
+                };
                 let view = augment(&img, &cfg, &mut view_rng(0, 0, views, 0));
                 buffer.copy_from_slice(&view.data);
                 views += 1;
             }
             DataRow {
                 image_size: size,
-                source: format!("{format:?} {w}x{h}"),
+                source: match format {
+                    Some(f) => format!("{f:?} {w}x{h}"),
+                    None => format!("cached RGB8 {w}x{h}"),
+                },
                 views_per_sec_per_core: views as f64 / start.elapsed().as_secs_f64(),
             }
         })

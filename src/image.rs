@@ -27,10 +27,18 @@ impl Image {
         assert_eq!(pixels.len(), height * width * channels, "pixel buffer does not match its shape");
         let plane = height * width;
         let mut data = vec![0.0; 3 * plane];
-        for p in 0..plane {
-            for c in 0..3 {
-                let src = if channels == 1 { 0 } else { c };
-                data[c * plane + p] = f32::from(pixels[p * channels + src]) / 255.0;
+        let (r, rest) = data.split_at_mut(plane);
+        let (g, b) = rest.split_at_mut(plane);
+        const SCALE: f32 = 1.0 / 255.0;
+        // One pass per layout, no per-pixel branches, so the loops vectorise.
+        if channels == 1 {
+            for (((px, r), g), b) in pixels.iter().zip(r.iter_mut()).zip(g.iter_mut()).zip(b.iter_mut()) {
+                let v = f32::from(*px) * SCALE;
+                (*r, *g, *b) = (v, v, v);
+            }
+        } else {
+            for (((px, r), g), b) in pixels.chunks_exact(channels).zip(r.iter_mut()).zip(g.iter_mut()).zip(b.iter_mut()) {
+                (*r, *g, *b) = (f32::from(px[0]) * SCALE, f32::from(px[1]) * SCALE, f32::from(px[2]) * SCALE);
             }
         }
         Self { height, width, data }

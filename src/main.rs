@@ -205,9 +205,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench { what: BenchCommand::Data { seconds }, json } => {
             let rows = simclr::bench::data(std::time::Duration::from_secs_f64(seconds));
-            println!("{:>6}  {:<16} {:>14}", "size", "source", "views/s/core");
+            println!("{:>6}  {:<22} {:>14}", "size", "source", "views/s/core");
             for r in &rows {
-                println!("{:>6}  {:<16} {:>14.0}", r.image_size, r.source, r.views_per_sec_per_core);
+                println!("{:>6}  {:<22} {:>14.0}", r.image_size, r.source, r.views_per_sec_per_core);
             }
             write_json(json, &rows)?;
         }

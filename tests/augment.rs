@@ -162,3 +162,59 @@ fn saturation_shortcut_matches_the_hsv_round_trip() {
         assert!((img.data[0] - want.0).abs() < 1e-5 && (img.data[1] - want.1).abs() < 1e-5 && (img.data[2] - want.2).abs() < 1e-5, "{r},{g},{b} x{f}: {:?} vs {want:?}", img.data);
     }
 }
+
+#[test]
+fn hue_shift_matches_the_hsv_round_trip() {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    for _ in 0..2000 {
+        let (r, g, b): (f32, f32, f32) = (rand::Rng::random(&mut rng), rand::Rng::random(&mut rng), rand::Rng::random(&mut rng));
+        let d: f32 = rand::Rng::random_range(&mut rng, -0.5..=0.5);
+        let (h, s, v) = rgb_to_hsv(r, g, b);
+        let want = hsv_to_rgb((h + d).rem_euclid(1.0), s, v);
+        let mut img = Image::zeros(1, 1);
+        img.data = vec![r, g, b];
+        shift_hue(&mut img, d);
+        for (got, want) in img.data.iter().zip([want.0, want.1, want.2]) {
+            assert!((got - want).abs() < 1e-5, "rgb ({r}, {g}, {b}) shifted by {d}: {:?} vs {want:?}", img.data);
+        }
+    }
+}
+
+// Reference HSV conversions (hue in [0, 1)), as tf.image's, to check the closed forms against.
+
+/// RGB in `[0, 1]` to HSV with hue in `[0, 1)`.
+fn rgb_to_hsv(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
+    let max = r.max(g).max(b);
+    let min = r.min(g).min(b);
+    let delta = max - min;
+    let s = if max > 0.0 { delta / max } else { 0.0 };
+    if delta <= 0.0 {
+        return (0.0, s, max);
+    }
+    let h = if max == r {
+        ((g - b) / delta).rem_euclid(6.0)
+    } else if max == g {
+        (b - r) / delta + 2.0
+    } else {
+        (r - g) / delta + 4.0
+    };
+    (h / 6.0, s, max)
+}
+
+/// HSV (hue in `[0, 1)`) back to RGB.
+fn hsv_to_rgb(h: f32, s: f32, v: f32) -> (f32, f32, f32) {
+    let h6 = (h.rem_euclid(1.0)) * 6.0;
+    let c = v * s;
+    let x = c * (1.0 - ((h6 % 2.0) - 1.0).abs());
+    let m = v - c;
+    let (r, g, b) = match h6 as u32 {
+        0 => (c, x, 0.0),
+        1 => (x, c, 0.0),
+        2 => (0.0, c, x),
+        3 => (0.0, x, c),
+        4 => (x, 0.0, c),
+        _ => (c, 0.0, x),
+    };
+    (r + m, g + m, b + m)
+}
+
