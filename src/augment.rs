@@ -238,38 +238,42 @@ fn adjust_contrast(img: &mut Image, factor: f32) {
     }
 }
 
-/// `tf.image.adjust_saturation`: HSV saturation times `factor`, clipped to `[0, 1]`. Hue and value
-/// are unchanged, so each channel moves along `V − (V − c)·S'/S` — computed without the round trip.
-pub fn adjust_saturation(img: &mut Image, factor: f32) {
+/// Applies `f` to the (r, g, b) values of every pixel, channel planes walked in lockstep.
+fn for_each_pixel(img: &mut Image, mut f: impl FnMut(&mut f32, &mut f32, &mut f32)) {
     let plane = img.plane();
     let (r, rest) = img.data.split_at_mut(plane);
     let (g, b) = rest.split_at_mut(plane);
     for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
+        f(r, g, b);
+    }
+}
+
+/// `tf.image.adjust_saturation`: HSV saturation times `factor`, clipped to `[0, 1]`. Hue and value
+/// are unchanged, so each channel moves along `V − (V − c)·S'/S` — computed without the round trip.
+pub fn adjust_saturation(img: &mut Image, factor: f32) {
+    for_each_pixel(img, |r, g, b| {
         let v = r.max(*g).max(*b);
         let min = r.min(*g).min(*b);
         if v <= 0.0 || v == min {
-            continue;
+            return;
         }
         let s = (v - min) / v;
         let ratio = (s * factor).clamp(0.0, 1.0) / s;
         *r = v - (v - *r) * ratio;
         *g = v - (v - *g) * ratio;
         *b = v - (v - *b) * ratio;
-    }
+    });
 }
 
 /// `tf.image.adjust_hue`: rotates the HSV hue by `delta` (in turns, `[-0.5, 0.5]`). Value V and
 /// chroma C = V − min are kept, so each channel is `V − C·clamp(min(k, 4 − k), 0, 1)` with
 /// `k = (n + 6h') mod 6`, n = 5, 3, 1 for R, G, B — the branch-free form of HSV → RGB.
 pub fn shift_hue(img: &mut Image, delta: f32) {
-    let plane = img.plane();
-    let (r, rest) = img.data.split_at_mut(plane);
-    let (g, b) = rest.split_at_mut(plane);
-    for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
+    for_each_pixel(img, |r, g, b| {
         let v = r.max(*g).max(*b);
         let c = v - r.min(*g).min(*b);
         if c <= 0.0 {
-            continue;
+            return;
         }
         let h6 = if v == *r {
             (*g - *b) / c
@@ -287,18 +291,15 @@ pub fn shift_hue(img: &mut Image, delta: f32) {
             v - c * k.min(4.0 - k).clamp(0.0, 1.0)
         };
         (*r, *g, *b) = (channel(5.0), channel(3.0), channel(1.0));
-    }
+    });
 }
 
 /// Replaces each pixel by its luma (`tf.image.rgb_to_grayscale` weights) in all three channels.
 pub fn to_grayscale(img: &mut Image) {
-    let plane = img.plane();
-    for p in 0..plane {
-        let y = 0.2989 * img.data[p] + 0.5870 * img.data[plane + p] + 0.1140 * img.data[2 * plane + p];
-        for c in 0..3 {
-            img.data[c * plane + p] = y;
-        }
-    }
+    for_each_pixel(img, |r, g, b| {
+        let y = 0.2989 * *r + 0.5870 * *g + 0.1140 * *b;
+        (*r, *g, *b) = (y, y, y);
+    });
 }
 
 /// Separable Gaussian blur with a `2 * (kernel_size / 2) + 1` tap kernel of std `sigma`

@@ -117,17 +117,6 @@ impl InMemoryDataset {
     pub fn image_shape(&self) -> (usize, usize) {
         (self.height, self.width)
     }
-
-    /// Keeps the first `n` images.
-    pub fn truncate(mut self, n: usize) -> Self {
-        let n = n.min(self.len);
-        self.pixels.truncate(n * self.height * self.width * self.channels);
-        if let Some(l) = &mut self.labels {
-            l.truncate(n);
-        }
-        self.len = n;
-        self
-    }
 }
 
 impl Dataset for InMemoryDataset {
