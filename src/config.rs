@@ -340,7 +340,7 @@ impl Config {
     /// The network shape for training views of side `image_size`.
     pub fn model(&self, image_size: usize) -> ModelConfig {
         ModelConfig {
-            encoder: ResNetConfig { arch: self.arch, width: self.width, stem: self.stem.resolve(image_size) },
+            encoder: ResNetConfig { arch: self.arch, width: self.width, stem: self.stem.resolve(image_size), zero_init_residual: true },
             head: HeadConfig { mode: self.head, layers: self.head_layers, proj_dim: self.proj_dim },
             probe_classes: if self.online_probe { self.num_classes } else { 0 },
         }

@@ -127,10 +127,20 @@ pub fn load(checkpoint_arg: Option<&Path>, flags: &Config, dataset_size: usize, 
         }
         None => {
             let size = if flags.image_size > 0 { flags.image_size } else { dataset_size };
-            let model = flags.model(size).init_seeded(flags.seed, device);
+            let model = random_init_baseline(flags, size).init_seeded(flags.seed, device);
             Ok(Loaded { model, config: flags.clone(), image_size: size, checkpoint: None, checkpoint_sha256: None })
         }
     }
+}
+
+/// The random-init baseline: the run's network with torchvision's default initialisation (every
+/// BN γ = 1). The zero-γ start of pretraining silences each residual branch, so its random
+/// features are much weaker (58.8% vs 76.8% linear-probe accuracy on the built-in data at width
+/// 0.25) and would overstate what pretraining adds.
+pub fn random_init_baseline(flags: &Config, image_size: usize) -> crate::head::ModelConfig {
+    let mut cfg = flags.model(image_size);
+    cfg.encoder.zero_init_residual = false;
+    cfg
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

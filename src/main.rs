@@ -251,9 +251,9 @@ fn run(cli: Cli) -> Result<()> {
             );
             let r = simclr::demo::run(&cfg, &device, progress)?;
             println!("linear probe test accuracy on 1,000 held-out images:");
-            println!("  SimCLR-pretrained encoder: {:.2}%", 100.0 * r.pretrained);
-            println!("  random-init encoder:       {:.2}%", 100.0 * r.random);
-            println!("  gain from pretraining:     {:+.2} points", 100.0 * (r.pretrained - r.random));
+            println!("  SimCLR-pretrained encoder:                   {:.2}%", 100.0 * r.pretrained);
+            println!("  same network before pretraining (zero-γ):    {:.2}%  ({:+.2} points)", 100.0 * r.initial, 100.0 * (r.pretrained - r.initial));
+            println!("  random init, default γ = 1 (strong baseline): {:.2}%  ({:+.2} points)", 100.0 * r.random, 100.0 * (r.pretrained - r.random));
         }
     }
     Ok(())

@@ -5,7 +5,8 @@
 //! - The width multiplier scales every channel count, the stem included (paper §4, ResNet-50 (2×),
 //!   (4×)); fractions such as 0.25 give small networks for CPU runs and tests.
 //! - Stems: ImageNet (7×7/2 conv + 3×3/2 max-pool) or CIFAR (3×3/1 conv, no max-pool; App. B.9).
-//! - Every block's last BN has γ initialised to zero, so each residual block starts as the identity.
+//! - Every block's last BN has γ initialised to zero for pretraining, so each residual block starts
+//!   as the identity (`zero_init_residual`; off for the random-init evaluation baseline).
 //! - Convolutions have no bias and use He (fan-out) normal initialisation, as torchvision.
 //!
 //! The output h is the global-average-pooled feature of the last stage (512·w for basic blocks,
@@ -85,6 +86,14 @@ pub struct ResNetConfig {
     pub width: f32,
     /// Stem (resolved, not `Auto`).
     pub stem: Stem,
+    /// Zero-initialise γ of each block's last BN (official SimCLR and Goyal et al.; used for
+    /// pretraining). Off gives torchvision's default init, the usual random-init baseline.
+    #[serde(default = "yes")]
+    pub zero_init_residual: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Channel count `base` scaled by the width multiplier (at least 1).
@@ -221,7 +230,7 @@ impl ResNetConfig {
                         conv2: conv(planes, planes, 3, stride, device),
                         bn2: bn(planes, false, device),
                         conv3: conv(planes, cout, 1, 1, device),
-                        bn3: bn(cout, true, device),
+                        bn3: bn(cout, self.zero_init_residual, device),
                         shortcut,
                     })
                 } else {
@@ -229,7 +238,7 @@ impl ResNetConfig {
                         conv1: conv(cin, planes, 3, stride, device),
                         bn1: bn(planes, false, device),
                         conv2: conv(planes, planes, 3, 1, device),
-                        bn2: bn(planes, true, device),
+                        bn2: bn(planes, self.zero_init_residual, device),
                         shortcut,
                     })
                 });

@@ -6,7 +6,7 @@ use simclr::head::{HeadConfig, HeadMode, ModelConfig};
 use simclr::resnet::{Arch, ResNetConfig, Stem};
 
 fn params(arch: Arch) -> usize {
-    let net = ResNetConfig { arch, width: 1.0, stem: Stem::Imagenet }.init(&simclr::default_device());
+    let net = ResNetConfig { arch, width: 1.0, stem: Stem::Imagenet, zero_init_residual: true }.init(&simclr::default_device());
     simclr::num_trainable_params(&net)
 }
 
@@ -27,11 +27,11 @@ fn deeper_parameter_counts_match_torchvision_without_fc() {
 fn cifar_stem_keeps_resolution_imagenet_stem_divides_by_four() {
     let device = simclr::default_device();
     for (stem, size) in [(Stem::Cifar, 32), (Stem::Imagenet, 64)] {
-        let net = ResNetConfig { arch: Arch::Resnet18, width: 0.25, stem }.init(&device);
+        let net = ResNetConfig { arch: Arch::Resnet18, width: 0.25, stem, zero_init_residual: true }.init(&device);
         let h = net.forward(Tensor::zeros([2, 3, size, size], &device));
         assert_eq!(h.dims(), [2, 128]);
     }
-    let net = ResNetConfig { arch: Arch::Resnet50, width: 0.125, stem: Stem::Cifar }.init(&device);
+    let net = ResNetConfig { arch: Arch::Resnet50, width: 0.125, stem: Stem::Cifar, zero_init_residual: true }.init(&device);
     assert_eq!(net.forward(Tensor::zeros([2, 3, 28, 28], &device)).dims(), [2, 256]);
     assert_eq!(Stem::Auto.resolve(32), Stem::Cifar);
     assert_eq!(Stem::Auto.resolve(96), Stem::Imagenet);
@@ -40,7 +40,7 @@ fn cifar_stem_keeps_resolution_imagenet_stem_divides_by_four() {
 #[test]
 fn width_multiplier_scales_every_stage() {
     let device = simclr::default_device();
-    let w2 = ResNetConfig { arch: Arch::Resnet18, width: 2.0, stem: Stem::Cifar }.init(&device);
+    let w2 = ResNetConfig { arch: Arch::Resnet18, width: 2.0, stem: Stem::Cifar, zero_init_residual: true }.init(&device);
     assert_eq!(w2.out_dim(), 1024);
     // Doubling every width roughly quadruples the weights.
     let ratio = simclr::num_trainable_params(&w2) as f64 / params(Arch::Resnet18) as f64;
@@ -51,7 +51,7 @@ fn width_multiplier_scales_every_stage() {
 fn head_returns_h_every_layer_and_z() {
     let device = simclr::default_device();
     let cfg = ModelConfig {
-        encoder: ResNetConfig { arch: Arch::Resnet18, width: 0.25, stem: Stem::Cifar },
+        encoder: ResNetConfig { arch: Arch::Resnet18, width: 0.25, stem: Stem::Cifar, zero_init_residual: true },
         head: HeadConfig { mode: HeadMode::Nonlinear, layers: 3, proj_dim: 32 },
         probe_classes: 0,
     };
@@ -65,5 +65,38 @@ fn head_returns_h_every_layer_and_z() {
     for (mode, n) in [(HeadMode::None, 1), (HeadMode::Linear, 2)] {
         let m = ModelConfig { head: HeadConfig { mode, layers: 2, proj_dim: 32 }, ..cfg.clone() }.init(&device);
         assert_eq!(m.forward(Tensor::zeros([2, 3, 16, 16], &device)).len(), n);
+    }
+}
+
+#[test]
+fn zero_init_residual_zeroes_exactly_the_last_bn_of_each_block() {
+    use burn::module::{ModuleVisitor, Param};
+    struct Gammas(Vec<String>, Vec<(String, f32)>);
+    impl ModuleVisitor for Gammas {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.0.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.0.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            if self.0.last().map(String::as_str) == Some("gamma") {
+                let v: Vec<f32> = p.val().into_data().convert::<f32>().try_to_vec().unwrap();
+                self.1.push((self.0.join("."), v.iter().map(|x| x.abs()).sum()));
+            }
+        }
+    }
+    let device = simclr::default_device();
+    for zero in [true, false] {
+        let net = ResNetConfig { arch: Arch::Resnet18, width: 0.25, stem: Stem::Cifar, zero_init_residual: zero }.init(&device);
+        let mut g = Gammas(vec![], vec![]);
+        net.visit(&mut g);
+        let zeroed: Vec<_> = g.1.iter().filter(|(_, s)| *s == 0.0).map(|(n, _)| n.clone()).collect();
+        if zero {
+            assert_eq!(zeroed.len(), 8, "{zeroed:?}");
+            assert!(zeroed.iter().all(|n| n.ends_with("bn2.gamma")));
+        } else {
+            assert!(zeroed.is_empty());
+        }
     }
 }
