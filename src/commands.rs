@@ -128,13 +128,18 @@ fn require_labels(p: &Prepared, protocol: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks the data is labelled, then the frozen features of the train and test splits.
+fn labelled_features(p: &Prepared, protocol: &str, device: &Device) -> Result<(eval::Features, eval::Features)> {
+    require_labels(p, protocol)?;
+    Ok((features(p, p.train.as_ref(), device)?, features(p, p.test.as_ref(), device)?))
+}
+
 /// `simclr linear-eval`.
 pub fn linear_eval(args: &EvalArgs, solver: Solver, sgd: SgdProbe, device: &Device) -> Result<String> {
     let start = Instant::now();
     let p = prepare(args, "runs/linear-eval", device)?;
-    require_labels(&p, "linear evaluation")?;
+    let (f_train, f_test) = labelled_features(&p, "linear evaluation", device)?;
     let classes = p.train.num_classes();
-    let (f_train, f_test) = (features(&p, p.train.as_ref(), device)?, features(&p, p.test.as_ref(), device)?);
     let inner = device.clone().inner();
     let (clf, grid) = match solver {
         Solver::Lbfgs => linear::fit_lbfgs(&f_train, classes, p.flags.seed, &inner),
@@ -161,9 +166,8 @@ pub fn linear_eval(args: &EvalArgs, solver: Solver, sgd: SgdProbe, device: &Devi
 pub fn knn(args: &EvalArgs, knn: Knn, device: &Device) -> Result<String> {
     let start = Instant::now();
     let p = prepare(args, "runs/knn", device)?;
-    require_labels(&p, "kNN")?;
+    let (f_train, f_test) = labelled_features(&p, "kNN", device)?;
     let classes = p.train.num_classes();
-    let (f_train, f_test) = (features(&p, p.train.as_ref(), device)?, features(&p, p.test.as_ref(), device)?);
     let inner = device.clone().inner();
     let scores = knn.scores(&f_train, &f_test, classes, &inner);
     let m = classification(&p, &scores, &f_test.labels, f64::NAN, args.layer, serde_json::json!({ "k": knn.k, "temperature": knn.temperature }))?;

@@ -149,11 +149,9 @@ pub fn finetune(
     for step in 0..total {
         let b = loader.recv().context("the data loader stopped")??;
         let x = Tensor::<4>::from_data(TensorData::new(b.pixels, [batch, 3, image_size, image_size]), &ad);
-        let mut onehot = vec![0f32; batch * classes];
-        for (r, &i) in b.images.iter().enumerate() {
-            onehot[r * classes + train.label(i).context("an image of the subset has no label")?] = 1.0;
-        }
-        let y = Tensor::<2>::from_data(TensorData::new(onehot, [batch, classes]), &ad);
+        let labels: Vec<usize> =
+            b.images.iter().map(|&i| train.label(i).context("an image of the subset has no label")).collect::<Result<_>>()?;
+        let y = crate::linear::one_hot(&labels, classes, &ad);
         let loss = (log_softmax(clf.forward(x), 1) * y).sum().neg().div_scalar(batch as f32);
         let grads = GradientsParams::from_grads(loss.backward(), &clf);
         clf = optim.step(schedule.lr(step), clf, grads);

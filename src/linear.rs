@@ -71,7 +71,8 @@ fn standardized(f: &Features, mean: &[f32], std: &[f32], device: &Device) -> Ten
     Tensor::from_data(TensorData::new(data, [f.n, f.dim]), device)
 }
 
-fn one_hot(labels: &[usize], classes: usize, device: &Device) -> Tensor<2> {
+/// One-hot rows `[labels.len(), classes]`.
+pub(crate) fn one_hot(labels: &[usize], classes: usize, device: &Device) -> Tensor<2> {
     let mut data = vec![0f32; labels.len() * classes];
     for (i, &l) in labels.iter().enumerate() {
         data[i * classes + l] = 1.0;
