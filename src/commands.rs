@@ -29,6 +29,10 @@ pub struct EvalArgs {
     /// Representation: h (before the head), z (after it), or head:K.
     #[arg(long, default_value = "h")]
     pub layer: Layer,
+    /// Folder where extracted features are kept for the next command on the same network, layer
+    /// and data (default: the checkpoint's `features/`; none for --random-init).
+    #[arg(long)]
+    pub feature_cache: Option<PathBuf>,
     /// Dataset, output folder, seed and (for --random-init) model flags, as for `pretrain`.
     #[command(flatten)]
     pub config: ConfigArgs,
@@ -51,6 +55,7 @@ struct Prepared {
     test: Arc<dyn Dataset>,
     out: PathBuf,
     layer_index: usize,
+    feature_cache: Option<PathBuf>,
 }
 
 fn prepare(args: &EvalArgs, default_out: &str, device: &Device) -> Result<Prepared> {
@@ -65,11 +70,26 @@ fn prepare(args: &EvalArgs, default_out: &str, device: &Device) -> Result<Prepar
     let layer_index = args.layer.index(loaded.model.head.len())?;
     let out = flags.out.clone();
     std::fs::create_dir_all(&out).with_context(|| format!("--out {}: cannot create the folder; choose a writable path", out.display()))?;
-    Ok(Prepared { loaded, flags, train, test, out, layer_index })
+    let feature_cache = args.feature_cache.clone().or_else(|| loaded.checkpoint.as_ref().map(|c| c.join("features")));
+    Ok(Prepared { loaded, flags, train, test, out, layer_index, feature_cache })
 }
 
-fn features(p: &Prepared, ds: &dyn Dataset, device: &Device) -> Result<eval::Features> {
-    eval::extract(&p.loaded.model, p.layer_index, ds, p.loaded.image_size, 256, &p.flags.bad_images(), device)
+/// The frozen features of one split, read from the feature cache when this network, layer, data
+/// and image size were extracted before (keyed by a hash of all of them), extracted otherwise.
+fn features(p: &Prepared, split: SplitArg, device: &Device) -> Result<eval::Features> {
+    let ds = if split == SplitArg::Train { &p.train } else { &p.test };
+    let extract = || eval::extract(&p.loaded.model, p.layer_index, ds.as_ref(), p.loaded.image_size, 256, &p.flags.bad_images(), device);
+    let Some(cache) = &p.feature_cache else { return extract() };
+    let network = p.loaded.checkpoint_sha256.clone().unwrap_or_else(|| format!("random init\n{}", p.loaded.config.to_toml()));
+    let key = eval::sha256_hex(format!("{network}\n{:?}\n{split:?}\n{}\n{}", p.flags.source(), p.layer_index, p.loaded.image_size).as_bytes());
+    let dir = cache.join(format!("{split:?}-{}", &key[..16]).to_lowercase());
+    if dir.join("features.npy").exists() {
+        tracing::info!("features of the {split:?} split from the cache {}", dir.display());
+        return crate::embed::read(&dir);
+    }
+    let f = extract()?;
+    crate::embed::write(&f, &dir)?;
+    Ok(f)
 }
 
 fn report<M: Serialize>(p: &Prepared, protocol: &'static str, settings: serde_json::Value, metrics: M, start: Instant) -> Result<()> {
@@ -131,7 +151,7 @@ fn require_labels(p: &Prepared, protocol: &str) -> Result<()> {
 /// Checks the data is labelled, then the frozen features of the train and test splits.
 fn labelled_features(p: &Prepared, protocol: &str, device: &Device) -> Result<(eval::Features, eval::Features)> {
     require_labels(p, protocol)?;
-    Ok((features(p, p.train.as_ref(), device)?, features(p, p.test.as_ref(), device)?))
+    Ok((features(p, SplitArg::Train, device)?, features(p, SplitArg::Test, device)?))
 }
 
 /// `simclr linear-eval`.
@@ -244,8 +264,7 @@ pub enum SplitArg {
 pub fn embed(args: &EvalArgs, split: SplitArg, device: &Device) -> Result<String> {
     let start = Instant::now();
     let p = prepare(args, "runs/embed", device)?;
-    let ds = if split == SplitArg::Train { &p.train } else { &p.test };
-    let f = features(&p, ds.as_ref(), device)?;
+    let f = features(&p, split, device)?;
     crate::embed::write(&f, &p.out)?;
     let line = format!("embed ({}, layer {}): {} × {} features in {}", source(&p), args.layer, f.n, f.dim, p.out.join("features.npy").display());
     let metrics = serde_json::json!({ "images": f.n, "dim": f.dim, "layer": args.layer.to_string(), "labelled": f.is_labelled() });

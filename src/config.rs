@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 /// Every setting of a pretraining run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Dataset format.
     pub dataset: DatasetKind,
@@ -30,6 +30,9 @@ pub struct Config {
     pub width: f32,
     /// Encoder stem (`auto`: CIFAR stem for images ≤ 32 px).
     pub stem: Stem,
+    /// Zero-initialise the γ of each residual block's last BN (official code; `false` starts from
+    /// torchvision's default init, the random-init baseline itself).
+    pub zero_init_residual: bool,
     /// Side of the training views in pixels (0 = the dataset's own size).
     pub image_size: usize,
     /// Projection head kind.
@@ -97,6 +100,7 @@ impl Default for Config {
             arch: Arch::Resnet18,
             width: 1.0,
             stem: Stem::Auto,
+            zero_init_residual: true,
             image_size: 0,
             head: HeadMode::Nonlinear,
             head_layers: 2,
@@ -151,6 +155,9 @@ pub struct ConfigArgs {
     /// Encoder stem.
     #[arg(long, value_enum)]
     pub stem: Option<Stem>,
+    /// Zero-initialise each residual block's last BN γ (true: official code; false: every γ = 1).
+    #[arg(long)]
+    pub zero_init_residual: Option<bool>,
     /// Side of the training views (0 = the dataset's own).
     #[arg(long)]
     pub image_size: Option<usize>,
@@ -279,7 +286,7 @@ impl Config {
             self.cache_dir = args.cache_dir;
         }
         overlay!(
-            self, args, dataset, limit, arch, width, stem, image_size, head, head_layers, proj_dim, temperature,
+            self, args, dataset, limit, arch, width, stem, zero_init_residual, image_size, head, head_layers, proj_dim, temperature,
             batch_size, epochs, max_steps, optimizer, lr, lr_scaling, warmup_epochs, weight_decay, momentum,
             color_strength, seed, out, checkpoint_every, keep_checkpoints, online_probe, num_classes, knn_every, cache_size, coarse_labels, strict
         );
@@ -340,7 +347,7 @@ impl Config {
     /// The network shape for training views of side `image_size`.
     pub fn model(&self, image_size: usize) -> ModelConfig {
         ModelConfig {
-            encoder: ResNetConfig { arch: self.arch, width: self.width, stem: self.stem.resolve(image_size), zero_init_residual: true },
+            encoder: ResNetConfig { arch: self.arch, width: self.width, stem: self.stem.resolve(image_size), zero_init_residual: self.zero_init_residual },
             head: HeadConfig { mode: self.head, layers: self.head_layers, proj_dim: self.proj_dim },
             probe_classes: if self.online_probe { self.num_classes } else { 0 },
         }

@@ -28,6 +28,42 @@ fn write_npy(file: &Path, descr: &str, shape: &[usize], data: &[u8]) -> Result<(
     Ok(())
 }
 
+/// Reads a C-order `.npy` written by [`write_npy`]: its shape and raw data, checked against `descr`
+/// (elements of `size` bytes).
+fn read_npy(file: &Path, descr: &str, size: usize) -> Result<(Vec<usize>, Vec<u8>)> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let bad = || anyhow::anyhow!("{}: not a .npy file this tool wrote; delete it to recompute", file.display());
+    if bytes.len() < 10 || &bytes[..8] != b"\x93NUMPY\x01\x00" {
+        return Err(bad());
+    }
+    let end = 10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = std::str::from_utf8(bytes.get(10..end).ok_or_else(bad)?).map_err(|_| bad())?;
+    if !header.contains(&format!("'descr': '{descr}'")) {
+        return Err(bad());
+    }
+    let dims = header.split_once("'shape': (").and_then(|(_, rest)| rest.split_once(')')).ok_or_else(bad)?.0;
+    let shape = dims.split(',').map(str::trim).filter(|d| !d.is_empty()).map(|d| d.parse().map_err(|_| bad())).collect::<Result<Vec<usize>>>()?;
+    let data = bytes[end..].to_vec();
+    if data.len() != shape.iter().product::<usize>() * size {
+        return Err(bad());
+    }
+    Ok((shape, data))
+}
+
+/// Reads what [`write`] wrote into `dir`.
+pub fn read(dir: &Path) -> Result<Features> {
+    let (shape, data) = read_npy(&dir.join("features.npy"), "<f4", 4)?;
+    let [n, dim] = shape[..] else { anyhow::bail!("{}: expected an N × D array", dir.join("features.npy").display()) };
+    let data = data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect();
+    let labels_file = dir.join("labels.npy");
+    let labels = if labels_file.exists() {
+        read_npy(&labels_file, "<i8", 8)?.1.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as usize).collect()
+    } else {
+        vec![]
+    };
+    Ok(Features { data, n, dim, labels })
+}
+
 /// Writes `features.npy` (and `labels.npy` when labelled) into `out`.
 pub fn write(features: &Features, out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("--out {}: cannot create the folder", out.display()))?;

@@ -13,6 +13,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod commands;
 pub mod config;
+pub mod conv;
 pub mod data;
 pub mod demo;
 pub mod embed;

@@ -110,6 +110,12 @@ fn conv(cin: usize, cout: usize, kernel: usize, stride: usize, device: &Device) 
         .init(device)
 }
 
+/// Runs `conv` (built by [`conv`]: square kernel, padding k/2, no bias) through
+/// [`crate::conv::conv2d`], whose flex backward is the faster one.
+fn convolve(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    crate::conv::conv2d(x, conv.weight.val(), conv.stride[0], conv.kernel_size[0] / 2)
+}
+
 fn bn(channels: usize, zero_gamma: bool, device: &Device) -> BatchNorm {
     let mut norm = BatchNormConfig::new(channels).init(device);
     if zero_gamma {
@@ -132,7 +138,7 @@ impl Shortcut {
 
     fn apply(this: &Option<Self>, x: Tensor<4>) -> Tensor<4> {
         match this {
-            Some(s) => s.bn.forward(s.conv.forward(x)),
+            Some(s) => s.bn.forward(convolve(&s.conv, x)),
             None => x,
         }
     }
@@ -173,14 +179,14 @@ impl Block {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
             Block::Basic(b) => {
-                let y = relu(b.bn1.forward(b.conv1.forward(x.clone())));
-                let y = b.bn2.forward(b.conv2.forward(y));
+                let y = relu(b.bn1.forward(convolve(&b.conv1, x.clone())));
+                let y = b.bn2.forward(convolve(&b.conv2, y));
                 relu(y + Shortcut::apply(&b.shortcut, x))
             }
             Block::Bottleneck(b) => {
-                let y = relu(b.bn1.forward(b.conv1.forward(x.clone())));
-                let y = relu(b.bn2.forward(b.conv2.forward(y)));
-                let y = b.bn3.forward(b.conv3.forward(y));
+                let y = relu(b.bn1.forward(convolve(&b.conv1, x.clone())));
+                let y = relu(b.bn2.forward(convolve(&b.conv2, y)));
+                let y = b.bn3.forward(convolve(&b.conv3, y));
                 relu(y + Shortcut::apply(&b.shortcut, x))
             }
         }
@@ -257,7 +263,7 @@ impl ResNetConfig {
 impl ResNet {
     /// Images `[N, 3, H, W]` in `[0, 1]` → features h `[N, out_dim]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(self.bn1.forward(self.conv1.forward(images)));
+        let mut x = relu(self.bn1.forward(convolve(&self.conv1, images)));
         if let Some(pool) = &self.maxpool {
             x = pool.forward(x);
         }

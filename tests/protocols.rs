@@ -84,6 +84,14 @@ fn pretrained_beats_random_init_and_every_command_reports() {
     assert_eq!((10 + header_len) % 64, 0);
     assert_eq!(npy.len(), 10 + header_len + 1000 * 64 * 4);
     assert!(d("emb").join("labels.npy").exists());
+
+    // Features were extracted once per (layer, split) and cached in the checkpoint: h and z, train
+    // and test; knn and embed read them back (the cached test features are the embedded ones).
+    let cache = std::fs::read_dir(run.join("checkpoints")).unwrap().map(|e| e.unwrap().path().join("features")).find(|p| p.is_dir()).expect("a feature cache in the checkpoint");
+    let mut cached: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
+    cached.sort();
+    assert_eq!(cached.len(), 4, "{cached:?}");
+    assert!(cached.iter().any(|p| std::fs::read(p.join("features.npy")).unwrap() == npy));
 }
 
 #[test]

@@ -1,0 +1,266 @@
+//! The encoder's 2-D convolution with a GEMM backward for the `flex` backend.
+//!
+//! Convolutions are nearly all of a ResNet's arithmetic (§2.1, App. B.9). Burn 0.22.1's `flex`
+//! computes the forward pass by im2col + GEMM, but its backward comes from Burn's generic rule: the
+//! input gradient as a transposed convolution and the weight gradient as a second convolution with
+//! the output gradient as its kernel — per input channel a GEMM only k² rows tall over a
+//! reduction of every pixel of the batch. Measured per layer of ResNet-18 (`docs/performance.md`)
+//! that weight gradient ran at 3–65 GFLOP/s where the forward reaches 60–110. Here it is one large
+//! GEMM per chunk of images:
+//!
+//! `dW = Σ_chunks G_c · im2col(X_c)ᵀ` (`C_out × C_in·k²`, the reduction over the chunk's pixels),
+//!
+//! where `G_c` is the chunk's output gradient as a `C_out × (images·pixels)` matrix. The input
+//! gradient (GEMM + col2im in flex already) and the forward stay Burn's. [`weight_grad`] works on
+//! slices; [`conv2d`] routes a flex tensor through a Burn autodiff operation that calls it, and
+//! every other device through Burn's own `conv2d`.
+
+use burn::tensor::module::conv2d as burn_conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::Tensor;
+use rayon::prelude::*;
+
+/// Shape of a square-kernel convolution without groups, dilation or bias (all the ResNet uses).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    /// Images.
+    pub batch: usize,
+    /// Input channels.
+    pub cin: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output channels.
+    pub cout: usize,
+    /// Kernel side.
+    pub k: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Zero padding on every side.
+    pub pad: usize,
+}
+
+impl Geometry {
+    /// Output height.
+    pub fn ho(&self) -> usize {
+        (self.h + 2 * self.pad - self.k) / self.stride + 1
+    }
+
+    /// Output width.
+    pub fn wo(&self) -> usize {
+        (self.w + 2 * self.pad - self.k) / self.stride + 1
+    }
+
+    fn pixels(&self) -> usize {
+        self.ho() * self.wo()
+    }
+
+    fn patch(&self) -> usize {
+        self.cin * self.k * self.k
+    }
+
+    /// Images per chunk: enough output pixels for a GEMM reduction of ~4k, at most ~64 MiB of columns.
+    fn chunk(&self) -> usize {
+        let by_pixels = 4096usize.div_ceil(self.pixels());
+        let by_memory = (16 << 20) / (self.patch() * self.pixels()).max(1);
+        by_pixels.min(by_memory).clamp(1, self.batch.max(1))
+    }
+
+    /// The Burn options of this convolution.
+    pub fn options(&self) -> ConvOptions<2> {
+        ConvOptions::new([self.stride; 2], [self.pad; 2], [1, 1], 1)
+    }
+
+    /// Input row/column of output `o` through kernel tap `t`, if inside the image of side `side`.
+    fn source(&self, o: usize, t: usize, side: usize) -> Option<usize> {
+        (o * self.stride + t).checked_sub(self.pad).filter(|&i| i < side)
+    }
+
+    /// The outputs `lo..hi` whose tap `t` falls inside an image side of `side` (the others read
+    /// padding).
+    fn inside(&self, t: usize, side: usize, outputs: usize) -> (usize, usize) {
+        let lo = self.pad.saturating_sub(t).div_ceil(self.stride).min(outputs);
+        let hi = (side + self.pad).saturating_sub(t).div_ceil(self.stride).clamp(lo, outputs);
+        (lo, hi)
+    }
+}
+
+/// im2col of images `n0..n0+m` of `x` (`[batch, cin, h, w]`): `cols` is `[cin·k², m·pixels]`,
+/// row `(ci, ky, kx)`, column `(image, oy, ox)`, zero where the tap falls in the padding.
+fn im2col(x: &[f32], g: &Geometry, n0: usize, m: usize, cols: &mut [f32]) {
+    let (p, wo, hw) = (g.pixels(), g.wo(), g.h * g.w);
+    cols.par_chunks_mut(m * p).enumerate().for_each(|(r, row)| {
+        let (ci, ky, kx) = (r / (g.k * g.k), (r / g.k) % g.k, r % g.k);
+        let (lo, hi) = g.inside(kx, g.w, wo);
+        for (i, dst) in row.chunks_mut(p).enumerate() {
+            let img = &x[((n0 + i) * g.cin + ci) * hw..][..hw];
+            for (oy, drow) in dst.chunks_mut(wo).enumerate() {
+                let Some(iy) = g.source(oy, ky, g.h) else {
+                    drow.fill(0.0);
+                    continue;
+                };
+                drow[..lo].fill(0.0);
+                drow[hi..].fill(0.0);
+                if lo == hi {
+                    continue;
+                }
+                // Output ox reads input column ox·stride + kx − pad.
+                let first = lo * g.stride + kx - g.pad;
+                let src = &img[iy * g.w + first..];
+                if g.stride == 1 {
+                    drow[lo..hi].copy_from_slice(&src[..hi - lo]);
+                } else {
+                    for (d, s) in drow[lo..hi].iter_mut().zip(src.iter().step_by(g.stride)) {
+                        *d = *s;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// The output gradient of images `n0..n0+m` (`grad` is `[batch, cout, pixels]`) as the
+/// `[cout, m·pixels]` matrix `out`.
+fn gather_rows(grad: &[f32], g: &Geometry, n0: usize, m: usize, out: &mut [f32]) {
+    let p = g.pixels();
+    out.par_chunks_mut(m * p).enumerate().for_each(|(co, row)| {
+        for (i, dst) in row.chunks_mut(p).enumerate() {
+            dst.copy_from_slice(&grad[((n0 + i) * g.cout + co) * p..][..p]);
+        }
+    });
+}
+
+/// `dst (m×n) = [dst +] lhs (m×k) · rhs (k×n)`, each operand given by its row and column strides.
+#[allow(clippy::too_many_arguments)]
+fn gemm(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: &[f32], lhs_rs: usize, lhs_cs: usize, rhs: &[f32], rhs_rs: usize, rhs_cs: usize) {
+    assert!(dst.len() >= m * n);
+    assert!(m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs);
+    assert!(k == 0 || n == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
+    // SAFETY: the asserts keep every index the strides reach inside the slices; dst is row-major m×n.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+    }
+}
+
+/// Gradient of the loss with respect to the weight (`[cout, cin, k, k]`, row-major), given the
+/// input `x` (`[batch, cin, h, w]`) and the output gradient `grad` (`[batch, cout, ho, wo]`).
+pub fn weight_grad(x: &[f32], grad: &[f32], g: &Geometry) -> Vec<f32> {
+    let (p, patch, chunk) = (g.pixels(), g.patch(), g.chunk());
+    let mut dw = vec![0f32; g.cout * patch];
+    let mut cols = vec![0f32; patch * chunk * p];
+    let mut rows = vec![0f32; g.cout * chunk * p];
+    for n0 in (0..g.batch).step_by(chunk) {
+        let m = chunk.min(g.batch - n0);
+        let (cols, rows) = (&mut cols[..patch * m * p], &mut rows[..g.cout * m * p]);
+        im2col(x, g, n0, m, cols);
+        gather_rows(grad, g, n0, m, rows);
+        // dW (cout × patch) += G (cout × m·p) · colsᵀ (m·p × patch).
+        gemm(g.cout, patch, m * p, &mut dw, n0 > 0, rows, m * p, 1, cols, 1, m * p);
+    }
+    dw
+}
+
+/// A convolution of the encoder: square kernel, no bias, zero padding `pad` on every side. On a
+/// flex device of `f32` tensors the weight gradient comes from [`weight_grad`] (the input gradient
+/// stays Burn's, which is as fast); elsewhere this is Burn's `conv2d`.
+pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize, pad: usize) -> Tensor<4> {
+    #[cfg(feature = "flex")]
+    if x.dtype() == burn::tensor::DType::F32 && x.device().inner() == burn::tensor::Device::flex() {
+        use flex::GemmConvBackend;
+        let out = <burn::backend::Dispatch as GemmConvBackend>::conv2d_gemm_backward(x.into_dispatch(), weight.into_dispatch(), stride, pad);
+        return Tensor::from_dispatch(out);
+    }
+    burn_conv2d(x, weight, None, ConvOptions::new([stride; 2], [pad; 2], [1, 1], 1))
+}
+
+/// The Burn autodiff operation behind [`conv2d`] on flex.
+#[cfg(feature = "flex")]
+mod flex {
+    use super::{weight_grad, Geometry};
+    use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::autodiff::NodeId;
+    use burn::backend::flex::FlexTensor;
+    use burn::backend::ops::ModuleOps;
+    use burn::backend::tensor::FloatTensor;
+    use burn::backend::{backend_extension, Autodiff, Backend, Flex, TensorMetadata};
+    use burn::tensor::ops::ConvOptions;
+    use burn::tensor::TensorData;
+
+    fn options(stride: usize, pad: usize) -> ConvOptions<2> {
+        ConvOptions::new([stride; 2], [pad; 2], [1, 1], 1)
+    }
+
+    /// A convolution with the GEMM weight gradient.
+    #[backend_extension(Flex, Autodiff)]
+    pub trait GemmConvBackend: Backend {
+        /// `conv2d(x, weight)` with square kernel, stride and zero padding, no bias.
+        fn conv2d_gemm_backward(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, pad: usize) -> FloatTensor<Self>;
+    }
+
+    impl GemmConvBackend for Flex {
+        fn conv2d_gemm_backward(x: FlexTensor, weight: FlexTensor, stride: usize, pad: usize) -> FlexTensor {
+            Flex::conv2d(x, weight, None, options(stride, pad))
+        }
+    }
+
+    #[derive(Debug)]
+    struct GemmConv;
+
+    impl Backward<Flex, 2> for GemmConv {
+        /// Checkpointed input and weight, stride, padding.
+        type State = (NodeId, NodeId, usize, usize);
+
+        fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+            let [node_x, node_weight] = ops.parents;
+            let grad = grads.consume::<Flex>(&ops.node);
+            let (x_state, weight_state, stride, pad) = ops.state;
+            let x: FlexTensor = checkpointer.retrieve_node_output(x_state);
+            let weight: FlexTensor = checkpointer.retrieve_node_output(weight_state);
+            if let Some(node) = node_x {
+                grads.register::<Flex>(node.id, Flex::conv2d_x_backward(x.clone(), weight.clone(), grad.clone(), options(stride, pad)));
+            }
+            if let Some(node) = node_weight {
+                let ([batch, cin, h, w], [cout, _, k, _]) = (x.shape().dims(), weight.shape().dims());
+                let g = Geometry { batch, cin, h, w, cout, k, stride, pad };
+                let (x, grad) = (x.to_contiguous(), grad.to_contiguous());
+                let dw = weight_grad(x.as_slice().expect("f32 input"), grad.as_slice().expect("f32 gradient"), &g);
+                grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dw, weight.shape())));
+            }
+        }
+    }
+
+    impl<C: CheckpointStrategy> GemmConvBackend for Autodiff<Flex, C> {
+        fn conv2d_gemm_backward(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, pad: usize) -> FloatTensor<Self> {
+            match GemmConv.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
+                OpsKind::Tracked(mut prep) => {
+                    let state = (prep.checkpoint(&x), prep.checkpoint(&weight), stride, pad);
+                    prep.finish(state, Flex::conv2d(x.into_primitive(), weight.into_primitive(), None, options(stride, pad)))
+                }
+                OpsKind::UnTracked(prep) => prep.finish(Flex::conv2d(x.into_primitive(), weight.into_primitive(), None, options(stride, pad))),
+            }
+        }
+    }
+}
