@@ -17,6 +17,7 @@
 //! depend on thread scheduling and a resumed run sees exactly the views an unbroken run would.
 
 use crate::image::Image;
+use multiversion::multiversion;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -172,18 +173,26 @@ pub fn resize_bilinear(img: &Image, crop: Crop, out_h: usize, out_w: usize) -> I
         (start + i0, start + i1, src - i0 as f32)
     };
     let xs: Vec<_> = (0..out_w).map(|x| axis(x, sx, crop.left, crop.width)).collect();
-    let plane = out_h * out_w;
-    for y in 0..out_h {
-        let (y0, y1, fy) = axis(y, sy, crop.top, crop.height);
-        for (x, &(x0, x1, fx)) in xs.iter().enumerate() {
-            for c in 0..3 {
-                let top = img.at(c, y0, x0) * (1.0 - fx) + img.at(c, y0, x1) * fx;
-                let bottom = img.at(c, y1, x0) * (1.0 - fx) + img.at(c, y1, x1) * fx;
-                out.data[c * plane + y * out_w + x] = top * (1.0 - fy) + bottom * fy;
+    let ys: Vec<_> = (0..out_h).map(|y| axis(y, sy, crop.top, crop.height)).collect();
+    resize_planes(img, &xs, &ys, &mut out);
+    out
+}
+
+/// The interpolation loop of [`resize_bilinear`]: channel planes outside, output pixels of a row
+/// inside, so each output row is written contiguously.
+#[multiversion(targets = "simd")]
+fn resize_planes(img: &Image, xs: &[(usize, usize, f32)], ys: &[(usize, usize, f32)], out: &mut Image) {
+    let (in_plane, out_w) = (img.plane(), out.width);
+    for (src, dst) in img.data.chunks_exact(in_plane).zip(out.data.chunks_exact_mut(ys.len() * out_w)) {
+        for (&(y0, y1, fy), row) in ys.iter().zip(dst.chunks_exact_mut(out_w)) {
+            let (r0, r1) = (&src[y0 * img.width..][..img.width], &src[y1 * img.width..][..img.width]);
+            for (d, &(x0, x1, fx)) in row.iter_mut().zip(xs) {
+                let top = r0[x0] * (1.0 - fx) + r0[x1] * fx;
+                let bottom = r1[x0] * (1.0 - fx) + r1[x1] * fx;
+                *d = top * (1.0 - fy) + bottom * fy;
             }
         }
     }
-    out
 }
 
 /// Mirrors the image left to right.
@@ -214,13 +223,20 @@ pub fn color_jitter(img: &mut Image, s: f32, rng: &mut impl Rng) {
             3 if hue > 0.0 => shift_hue(img, rng.random_range(-hue.min(0.5)..=hue.min(0.5))),
             _ => {}
         }
-        for v in &mut img.data {
-            *v = v.clamp(0.0, 1.0);
-        }
+        clip_unit(img);
+    }
+}
+
+/// Clips every value to `[0, 1]`.
+#[multiversion(targets = "simd")]
+fn clip_unit(img: &mut Image) {
+    for v in &mut img.data {
+        *v = v.clamp(0.0, 1.0);
     }
 }
 
 /// Multiplies every value by `factor` (brightness).
+#[multiversion(targets = "simd")]
 fn scale_pixels(img: &mut Image, factor: f32) {
     for v in &mut img.data {
         *v *= factor;
@@ -228,6 +244,7 @@ fn scale_pixels(img: &mut Image, factor: f32) {
 }
 
 /// `tf.image.adjust_contrast`: each channel moved away from its own mean by `factor`.
+#[multiversion(targets = "simd")]
 fn adjust_contrast(img: &mut Image, factor: f32) {
     let plane = img.plane();
     for channel in img.data.chunks_mut(plane) {
@@ -238,7 +255,9 @@ fn adjust_contrast(img: &mut Image, factor: f32) {
     }
 }
 
-/// Applies `f` to the (r, g, b) values of every pixel, channel planes walked in lockstep.
+/// Applies `f` to the (r, g, b) values of every pixel, channel planes walked in lockstep. Always
+/// inlined, so the loop is compiled for the SIMD target of its multiversioned caller.
+#[inline(always)]
 fn for_each_pixel(img: &mut Image, mut f: impl FnMut(&mut f32, &mut f32, &mut f32)) {
     let plane = img.plane();
     let (r, rest) = img.data.split_at_mut(plane);
@@ -250,15 +269,14 @@ fn for_each_pixel(img: &mut Image, mut f: impl FnMut(&mut f32, &mut f32, &mut f3
 
 /// `tf.image.adjust_saturation`: HSV saturation times `factor`, clipped to `[0, 1]`. Hue and value
 /// are unchanged, so each channel moves along `V − (V − c)·S'/S` — computed without the round trip.
+#[multiversion(targets = "simd")]
 pub fn adjust_saturation(img: &mut Image, factor: f32) {
+    // Branch-free so the loop vectorises: a grey pixel (S = 0) has every channel equal to V, so
+    // any ratio leaves it unchanged.
     for_each_pixel(img, |r, g, b| {
         let v = r.max(*g).max(*b);
-        let min = r.min(*g).min(*b);
-        if v <= 0.0 || v == min {
-            return;
-        }
-        let s = (v - min) / v;
-        let ratio = (s * factor).clamp(0.0, 1.0) / s;
+        let s = (v - r.min(*g).min(*b)) / v.max(f32::MIN_POSITIVE);
+        let ratio = (s * factor).clamp(0.0, 1.0) / s.max(f32::MIN_POSITIVE);
         *r = v - (v - *r) * ratio;
         *g = v - (v - *g) * ratio;
         *b = v - (v - *b) * ratio;
@@ -268,19 +286,19 @@ pub fn adjust_saturation(img: &mut Image, factor: f32) {
 /// `tf.image.adjust_hue`: rotates the HSV hue by `delta` (in turns, `[-0.5, 0.5]`). Value V and
 /// chroma C = V − min are kept, so each channel is `V − C·clamp(min(k, 4 − k), 0, 1)` with
 /// `k = (n + 6h') mod 6`, n = 5, 3, 1 for R, G, B — the branch-free form of HSV → RGB.
+#[multiversion(targets = "simd")]
 pub fn shift_hue(img: &mut Image, delta: f32) {
+    // Branch-free so the loop vectorises: a grey pixel (C = 0) comes out as V in every channel.
     for_each_pixel(img, |r, g, b| {
         let v = r.max(*g).max(*b);
         let c = v - r.min(*g).min(*b);
-        if c <= 0.0 {
-            return;
-        }
+        let inv = 1.0 / c.max(f32::MIN_POSITIVE);
         let h6 = if v == *r {
-            (*g - *b) / c
+            (*g - *b) * inv
         } else if v == *g {
-            (*b - *r) / c + 2.0
+            (*b - *r) * inv + 2.0
         } else {
-            (*r - *g) / c + 4.0
+            (*r - *g) * inv + 4.0
         };
         // h6 + 6δ lies in [-4, 9): wrap into [0, 6) without `fmod`, which dominated the cost.
         let mut h6 = h6 + 6.0 * delta;
@@ -295,6 +313,7 @@ pub fn shift_hue(img: &mut Image, delta: f32) {
 }
 
 /// Replaces each pixel by its luma (`tf.image.rgb_to_grayscale` weights) in all three channels.
+#[multiversion(targets = "simd")]
 pub fn to_grayscale(img: &mut Image) {
     for_each_pixel(img, |r, g, b| {
         let y = 0.2989 * *r + 0.5870 * *g + 0.1140 * *b;
@@ -302,8 +321,31 @@ pub fn to_grayscale(img: &mut Image) {
     });
 }
 
+/// `dst[x] = Σ_k weights[k] · taps[k][x]`, summed in tap order. Sixteen outputs at a time stay in
+/// registers across all taps, so each tap costs one load and one multiply-add per vector instead of
+/// a pass over `dst` in memory. Always inlined into the multiversioned blur.
+#[inline(always)]
+fn weighted_sum(dst: &mut [f32], taps: &[&[f32]], weights: &[f32]) {
+    const LANES: usize = 16;
+    let full = dst.len() / LANES * LANES;
+    for (c, d) in dst[..full].chunks_exact_mut(LANES).enumerate() {
+        let mut acc = [0f32; LANES];
+        for (tap, &wk) in taps.iter().zip(weights) {
+            let src: &[f32; LANES] = tap[c * LANES..(c + 1) * LANES].try_into().expect("a full chunk");
+            for (a, &v) in acc.iter_mut().zip(src) {
+                *a += wk * v;
+            }
+        }
+        d.copy_from_slice(&acc);
+    }
+    for (x, d) in dst.iter_mut().enumerate().skip(full) {
+        *d = taps.iter().zip(weights).fold(0.0, |a, (tap, &wk)| a + wk * tap[x]);
+    }
+}
+
 /// Separable Gaussian blur with a `2 * (kernel_size / 2) + 1` tap kernel of std `sigma`
 /// (official: kernel 10% of the side), reflect padding.
+#[multiversion(targets = "simd")]
 pub fn gaussian_blur(img: &Image, kernel_size: usize, sigma: f32) -> Image {
     let radius = kernel_size / 2;
     if radius == 0 {
@@ -330,27 +372,19 @@ pub fn gaussian_blur(img: &Image, kernel_size: usize, sigma: f32) -> Image {
     let mut tmp = Image::zeros(h, w);
     let mut out = Image::zeros(h, w);
     let mut padded = vec![0f32; w + 2 * radius];
-    // Loops run over whole rows (taps outside, pixels inside) so the compiler vectorises them.
     for (src, dst) in img.data.chunks_exact(w).zip(tmp.data.chunks_exact_mut(w)) {
-        for (j, p) in padded.iter_mut().enumerate() {
-            *p = src[reflect(j as isize - radius as isize, w)];
+        // Only the 2·radius border values need `reflect` (an integer division each).
+        padded[radius..radius + w].copy_from_slice(src);
+        for j in (0..radius).chain(radius + w..w + 2 * radius) {
+            padded[j] = src[reflect(j as isize - radius as isize, w)];
         }
-        for (k, &wk) in weights.iter().enumerate() {
-            for (d, &p) in dst.iter_mut().zip(&padded[k..k + w]) {
-                *d += wk * p;
-            }
-        }
+        let taps: Vec<&[f32]> = (0..weights.len()).map(|k| &padded[k..k + w]).collect();
+        weighted_sum(dst, &taps, &weights);
     }
-    for c in 0..3 {
-        let plane = &tmp.data[c * h * w..(c + 1) * h * w];
-        for y in 0..h {
-            let dst = &mut out.data[(c * h + y) * w..(c * h + y + 1) * w];
-            for (k, &wk) in weights.iter().enumerate() {
-                let sy = reflect(y as isize + k as isize - radius as isize, h);
-                for (d, &p) in dst.iter_mut().zip(&plane[sy * w..(sy + 1) * w]) {
-                    *d += wk * p;
-                }
-            }
+    for (plane, planes_out) in tmp.data.chunks_exact(h * w).zip(out.data.chunks_exact_mut(h * w)) {
+        for (y, dst) in planes_out.chunks_exact_mut(w).enumerate() {
+            let taps: Vec<&[f32]> = (0..weights.len()).map(|k| &plane[reflect(y as isize + k as isize - radius as isize, h) * w..][..w]).collect();
+            weighted_sum(dst, &taps, &weights);
         }
     }
     out

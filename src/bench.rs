@@ -3,7 +3,10 @@
 //! - `data`: augmentation views per second on one core, through the whole pipeline — decode,
 //!   crop + resize, flip, colour jitter, grayscale, blur, and the copy into the batch buffer — at
 //!   32 px (PNG source 32×32) and 224 px (JPEG source 500×375, and the raw 341×256 RGB8 the
-//!   `--cache-size 256` cache serves from epoch 2 on).
+//!   `--cache-size 256` cache serves from epoch 2 on). As in pretraining ([`make_views`]), each
+//!   decoded image gives its two views.
+//!
+//! [`make_views`]: crate::pretrain::make_views
 //! - `step`: one training step (forward, NT-Xent, backward, optimiser update) on random images;
 //!   median over the timed steps after warm-up, and the process's peak RSS.
 
@@ -23,7 +26,7 @@ use std::time::{Duration, Instant};
 pub struct DataRow {
     /// View side in pixels.
     pub image_size: usize,
-    /// Source image (format and size) decoded for every view.
+    /// Source image (format and size), decoded once for its two views.
     pub source: String,
     /// Views produced per second on one core.
     pub views_per_sec_per_core: f64,
@@ -60,6 +63,7 @@ pub fn data(budget: Duration) -> Vec<DataRow> {
             let mut buffer = vec![0f32; 3 * size * size];
             let start = Instant::now();
             let mut views = 0u64;
+            let mut images = 0u64;
             while start.elapsed() < budget || views < 20 {
                 let img = match format {
                     Some(_) => {
@@ -68,9 +72,12 @@ pub fn data(budget: Duration) -> Vec<DataRow> {
                     }
                     None => Image::from_u8_hwc(&bytes, h as usize, w as usize, 3),
                 };
-                let view = augment(&img, &cfg, &mut view_rng(0, 0, views, 0));
-                buffer.copy_from_slice(&view.data);
-                views += 1;
+                for v in 0..2 {
+                    let view = augment(&img, &cfg, &mut view_rng(0, 0, images, v));
+                    buffer.copy_from_slice(&view.data);
+                    views += 1;
+                }
+                images += 1;
             }
             DataRow {
                 image_size: size,

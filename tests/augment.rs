@@ -116,6 +116,35 @@ fn blur_preserves_a_constant_image_and_smooths_an_edge() {
 }
 
 #[test]
+fn blur_equals_a_direct_two_dimensional_convolution() {
+    // Odd sides exercise the partial vector chunks; the kernel wider than 16 the tap loop.
+    let (h, w, size, sigma) = (23, 37, 20, 1.7f64);
+    let img = test_image(h, w);
+    let r = size as isize / 2;
+    let g: Vec<f64> = (-r..=r).map(|d| (-(d * d) as f64 / (2.0 * sigma * sigma)).exp()).collect();
+    let total: f64 = g.iter().sum();
+    let reflect = |i: isize, n: usize| -> usize {
+        let p = 2 * (n as isize - 1);
+        let m = i.rem_euclid(p);
+        (if m < n as isize { m } else { p - m }) as usize
+    };
+    let out = gaussian_blur(&img, size, sigma as f32);
+    for c in 0..3 {
+        for y in 0..h {
+            for x in 0..w {
+                let mut want = 0.0;
+                for (i, dy) in (-r..=r).enumerate() {
+                    for (j, dx) in (-r..=r).enumerate() {
+                        want += g[i] * g[j] / (total * total) * img.at(c, reflect(y as isize + dy, h), reflect(x as isize + dx, w)) as f64;
+                    }
+                }
+                assert!((out.at(c, y, x) as f64 - want).abs() < 1e-5, "({c}, {y}, {x}): {} vs {want}", out.at(c, y, x));
+            }
+        }
+    }
+}
+
+#[test]
 fn full_pipeline_outputs_are_in_range_and_sized() {
     let img = test_image(28, 28);
     for (size, blur) in [(28, false), (64, true)] {
@@ -153,7 +182,7 @@ fn identity_config_keeps_the_image() {
 
 #[test]
 fn saturation_shortcut_matches_the_hsv_round_trip() {
-    for &(r, g, b, f) in &[(0.2f32, 0.4, 0.9, 0.5f32), (0.9, 0.1, 0.6, 1.7), (0.3, 0.3, 0.31, 3.0), (0.5, 0.2, 0.2, 0.0)] {
+    for &(r, g, b, f) in &[(0.2f32, 0.4, 0.9, 0.5f32), (0.9, 0.1, 0.6, 1.7), (0.3, 0.3, 0.31, 3.0), (0.5, 0.2, 0.2, 0.0), (0.4, 0.4, 0.4, 2.0), (0.0, 0.0, 0.0, 1.5)] {
         let (h, s, v) = rgb_to_hsv(r, g, b);
         let want = hsv_to_rgb(h, (s * f).clamp(0.0, 1.0), v);
         let mut img = Image::zeros(1, 1);
@@ -166,8 +195,11 @@ fn saturation_shortcut_matches_the_hsv_round_trip() {
 #[test]
 fn hue_shift_matches_the_hsv_round_trip() {
     let mut rng = ChaCha8Rng::seed_from_u64(9);
-    for _ in 0..2000 {
-        let (r, g, b): (f32, f32, f32) = (rand::Rng::random(&mut rng), rand::Rng::random(&mut rng), rand::Rng::random(&mut rng));
+    // Grey and black pixels (no chroma) first: they must come out unchanged.
+    let fixed = [(0.6f32, 0.6f32, 0.6f32), (0.0, 0.0, 0.0)].into_iter();
+    let random = std::iter::repeat_with(|| (rand::Rng::random(&mut rng), rand::Rng::random(&mut rng), rand::Rng::random(&mut rng))).take(2000).collect::<Vec<_>>();
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    for (r, g, b) in fixed.chain(random) {
         let d: f32 = rand::Rng::random_range(&mut rng, -0.5..=0.5);
         let (h, s, v) = rgb_to_hsv(r, g, b);
         let want = hsv_to_rgb((h + d).rem_euclid(1.0), s, v);
