@@ -120,8 +120,9 @@ pub struct ClassMetrics {
     pub top1: f64,
     /// Test top-5 accuracy (fraction).
     pub top5: f64,
-    /// Training accuracy (fraction).
-    pub train_top1: f64,
+    /// Training accuracy (fraction); absent for kNN, whose training points vote for themselves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_top1: Option<f64>,
     /// Feature layer evaluated.
     pub layer: String,
     /// Protocol-specific extras.
@@ -129,7 +130,7 @@ pub struct ClassMetrics {
     pub extra: serde_json::Value,
 }
 
-fn classification(p: &Prepared, scores: &[f32], labels: &[usize], train_top1: f64, layer: Layer, extra: serde_json::Value) -> Result<ClassMetrics> {
+fn classification(p: &Prepared, scores: &[f32], labels: &[usize], train_top1: Option<f64>, layer: Layer, extra: serde_json::Value) -> Result<ClassMetrics> {
     let classes = p.train.num_classes();
     confusion_png(&eval::confusion(scores, classes, labels), &p.out.join("confusion.png"))?;
     Ok(ClassMetrics {
@@ -168,7 +169,7 @@ pub fn linear_eval(args: &EvalArgs, solver: Solver, sgd: SgdProbe, device: &Devi
     let train_top1 = eval::topk_accuracy(&clf.scores(&f_train, &inner), classes, &f_train.labels, 1);
     let scores = clf.scores(&f_test, &inner);
     let extra = serde_json::json!({ "solver": solver, "l2": clf.l2, "l2_validation": grid, "feature_dim": f_train.dim });
-    let m = classification(&p, &scores, &f_test.labels, train_top1, args.layer, extra)?;
+    let m = classification(&p, &scores, &f_test.labels, Some(train_top1), args.layer, extra)?;
     let line = format!(
         "linear-eval ({}, layer {}, {:?}): top-1 {:.2}%, top-5 {:.2}%, train {:.2}%",
         source(&p),
@@ -176,7 +177,7 @@ pub fn linear_eval(args: &EvalArgs, solver: Solver, sgd: SgdProbe, device: &Devi
         solver,
         100.0 * m.top1,
         100.0 * m.top5,
-        100.0 * m.train_top1
+        100.0 * train_top1
     );
     report(&p, "linear-eval", serde_json::json!({ "solver": solver, "sgd": sgd }), m, start)?;
     Ok(line)
@@ -190,7 +191,7 @@ pub fn knn(args: &EvalArgs, knn: Knn, device: &Device) -> Result<String> {
     let classes = p.train.num_classes();
     let inner = device.clone().inner();
     let scores = knn.scores(&f_train, &f_test, classes, &inner);
-    let m = classification(&p, &scores, &f_test.labels, f64::NAN, args.layer, serde_json::json!({ "k": knn.k, "temperature": knn.temperature }))?;
+    let m = classification(&p, &scores, &f_test.labels, None, args.layer, serde_json::json!({ "k": knn.k, "temperature": knn.temperature }))?;
     let line = format!("knn ({}, layer {}, k {}): top-1 {:.2}%, top-5 {:.2}%", source(&p), args.layer, knn.k, 100.0 * m.top1, 100.0 * m.top5);
     report(&p, "knn", serde_json::to_value(knn)?, m, start)?;
     Ok(line)
@@ -237,14 +238,14 @@ pub fn finetune(args: &EvalArgs, subset_args: &SubsetArgs, device: &Device) -> R
     let test_labels: Vec<usize> = (0..p.test.len()).filter_map(|i| p.test.label(i)).collect();
     let layer = Layer::Head(cfg.from_head_layer);
     let extra = serde_json::json!({ "labelled_images": subset.len(), "subset_file": subset_file, "final_loss": done.final_loss });
-    let m = classification(&p, &done.test_scores, &test_labels, done.train_accuracy, layer, extra)?;
+    let m = classification(&p, &done.test_scores, &test_labels, Some(done.train_accuracy), layer, extra)?;
     let line = format!(
         "finetune ({}, {} labelled images): top-1 {:.2}%, top-5 {:.2}%, train {:.2}%",
         source(&p),
         subset.len(),
         100.0 * m.top1,
         100.0 * m.top5,
-        100.0 * m.train_top1
+        100.0 * done.train_accuracy
     );
     report(&p, "finetune", serde_json::to_value(&cfg)?, m, start)?;
     Ok(line)

@@ -64,6 +64,8 @@ fn pretrained_beats_random_init_and_every_command_reports() {
     let knn = s(&d("knn"));
     simclr(&["knn", "--checkpoint", &run_s, "--out", &knn]);
     assert!(top1(&d("knn")) > 0.5, "kNN top-1 {}", top1(&d("knn")));
+    assert!(report(&d("knn"))["metrics"].get("train_top1").is_none(), "kNN has no training accuracy to report");
+    assert!(report(&d("le"))["metrics"]["train_top1"].as_f64().unwrap() > 0.5);
 
     let ft = s(&d("ft"));
     simclr(&["finetune", "--checkpoint", &run_s, "--label-fraction", "0.02", "--epochs", "10", "--batch-size", "32", "--out", &ft]);
