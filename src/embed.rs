@@ -64,14 +64,15 @@ pub fn read(dir: &Path) -> Result<Features> {
     Ok(Features { data, n, dim, labels })
 }
 
-/// Writes `features.npy` (and `labels.npy` when labelled) into `out`.
+/// Writes `features.npy` (and `labels.npy` when labelled) into `out`. The labels go first, and each
+/// file by rename, so a `features.npy` that exists is complete with its labels (the feature cache
+/// relies on it).
 pub fn write(features: &Features, out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("--out {}: cannot create the folder", out.display()))?;
-    let bytes: Vec<u8> = features.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    write_npy(&out.join("features.npy"), "<f4", &[features.n, features.dim], &bytes)?;
     if features.is_labelled() {
         let bytes: Vec<u8> = features.labels.iter().flat_map(|&l| (l as i64).to_le_bytes()).collect();
         write_npy(&out.join("labels.npy"), "<i8", &[features.n], &bytes)?;
     }
-    Ok(())
+    let bytes: Vec<u8> = features.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_npy(&out.join("features.npy"), "<f4", &[features.n, features.dim], &bytes)
 }
