@@ -69,7 +69,7 @@ impl Geometry {
 
     /// The Burn options of this convolution.
     pub fn options(&self) -> ConvOptions<2> {
-        ConvOptions::new([self.stride; 2], [self.pad; 2], [1, 1], 1)
+        options(self.stride, self.pad)
     }
 
     /// Input row/column of output `o` through kernel tap `t`, if inside the image of side `side`.
@@ -191,13 +191,18 @@ pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize, pad: usize) -> Ten
         let out = <burn::backend::Dispatch as GemmConvBackend>::conv2d_gemm_backward(x.into_dispatch(), weight.into_dispatch(), stride, pad);
         return Tensor::from_dispatch(out);
     }
-    burn_conv2d(x, weight, None, ConvOptions::new([stride; 2], [pad; 2], [1, 1], 1))
+    burn_conv2d(x, weight, None, options(stride, pad))
+}
+
+/// Burn's options for a convolution with this stride and zero padding, no dilation or groups.
+fn options(stride: usize, pad: usize) -> ConvOptions<2> {
+    ConvOptions::new([stride; 2], [pad; 2], [1, 1], 1)
 }
 
 /// The Burn autodiff operation behind [`conv2d`] on flex.
 #[cfg(feature = "flex")]
 mod flex {
-    use super::{weight_grad, Geometry};
+    use super::{options, weight_grad, Geometry};
     use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -206,12 +211,7 @@ mod flex {
     use burn::backend::ops::ModuleOps;
     use burn::backend::tensor::FloatTensor;
     use burn::backend::{backend_extension, Autodiff, Backend, Flex, TensorMetadata};
-    use burn::tensor::ops::ConvOptions;
     use burn::tensor::TensorData;
-
-    fn options(stride: usize, pad: usize) -> ConvOptions<2> {
-        ConvOptions::new([stride; 2], [pad; 2], [1, 1], 1)
-    }
 
     /// A convolution with the GEMM weight gradient.
     #[backend_extension(Flex, Autodiff)]
