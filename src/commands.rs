@@ -80,13 +80,19 @@ fn features(p: &Prepared, split: SplitArg, device: &Device) -> Result<eval::Feat
     let ds = if split == SplitArg::Train { &p.train } else { &p.test };
     let extract = || eval::extract(&p.loaded.model, p.layer_index, ds.as_ref(), p.loaded.image_size, 256, &p.flags.bad_images(), device);
     let Some(cache) = &p.feature_cache else { return extract() };
-    let network = p.loaded.checkpoint_sha256.clone().unwrap_or_else(|| format!("random init\n{}", p.loaded.config.to_toml()));
+    // The network: its weights' hash, or for random init what draws them (shape and seed; not the
+    // other flags, such as --out, which differ between commands).
+    let network = match &p.loaded.checkpoint_sha256 {
+        Some(sha) => sha.clone(),
+        None => format!("random init {:?} seed {}", eval::random_init_baseline(&p.loaded.config, p.loaded.image_size), p.loaded.config.seed),
+    };
     let key = eval::sha256_hex(format!("{network}\n{:?}\n{split:?}\n{}\n{}", p.flags.source(), p.layer_index, p.loaded.image_size).as_bytes());
     let dir = cache.join(format!("{split:?}-{}", &key[..16]).to_lowercase());
     if dir.join("features.npy").exists() {
         tracing::info!("features of the {split:?} split from the cache {}", dir.display());
         return crate::embed::read(&dir);
     }
+    tracing::info!("extracting the features of the {split:?} split (cached in {})", dir.display());
     let f = extract()?;
     crate::embed::write(&f, &dir)?;
     Ok(f)

@@ -135,3 +135,27 @@ fn checkpoint_of_another_architecture_is_rejected() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("another --arch"), "{err}");
 }
+
+#[test]
+fn random_init_features_are_cached_across_commands_and_seeds_apart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let cache_s = cache.to_str().unwrap();
+    let run = |cmd: &str, out: &str, seed: &str| {
+        let mut args = vec![cmd, "--random-init", "--feature-cache", cache_s, "--seed", seed, "--out"];
+        let out = tmp.path().join(out);
+        let out_s = out.to_str().unwrap().to_string();
+        args.push(&out_s);
+        args.extend(SMALL);
+        simclr(&args);
+    };
+    let dirs = || std::fs::read_dir(&cache).unwrap().count();
+    run("linear-eval", "le", "0");
+    assert_eq!(dirs(), 2, "train and test features");
+    // Another command with another --out, same network: the cache serves it.
+    run("knn", "knn", "0");
+    assert_eq!(dirs(), 2);
+    // Another seed draws another network: its own features.
+    run("knn", "knn1", "1");
+    assert_eq!(dirs(), 4);
+}
