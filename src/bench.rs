@@ -5,10 +5,10 @@
 //!   32 px (PNG source 32×32) and 224 px (JPEG source 500×375, and the raw 341×256 RGB8 the
 //!   `--cache-size 256` cache serves from epoch 2 on). As in pretraining ([`make_views`]), each
 //!   decoded image gives its two views.
-//!
-//! [`make_views`]: crate::pretrain::make_views
 //! - `step`: one training step (forward, NT-Xent, backward, optimiser update) on random images;
 //!   median over the timed steps after warm-up, and the process's peak RSS.
+//!
+//! [`make_views`]: crate::pretrain::make_views
 
 use crate::augment::{augment, view_rng, AugmentConfig};
 use crate::config::Config;
