@@ -6,7 +6,7 @@
 //! (projection head g and the whole model), [`loss`] (NT-Xent, eq. 1), [`lars`] and [`optim`]
 //! (optimisers), [`schedule`] (LR scaling, warm-up + cosine), [`pretrain`] (the training loop),
 //! evaluation protocols ([`eval`] shared pieces, [`linear`] linear evaluation, [`knn`],
-//! [`finetune`], [`embed`], [`report`]), [`checkpoint`], [`config`] and [`data`].
+//! [`finetune`], [`embed`], [`report`]), [`checkpoint`], [`config`], [`data`] and [`device`] (backend choice).
 
 pub mod augment;
 pub mod bench;
@@ -16,6 +16,7 @@ pub mod config;
 pub mod conv;
 pub mod data;
 pub mod demo;
+pub mod device;
 pub mod embed;
 pub mod eval;
 pub mod finetune;

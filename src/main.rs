@@ -13,6 +13,10 @@ struct Cli {
     /// Hide the progress bar.
     #[arg(long, global = true)]
     quiet: bool,
+    /// Compute device among the backends compiled in: auto, cpu, flex, tch-cpu, cuda[:N] (feature
+    /// tch), vulkan[:N] (feature vulkan), wgpu[:N] (feature wgpu).
+    #[arg(long, global = true, default_value = "auto")]
+    device: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -158,7 +162,8 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     let progress = !cli.quiet && std::io::stderr().is_terminal();
-    let device = simclr::default_device();
+    let device = simclr::device::parse(&cli.device)?;
+    tracing::debug!("device {device:?}");
     match cli.command {
         Command::Pretrain { config, resume, args } => {
             let out = args.out.clone().unwrap_or_else(|| Config::default().out);

@@ -56,3 +56,24 @@ fn config_file_with_an_unknown_key_is_rejected() {
     assert_ne!(code, 0);
     assert!(err.contains("c.toml") && err.contains("learning_rat"), "{err}");
 }
+
+#[test]
+fn device_names_are_checked() {
+    use simclr::device::parse;
+    let err = |spec: &str| parse(spec).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err("gpu").contains("unknown device") && err("gpu").contains("vulkan"), "{}", err("gpu"));
+    assert!(err("cuda:x").contains("must be a number"), "{}", err("cuda:x"));
+    assert!(parse("auto").is_ok() && parse(" CPU ").is_ok());
+    #[cfg(feature = "flex")]
+    {
+        assert_eq!(parse("cpu").unwrap(), burn::tensor::Device::flex());
+        assert!(err("flex:1").contains("takes no index"), "{}", err("flex:1"));
+    }
+    #[cfg(not(feature = "tch"))]
+    assert!(err("cuda:0").contains("--features tch"), "{}", err("cuda:0"));
+    #[cfg(not(feature = "vulkan"))]
+    assert!(err("vulkan:0").contains("--features vulkan"), "{}", err("vulkan:0"));
+    let (code, stderr) = simclr(&["--device", "tpu", "bench", "data", "--seconds", "0.1"]);
+    assert_ne!(code, 0);
+    assert!(stderr.lines().any(|l| l.starts_with("error: --device tpu: unknown device")), "{stderr}");
+}
