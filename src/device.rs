@@ -58,8 +58,14 @@ pub fn parse(spec: &str) -> Result<Device> {
         }
         "cuda" => {
             #[cfg(feature = "tch")]
-            #[allow(deprecated)]
-            return Ok(Device::libtorch_cuda(index.unwrap_or(0)));
+            {
+                let (index, count) = (index.unwrap_or(0), tch::Cuda::device_count().max(0) as usize);
+                if index >= count {
+                    bail!("--device {spec}: libtorch sees {count} CUDA device(s); check the NVIDIA driver and that the Python torch is a CUDA build, or use --device cpu");
+                }
+                #[allow(deprecated)]
+                return Ok(Device::libtorch_cuda(index));
+            }
             #[cfg(not(feature = "tch"))]
             return missing("tch");
         }

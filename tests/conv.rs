@@ -43,9 +43,14 @@ fn weight_gradient_equals_burns_generic_one() {
         assert_eq!(ours.0, burn.0, "forward differs: {case}");
         assert_eq!(ours.1, burn.1, "input gradient differs: {case}");
         assert!(relative_error(&ours.2, &burn.2) < 1e-5, "weight gradient: {case}: {}", relative_error(&ours.2, &burn.2));
-        // The slice function on its own gives the same numbers.
+        // The slice function on its own gives the same numbers: bit for bit on flex, where
+        // `conv2d` uses it; other backends (e.g. tch) keep Burn's convolution.
         let direct = conv::weight_grad(&x.try_to_vec::<f32>().expect("f32"), &r.try_to_vec::<f32>().expect("f32"), &g);
-        assert_eq!(direct, ours.2, "{case}");
+        if format!("{device:?}").contains("Flex") {
+            assert_eq!(direct, ours.2, "{case}");
+        } else {
+            assert!(relative_error(&direct, &ours.2) < 1e-5, "{case}");
+        }
     }
 }
 
