@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU check (performance issue, item 6): `simclr bench step` for ResNet-50 at 224 px, batch 256, on a
-# GPU backend, beside the same step in PyTorch (bf16 AMP + channels_last, and fp32 NCHW), as one table.
+# GPU backend, beside the same step in PyTorch (bf16 AMP + channels_last, and fp32 NCHW), as one table;
+# both sides use SGD with momentum, as scripts/torch_step.py does.
 #
 #   scripts/gpu-check.sh [SIMCLR_BINARY]
 #
@@ -29,20 +30,20 @@ if [ -z "$bin" ]; then
 fi
 
 common=(--arch "$ARCH" --image-size "$SIZE" --batch-size "$BATCH" --steps "$STEPS" --warmup "$WARMUP")
-"$bin" --quiet --device "$DEVICE" bench step "${common[@]}" --json "$OUT/simclr.json" >&2
+"$bin" --quiet --device "$DEVICE" bench step "${common[@]}" --optimizer sgd --json "$OUT/simclr.json" >&2
 python3 scripts/torch_step.py "${common[@]}" --device "$TORCH_DEVICE" --amp --channels-last --json "$OUT/torch-amp-cl.json" >&2
 python3 scripts/torch_step.py "${common[@]}" --device "$TORCH_DEVICE" --json "$OUT/torch-fp32.json" >&2
 
 python3 - "$OUT" <<'EOF'
 import json, sys
 out = sys.argv[1]
-rows = [("simclr " + json.load(open(f"{out}/simclr.json"))["device"], json.load(open(f"{out}/simclr.json")))]
+ours = json.load(open(f"{out}/simclr.json"))
+rows = [("simclr " + ours["device"], ours)]
 for name, label in [("torch-amp-cl", "PyTorch bf16 AMP, channels_last"), ("torch-fp32", "PyTorch fp32 NCHW")]:
     rows.append((label, json.load(open(f"{out}/{name}.json"))))
-ours = rows[0][1]["images_per_sec"]
-print(f"{rows[0][1]['model']}, {rows[0][1]['image_size']} px, batch {rows[0][1]['batch_size']} (JSON in {out})")
+print(f"{ours['model']}, {ours['image_size']} px, batch {ours['batch_size']}, SGD (JSON in {out})")
 print(f"| {'run':<40} | {'images/s':>9} | {'simclr / this':>13} |")
 print(f"|{'-' * 42}|{'-' * 11}|{'-' * 15}|")
 for label, r in rows:
-    print(f"| {label:<40} | {r['images_per_sec']:>9.1f} | {ours / r['images_per_sec']:>12.2f}x |")
+    print(f"| {label:<40} | {r['images_per_sec']:>9.1f} | {ours['images_per_sec'] / r['images_per_sec']:>12.2f}x |")
 EOF
