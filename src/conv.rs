@@ -12,8 +12,12 @@
 //!
 //! where `G_c` is the chunk's output gradient as a `C_out × (images·pixels)` matrix. The input
 //! gradient (GEMM + col2im in flex already) and the forward stay Burn's. [`weight_grad`] works on
-//! slices; [`conv2d`] routes a flex tensor through a Burn autodiff operation that calls it, and
-//! every other device through Burn's own `conv2d`.
+//! slices; [`conv2d`] routes a flex tensor through a Burn autodiff operation that calls it.
+//!
+//! The `tch` backend has the same gap (Burn gives libtorch no convolution backward either), so on a
+//! libtorch device [`conv2d`] records the convolution in libtorch's own autograd graph and takes
+//! both gradients from it: the oneDNN/cuDNN kernels PyTorch itself uses. Every other device gets
+//! Burn's `conv2d`.
 
 use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::ops::ConvOptions;
@@ -183,15 +187,30 @@ pub fn weight_grad(x: &[f32], grad: &[f32], g: &Geometry) -> Vec<f32> {
 
 /// A convolution of the encoder: square kernel, no bias, zero padding `pad` on every side. On a
 /// flex device of `f32` tensors the weight gradient comes from [`weight_grad`] (the input gradient
-/// stays Burn's, which is as fast); elsewhere this is Burn's `conv2d`.
+/// stays Burn's, which is as fast); on a libtorch device both gradients come from libtorch;
+/// elsewhere this is Burn's `conv2d`.
 pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize, pad: usize) -> Tensor<4> {
-    #[cfg(feature = "flex")]
-    if x.dtype() == burn::tensor::DType::F32 && x.device().inner() == burn::tensor::Device::flex() {
-        use flex::GemmConvBackend;
-        let out = <burn::backend::Dispatch as GemmConvBackend>::conv2d_gemm_backward(x.into_dispatch(), weight.into_dispatch(), stride, pad);
+    #[cfg(any(feature = "flex", feature = "tch"))]
+    if has_own_backward(&x) {
+        use own::OwnBackwardConv;
+        let out = <burn::backend::Dispatch as OwnBackwardConv>::conv2d_own_backward(x.into_dispatch(), weight.into_dispatch(), stride, pad);
         return Tensor::from_dispatch(out);
     }
     burn_conv2d(x, weight, None, options(stride, pad))
+}
+
+/// Whether `x` lives on a backend with a convolution backward of ours: flex (`f32` only, the slice
+/// kernels are `f32`) or libtorch (any float type).
+#[cfg(any(feature = "flex", feature = "tch"))]
+fn has_own_backward(x: &Tensor<4>) -> bool {
+    use burn::backend::DispatchDevice;
+    match x.device().inner().as_dispatch() {
+        #[cfg(feature = "flex")]
+        DispatchDevice::Flex(_) => x.dtype() == burn::tensor::DType::F32,
+        #[cfg(feature = "tch")]
+        DispatchDevice::LibTorch(_) => true,
+        _ => false,
+    }
 }
 
 /// Burn's options for a convolution with this stride and zero padding, no dilation or groups.
@@ -199,67 +218,168 @@ fn options(stride: usize, pad: usize) -> ConvOptions<2> {
     ConvOptions::new([stride; 2], [pad; 2], [1, 1], 1)
 }
 
-/// The Burn autodiff operation behind [`conv2d`] on flex.
-#[cfg(feature = "flex")]
-mod flex {
-    use super::{options, weight_grad, Geometry};
-    use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
-    use burn::backend::autodiff::grads::Gradients;
-    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-    use burn::backend::autodiff::NodeId;
-    use burn::backend::flex::FlexTensor;
-    use burn::backend::ops::ModuleOps;
+/// The Burn autodiff operations behind [`conv2d`] on flex and libtorch.
+#[cfg(any(feature = "flex", feature = "tch"))]
+#[allow(deprecated)] // Burn 0.22 marks burn-tch deprecated; it is still our libtorch backend.
+mod own {
     use burn::backend::tensor::FloatTensor;
-    use burn::backend::{backend_extension, Autodiff, Backend, Flex, TensorMetadata};
-    use burn::tensor::TensorData;
+    use burn::backend::{backend_extension, Backend};
 
-    /// A convolution with the GEMM weight gradient.
-    #[backend_extension(Flex, Autodiff)]
-    pub trait GemmConvBackend: Backend {
+    /// A convolution whose backward is ours rather than Burn's generic one.
+    #[backend_extension(Flex: cfg(feature = "flex"), LibTorch: cfg(feature = "tch"), Autodiff)]
+    pub trait OwnBackwardConv: Backend {
         /// `conv2d(x, weight)` with square kernel, stride and zero padding, no bias.
-        fn conv2d_gemm_backward(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, pad: usize) -> FloatTensor<Self>;
+        fn conv2d_own_backward(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, pad: usize) -> FloatTensor<Self>;
     }
 
-    impl GemmConvBackend for Flex {
-        fn conv2d_gemm_backward(x: FlexTensor, weight: FlexTensor, stride: usize, pad: usize) -> FlexTensor {
-            Flex::conv2d(x, weight, None, options(stride, pad))
-        }
-    }
+    /// Flex: Burn's forward and input gradient, the GEMM weight gradient.
+    #[cfg(feature = "flex")]
+    mod flex {
+        use super::super::{options, weight_grad, Geometry};
+        use super::OwnBackwardConv;
+        use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+        use burn::backend::autodiff::grads::Gradients;
+        use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+        use burn::backend::autodiff::NodeId;
+        use burn::backend::flex::FlexTensor;
+        use burn::backend::ops::ModuleOps;
+        use burn::backend::tensor::FloatTensor;
+        use burn::backend::{Autodiff, Flex, TensorMetadata};
+        use burn::tensor::TensorData;
 
-    #[derive(Debug)]
-    struct GemmConv;
-
-    impl Backward<Flex, 2> for GemmConv {
-        /// Checkpointed input and weight, stride, padding.
-        type State = (NodeId, NodeId, usize, usize);
-
-        fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
-            let [node_x, node_weight] = ops.parents;
-            let grad = grads.consume::<Flex>(&ops.node);
-            let (x_state, weight_state, stride, pad) = ops.state;
-            let x: FlexTensor = checkpointer.retrieve_node_output(x_state);
-            let weight: FlexTensor = checkpointer.retrieve_node_output(weight_state);
-            if let Some(node) = node_x {
-                grads.register::<Flex>(node.id, Flex::conv2d_x_backward(x.clone(), weight.clone(), grad.clone(), options(stride, pad)));
-            }
-            if let Some(node) = node_weight {
-                let ([batch, cin, h, w], [cout, _, k, _]) = (x.shape().dims(), weight.shape().dims());
-                let g = Geometry { batch, cin, h, w, cout, k, stride, pad };
-                let (x, grad) = (x.to_contiguous(), grad.to_contiguous());
-                let dw = weight_grad(x.as_slice().expect("f32 input"), grad.as_slice().expect("f32 gradient"), &g);
-                grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dw, weight.shape())));
+        impl OwnBackwardConv for Flex {
+            fn conv2d_own_backward(x: FlexTensor, weight: FlexTensor, stride: usize, pad: usize) -> FlexTensor {
+                Flex::conv2d(x, weight, None, options(stride, pad))
             }
         }
-    }
 
-    impl<C: CheckpointStrategy> GemmConvBackend for Autodiff<Flex, C> {
-        fn conv2d_gemm_backward(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, pad: usize) -> FloatTensor<Self> {
-            match GemmConv.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
-                OpsKind::Tracked(mut prep) => {
-                    let state = (prep.checkpoint(&x), prep.checkpoint(&weight), stride, pad);
-                    prep.finish(state, Flex::conv2d(x.into_primitive(), weight.into_primitive(), None, options(stride, pad)))
+        #[derive(Debug)]
+        struct GemmConv;
+
+        impl Backward<Flex, 2> for GemmConv {
+            /// Checkpointed input and weight, stride, padding.
+            type State = (NodeId, NodeId, usize, usize);
+
+            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+                let [node_x, node_weight] = ops.parents;
+                let grad = grads.consume::<Flex>(&ops.node);
+                let (x_state, weight_state, stride, pad) = ops.state;
+                let x: FlexTensor = checkpointer.retrieve_node_output(x_state);
+                let weight: FlexTensor = checkpointer.retrieve_node_output(weight_state);
+                if let Some(node) = node_x {
+                    grads.register::<Flex>(node.id, Flex::conv2d_x_backward(x.clone(), weight.clone(), grad.clone(), options(stride, pad)));
                 }
-                OpsKind::UnTracked(prep) => prep.finish(Flex::conv2d(x.into_primitive(), weight.into_primitive(), None, options(stride, pad))),
+                if let Some(node) = node_weight {
+                    let ([batch, cin, h, w], [cout, _, k, _]) = (x.shape().dims(), weight.shape().dims());
+                    let g = Geometry { batch, cin, h, w, cout, k, stride, pad };
+                    let (x, grad) = (x.to_contiguous(), grad.to_contiguous());
+                    let dw = weight_grad(x.as_slice().expect("f32 input"), grad.as_slice().expect("f32 gradient"), &g);
+                    grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dw, weight.shape())));
+                }
+            }
+        }
+
+        impl<C: CheckpointStrategy> OwnBackwardConv for Autodiff<Flex, C> {
+            fn conv2d_own_backward(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, pad: usize) -> FloatTensor<Self> {
+                match GemmConv.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
+                    OpsKind::Tracked(mut prep) => {
+                        let state = (prep.checkpoint(&x), prep.checkpoint(&weight), stride, pad);
+                        prep.finish(state, Flex::conv2d(x.into_primitive(), weight.into_primitive(), None, options(stride, pad)))
+                    }
+                    OpsKind::UnTracked(prep) => prep.finish(Flex::conv2d(x.into_primitive(), weight.into_primitive(), None, options(stride, pad))),
+                }
+            }
+        }
+    }
+
+    /// libtorch: the convolution is recorded in libtorch's autograd graph on leaf views of the
+    /// input and weight; the backward asks that graph for the gradients (`torch.autograd.grad`).
+    #[cfg(feature = "tch")]
+    mod libtorch {
+        use super::OwnBackwardConv;
+        use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+        use burn::backend::autodiff::grads::Gradients;
+        use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+        use burn::backend::libtorch::TchTensor;
+        use burn::backend::tensor::FloatTensor;
+        use burn::backend::{Autodiff, LibTorch};
+
+        impl OwnBackwardConv for LibTorch {
+            fn conv2d_own_backward(x: TchTensor, weight: TchTensor, stride: usize, pad: usize) -> TchTensor {
+                TchTensor::new(torch_conv2d(&x.tensor, &weight.tensor, stride, pad))
+            }
+        }
+
+        fn torch_conv2d(x: &tch::Tensor, weight: &tch::Tensor, stride: usize, pad: usize) -> tch::Tensor {
+            let (stride, pad) = (stride as i64, pad as i64);
+            tch::Tensor::conv2d(x, weight, None::<tch::Tensor>, [stride; 2], [pad; 2], [1, 1], 1)
+        }
+
+        /// One convolution in libtorch's graph. `x` and `weight` are Burn's tensors, kept so that
+        /// Burn sees their storage as shared and never overwrites it in place while libtorch still
+        /// needs it; `x_leaf`/`weight_leaf` are libtorch leaves on the same storage, requiring a
+        /// gradient where Burn tracks one, and `out` is the convolution of the leaves.
+        #[derive(Debug)]
+        struct TorchGraph {
+            x: TchTensor,
+            weight: TchTensor,
+            x_leaf: tch::Tensor,
+            weight_leaf: tch::Tensor,
+            out: tch::Tensor,
+        }
+
+        impl Clone for TorchGraph {
+            fn clone(&self) -> Self {
+                Self {
+                    x: self.x.clone(),
+                    weight: self.weight.clone(),
+                    x_leaf: self.x_leaf.shallow_clone(),
+                    weight_leaf: self.weight_leaf.shallow_clone(),
+                    out: self.out.shallow_clone(),
+                }
+            }
+        }
+
+        #[derive(Debug)]
+        struct TorchConv;
+
+        impl Backward<LibTorch, 2> for TorchConv {
+            type State = TorchGraph;
+
+            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let grad = grads.consume::<LibTorch>(&ops.node);
+                let graph = ops.state;
+                let wanted: Vec<_> = [(ops.parents[0].as_ref(), &graph.x_leaf), (ops.parents[1].as_ref(), &graph.weight_leaf)]
+                    .into_iter()
+                    .filter_map(|(node, leaf)| Some((node?.id, leaf)))
+                    .collect();
+                if wanted.is_empty() {
+                    return;
+                }
+                // d/d(out) of Σ out·grad is grad: libtorch's convolution backward with this output gradient.
+                let surrogate = (&graph.out * &grad.tensor).sum(graph.out.kind());
+                let leaves: Vec<&tch::Tensor> = wanted.iter().map(|(_, leaf)| *leaf).collect();
+                let gradients = tch::Tensor::run_backward(&[surrogate], &leaves, false, false);
+                for ((id, _), gradient) in wanted.into_iter().zip(gradients) {
+                    grads.register::<LibTorch>(id, TchTensor::new(gradient));
+                }
+            }
+        }
+
+        impl<C: CheckpointStrategy> OwnBackwardConv for Autodiff<LibTorch, C> {
+            fn conv2d_own_backward(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, pad: usize) -> FloatTensor<Self> {
+                let (x_tracked, weight_tracked) = (x.is_tracked(), weight.is_tracked());
+                match TorchConv.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
+                    OpsKind::Tracked(prep) => {
+                        let (x, weight) = (x.into_primitive(), weight.into_primitive());
+                        let x_leaf = x.tensor.detach().set_requires_grad(x_tracked);
+                        let weight_leaf = weight.tensor.detach().set_requires_grad(weight_tracked);
+                        let out = torch_conv2d(&x_leaf, &weight_leaf, stride, pad);
+                        let result = TchTensor::new(out.detach());
+                        prep.finish(TorchGraph { x, weight, x_leaf, weight_leaf, out }, result)
+                    }
+                    OpsKind::UnTracked(prep) => prep.finish(LibTorch::conv2d_own_backward(x.into_primitive(), weight.into_primitive(), stride, pad)),
+                }
             }
         }
     }
