@@ -292,17 +292,19 @@ mod own {
         }
     }
 
-    /// libtorch: the convolution is recorded in libtorch's autograd graph on leaf views of the
-    /// input and weight; the backward asks that graph for the gradients (`torch.autograd.grad`).
+    /// libtorch: the convolution recorded in libtorch's graph, which gives both gradients.
     #[cfg(feature = "tch")]
     mod libtorch {
         use super::OwnBackwardConv;
-        use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
-        use burn::backend::autodiff::grads::Gradients;
-        use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+        use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
         use burn::backend::libtorch::TchTensor;
         use burn::backend::tensor::FloatTensor;
         use burn::backend::{Autodiff, LibTorch};
+
+        fn torch_conv2d(x: &tch::Tensor, weight: &tch::Tensor, stride: usize, pad: usize) -> tch::Tensor {
+            let (stride, pad) = (stride as i64, pad as i64);
+            tch::Tensor::conv2d(x, weight, None::<tch::Tensor>, [stride; 2], [pad; 2], [1, 1], 1)
+        }
 
         impl OwnBackwardConv for LibTorch {
             fn conv2d_own_backward(x: TchTensor, weight: TchTensor, stride: usize, pad: usize) -> TchTensor {
@@ -310,76 +312,9 @@ mod own {
             }
         }
 
-        fn torch_conv2d(x: &tch::Tensor, weight: &tch::Tensor, stride: usize, pad: usize) -> tch::Tensor {
-            let (stride, pad) = (stride as i64, pad as i64);
-            tch::Tensor::conv2d(x, weight, None::<tch::Tensor>, [stride; 2], [pad; 2], [1, 1], 1)
-        }
-
-        /// One convolution in libtorch's graph. `x` and `weight` are Burn's tensors, kept so that
-        /// Burn sees their storage as shared and never overwrites it in place while libtorch still
-        /// needs it; `x_leaf`/`weight_leaf` are libtorch leaves on the same storage, requiring a
-        /// gradient where Burn tracks one, and `out` is the convolution of the leaves.
-        #[derive(Debug)]
-        struct TorchGraph {
-            x: TchTensor,
-            weight: TchTensor,
-            x_leaf: tch::Tensor,
-            weight_leaf: tch::Tensor,
-            out: tch::Tensor,
-        }
-
-        impl Clone for TorchGraph {
-            fn clone(&self) -> Self {
-                Self {
-                    x: self.x.clone(),
-                    weight: self.weight.clone(),
-                    x_leaf: self.x_leaf.shallow_clone(),
-                    weight_leaf: self.weight_leaf.shallow_clone(),
-                    out: self.out.shallow_clone(),
-                }
-            }
-        }
-
-        #[derive(Debug)]
-        struct TorchConv;
-
-        impl Backward<LibTorch, 2> for TorchConv {
-            type State = TorchGraph;
-
-            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-                let grad = grads.consume::<LibTorch>(&ops.node);
-                let graph = ops.state;
-                let wanted: Vec<_> = [(ops.parents[0].as_ref(), &graph.x_leaf), (ops.parents[1].as_ref(), &graph.weight_leaf)]
-                    .into_iter()
-                    .filter_map(|(node, leaf)| Some((node?.id, leaf)))
-                    .collect();
-                if wanted.is_empty() {
-                    return;
-                }
-                // d/d(out) of Σ out·grad is grad: libtorch's convolution backward with this output gradient.
-                let surrogate = (&graph.out * &grad.tensor).sum(graph.out.kind());
-                let leaves: Vec<&tch::Tensor> = wanted.iter().map(|(_, leaf)| *leaf).collect();
-                let gradients = tch::Tensor::run_backward(&[surrogate], &leaves, false, false);
-                for ((id, _), gradient) in wanted.into_iter().zip(gradients) {
-                    grads.register::<LibTorch>(id, TchTensor::new(gradient));
-                }
-            }
-        }
-
         impl<C: CheckpointStrategy> OwnBackwardConv for Autodiff<LibTorch, C> {
             fn conv2d_own_backward(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, pad: usize) -> FloatTensor<Self> {
-                let (x_tracked, weight_tracked) = (x.is_tracked(), weight.is_tracked());
-                match TorchConv.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
-                    OpsKind::Tracked(prep) => {
-                        let (x, weight) = (x.into_primitive(), weight.into_primitive());
-                        let x_leaf = x.tensor.detach().set_requires_grad(x_tracked);
-                        let weight_leaf = weight.tensor.detach().set_requires_grad(weight_tracked);
-                        let out = torch_conv2d(&x_leaf, &weight_leaf, stride, pad);
-                        let result = TchTensor::new(out.detach());
-                        prep.finish(TorchGraph { x, weight, x_leaf, weight_leaf, out }, result)
-                    }
-                    OpsKind::UnTracked(prep) => prep.finish(LibTorch::conv2d_own_backward(x.into_primitive(), weight.into_primitive(), stride, pad)),
-                }
+                crate::libtorch::record::<C, 2, _>([x, weight], |[x, weight]| (torch_conv2d(x, weight, stride, pad), ())).0
             }
         }
     }

@@ -12,6 +12,7 @@
 //! The forward pass returns every intermediate: `hiddens[0]` is h, `hiddens[k]` the output of head
 //! layer k, and the last is z — so any layer can be evaluated (paper Fig. 8) or fine-tuned from.
 
+use crate::batchnorm::batch_norm;
 use crate::resnet::{ResNet, ResNetConfig};
 use burn::module::Module;
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
@@ -62,7 +63,7 @@ impl LinearBn {
     }
 
     fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let mut y = self.bn.forward(self.linear.forward(x));
+        let mut y = batch_norm(&self.bn, self.linear.forward(x));
         if !self.center {
             let [n, d] = y.dims();
             y = y - self.bn.beta.val().reshape([1, d]).expand([n, d]);

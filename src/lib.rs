@@ -9,6 +9,7 @@
 //! [`finetune`], [`embed`], [`report`]), [`checkpoint`], [`config`], [`data`] and [`device`] (backend choice).
 
 pub mod augment;
+pub mod batchnorm;
 pub mod bench;
 pub mod checkpoint;
 pub mod commands;
@@ -24,6 +25,8 @@ pub mod grid;
 pub mod head;
 pub mod image;
 pub mod knn;
+#[cfg(feature = "tch")]
+mod libtorch;
 pub mod lars;
 pub mod linear;
 pub mod loss;

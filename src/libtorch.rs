@@ -1,0 +1,82 @@
+//! Burn autodiff operations whose backward is libtorch's own (the `tch` backend).
+//!
+//! Burn 0.22.1 differentiates the convolution and training-mode batch norm with its generic rules
+//! on every backend, also on libtorch, where they cost several extra kernels and fresh tensors per
+//! call. [`record`] runs a forward written in `tch` on libtorch leaves that share the storage of
+//! Burn's input tensors, keeps that small libtorch graph as the state of one Burn operation, and in
+//! Burn's backward asks it for the gradients (`torch.autograd.grad` of Σ out·grad, whose gradient
+//! with respect to `out` is exactly Burn's output gradient): the kernels PyTorch itself runs.
+
+#![allow(deprecated)] // Burn 0.22 marks burn-tch deprecated; it is still our libtorch backend.
+
+use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::libtorch::TchTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, LibTorch};
+
+/// A float tensor of the libtorch autodiff backend.
+pub(crate) type AutodiffTensor<C> = FloatTensor<Autodiff<LibTorch, C>>;
+
+/// `forward` applied to the inputs as one Burn operation differentiated by libtorch. `forward`
+/// returns the differentiable output and any side results (e.g. batch statistics, without
+/// gradient).
+pub(crate) fn record<C: CheckpointStrategy, const N: usize, R>(
+    inputs: [AutodiffTensor<C>; N],
+    forward: impl FnOnce(&[tch::Tensor; N]) -> (tch::Tensor, R),
+) -> (AutodiffTensor<C>, R) {
+    let tracked = inputs.each_ref().map(|t| t.is_tracked());
+    let nodes = inputs.each_ref().map(|t| t.node());
+    match TorchOp::<N>.prepare::<C>(nodes).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let inputs = inputs.map(|t| t.into_primitive());
+            let leaves = std::array::from_fn(|i| inputs[i].tensor.detach().set_requires_grad(tracked[i]));
+            let (out, side) = forward(&leaves);
+            let result = TchTensor::new(out.detach());
+            (prep.finish(TorchGraph { inputs, leaves, out }, result), side)
+        }
+        OpsKind::UnTracked(prep) => {
+            let (out, side) = forward(&inputs.map(|t| t.into_primitive().tensor));
+            (prep.finish(TchTensor::new(out)), side)
+        }
+    }
+}
+
+/// One operation's libtorch graph: Burn's input tensors (held so that Burn sees their storage as
+/// shared and never overwrites it in place while libtorch still needs it), the libtorch leaves on
+/// the same storage (requiring a gradient where Burn tracks one), and the output computed from them.
+#[derive(Debug)]
+struct TorchGraph<const N: usize> {
+    inputs: [TchTensor; N],
+    leaves: [tch::Tensor; N],
+    out: tch::Tensor,
+}
+
+impl<const N: usize> Clone for TorchGraph<N> {
+    fn clone(&self) -> Self {
+        Self { inputs: self.inputs.clone(), leaves: self.leaves.each_ref().map(|t| t.shallow_clone()), out: self.out.shallow_clone() }
+    }
+}
+
+#[derive(Debug)]
+struct TorchOp<const N: usize>;
+
+impl<const N: usize> Backward<LibTorch, N> for TorchOp<N> {
+    type State = TorchGraph<N>;
+
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<LibTorch>(&ops.node);
+        let graph = ops.state;
+        let wanted: Vec<_> = ops.parents.iter().zip(&graph.leaves).filter_map(|(node, leaf)| Some((node.as_ref()?.id, leaf))).collect();
+        if wanted.is_empty() {
+            return;
+        }
+        let surrogate = (&graph.out * &grad.tensor).sum(graph.out.kind());
+        let leaves: Vec<&tch::Tensor> = wanted.iter().map(|(_, leaf)| *leaf).collect();
+        let gradients = tch::Tensor::run_backward(&[surrogate], &leaves, false, false);
+        for ((id, _), gradient) in wanted.into_iter().zip(gradients) {
+            grads.register::<LibTorch>(id, TchTensor::new(gradient));
+        }
+    }
+}
