@@ -72,7 +72,8 @@ impl<const N: usize> Backward<LibTorch, N> for TorchOp<N> {
         if wanted.is_empty() {
             return;
         }
-        let surrogate = (&graph.out * &grad.tensor).sum(graph.out.kind());
+        // Σ out·grad as one dot product: no product tensor, and its backward is grad · 1.
+        let surrogate = graph.out.flatten(0, -1).dot(&grad.tensor.flatten(0, -1));
         let leaves: Vec<&tch::Tensor> = wanted.iter().map(|(_, leaf)| *leaf).collect();
         let gradients = tch::Tensor::run_backward(&[surrogate], &leaves, false, false);
         for ((id, _), gradient) in wanted.into_iter().zip(gradients) {
