@@ -1,12 +1,17 @@
 //! Batch normalisation in training mode (Ioffe & Szegedy, 2015) — after every convolution of the
-//! ResNet and every hidden layer of the projection head (§2.1, App. B.9) — with libtorch's own
-//! kernels on the `tch` backend.
+//! ResNet and every hidden layer of the projection head (§2.1, App. B.9) — as one operation with
+//! its own backward.
 //!
 //! Burn 0.22.1 builds a training-mode BN on every backend out of generic tensor operations: about
-//! eight passes over the activation forward and fifteen backward, each writing a fresh tensor. On a
-//! libtorch device [`batch_norm`] records the normalisation in libtorch's autograd graph instead
-//! (`native_batch_norm`: a statistics pass and an output pass; one fused backward), as PyTorch runs
-//! it. The running statistics are updated exactly as Burn's `BatchNorm` updates them (momentum on the
+//! ten passes over the activation forward (two of them layout copies) and fifteen backward, each
+//! writing a fresh tensor. Here it is one Burn autodiff operation per backend:
+//!
+//! - flex (`f32`): per channel, one pass for the batch statistics and one for
+//!   `y = γ·(x − μ)/√(σ² + ε) + β`; backward one pass for `Σ dy` and `Σ dy·x̂` and one for
+//!   `dx = γ/√(σ² + ε) · (dy − Σdy/M − x̂·Σ(dy·x̂)/M)` (M values per channel).
+//! - libtorch: `native_batch_norm` recorded in libtorch's autograd graph, as PyTorch runs it.
+//!
+//! The running statistics are updated exactly as Burn's `BatchNorm` updates them (momentum on the
 //! biased batch variance), so checkpoints and evaluation do not depend on the backend. Every other
 //! case — another backend, evaluation, a frozen layer — is Burn's `BatchNorm::forward`.
 
@@ -15,38 +20,47 @@ use burn::tensor::Tensor;
 
 /// `norm` applied to `x` (`[batch, channels, ...]`), updating its running statistics in training.
 pub fn batch_norm<const D: usize>(norm: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
-    #[cfg(feature = "tch")]
-    if x.device().is_autodiff() && norm.training.is_enabled() && matches!(x.device().inner().as_dispatch(), burn::backend::DispatchDevice::LibTorch(_)) {
-        return libtorch::train(norm, x);
+    #[cfg(any(feature = "flex", feature = "tch"))]
+    if x.device().is_autodiff() && norm.training.is_enabled() && has_own_backward(&x) {
+        return own::train(norm, x);
     }
     norm.forward(x)
 }
 
-#[cfg(feature = "tch")]
+/// Whether `x` lives on a backend with a BN operation of ours: flex (`f32`) or libtorch.
+#[cfg(any(feature = "flex", feature = "tch"))]
+fn has_own_backward<const D: usize>(x: &Tensor<D>) -> bool {
+    use burn::backend::DispatchDevice;
+    match x.device().inner().as_dispatch() {
+        #[cfg(feature = "flex")]
+        DispatchDevice::Flex(_) => x.dtype() == burn::tensor::DType::F32,
+        #[cfg(feature = "tch")]
+        DispatchDevice::LibTorch(_) => true,
+        _ => false,
+    }
+}
+
+#[cfg(any(feature = "flex", feature = "tch"))]
 #[allow(deprecated)] // Burn 0.22 marks burn-tch deprecated; it is still our libtorch backend.
-mod libtorch {
-    use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-    use crate::libtorch::AutodiffTensor;
-    use burn::backend::libtorch::TchTensor;
+mod own {
     use burn::backend::tensor::FloatTensor;
-    use burn::backend::{backend_extension, Autodiff, Backend, LibTorch};
+    use burn::backend::{backend_extension, Backend};
     use burn::nn::BatchNorm;
     use burn::tensor::Tensor;
 
-    /// Training-mode BN of `x` with libtorch's kernels; the running statistics as Burn's `BatchNorm`
+    /// Training-mode BN of `x` by [`OwnBatchNorm`]; the running statistics as Burn's `BatchNorm`
     /// (`burn-nn`'s `forward_train`) updates them.
     pub(super) fn train<const D: usize>(norm: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
         let device = x.device();
-        let (out, mean, variance) = <burn::backend::Dispatch as NativeBatchNorm>::batch_norm_train_native(
+        let (out, mean, variance) = <burn::backend::Dispatch as OwnBatchNorm>::batch_norm_train_own(
             x.into_dispatch(),
             norm.gamma.val().into_dispatch(),
             norm.beta.val().into_dispatch(),
             norm.epsilon,
         );
-        let (mean, variance) = (Tensor::<1>::from_dispatch(mean), Tensor::<1>::from_dispatch(variance));
-        let running = |state: &burn::module::RunningState<Tensor<1>>, batch: Tensor<1>| {
+        let running = |state: &burn::module::RunningState<Tensor<1>>, batch: FloatTensor<burn::backend::Dispatch>| {
             let old = state.value_sync().to_device(&device);
-            state.update(old.mul_scalar(1.0 - norm.momentum).add(batch.mul_scalar(norm.momentum)).detach());
+            state.update(old.mul_scalar(1.0 - norm.momentum).add(Tensor::<1>::from_dispatch(batch).mul_scalar(norm.momentum)).detach());
         };
         running(&norm.running_mean, mean);
         running(&norm.running_var, variance);
@@ -55,35 +69,200 @@ mod libtorch {
 
     /// Training-mode batch normalisation returning the output, the batch mean and the biased batch
     /// variance (the statistics without gradient).
-    #[backend_extension(LibTorch, Autodiff)]
-    pub trait NativeBatchNorm: Backend {
+    #[backend_extension(Flex: cfg(feature = "flex"), LibTorch: cfg(feature = "tch"), Autodiff)]
+    pub trait OwnBatchNorm: Backend {
         /// BN of `x` with per-channel `gamma`, `beta` and `epsilon`.
-        fn batch_norm_train_native(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+        fn batch_norm_train_own(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
     }
 
-    /// libtorch's BN: output, mean, biased variance (from its saved `1/√(var + ε)`).
-    fn torch_batch_norm(x: &tch::Tensor, gamma: &tch::Tensor, beta: &tch::Tensor, epsilon: f64) -> (tch::Tensor, tch::Tensor, tch::Tensor) {
-        let (out, mean, inv_std) = x.internal_native_batch_norm_legit_no_stats(Some(gamma), Some(beta), true, 0.0, epsilon);
-        // Fresh tensors: libtorch keeps `mean` and `inv_std` for its backward, and Burn may update
-        // the statistics it is handed in place.
-        let variance = (inv_std.detach().square().reciprocal() - epsilon).clamp_min(0.0);
-        (out, mean.detach().copy(), variance)
-    }
+    /// Flex: the two-pass forward and backward on slices.
+    #[cfg(feature = "flex")]
+    mod flex {
+        use super::OwnBatchNorm;
+        use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+        use burn::backend::autodiff::grads::Gradients;
+        use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+        use burn::backend::autodiff::NodeId;
+        use burn::backend::flex::FlexTensor;
+        use burn::backend::tensor::FloatTensor;
+        use burn::backend::{Autodiff, Flex, TensorMetadata};
+        use burn::tensor::{Shape, TensorData};
+        use rayon::prelude::*;
 
-    impl NativeBatchNorm for LibTorch {
-        fn batch_norm_train_native(x: TchTensor, gamma: TchTensor, beta: TchTensor, epsilon: f64) -> (TchTensor, TchTensor, TchTensor) {
-            let (out, mean, variance) = torch_batch_norm(&x.tensor, &gamma.tensor, &beta.tensor, epsilon);
-            (TchTensor::new(out), TchTensor::new(mean), TchTensor::new(variance))
+        /// Σᵢ f(aᵢ, bᵢ), in eight `f32` lanes (so that it vectorises) summed in `f64`.
+        fn sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
+            let mut lanes = [0f32; 8];
+            let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+            let tail: f64 = a8.remainder().iter().zip(b8.remainder()).map(|(&a, &b)| f(a, b) as f64).sum();
+            for (a, b) in a8.zip(b8) {
+                for i in 0..8 {
+                    lanes[i] += f(a[i], b[i]);
+                }
+            }
+            lanes.iter().map(|&l| l as f64).sum::<f64>() + tail
+        }
+
+        /// The image planes of channel `c` in `[batch, channels, pixels]` values.
+        fn planes(values: &[f32], c: usize, channels: usize, pixels: usize) -> impl Iterator<Item = &[f32]> {
+            values.chunks(pixels).skip(c).step_by(channels)
+        }
+
+        /// Per-channel mean and biased variance of `[batch, channels, pixels]` values.
+        fn statistics(x: &[f32], channels: usize, pixels: usize) -> (Vec<f32>, Vec<f32>) {
+            let count = (x.len() / channels) as f64;
+            (0..channels)
+                .into_par_iter()
+                .map(|c| {
+                    let mean = planes(x, c, channels, pixels).map(|p| sum(p, p, |v, _| v)).sum::<f64>() / count;
+                    let m = mean as f32;
+                    let variance = planes(x, c, channels, pixels).map(|p| sum(p, p, |v, _| (v - m) * (v - m))).sum::<f64>() / count;
+                    (m, variance as f32)
+                })
+                .unzip()
+        }
+
+        fn floats(t: &FlexTensor) -> Vec<f32> {
+            t.to_contiguous().as_slice::<f32>().expect("f32 tensor").to_vec()
+        }
+
+        fn tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
+            FlexTensor::from_data(TensorData::new(values, shape))
+        }
+
+        /// Channels and values per image plane of a `[batch, channels, ...]` shape.
+        fn layout(shape: &Shape) -> (usize, usize) {
+            (shape[1], shape.iter().skip(2).product())
+        }
+
+        /// `1/√(σ² + ε)` per channel.
+        fn inv_std(variance: &[f32], epsilon: f64) -> Vec<f32> {
+            variance.iter().map(|&v| (1.0 / (v as f64 + epsilon).sqrt()) as f32).collect()
+        }
+
+        /// Output, mean, biased variance.
+        fn forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, epsilon: f64) -> (FlexTensor, FlexTensor, FlexTensor) {
+            let (channels, pixels) = layout(&x.shape());
+            let contiguous = x.to_contiguous();
+            let xs = contiguous.as_slice::<f32>().expect("f32 input");
+            let (mean, variance) = statistics(xs, channels, pixels);
+            let (gamma, beta, inv) = (floats(gamma), floats(beta), inv_std(&variance, epsilon));
+            let mut out = vec![0f32; xs.len()];
+            out.par_chunks_mut(pixels).zip(xs.par_chunks(pixels)).enumerate().for_each(|(plane, (o, x))| {
+                let c = plane % channels;
+                let (scale, shift) = (gamma[c] * inv[c], beta[c] - gamma[c] * inv[c] * mean[c]);
+                o.iter_mut().zip(x).for_each(|(o, &x)| *o = x * scale + shift);
+            });
+            (tensor(out, x.shape()), tensor(mean, Shape::new([channels])), tensor(variance, Shape::new([channels])))
+        }
+
+        impl OwnBatchNorm for Flex {
+            fn batch_norm_train_own(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64) -> (FlexTensor, FlexTensor, FlexTensor) {
+                forward(&x, &gamma, &beta, epsilon)
+            }
+        }
+
+        #[derive(Debug)]
+        struct FusedBatchNorm;
+
+        impl Backward<Flex, 3> for FusedBatchNorm {
+            /// Checkpointed input and γ, the batch mean and variance, ε.
+            type State = (NodeId, NodeId, FlexTensor, FlexTensor, f64);
+
+            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+                let [node_x, node_gamma, node_beta] = ops.parents;
+                let grad = grads.consume::<Flex>(&ops.node);
+                let (x_state, gamma_state, mean, variance, epsilon) = ops.state;
+                let x: FlexTensor = checkpointer.retrieve_node_output(x_state);
+                let gamma: FlexTensor = checkpointer.retrieve_node_output(gamma_state);
+                let (shape, (channels, pixels)) = (x.shape(), layout(&x.shape()));
+                let (x, dy) = (x.to_contiguous(), grad.to_contiguous());
+                let (xs, dys) = (x.as_slice::<f32>().expect("f32 input"), dy.as_slice::<f32>().expect("f32 gradient"));
+                let (mean, inv, gamma) = (floats(&mean), inv_std(&floats(&variance), epsilon), floats(&gamma));
+                // Σ dy and Σ dy·x̂ per channel.
+                let (dbeta, dgamma): (Vec<f32>, Vec<f32>) = (0..channels)
+                    .into_par_iter()
+                    .map(|c| {
+                        let (mut total, mut dot) = (0f64, 0f64);
+                        for (x, dy) in planes(xs, c, channels, pixels).zip(planes(dys, c, channels, pixels)) {
+                            total += sum(dy, dy, |dy, _| dy);
+                            dot += sum(x, dy, |x, dy| (x - mean[c]) * dy);
+                        }
+                        (total as f32, (dot * inv[c] as f64) as f32)
+                    })
+                    .unzip();
+                if let Some(node) = node_x {
+                    let count = (xs.len() / channels) as f32;
+                    let mut dx = vec![0f32; xs.len()];
+                    dx.par_chunks_mut(pixels).zip(xs.par_chunks(pixels).zip(dys.par_chunks(pixels))).enumerate().for_each(|(plane, (dx, (x, dy)))| {
+                        let c = plane % channels;
+                        let (scale, mean_dy, mean_dot) = (gamma[c] * inv[c], dbeta[c] / count, dgamma[c] / count);
+                        for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
+                            *dx = scale * (dy - mean_dy - (x - mean[c]) * inv[c] * mean_dot);
+                        }
+                    });
+                    grads.register::<Flex>(node.id, tensor(dx, shape));
+                }
+                if let Some(node) = node_gamma {
+                    grads.register::<Flex>(node.id, tensor(dgamma, Shape::new([channels])));
+                }
+                if let Some(node) = node_beta {
+                    grads.register::<Flex>(node.id, tensor(dbeta, Shape::new([channels])));
+                }
+            }
+        }
+
+        impl<C: CheckpointStrategy> OwnBatchNorm for Autodiff<Flex, C> {
+            fn batch_norm_train_own(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+                match FusedBatchNorm.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
+                    OpsKind::Tracked(mut prep) => {
+                        let (x_state, gamma_state) = (prep.checkpoint(&x), prep.checkpoint(&gamma));
+                        let (out, mean, variance) = forward(&x.into_primitive(), &gamma.into_primitive(), &beta.into_primitive(), epsilon);
+                        let out = prep.finish((x_state, gamma_state, mean.clone(), variance.clone(), epsilon), out);
+                        (out, <FloatTensor<Self>>::new(mean), <FloatTensor<Self>>::new(variance))
+                    }
+                    OpsKind::UnTracked(prep) => {
+                        let (out, mean, variance) = forward(&x.into_primitive(), &gamma.into_primitive(), &beta.into_primitive(), epsilon);
+                        (prep.finish(out), <FloatTensor<Self>>::new(mean), <FloatTensor<Self>>::new(variance))
+                    }
+                }
+            }
         }
     }
 
-    impl<C: CheckpointStrategy> NativeBatchNorm for Autodiff<LibTorch, C> {
-        fn batch_norm_train_native(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-            let (out, (mean, variance)) = crate::libtorch::record::<C, 3, _>([x, gamma, beta], |[x, gamma, beta]| {
-                let (out, mean, variance) = torch_batch_norm(x, gamma, beta, epsilon);
-                (out, (mean, variance))
-            });
-            (out, AutodiffTensor::<C>::new(TchTensor::new(mean)), AutodiffTensor::<C>::new(TchTensor::new(variance)))
+    /// libtorch: `native_batch_norm` recorded in libtorch's graph, which gives the gradients.
+    #[cfg(feature = "tch")]
+    mod libtorch {
+        use super::OwnBatchNorm;
+        use crate::libtorch::AutodiffTensor;
+        use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+        use burn::backend::libtorch::TchTensor;
+        use burn::backend::tensor::FloatTensor;
+        use burn::backend::{Autodiff, LibTorch};
+
+        /// libtorch's BN: output, mean, biased variance (from its saved `1/√(var + ε)`).
+        fn torch_batch_norm(x: &tch::Tensor, gamma: &tch::Tensor, beta: &tch::Tensor, epsilon: f64) -> (tch::Tensor, tch::Tensor, tch::Tensor) {
+            let (out, mean, inv_std) = x.internal_native_batch_norm_legit_no_stats(Some(gamma), Some(beta), true, 0.0, epsilon);
+            // Fresh tensors: libtorch keeps `mean` and `inv_std` for its backward, and Burn may
+            // update the statistics it is handed in place.
+            let variance = (inv_std.detach().square().reciprocal() - epsilon).clamp_min(0.0);
+            (out, mean.detach().copy(), variance)
+        }
+
+        impl OwnBatchNorm for LibTorch {
+            fn batch_norm_train_own(x: TchTensor, gamma: TchTensor, beta: TchTensor, epsilon: f64) -> (TchTensor, TchTensor, TchTensor) {
+                let (out, mean, variance) = torch_batch_norm(&x.tensor, &gamma.tensor, &beta.tensor, epsilon);
+                (TchTensor::new(out), TchTensor::new(mean), TchTensor::new(variance))
+            }
+        }
+
+        impl<C: CheckpointStrategy> OwnBatchNorm for Autodiff<LibTorch, C> {
+            fn batch_norm_train_own(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+                let (out, (mean, variance)) = crate::libtorch::record::<C, 3, _>([x, gamma, beta], |[x, gamma, beta]| {
+                    let (out, mean, variance) = torch_batch_norm(x, gamma, beta, epsilon);
+                    (out, (mean, variance))
+                });
+                (out, AutodiffTensor::<C>::new(TchTensor::new(mean)), AutodiffTensor::<C>::new(TchTensor::new(variance)))
+            }
         }
     }
 }

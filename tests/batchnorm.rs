@@ -1,6 +1,6 @@
 //! Training-mode batch norm (`simclr::batchnorm`): output, gradients with respect to the input, γ
-//! and β, and the updated running statistics equal Burn's `BatchNorm::forward` (bit for bit where
-//! it is Burn's, relative error < 1e-5 on libtorch, where libtorch's kernels compute it).
+//! and β, and the updated running statistics equal Burn's `BatchNorm::forward` (relative error
+//! < 1e-5: flex's fused kernels and libtorch's sum in other orders than Burn's generic operations).
 
 use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::tensor::{Distribution, Tensor};
@@ -47,18 +47,15 @@ fn check<const D: usize>(shape: [usize; D]) {
     let ours = run(batch_norm, &x, &r);
     device.seed(11);
     let burn = run(|norm, x| norm.forward(x), &x, &r);
-    let on_flex = format!("{device:?}").contains("Flex");
     for (what, (a, b)) in ["output", "input gradient", "γ gradient", "β gradient", "running mean", "running variance"].iter().zip(ours.iter().zip(&burn)) {
-        if on_flex {
-            assert_eq!(a, b, "{what} of {shape:?}");
-        } else {
-            assert!(relative_error(a, b) < 1e-5, "{what} of {shape:?}: relative error {}", relative_error(a, b));
-        }
+        assert!(relative_error(a, b) < 1e-5, "{what} of {shape:?}: relative error {}", relative_error(a, b));
     }
 }
 
 #[test]
 fn equals_burns_batch_norm_on_images_and_on_head_features() {
+    // Planes longer and shorter than the kernels' eight lanes, the head's [batch, features].
     check([6, 4, 5, 3]);
+    check([3, 5, 7, 9]);
     check([16, 8]);
 }
