@@ -11,6 +11,9 @@
 //!   `dx = γ/√(σ² + ε) · (dy − Σdy/M − x̂·Σ(dy·x̂)/M)` (M values per channel).
 //! - libtorch: `native_batch_norm` recorded in libtorch's autograd graph, as PyTorch runs it.
 //!
+//! [`batch_norm_relu`] folds the ReLU that follows most BNs of the ResNet into the same operation
+//! (on flex the backward recomputes `y` from `x` to mask `dy`; no extra tensor is kept).
+//!
 //! The running statistics are updated exactly as Burn's `BatchNorm` updates them (momentum on the
 //! biased batch variance), so checkpoints and evaluation do not depend on the backend. Every other
 //! case — another backend, evaluation, a frozen layer — is Burn's `BatchNorm::forward`.
@@ -20,11 +23,21 @@ use burn::tensor::Tensor;
 
 /// `norm` applied to `x` (`[batch, channels, ...]`), updating its running statistics in training.
 pub fn batch_norm<const D: usize>(norm: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+    normalize(norm, x, false)
+}
+
+/// `relu(norm(x))` as [`batch_norm`] followed by a ReLU.
+pub fn batch_norm_relu<const D: usize>(norm: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+    normalize(norm, x, true)
+}
+
+fn normalize<const D: usize>(norm: &BatchNorm, x: Tensor<D>, relu: bool) -> Tensor<D> {
     #[cfg(any(feature = "flex", feature = "tch"))]
     if x.device().is_autodiff() && norm.training.is_enabled() && has_own_backward(&x) {
-        return own::train(norm, x);
+        return own::train(norm, x, relu);
     }
-    norm.forward(x)
+    let y = norm.forward(x);
+    if relu { burn::tensor::activation::relu(y) } else { y }
 }
 
 /// Whether `x` lives on a backend with a BN operation of ours: flex (`f32`) or libtorch.
@@ -50,13 +63,14 @@ mod own {
 
     /// Training-mode BN of `x` by [`OwnBatchNorm`]; the running statistics as Burn's `BatchNorm`
     /// (`burn-nn`'s `forward_train`) updates them.
-    pub(super) fn train<const D: usize>(norm: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+    pub(super) fn train<const D: usize>(norm: &BatchNorm, x: Tensor<D>, relu: bool) -> Tensor<D> {
         let device = x.device();
         let (out, mean, variance) = <burn::backend::Dispatch as OwnBatchNorm>::batch_norm_train_own(
             x.into_dispatch(),
             norm.gamma.val().into_dispatch(),
             norm.beta.val().into_dispatch(),
             norm.epsilon,
+            relu,
         );
         let running = |state: &burn::module::RunningState<Tensor<1>>, batch: FloatTensor<burn::backend::Dispatch>| {
             let old = state.value_sync().to_device(&device);
@@ -67,12 +81,12 @@ mod own {
         Tensor::from_dispatch(out)
     }
 
-    /// Training-mode batch normalisation returning the output, the batch mean and the biased batch
-    /// variance (the statistics without gradient).
+    /// Training-mode batch normalisation (followed by a ReLU if `relu`) returning the output, the
+    /// batch mean and the biased batch variance (the statistics without gradient).
     #[backend_extension(Flex: cfg(feature = "flex"), LibTorch: cfg(feature = "tch"), Autodiff)]
     pub trait OwnBatchNorm: Backend {
         /// BN of `x` with per-channel `gamma`, `beta` and `epsilon`.
-        fn batch_norm_train_own(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+        fn batch_norm_train_own(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64, relu: bool) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
     }
 
     /// Flex: the two-pass forward and backward on slices.
@@ -140,7 +154,7 @@ mod own {
         }
 
         /// Output, mean, biased variance.
-        fn forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, epsilon: f64) -> (FlexTensor, FlexTensor, FlexTensor) {
+        fn forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, epsilon: f64, relu: bool) -> (FlexTensor, FlexTensor, FlexTensor) {
             let (channels, pixels) = layout(&x.shape());
             let contiguous = x.to_contiguous();
             let xs = contiguous.as_slice::<f32>().expect("f32 input");
@@ -150,14 +164,15 @@ mod own {
             out.par_chunks_mut(pixels).zip(xs.par_chunks(pixels)).enumerate().for_each(|(plane, (o, x))| {
                 let c = plane % channels;
                 let (scale, shift) = (gamma[c] * inv[c], beta[c] - gamma[c] * inv[c] * mean[c]);
-                o.iter_mut().zip(x).for_each(|(o, &x)| *o = x * scale + shift);
+                let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
+                o.iter_mut().zip(x).for_each(|(o, &x)| *o = (x * scale + shift).max(floor));
             });
             (tensor(out, x.shape()), tensor(mean, Shape::new([channels])), tensor(variance, Shape::new([channels])))
         }
 
         impl OwnBatchNorm for Flex {
-            fn batch_norm_train_own(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64) -> (FlexTensor, FlexTensor, FlexTensor) {
-                forward(&x, &gamma, &beta, epsilon)
+            fn batch_norm_train_own(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64, relu: bool) -> (FlexTensor, FlexTensor, FlexTensor) {
+                forward(&x, &gamma, &beta, epsilon, relu)
             }
         }
 
@@ -165,27 +180,33 @@ mod own {
         struct FusedBatchNorm;
 
         impl Backward<Flex, 3> for FusedBatchNorm {
-            /// Checkpointed input and γ, the batch mean and variance, ε.
-            type State = (NodeId, NodeId, FlexTensor, FlexTensor, f64);
+            /// Checkpointed input and γ; β (a few floats, for the ReLU's mask), the batch mean and
+            /// variance, ε, whether a ReLU follows.
+            type State = (NodeId, NodeId, FlexTensor, FlexTensor, FlexTensor, f64, bool);
 
             fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
                 let [node_x, node_gamma, node_beta] = ops.parents;
                 let grad = grads.consume::<Flex>(&ops.node);
-                let (x_state, gamma_state, mean, variance, epsilon) = ops.state;
+                let (x_state, gamma_state, beta, mean, variance, epsilon, relu) = ops.state;
                 let x: FlexTensor = checkpointer.retrieve_node_output(x_state);
                 let gamma: FlexTensor = checkpointer.retrieve_node_output(gamma_state);
                 let (shape, (channels, pixels)) = (x.shape(), layout(&x.shape()));
                 let (x, dy) = (x.to_contiguous(), grad.to_contiguous());
                 let (xs, dys) = (x.as_slice::<f32>().expect("f32 input"), dy.as_slice::<f32>().expect("f32 gradient"));
-                let (mean, inv, gamma) = (floats(&mean), inv_std(&floats(&variance), epsilon), floats(&gamma));
+                let (mean, inv, gamma, beta) = (floats(&mean), inv_std(&floats(&variance), epsilon), floats(&gamma), floats(&beta));
+                // The output gradient through the ReLU: zero where the BN output y = x·scale + shift ≤ 0.
+                let masked = |c: usize| {
+                    let (scale, shift) = (gamma[c] * inv[c], beta[c] - gamma[c] * inv[c] * mean[c]);
+                    move |x: f32, dy: f32| if !relu || x * scale + shift > 0.0 { dy } else { 0.0 }
+                };
                 // Σ dy and Σ dy·x̂ per channel.
                 let (dbeta, dgamma): (Vec<f32>, Vec<f32>) = (0..channels)
                     .into_par_iter()
                     .map(|c| {
-                        let (mut total, mut dot) = (0f64, 0f64);
+                        let (mut total, mut dot, mask) = (0f64, 0f64, masked(c));
                         for (x, dy) in planes(xs, c, channels, pixels).zip(planes(dys, c, channels, pixels)) {
-                            total += sum(dy, dy, |dy, _| dy);
-                            dot += sum(x, dy, |x, dy| (x - mean[c]) * dy);
+                            total += sum(x, dy, mask);
+                            dot += sum(x, dy, |x, dy| (x - mean[c]) * mask(x, dy));
                         }
                         (total as f32, (dot * inv[c] as f64) as f32)
                     })
@@ -195,9 +216,9 @@ mod own {
                     let mut dx = vec![0f32; xs.len()];
                     dx.par_chunks_mut(pixels).zip(xs.par_chunks(pixels).zip(dys.par_chunks(pixels))).enumerate().for_each(|(plane, (dx, (x, dy)))| {
                         let c = plane % channels;
-                        let (scale, mean_dy, mean_dot) = (gamma[c] * inv[c], dbeta[c] / count, dgamma[c] / count);
+                        let (scale, mean_dy, mean_dot, mask) = (gamma[c] * inv[c], dbeta[c] / count, dgamma[c] / count, masked(c));
                         for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
-                            *dx = scale * (dy - mean_dy - (x - mean[c]) * inv[c] * mean_dot);
+                            *dx = scale * (mask(x, dy) - mean_dy - (x - mean[c]) * inv[c] * mean_dot);
                         }
                     });
                     grads.register::<Flex>(node.id, tensor(dx, shape));
@@ -212,16 +233,17 @@ mod own {
         }
 
         impl<C: CheckpointStrategy> OwnBatchNorm for Autodiff<Flex, C> {
-            fn batch_norm_train_own(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+            fn batch_norm_train_own(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64, relu: bool) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
                 match FusedBatchNorm.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
                     OpsKind::Tracked(mut prep) => {
                         let (x_state, gamma_state) = (prep.checkpoint(&x), prep.checkpoint(&gamma));
-                        let (out, mean, variance) = forward(&x.into_primitive(), &gamma.into_primitive(), &beta.into_primitive(), epsilon);
-                        let out = prep.finish((x_state, gamma_state, mean.clone(), variance.clone(), epsilon), out);
+                        let beta = beta.into_primitive();
+                        let (out, mean, variance) = forward(&x.into_primitive(), &gamma.into_primitive(), &beta, epsilon, relu);
+                        let out = prep.finish((x_state, gamma_state, beta, mean.clone(), variance.clone(), epsilon, relu), out);
                         (out, <FloatTensor<Self>>::new(mean), <FloatTensor<Self>>::new(variance))
                     }
                     OpsKind::UnTracked(prep) => {
-                        let (out, mean, variance) = forward(&x.into_primitive(), &gamma.into_primitive(), &beta.into_primitive(), epsilon);
+                        let (out, mean, variance) = forward(&x.into_primitive(), &gamma.into_primitive(), &beta.into_primitive(), epsilon, relu);
                         (prep.finish(out), <FloatTensor<Self>>::new(mean), <FloatTensor<Self>>::new(variance))
                     }
                 }
@@ -239,9 +261,10 @@ mod own {
         use burn::backend::tensor::FloatTensor;
         use burn::backend::{Autodiff, LibTorch};
 
-        /// libtorch's BN: output, mean, biased variance (from its saved `1/√(var + ε)`).
-        fn torch_batch_norm(x: &tch::Tensor, gamma: &tch::Tensor, beta: &tch::Tensor, epsilon: f64) -> (tch::Tensor, tch::Tensor, tch::Tensor) {
+        /// libtorch's BN (and ReLU): output, mean, biased variance (from its saved `1/√(var + ε)`).
+        fn torch_batch_norm(x: &tch::Tensor, gamma: &tch::Tensor, beta: &tch::Tensor, epsilon: f64, relu: bool) -> (tch::Tensor, tch::Tensor, tch::Tensor) {
             let (out, mean, inv_std) = x.internal_native_batch_norm_legit_no_stats(Some(gamma), Some(beta), true, 0.0, epsilon);
+            let out = if relu { out.relu() } else { out };
             // Fresh tensors: libtorch keeps `mean` and `inv_std` for its backward, and Burn may
             // update the statistics it is handed in place.
             let variance = (inv_std.detach().square().reciprocal() - epsilon).clamp_min(0.0);
@@ -249,16 +272,16 @@ mod own {
         }
 
         impl OwnBatchNorm for LibTorch {
-            fn batch_norm_train_own(x: TchTensor, gamma: TchTensor, beta: TchTensor, epsilon: f64) -> (TchTensor, TchTensor, TchTensor) {
-                let (out, mean, variance) = torch_batch_norm(&x.tensor, &gamma.tensor, &beta.tensor, epsilon);
+            fn batch_norm_train_own(x: TchTensor, gamma: TchTensor, beta: TchTensor, epsilon: f64, relu: bool) -> (TchTensor, TchTensor, TchTensor) {
+                let (out, mean, variance) = torch_batch_norm(&x.tensor, &gamma.tensor, &beta.tensor, epsilon, relu);
                 (TchTensor::new(out), TchTensor::new(mean), TchTensor::new(variance))
             }
         }
 
         impl<C: CheckpointStrategy> OwnBatchNorm for Autodiff<LibTorch, C> {
-            fn batch_norm_train_own(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+            fn batch_norm_train_own(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64, relu: bool) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
                 let (out, (mean, variance)) = crate::libtorch::record::<C, 3, _>([x, gamma, beta], |[x, gamma, beta]| {
-                    let (out, mean, variance) = torch_batch_norm(x, gamma, beta, epsilon);
+                    let (out, mean, variance) = torch_batch_norm(x, gamma, beta, epsilon, relu);
                     (out, (mean, variance))
                 });
                 (out, AutodiffTensor::<C>::new(TchTensor::new(mean)), AutodiffTensor::<C>::new(TchTensor::new(variance)))

@@ -12,7 +12,7 @@
 //! The output h is the global-average-pooled feature of the last stage (512·w for basic blocks,
 //! 2048·w for bottlenecks).
 
-use crate::batchnorm::batch_norm;
+use crate::batchnorm::{batch_norm, batch_norm_relu};
 use burn::module::{Initializer, Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
@@ -180,13 +180,13 @@ impl Block {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
             Block::Basic(b) => {
-                let y = relu(batch_norm(&b.bn1, convolve(&b.conv1, x.clone())));
+                let y = batch_norm_relu(&b.bn1, convolve(&b.conv1, x.clone()));
                 let y = batch_norm(&b.bn2, convolve(&b.conv2, y));
                 relu(y + Shortcut::apply(&b.shortcut, x))
             }
             Block::Bottleneck(b) => {
-                let y = relu(batch_norm(&b.bn1, convolve(&b.conv1, x.clone())));
-                let y = relu(batch_norm(&b.bn2, convolve(&b.conv2, y)));
+                let y = batch_norm_relu(&b.bn1, convolve(&b.conv1, x.clone()));
+                let y = batch_norm_relu(&b.bn2, convolve(&b.conv2, y));
                 let y = batch_norm(&b.bn3, convolve(&b.conv3, y));
                 relu(y + Shortcut::apply(&b.shortcut, x))
             }
@@ -264,7 +264,7 @@ impl ResNetConfig {
 impl ResNet {
     /// Images `[N, 3, H, W]` in `[0, 1]` → features h `[N, out_dim]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(batch_norm(&self.bn1, convolve(&self.conv1, images)));
+        let mut x = batch_norm_relu(&self.bn1, convolve(&self.conv1, images));
         if let Some(pool) = &self.maxpool {
             x = pool.forward(x);
         }

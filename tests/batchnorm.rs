@@ -1,10 +1,12 @@
-//! Training-mode batch norm (`simclr::batchnorm`): output, gradients with respect to the input, γ
-//! and β, and the updated running statistics equal Burn's `BatchNorm::forward` (relative error
+//! Training-mode batch norm (`simclr::batchnorm`), alone and followed by a ReLU: output, gradients
+//! with respect to the input, γ and β, and the updated running statistics equal Burn's
+//! `BatchNorm::forward` (and `relu`) (relative error
 //! < 1e-5: flex's fused kernels and libtorch's sum in other orders than Burn's generic operations).
 
 use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::tensor::{Distribution, Tensor};
-use simclr::batchnorm::batch_norm;
+use burn::tensor::activation::relu;
+use simclr::batchnorm::{batch_norm, batch_norm_relu};
 
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32")
@@ -43,17 +45,19 @@ fn check<const D: usize>(shape: [usize; D]) {
     // A per-channel offset and scale, as real activations have.
     let x = Tensor::<D>::random(shape, Distribution::Normal(0.5, 2.0), &device);
     let r = Tensor::<D>::random(shape, Distribution::Normal(0.0, 1.0), &device);
-    device.seed(11);
-    let ours = run(batch_norm, &x, &r);
-    device.seed(11);
-    let burn = run(|norm, x| norm.forward(x), &x, &r);
-    for (what, (a, b)) in ["output", "input gradient", "γ gradient", "β gradient", "running mean", "running variance"].iter().zip(ours.iter().zip(&burn)) {
-        assert!(relative_error(a, b) < 1e-5, "{what} of {shape:?}: relative error {}", relative_error(a, b));
+    for with_relu in [false, true] {
+        device.seed(11);
+        let ours = if with_relu { run(batch_norm_relu, &x, &r) } else { run(batch_norm, &x, &r) };
+        device.seed(11);
+        let burn = run(|norm, x| if with_relu { relu(norm.forward(x)) } else { norm.forward(x) }, &x, &r);
+        for (what, (a, b)) in ["output", "input gradient", "γ gradient", "β gradient", "running mean", "running variance"].iter().zip(ours.iter().zip(&burn)) {
+            assert!(relative_error(a, b) < 1e-5, "{what} of {shape:?}, ReLU {with_relu}: relative error {}", relative_error(a, b));
+        }
     }
 }
 
 #[test]
-fn equals_burns_batch_norm_on_images_and_on_head_features() {
+fn equals_burns_batch_norm_and_relu_on_images_and_on_head_features() {
     // Planes longer and shorter than the kernels' eight lanes, the head's [batch, features].
     check([6, 4, 5, 3]);
     check([3, 5, 7, 9]);

@@ -27,7 +27,7 @@ fn pretrained_beats_random_init_and_every_command_reports() {
     let d = |name: &str| tmp.path().join(name);
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let run = d("run");
-    let mut pre = vec!["pretrain", "--batch-size", "64", "--epochs", "1", "--lr", "4.0", "--warmup-epochs", "0.1", "--color-strength", "0.5"];
+    let mut pre = vec!["pretrain", "--batch-size", "64", "--epochs", "2", "--lr", "4.0", "--warmup-epochs", "0.1", "--color-strength", "0.5"];
     pre.extend(SMALL);
     let run_s = s(&run);
     pre.extend(["--out", &run_s]);
@@ -42,8 +42,9 @@ fn pretrained_beats_random_init_and_every_command_reports() {
     random.extend(SMALL);
     simclr(&random);
     let (learned, baseline) = (top1(&d("le")), top1(&d("le0")));
-    // The baseline is a standard random ResNet (γ = 1), a strong one on Fashion-MNIST: one short
-    // epoch of pretraining gains about 3 points over it (76.2% vs 73.1% when written).
+    // The baseline is a standard random ResNet (γ = 1), a strong one on Fashion-MNIST: two short
+    // epochs of pretraining gain about 3 points over it (76.1% vs 73.1% when written; one epoch
+    // gave 74.6–76.5% over seeds and BN kernels, too close to the margin).
     assert!(learned > baseline + 0.02, "pretrained {learned} vs random init {baseline}");
     assert!(learned > 0.6, "linear eval of the pretrained encoder: {learned}");
 
