@@ -33,24 +33,11 @@ pub fn batch_norm_relu<const D: usize>(norm: &BatchNorm, x: Tensor<D>) -> Tensor
 
 fn normalize<const D: usize>(norm: &BatchNorm, x: Tensor<D>, relu: bool) -> Tensor<D> {
     #[cfg(any(feature = "flex", feature = "tch"))]
-    if x.device().is_autodiff() && norm.training.is_enabled() && has_own_backward(&x) {
+    if x.device().is_autodiff() && norm.training.is_enabled() && crate::device::has_own_ops(&x) {
         return own::train(norm, x, relu);
     }
     let y = norm.forward(x);
     if relu { burn::tensor::activation::relu(y) } else { y }
-}
-
-/// Whether `x` lives on a backend with a BN operation of ours: flex (`f32`) or libtorch.
-#[cfg(any(feature = "flex", feature = "tch"))]
-fn has_own_backward<const D: usize>(x: &Tensor<D>) -> bool {
-    use burn::backend::DispatchDevice;
-    match x.device().inner().as_dispatch() {
-        #[cfg(feature = "flex")]
-        DispatchDevice::Flex(_) => x.dtype() == burn::tensor::DType::F32,
-        #[cfg(feature = "tch")]
-        DispatchDevice::LibTorch(_) => true,
-        _ => false,
-    }
 }
 
 #[cfg(any(feature = "flex", feature = "tch"))]

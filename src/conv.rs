@@ -191,26 +191,12 @@ pub fn weight_grad(x: &[f32], grad: &[f32], g: &Geometry) -> Vec<f32> {
 /// elsewhere this is Burn's `conv2d`.
 pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize, pad: usize) -> Tensor<4> {
     #[cfg(any(feature = "flex", feature = "tch"))]
-    if has_own_backward(&x) {
+    if crate::device::has_own_ops(&x) {
         use own::OwnBackwardConv;
         let out = <burn::backend::Dispatch as OwnBackwardConv>::conv2d_own_backward(x.into_dispatch(), weight.into_dispatch(), stride, pad);
         return Tensor::from_dispatch(out);
     }
     burn_conv2d(x, weight, None, options(stride, pad))
-}
-
-/// Whether `x` lives on a backend with a convolution backward of ours: flex (`f32` only, the slice
-/// kernels are `f32`) or libtorch (any float type).
-#[cfg(any(feature = "flex", feature = "tch"))]
-fn has_own_backward(x: &Tensor<4>) -> bool {
-    use burn::backend::DispatchDevice;
-    match x.device().inner().as_dispatch() {
-        #[cfg(feature = "flex")]
-        DispatchDevice::Flex(_) => x.dtype() == burn::tensor::DType::F32,
-        #[cfg(feature = "tch")]
-        DispatchDevice::LibTorch(_) => true,
-        _ => false,
-    }
 }
 
 /// Burn's options for a convolution with this stride and zero padding, no dilation or groups.

@@ -93,3 +93,18 @@ fn gpu_kind(index: Option<usize>) -> burn::tensor::DeviceKind {
         burn::tensor::DeviceKind::DiscreteGpu,
     )
 }
+
+/// Whether `x` lives where the encoder's convolution ([`crate::conv`]) and batch norm
+/// ([`crate::batchnorm`]) run as operations of ours rather than Burn's generic ones: flex with
+/// `f32` tensors (the slice kernels are `f32`) or libtorch (any float type).
+#[cfg(any(feature = "flex", feature = "tch"))]
+pub(crate) fn has_own_ops<const D: usize>(x: &burn::tensor::Tensor<D>) -> bool {
+    use burn::backend::DispatchDevice;
+    match x.device().inner().as_dispatch() {
+        #[cfg(feature = "flex")]
+        DispatchDevice::Flex(_) => x.dtype() == burn::tensor::DType::F32,
+        #[cfg(feature = "tch")]
+        DispatchDevice::LibTorch(_) => true,
+        _ => false,
+    }
+}
