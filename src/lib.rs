@@ -2,7 +2,7 @@
 //! (Chen, Kornblith, Norouzi, Hinton 2020, arXiv 2002.05709; v2: arXiv 2006.10029) on Burn.
 //!
 //! The modules follow the paper and the official code's layout:
-//! [`augment`] (data augmentation, §3 / App. A), [`resnet`] (base encoder f), [`head`]
+//! [`augment`] (data augmentation, §3 / App. A), [`resnet`] (base encoder f, with its [`conv`]olution and [`batchnorm`] operations), [`head`]
 //! (projection head g and the whole model), [`loss`] (NT-Xent, eq. 1), [`lars`] and [`optim`]
 //! (optimisers), [`schedule`] (LR scaling, warm-up + cosine), [`pretrain`] (the training loop),
 //! evaluation protocols ([`eval`] shared pieces, [`linear`] linear evaluation, [`knn`],
