@@ -140,6 +140,11 @@ mod own {
             variance.iter().map(|&v| (1.0 / (v as f64 + epsilon).sqrt()) as f32).collect()
         }
 
+        /// Channel `c`'s BN as `y = x·scale + shift`, the one form forward and ReLU mask both use.
+        fn scale_shift(gamma: &[f32], beta: &[f32], inv: &[f32], mean: &[f32], c: usize) -> (f32, f32) {
+            (gamma[c] * inv[c], beta[c] - gamma[c] * inv[c] * mean[c])
+        }
+
         /// Output, mean, biased variance.
         fn forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, epsilon: f64, relu: bool) -> (FlexTensor, FlexTensor, FlexTensor) {
             let (channels, pixels) = layout(&x.shape());
@@ -150,7 +155,7 @@ mod own {
             let mut out = vec![0f32; xs.len()];
             out.par_chunks_mut(pixels).zip(xs.par_chunks(pixels)).enumerate().for_each(|(plane, (o, x))| {
                 let c = plane % channels;
-                let (scale, shift) = (gamma[c] * inv[c], beta[c] - gamma[c] * inv[c] * mean[c]);
+                let (scale, shift) = scale_shift(&gamma, &beta, &inv, &mean, c);
                 let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
                 o.iter_mut().zip(x).for_each(|(o, &x)| *o = (x * scale + shift).max(floor));
             });
@@ -183,7 +188,7 @@ mod own {
                 let (mean, inv, gamma, beta) = (floats(&mean), inv_std(&floats(&variance), epsilon), floats(&gamma), floats(&beta));
                 // The output gradient through the ReLU: zero where the BN output y = x·scale + shift ≤ 0.
                 let masked = |c: usize| {
-                    let (scale, shift) = (gamma[c] * inv[c], beta[c] - gamma[c] * inv[c] * mean[c]);
+                    let (scale, shift) = scale_shift(&gamma, &beta, &inv, &mean, c);
                     move |x: f32, dy: f32| if !relu || x * scale + shift > 0.0 { dy } else { 0.0 }
                 };
                 // Σ dy and Σ dy·x̂ per channel.
