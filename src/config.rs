@@ -63,6 +63,8 @@ pub struct Config {
     pub momentum: f64,
     /// Colour distortion strength s.
     pub color_strength: f32,
+    /// Smallest random-crop area as a fraction of the image (paper: 0.08; many CIFAR recipes 0.2).
+    pub crop_min_area: f32,
     /// Gaussian blur (unset: on for images > 32 px, as the paper).
     pub blur: Option<bool>,
     /// Seed of weights, data order and augmentations.
@@ -116,6 +118,7 @@ impl Default for Config {
             weight_decay: 1e-6,
             momentum: 0.9,
             color_strength: 1.0,
+            crop_min_area: 0.08,
             blur: None,
             seed: 0,
             out: PathBuf::from("runs/simclr"),
@@ -203,6 +206,9 @@ pub struct ConfigArgs {
     /// Colour distortion strength.
     #[arg(long)]
     pub color_strength: Option<f32>,
+    /// Smallest random-crop area, a fraction of the image in (0, 1] (paper: 0.08).
+    #[arg(long)]
+    pub crop_min_area: Option<f32>,
     /// Gaussian blur on/off.
     #[arg(long)]
     pub blur: Option<bool>,
@@ -288,7 +294,7 @@ impl Config {
         overlay!(
             self, args, dataset, limit, arch, width, stem, zero_init_residual, image_size, head, head_layers, proj_dim, temperature,
             batch_size, epochs, max_steps, optimizer, lr, lr_scaling, warmup_epochs, weight_decay, momentum,
-            color_strength, seed, out, checkpoint_every, keep_checkpoints, online_probe, num_classes, knn_every, cache_size, coarse_labels, strict
+            color_strength, crop_min_area, seed, out, checkpoint_every, keep_checkpoints, online_probe, num_classes, knn_every, cache_size, coarse_labels, strict
         );
     }
 
@@ -332,6 +338,9 @@ impl Config {
         if !(self.color_strength >= 0.0) {
             bail!("--color-strength {}: must be 0 or more", self.color_strength);
         }
+        if !(self.crop_min_area > 0.0 && self.crop_min_area <= 1.0) {
+            bail!("--crop-min-area {}: must be in (0, 1] (a fraction of the image area; the paper uses 0.08)", self.crop_min_area);
+        }
         if self.keep_checkpoints == 0 {
             bail!("--keep-checkpoints 0: at least the latest checkpoint must be kept");
         }
@@ -356,6 +365,7 @@ impl Config {
     /// The augmentation pipeline for views of side `image_size`.
     pub fn augment(&self, image_size: usize) -> AugmentConfig {
         let mut aug = AugmentConfig::simclr(image_size, self.color_strength);
+        aug.min_area = self.crop_min_area;
         if let Some(blur) = self.blur {
             aug.blur = blur;
         }

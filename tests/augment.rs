@@ -16,10 +16,11 @@ fn test_image(h: usize, w: usize) -> Image {
 #[test]
 fn crop_area_and_aspect_stay_within_bounds() {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
-    for (h, w) in [(28, 28), (32, 32), (96, 96), (375, 500)] {
+    for ((h, w), min_area) in [(28, 28), (32, 32), (96, 96), (375, 500)].into_iter().flat_map(|s| [(s, 0.08), (s, 0.2)]) {
         let area = (h * w) as f64;
+        let mut smallest = 1.0f64;
         for _ in 0..2000 {
-            let c = sample_crop(h, w, 0.08, &mut rng);
+            let c = sample_crop(h, w, min_area as f32, &mut rng);
             assert!(c.top + c.height <= h && c.left + c.width <= w, "{c:?} leaves the image {h}x{w}");
             assert!(c.height >= 1 && c.width >= 1);
             let frac = (c.height * c.width) as f64 / area;
@@ -28,9 +29,12 @@ fn crop_area_and_aspect_stay_within_bounds() {
             // Rounding to whole pixels widens the bounds by about one pixel per side.
             let slack_h = 1.0 / c.height as f64;
             let slack_w = 1.0 / c.width as f64;
-            assert!(full || frac >= 0.08 * (1.0 - slack_h) * (1.0 - slack_w), "area fraction {frac}");
+            assert!(full || frac >= min_area * (1.0 - slack_h) * (1.0 - slack_w), "area fraction {frac} below {min_area}");
+            smallest = smallest.min(frac);
             assert!(full || (aspect >= 0.75 * (1.0 - slack_w) / (1.0 + slack_h) && aspect <= (4.0 / 3.0) * (1.0 + slack_w) / (1.0 - slack_h)), "aspect {aspect} of {c:?}");
         }
+        // 2000 draws reach close to the lower bound, so the bound is the one asked for.
+        assert!(smallest < min_area * 1.3, "{h}x{w}: smallest area fraction {smallest} for min_area {min_area}");
     }
 }
 
@@ -250,3 +254,11 @@ fn hsv_to_rgb(h: f32, s: f32, v: f32) -> (f32, f32, f32) {
     (r + m, g + m, b + m)
 }
 
+
+#[test]
+fn crop_min_area_setting_reaches_the_pipeline() {
+    use simclr::config::{Config, ConfigArgs};
+    let cfg = Config::resolve(None, &ConfigArgs { crop_min_area: Some(0.2), ..Default::default() }).unwrap();
+    assert_eq!(cfg.augment(28).min_area, 0.2);
+    assert_eq!(Config::default().augment(28).min_area, 0.08, "the paper's default");
+}

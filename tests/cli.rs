@@ -22,6 +22,7 @@ fn bad_values_give_one_line_errors() {
     for (args, needle) in [
         (vec!["--batch-size", "1"], "--batch-size 1"),
         (vec!["--temperature", "0"], "--temperature 0"),
+        (vec!["--crop-min-area", "1.5"], "--crop-min-area 1.5"),
         (vec!["--dataset", "fashion-mnist", "--data", "/nonexistent"], "/nonexistent"),
         (vec!["--dataset", "fashion-mnist"], "--data"),
     ] {
