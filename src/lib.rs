@@ -6,7 +6,7 @@
 //! (projection head g and the whole model), [`loss`] (NT-Xent, eq. 1), [`lars`] and [`optim`]
 //! (optimisers), [`schedule`] (LR scaling, warm-up + cosine), [`pretrain`] (the training loop),
 //! evaluation protocols ([`eval`] shared pieces, [`linear`] linear evaluation, [`knn`],
-//! [`finetune`], [`embed`], [`report`]), [`checkpoint`], [`config`], [`data`] and [`device`] (backend choice).
+//! [`finetune`], [`embed`], [`report`]), [`checkpoint`], [`config`], [`data`], [`device`] (backend choice) and [`malloc`] (allocator settings).
 
 pub mod augment;
 pub mod batchnorm;
@@ -30,6 +30,7 @@ mod libtorch;
 pub mod lars;
 pub mod linear;
 pub mod loss;
+pub mod malloc;
 pub mod optim;
 pub mod pretrain;
 pub mod report;

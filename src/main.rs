@@ -148,6 +148,7 @@ fn write_json(file: Option<PathBuf>, value: &impl serde::Serialize) -> Result<()
 }
 
 fn main() {
+    simclr::malloc::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_target(false)
