@@ -23,6 +23,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+/// The random crop's smallest area as a fraction of the image in the paper (and torchvision).
+pub const PAPER_MIN_CROP_AREA: f32 = 0.08;
+
 /// Which augmentations to apply and how strongly (defaults: the paper's full pipeline).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AugmentConfig {
@@ -53,7 +56,7 @@ impl AugmentConfig {
         Self {
             image_size,
             crop: true,
-            min_area: 0.08,
+            min_area: PAPER_MIN_CROP_AREA,
             flip: true,
             color_strength,
             color_prob: 0.8,

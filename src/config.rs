@@ -118,7 +118,7 @@ impl Default for Config {
             weight_decay: 1e-6,
             momentum: 0.9,
             color_strength: 1.0,
-            crop_min_area: 0.08,
+            crop_min_area: crate::augment::PAPER_MIN_CROP_AREA,
             blur: None,
             seed: 0,
             out: PathBuf::from("runs/simclr"),

@@ -6,8 +6,9 @@
 //! kernel's page-fault and zeroing paths were over a quarter of a libtorch step's samples here
 //! (docs/performance.md). [`keep_freed_memory`] makes freed memory stay in the process for reuse:
 //! the mmap threshold at glibc's maximum (32 MiB; larger values are ignored), no trimming below
-//! 4 GiB of free heap, and the heap grown 512 MiB at a time. Peak memory is unchanged — the same
-//! buffers are live at the peak — but the resident size no longer falls between steps.
+//! 2 GiB of free heap, and the heap grown 512 MiB at a time. The live buffers are the same, but the
+//! resident size no longer falls between steps and its peak can grow by up to the top pad and the
+//! freed buffers kept for reuse (≈0.5 GiB on a ResNet-18 step on libtorch, docs/performance.md).
 //!
 //! Both Rust allocations (flex) and libtorch's CPU allocator go through this `malloc`.
 

@@ -254,7 +254,6 @@ fn hsv_to_rgb(h: f32, s: f32, v: f32) -> (f32, f32, f32) {
     (r + m, g + m, b + m)
 }
 
-
 #[test]
 fn crop_min_area_setting_reaches_the_pipeline() {
     use simclr::config::{Config, ConfigArgs};
