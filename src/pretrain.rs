@@ -28,7 +28,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::Serialize;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::time::Instant;
@@ -174,6 +174,24 @@ fn view_size(cfg: &Config, ds: &dyn Dataset, bad: &BadImages) -> Result<usize> {
     Ok(first.height.max(first.width).min(224))
 }
 
+/// Opens `OUT/metrics.jsonl` for the rows after step `start`, so that each step has one row: rows of
+/// later steps — from a run cut after its last checkpoint, or an earlier run in the same folder when
+/// starting afresh (`start` 0) — are dropped first (the kept rows are rewritten atomically).
+fn open_metrics(out: &Path, start: usize) -> Result<std::fs::File> {
+    let path = out.join("metrics.jsonl");
+    let cannot = || format!("--out {}: cannot write metrics.jsonl", out.display());
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(cannot),
+    };
+    let step_of = |line: &str| serde_json::from_str::<serde_json::Value>(line).ok()?["step"].as_u64();
+    let kept: String = text.lines().filter(|l| step_of(l).is_some_and(|s| s as usize <= start)).map(|l| format!("{l}\n")).collect();
+    let tmp = out.join(".metrics.jsonl.tmp");
+    std::fs::write(&tmp, kept).and_then(|_| std::fs::rename(&tmp, &path)).with_context(cannot)?;
+    std::fs::OpenOptions::new().append(true).open(&path).with_context(cannot)
+}
+
 /// Runs pretraining as `cfg` says, resuming from the latest checkpoint in `cfg.out` if `resume`.
 pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> Result<Pretrained> {
     cfg.validate()?;
@@ -224,11 +242,7 @@ pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> 
     };
     let aug = cfg.augment(size);
     let loader = spawn_loader(ds.clone(), (0..ds.len()).collect(), 2, aug, cfg.seed, cfg.batch_size, start, total, bad.clone());
-    let mut metrics_file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(cfg.out.join("metrics.jsonl"))
-        .with_context(|| format!("--out {}: cannot write metrics.jsonl", cfg.out.display()))?;
+    let mut metrics_file = open_metrics(&cfg.out, start)?;
 
     let bar = progress_bar(progress, start, total);
     let mut timing = Timing::default();

@@ -65,6 +65,9 @@ fn resume_continues_at_the_right_step_with_the_same_lr_and_weights() {
         std::fs::copy(&f, ckpts.join("step-00000005").join(f.file_name().unwrap())).unwrap();
     }
     std::fs::write(ckpts.join("latest"), "step-00000005").unwrap();
+    // It had logged steps 1-8 before it was cut.
+    let logged: String = std::fs::read_to_string(full_dir.path().join("metrics.jsonl")).unwrap().lines().take(8).map(|l| format!("{l}\n")).collect();
+    std::fs::write(crashed.path().join("metrics.jsonl"), logged).unwrap();
     let mut rest_cfg = cfg.clone();
     rest_cfg.out = crashed.path().to_path_buf();
     rest_cfg.keep_checkpoints = 2;
@@ -77,6 +80,13 @@ fn resume_continues_at_the_right_step_with_the_same_lr_and_weights() {
         assert_eq!(a.lr, b.lr, "same schedule position after resume");
         assert!((a.loss - b.loss).abs() < 1e-4 * a.loss.abs().max(1.0), "step {}: {} vs {}", a.step, a.loss, b.loss);
     }
+    // metrics.jsonl has one row per step: 1-5 from before the cut, 6-16 from the resumed run.
+    let steps: Vec<u64> = std::fs::read_to_string(crashed.path().join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=16).collect::<Vec<u64>>());
     // Only the newest checkpoints are kept.
     let kept = std::fs::read_dir(&ckpts).unwrap().filter(|e| e.as_ref().unwrap().path().is_dir()).count();
     assert_eq!(kept, 2);
