@@ -14,246 +14,134 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// Every setting of a pretraining run.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    /// Dataset format.
-    pub dataset: DatasetKind,
-    /// Folder holding the dataset files (not needed for `builtin`).
-    pub data: Option<PathBuf>,
-    /// Use only the first N training images (0 = all).
-    pub limit: usize,
-    /// Encoder depth.
-    pub arch: Arch,
-    /// Width multiplier of the encoder.
-    pub width: f32,
-    /// Encoder stem (`auto`: CIFAR stem for images ≤ 32 px).
-    pub stem: Stem,
-    /// Zero-initialise the γ of each residual block's last BN (official code; `false` starts from
-    /// torchvision's default init, the random-init baseline itself).
-    pub zero_init_residual: bool,
-    /// Side of the training views in pixels (0 = the dataset's own size).
-    pub image_size: usize,
-    /// Projection head kind.
-    pub head: HeadMode,
-    /// Layers of a nonlinear head (v1: 2, v2: 3).
-    pub head_layers: usize,
-    /// Dimension of z.
-    pub proj_dim: usize,
-    /// NT-Xent temperature τ.
-    pub temperature: f32,
-    /// Images per batch (2 views each).
-    pub batch_size: usize,
-    /// Training epochs (ignored when `max_steps` > 0).
-    pub epochs: usize,
-    /// Stop after this many steps (0 = use `epochs`).
-    pub max_steps: usize,
-    /// Optimiser.
-    pub optimizer: OptimizerKind,
-    /// Base learning rate before batch-size scaling.
-    pub lr: f64,
-    /// How the LR scales with the batch size.
-    pub lr_scaling: LrScaling,
-    /// Epochs of linear warm-up.
-    pub warmup_epochs: f64,
-    /// Weight decay (not applied to BN parameters and biases).
-    pub weight_decay: f64,
-    /// Momentum (β₁ for AdamW).
-    pub momentum: f64,
-    /// Colour distortion strength s.
-    pub color_strength: f32,
-    /// Smallest random-crop area as a fraction of the image (paper: 0.08; many CIFAR recipes 0.2).
-    pub crop_min_area: f32,
-    /// Gaussian blur (unset: on for images > 32 px, as the paper).
-    pub blur: Option<bool>,
-    /// Seed of weights, data order and augmentations.
-    pub seed: u64,
-    /// Output folder (checkpoints, metrics, config).
-    pub out: PathBuf,
-    /// Write a checkpoint every N steps (0 = at the end of each epoch only).
-    pub checkpoint_every: usize,
-    /// Checkpoints kept on disk (older ones are deleted).
-    pub keep_checkpoints: usize,
-    /// Train a linear probe on stop-gradient(h) alongside, when the dataset has labels.
-    pub online_probe: bool,
-    /// Classes of the training set (filled in by `pretrain`; 0 = unlabelled or unknown).
-    pub num_classes: usize,
-    /// Run a kNN monitor on the test split every N epochs (0 = off).
-    pub knn_every: usize,
-    /// Image folders: keep only the files this list names (paths relative to --data, or file names).
-    pub file_list: Option<PathBuf>,
-    /// Image folders: cache decoded images resized to this shorter side (0 = no cache).
-    pub cache_size: u32,
-    /// Where the image cache lives (default: OUT/cache).
-    pub cache_dir: Option<PathBuf>,
-    /// CIFAR-100: use the 20 coarse labels.
-    pub coarse_labels: bool,
-    /// Stop at the first unreadable image instead of skipping it.
-    pub strict: bool,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            dataset: DatasetKind::Builtin,
-            data: None,
-            limit: 0,
-            arch: Arch::Resnet18,
-            width: 1.0,
-            stem: Stem::Auto,
-            zero_init_residual: true,
-            image_size: 0,
-            head: HeadMode::Nonlinear,
-            head_layers: 2,
-            proj_dim: 128,
-            temperature: 0.5,
-            batch_size: 256,
-            epochs: 100,
-            max_steps: 0,
-            optimizer: OptimizerKind::Lars,
-            lr: 0.3,
-            lr_scaling: LrScaling::Linear,
-            warmup_epochs: 10.0,
-            weight_decay: 1e-6,
-            momentum: 0.9,
-            color_strength: 1.0,
-            crop_min_area: crate::augment::PAPER_MIN_CROP_AREA,
-            blur: None,
-            seed: 0,
-            out: PathBuf::from("runs/simclr"),
-            checkpoint_every: 0,
-            keep_checkpoints: 2,
-            online_probe: true,
-            num_classes: 0,
-            knn_every: 0,
-            file_list: None,
-            cache_size: 0,
-            cache_dir: None,
-            coarse_labels: false,
-            strict: false,
+/// Declares [`Config`] (every setting with its default), [`ConfigArgs`] (the same settings, each
+/// optional: the flags and the shape of a partial TOML file) and [`Config::apply`] from one list, so
+/// a setting is written once. A field `name: T = default` is a `T` in `Config`; a field
+/// `name: Option<T>` stays unset (`None`) unless given. The bracket holds the field's extra `#[arg]`
+/// options (`value_enum` for enums).
+macro_rules! settings {
+    // Every field normalised: emit the two structs and the overlay.
+    (@emit $( { [$(#[doc = $doc:literal])*] [$($arg:tt)*] $field:ident [$cfg_ty:ty] [$arg_ty:ty] [$default:expr] [$wrap:expr] } )*) => {
+        /// Every setting of a pretraining run.
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct Config {
+            $( $(#[doc = $doc])* pub $field: $cfg_ty, )*
         }
-    }
-}
 
-/// The same settings as flags, each optional; also the shape of a partial TOML file.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, clap::Args)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigArgs {
-    /// Dataset format.
-    #[arg(long, value_enum)]
-    pub dataset: Option<DatasetKind>,
-    /// Folder holding the dataset files.
-    #[arg(long)]
-    pub data: Option<PathBuf>,
-    /// Use only the first N training images (0 = all).
-    #[arg(long)]
-    pub limit: Option<usize>,
-    /// Encoder depth.
-    #[arg(long, value_enum)]
-    pub arch: Option<Arch>,
-    /// Width multiplier (1, 2, 4 as the paper; 0.25, 0.5 for quick CPU runs).
-    #[arg(long)]
-    pub width: Option<f32>,
-    /// Encoder stem.
-    #[arg(long, value_enum)]
-    pub stem: Option<Stem>,
-    /// Zero-initialise each residual block's last BN γ (true: official code; false: every γ = 1).
-    #[arg(long)]
-    pub zero_init_residual: Option<bool>,
-    /// Side of the training views (0 = the dataset's own).
-    #[arg(long)]
-    pub image_size: Option<usize>,
-    /// Projection head kind.
-    #[arg(long, value_enum)]
-    pub head: Option<HeadMode>,
-    /// Layers of a nonlinear head.
-    #[arg(long)]
-    pub head_layers: Option<usize>,
-    /// Dimension of z.
-    #[arg(long)]
-    pub proj_dim: Option<usize>,
-    /// NT-Xent temperature.
-    #[arg(long)]
-    pub temperature: Option<f32>,
-    /// Images per batch.
-    #[arg(long)]
-    pub batch_size: Option<usize>,
-    /// Training epochs.
-    #[arg(long)]
-    pub epochs: Option<usize>,
-    /// Stop after this many steps (0 = use epochs).
-    #[arg(long)]
-    pub max_steps: Option<usize>,
-    /// Optimiser.
-    #[arg(long, value_enum)]
-    pub optimizer: Option<OptimizerKind>,
-    /// Base learning rate.
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// LR scaling with batch size.
-    #[arg(long, value_enum)]
-    pub lr_scaling: Option<LrScaling>,
-    /// Warm-up epochs.
-    #[arg(long)]
-    pub warmup_epochs: Option<f64>,
-    /// Weight decay.
-    #[arg(long)]
-    pub weight_decay: Option<f64>,
-    /// Momentum.
-    #[arg(long)]
-    pub momentum: Option<f64>,
-    /// Colour distortion strength.
-    #[arg(long)]
-    pub color_strength: Option<f32>,
-    /// Smallest random-crop area, a fraction of the image in (0, 1] (paper: 0.08).
-    #[arg(long)]
-    pub crop_min_area: Option<f32>,
-    /// Gaussian blur on/off.
-    #[arg(long)]
-    pub blur: Option<bool>,
-    /// Random seed.
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Output folder.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Checkpoint every N steps (0 = each epoch).
-    #[arg(long)]
-    pub checkpoint_every: Option<usize>,
-    /// Checkpoints kept.
-    #[arg(long)]
-    pub keep_checkpoints: Option<usize>,
-    /// Online linear probe on stop-gradient(h) when labels exist.
-    #[arg(long)]
-    pub online_probe: Option<bool>,
-    /// Classes of the training set (set by pretrain; rarely given by hand).
-    #[arg(long, hide = true)]
-    pub num_classes: Option<usize>,
-    /// kNN monitor on the test split every N epochs (0 = off).
-    #[arg(long)]
-    pub knn_every: Option<usize>,
-    /// Image folders: keep only the files listed (one per line: path relative to --data, or file name).
-    #[arg(long)]
-    pub file_list: Option<PathBuf>,
-    /// Image folders: cache images resized to this shorter side so later epochs skip decoding (0 = off).
-    #[arg(long)]
-    pub cache_size: Option<u32>,
-    /// Folder of the image cache (default OUT/cache).
-    #[arg(long)]
-    pub cache_dir: Option<PathBuf>,
-    /// CIFAR-100: the 20 coarse labels instead of the 100 fine ones.
-    #[arg(long)]
-    pub coarse_labels: Option<bool>,
-    /// Fail on the first unreadable image instead of skipping it with a warning.
-    #[arg(long)]
-    pub strict: Option<bool>,
-}
+        impl Default for Config {
+            fn default() -> Self {
+                Self { $( $field: $default, )* }
+            }
+        }
 
-macro_rules! overlay {
-    ($cfg:ident, $args:ident, $($field:ident),*) => {
-        $(if let Some(v) = $args.$field { $cfg.$field = v; })*
+        /// The same settings as flags, each optional; also the shape of a partial TOML file.
+        #[derive(Clone, Debug, Default, Serialize, Deserialize, clap::Args)]
+        #[serde(deny_unknown_fields)]
+        pub struct ConfigArgs {
+            $( $(#[doc = $doc])* #[arg(long, $($arg)*)] pub $field: Option<$arg_ty>, )*
+        }
+
+        impl Config {
+            /// Overwrites every field that `args` sets.
+            pub fn apply(&mut self, args: ConfigArgs) {
+                $( if let Some(v) = args.$field { self.$field = $wrap(v); } )*
+            }
+        }
     };
+    // An optional field: unset by default.
+    (@parse [$($done:tt)*] $(#[doc = $doc:literal])* [$($arg:tt)*] $field:ident : Option<$ty:ty>, $($rest:tt)*) => {
+        settings!(@parse [$($done)* { [$(#[doc = $doc])*] [$($arg)*] $field [Option<$ty>] [$ty] [None] [Some] }] $($rest)*);
+    };
+    // A field with a default.
+    (@parse [$($done:tt)*] $(#[doc = $doc:literal])* [$($arg:tt)*] $field:ident : $ty:ty = $default:expr, $($rest:tt)*) => {
+        settings!(@parse [$($done)* { [$(#[doc = $doc])*] [$($arg)*] $field [$ty] [$ty] [$default] [std::convert::identity] }] $($rest)*);
+    };
+    (@parse [$($done:tt)*]) => {
+        settings!(@emit $($done)*);
+    };
+    ($($fields:tt)*) => {
+        settings!(@parse [] $($fields)*);
+    };
+}
+
+settings! {
+    /// Dataset format.
+    [value_enum] dataset: DatasetKind = DatasetKind::Builtin,
+    /// Folder holding the dataset files (not needed for `builtin`).
+    [] data: Option<PathBuf>,
+    /// Use only the first N training images (0 = all).
+    [] limit: usize = 0,
+    /// Encoder depth.
+    [value_enum] arch: Arch = Arch::Resnet18,
+    /// Width multiplier of the encoder (1, 2, 4 as the paper; 0.25, 0.5 for quick CPU runs).
+    [] width: f32 = 1.0,
+    /// Encoder stem (`auto`: CIFAR stem for images ≤ 32 px).
+    [value_enum] stem: Stem = Stem::Auto,
+    /// Zero-initialise the γ of each residual block's last BN (true: official code; false: every
+    /// γ = 1, torchvision's default init, the random-init baseline itself).
+    [] zero_init_residual: bool = true,
+    /// Side of the training views in pixels (0 = the dataset's own size).
+    [] image_size: usize = 0,
+    /// Projection head kind.
+    [value_enum] head: HeadMode = HeadMode::Nonlinear,
+    /// Layers of a nonlinear head (v1: 2, v2: 3).
+    [] head_layers: usize = 2,
+    /// Dimension of z.
+    [] proj_dim: usize = 128,
+    /// NT-Xent temperature τ.
+    [] temperature: f32 = 0.5,
+    /// Images per batch (2 views each).
+    [] batch_size: usize = 256,
+    /// Training epochs (ignored when `max_steps` > 0).
+    [] epochs: usize = 100,
+    /// Stop after this many steps (0 = use `epochs`).
+    [] max_steps: usize = 0,
+    /// Optimiser.
+    [value_enum] optimizer: OptimizerKind = OptimizerKind::Lars,
+    /// Base learning rate before batch-size scaling.
+    [] lr: f64 = 0.3,
+    /// How the LR scales with the batch size.
+    [value_enum] lr_scaling: LrScaling = LrScaling::Linear,
+    /// Epochs of linear warm-up.
+    [] warmup_epochs: f64 = 10.0,
+    /// Weight decay (not applied to BN parameters and biases).
+    [] weight_decay: f64 = 1e-6,
+    /// Momentum (β₁ for AdamW).
+    [] momentum: f64 = 0.9,
+    /// Colour distortion strength s.
+    [] color_strength: f32 = 1.0,
+    /// Smallest random-crop area, a fraction of the image in (0, 1] (paper: 0.08; many CIFAR
+    /// recipes 0.2).
+    [] crop_min_area: f32 = crate::augment::PAPER_MIN_CROP_AREA,
+    /// Gaussian blur on/off (unset: on for images > 32 px, as the paper).
+    [] blur: Option<bool>,
+    /// Seed of weights, data order and augmentations.
+    [] seed: u64 = 0,
+    /// Output folder (checkpoints, metrics, config).
+    [] out: PathBuf = PathBuf::from("runs/simclr"),
+    /// Write a checkpoint every N steps (0 = at the end of each epoch only).
+    [] checkpoint_every: usize = 0,
+    /// Checkpoints kept on disk (older ones are deleted).
+    [] keep_checkpoints: usize = 2,
+    /// Train a linear probe on stop-gradient(h) alongside, when the dataset has labels.
+    [] online_probe: bool = true,
+    /// Classes of the training set (filled in by `pretrain`; 0 = unlabelled or unknown).
+    [hide = true] num_classes: usize = 0,
+    /// Run a kNN monitor on the test split every N epochs (0 = off).
+    [] knn_every: usize = 0,
+    /// Image folders: keep only the files this list names (one per line: a path relative to
+    /// --data, or a file name).
+    [] file_list: Option<PathBuf>,
+    /// Image folders: cache decoded images resized to this shorter side, so later epochs skip
+    /// decoding (0 = no cache).
+    [] cache_size: u32 = 0,
+    /// Where the image cache lives (default: OUT/cache).
+    [] cache_dir: Option<PathBuf>,
+    /// CIFAR-100: use the 20 coarse labels instead of the 100 fine ones.
+    [] coarse_labels: bool = false,
+    /// Stop at the first unreadable image instead of skipping it with a warning.
+    [] strict: bool = false,
 }
 
 impl Config {
@@ -275,27 +163,6 @@ impl Config {
         let mut cfg = Self::default();
         cfg.apply(args);
         Ok(cfg)
-    }
-
-    /// Overwrites every field that `args` sets.
-    pub fn apply(&mut self, args: ConfigArgs) {
-        if args.data.is_some() {
-            self.data = args.data;
-        }
-        if args.blur.is_some() {
-            self.blur = args.blur;
-        }
-        if args.file_list.is_some() {
-            self.file_list = args.file_list;
-        }
-        if args.cache_dir.is_some() {
-            self.cache_dir = args.cache_dir;
-        }
-        overlay!(
-            self, args, dataset, limit, arch, width, stem, zero_init_residual, image_size, head, head_layers, proj_dim, temperature,
-            batch_size, epochs, max_steps, optimizer, lr, lr_scaling, warmup_epochs, weight_decay, momentum,
-            color_strength, crop_min_area, seed, out, checkpoint_every, keep_checkpoints, online_probe, num_classes, knn_every, cache_size, coarse_labels, strict
-        );
     }
 
     /// The config as TOML.
