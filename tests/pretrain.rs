@@ -118,19 +118,22 @@ fn bad_values_are_rejected_before_anything_is_written() {
 fn online_probe_learns_without_touching_the_encoder_and_knn_monitor_logs() {
     let run = |probe: bool, knn_every: usize| {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = Config { limit: 640, batch_size: 64, lr: 4.0, online_probe: probe, knn_every, ..small(dir.path()) };
+        let cfg = Config { limit: 1280, batch_size: 64, lr: 4.0, online_probe: probe, knn_every, ..small(dir.path()) };
         let r = pretrain(&cfg, false, &simclr::default_device(), false).unwrap();
         let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
         (r.history, metrics)
     };
     let (with, metrics) = run(true, 1);
     let (without, _) = run(false, 0);
-    // The probe sees stop-gradient(h): the contrastive trajectory is identical to the step.
-    let a: Vec<f32> = with.iter().map(|m| m.loss).collect();
-    let b: Vec<f32> = without.iter().map(|m| m.loss).collect();
-    assert_eq!(a, b);
+    // The probe sees stop-gradient(h): the contrastive trajectory is the same. It is bit-identical
+    // on the CPU backends; GPU kernels may sum in another order and such differences grow step by
+    // step, so the first five steps are compared to 1e-5 (a gradient leaking from the probe into the
+    // encoder moves the loss by ~2e-3 at step 3).
+    for (a, b) in with.iter().zip(&without).take(5) {
+        assert!((a.loss - b.loss).abs() <= 1e-5 * a.loss.abs(), "step {}: {} with the probe, {} without", a.step, a.loss, b.loss);
+    }
     assert!(without.iter().all(|m| m.probe_acc.is_none()));
-    let late: f32 = with[5..].iter().map(|m| m.probe_acc.unwrap()).sum::<f32>() / 5.0;
+    let late: f32 = with[10..].iter().map(|m| m.probe_acc.unwrap()).sum::<f32>() / 10.0;
     assert!(late > 0.15, "online probe accuracy {late} (chance 0.1)");
     let knn: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
     assert!(knn["knn_top1"].as_f64().unwrap() > 0.3, "{knn}");
