@@ -6,7 +6,7 @@
 //! (projection head g and the whole model), [`loss`] (NT-Xent, eq. 1), [`lars`] and [`optim`]
 //! (optimisers), [`schedule`] (LR scaling, warm-up + cosine), [`pretrain`] (the training loop),
 //! evaluation protocols ([`eval`] shared pieces, [`linear`] linear evaluation, [`knn`],
-//! [`finetune`], [`embed`], [`report`]), [`checkpoint`], [`config`], [`data`], [`device`] (backend choice) and [`malloc`] (allocator settings).
+//! [`finetune`], [`embed`], [`report`]), [`import`] (pretrained weights from PyTorch), [`checkpoint`], [`config`], [`data`], [`device`] (backend choice) and [`malloc`] (allocator settings).
 
 pub mod augment;
 pub mod batchnorm;
@@ -24,6 +24,7 @@ pub mod finetune;
 pub mod grid;
 pub mod head;
 pub mod image;
+pub mod import;
 pub mod knn;
 #[cfg(feature = "tch")]
 mod libtorch;

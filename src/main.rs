@@ -74,6 +74,20 @@ enum Command {
         #[arg(long, value_enum, default_value = "train")]
         split: SplitArg,
     },
+    /// Import a ResNet encoder saved by PyTorch (torchvision names) as a checkpoint folder for
+    /// --checkpoint; depth, width and stem are read from the weights.
+    Import {
+        /// A file written by torch.save (state dict or a checkpoint holding one), or .safetensors.
+        #[arg(long)]
+        weights: PathBuf,
+        /// Prefix of the encoder's keys, nested dictionaries joined by dots (e.g.
+        /// `state_dict.backbone.`); found by itself when the file holds one ResNet.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Output folder (--out, default runs/imported), seed and head flags, as for `pretrain`.
+        #[command(flatten)]
+        args: ConfigArgs,
+    },
     /// Render a PNG grid of augmented views of one image (paper Fig. 3/4).
     Augment {
         /// An image file; without it, image --index of the dataset is used.
@@ -193,6 +207,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Finetune { eval, subset } => println!("{}", simclr::commands::finetune(&eval, &subset, &device)?),
         Command::Embed { eval, split } => println!("{}", simclr::commands::embed(&eval, split, &device)?),
+        Command::Import { weights, prefix, args } => println!("{}", simclr::import::run(&weights, prefix.as_deref(), &args, &device)?),
         Command::Augment { image, index, samples, png, args } => {
             let cfg = Config::resolve(None, &args)?;
             let img = match image {

@@ -1,0 +1,314 @@
+//! Pretrained-weight import: a ResNet encoder saved by PyTorch under torchvision's names (`conv1`,
+//! `bn1`, `layer1.0.conv1`, `layer2.0.downsample.0`, …, `fc`) becomes a checkpoint folder that
+//! `linear-eval`, `knn`, `finetune` and `embed` take with `--checkpoint`.
+//!
+//! That layout is the one of the official SimCLR v1 checkpoints converted to PyTorch, of
+//! torchvision's ResNets, and of the backbones of solo-learn, lightly and most PyTorch SimCLR
+//! scripts. The file is a `.pth`/`.pt` written by `torch.save` (a state dict, or a checkpoint whose
+//! nested dictionaries hold one: their keys are joined with dots, e.g. `state_dict.backbone.conv1.weight`)
+//! or a `.safetensors` file. The encoder's key prefix is found by itself when the file holds one
+//! ResNet. Depth (blocks per stage; bottlenecks when blocks have a `conv3`), width (stem channels /
+//! 64, paper §4) and stem (7×7 kernel: ImageNet, 3×3: CIFAR, App. B.9) are read from the weights.
+//!
+//! Only the encoder f is imported: the projection head g is drawn from the seed, so the
+//! representation to evaluate is h (`--layer h`, the paper's choice, §4.2). The encoder takes
+//! images in [0, 1], as SimCLR's; weights trained on mean/std-normalised images (torchvision's
+//! supervised ones) see other input statistics here.
+
+use crate::checkpoint;
+use crate::config::{Config, ConfigArgs};
+use crate::eval::sha256_hex;
+use crate::head::SimClr;
+use crate::resnet::{Arch, Stem};
+use anyhow::{bail, Context, Result};
+use burn::store::{ModuleSnapshot, SafetensorsStore};
+use burn::tensor::{DType, Device, TensorData};
+use clap::ValueEnum;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The float tensors of a weights file by name, as `f32`. Integer tensors (BN's
+/// `num_batches_tracked`, step counters) are left out.
+pub fn read_tensors(path: &Path) -> Result<BTreeMap<String, TensorData>> {
+    if !path.exists() {
+        bail!("--weights {}: no such file", path.display());
+    }
+    let mut out = BTreeMap::new();
+    if path.extension().is_some_and(|e| e == "safetensors") {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let file = safetensors::SafeTensors::deserialize(&bytes)
+            .with_context(|| format!("--weights {}: not a valid safetensors file", path.display()))?;
+        for (name, view) in file.tensors() {
+            let dtype = match view.dtype() {
+                safetensors::Dtype::F64 => DType::F64,
+                safetensors::Dtype::F32 => DType::F32,
+                safetensors::Dtype::F16 => DType::F16,
+                safetensors::Dtype::BF16 => DType::BF16,
+                _ => continue,
+            };
+            out.insert(name, as_f32(view.data().to_vec(), view.shape().to_vec(), dtype));
+        }
+    } else {
+        use burn::store::pytorch_reader::{DType as Pt, PytorchReader};
+        let reader = PytorchReader::new(path).map_err(|e| {
+            anyhow::anyhow!("--weights {}: cannot read it as a PyTorch file ({e}); give a torch.save file or a .safetensors", path.display())
+        })?;
+        for (name, tensor) in reader.into_tensors() {
+            let dtype = match tensor.dtype() {
+                Pt::F64 => DType::F64,
+                Pt::F32 => DType::F32,
+                Pt::F16 => DType::F16,
+                Pt::BF16 => DType::BF16,
+                _ => continue,
+            };
+            let bytes = tensor.read().with_context(|| format!("--weights {}: tensor {name}", path.display()))?;
+            out.insert(name, as_f32(bytes, tensor.shape().to_vec(), dtype));
+        }
+    }
+    Ok(out)
+}
+
+fn as_f32(bytes: Vec<u8>, shape: Vec<usize>, dtype: DType) -> TensorData {
+    TensorData::from_bytes_vec(bytes, shape, dtype).convert::<f32>()
+}
+
+/// The prefix before torchvision's names: the one `P` for which both `Pconv1.weight` and
+/// `Player1.0.conv1.weight` exist.
+pub fn find_prefix(keys: &[&str]) -> Result<String, String> {
+    let found: Vec<String> = keys
+        .iter()
+        .filter_map(|k| k.strip_suffix("layer1.0.conv1.weight"))
+        .filter(|p| keys.contains(&format!("{p}conv1.weight").as_str()))
+        .map(String::from)
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(format!(
+            "no torchvision-layout ResNet in it (no `conv1.weight` beside `layer1.0.conv1.weight`); its first keys: {}",
+            keys.iter().take(5).copied().collect::<Vec<_>>().join(", ")
+        )),
+        many => Err(format!("it holds {} ResNets (prefixes {}); choose one with --prefix", many.len(), many.join(", "))),
+    }
+}
+
+/// A ResNet's shape as read from its weights.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Shape {
+    /// Depth.
+    pub arch: Arch,
+    /// Width multiplier (stem channels / 64).
+    pub width: f32,
+    /// Stem.
+    pub stem: Stem,
+}
+
+/// Reads depth, width and stem from torchvision names (`prefix` removed) and shapes.
+pub fn infer_shape(tensors: &BTreeMap<&str, &TensorData>) -> Result<Shape, String> {
+    let stem_conv = tensors.get("conv1.weight").ok_or("no conv1.weight")?;
+    let dims = stem_conv.shape().as_slice();
+    let stem = match dims {
+        [_, 3, 7, 7] => Stem::Imagenet,
+        [_, 3, 3, 3] => Stem::Cifar,
+        _ => return Err(format!("conv1.weight has shape {dims:?}; a ResNet stem is [C, 3, 7, 7] (ImageNet) or [C, 3, 3, 3] (CIFAR)")),
+    };
+    let mut depths = [0usize; 4];
+    let mut bottleneck = false;
+    for name in tensors.keys() {
+        if let Some((stage, block, rest)) = block_name(name) {
+            if (1..=4).contains(&stage) {
+                depths[stage - 1] = depths[stage - 1].max(block + 1);
+                bottleneck |= rest.starts_with("conv3.");
+            }
+        }
+    }
+    let arch = Arch::value_variants()
+        .iter()
+        .copied()
+        .find(|a| a.layout() == (depths, bottleneck))
+        .ok_or_else(|| format!("stages of {depths:?} {} blocks match no ResNet depth (18, 34, 50, 101, 152)", if bottleneck { "bottleneck" } else { "basic" }))?;
+    Ok(Shape { arch, width: dims[0] as f32 / 64.0, stem })
+}
+
+/// `layerS.B.rest` → `(S, B, rest)`.
+fn block_name(name: &str) -> Option<(usize, usize, &str)> {
+    let rest = name.strip_prefix("layer")?;
+    let (stage, rest) = rest.split_once('.')?;
+    let (block, rest) = rest.split_once('.')?;
+    Some((stage.parse().ok()?, block.parse().ok()?, rest))
+}
+
+/// Where a torchvision tensor goes in [`SimClr`]'s encoder.
+#[derive(Debug, PartialEq)]
+pub enum Target {
+    /// This parameter or BN statistic of ours.
+    Ours(String),
+    /// The supervised classifier (`fc`): not part of the encoder.
+    Classifier,
+    /// Not a torchvision ResNet name.
+    Unknown,
+}
+
+/// Maps torchvision's name of an encoder tensor to ours for a ResNet of shape `arch` (BN `weight`
+/// and `bias` are our `gamma` and `beta`; `downsample.0`/`.1` our shortcut's `conv`/`bn`).
+pub fn our_name(name: &str, arch: Arch) -> Target {
+    let (depths, bottleneck) = arch.layout();
+    let layer = |part: &str| -> Option<String> {
+        let (module, param) = part.rsplit_once('.')?;
+        let module = match module {
+            "conv1" | "bn1" | "conv2" | "bn2" => module,
+            "conv3" | "bn3" if bottleneck => module,
+            "downsample.0" => "shortcut.conv",
+            "downsample.1" => "shortcut.bn",
+            _ => return None,
+        };
+        let param = match (module.contains("bn"), param) {
+            (true, "weight") => "gamma",
+            (true, "bias") => "beta",
+            (true, "running_mean" | "running_var") | (false, "weight") => param,
+            _ => return None,
+        };
+        Some(format!("{module}.{param}"))
+    };
+    if name.starts_with("fc.") {
+        return Target::Classifier;
+    }
+    let mapped = match block_name(name) {
+        Some((stage @ 1..=4, block, rest)) if block < depths[stage - 1] => {
+            let index: usize = depths[..stage - 1].iter().sum::<usize>() + block;
+            let variant = if bottleneck { "Bottleneck" } else { "Basic" };
+            layer(rest).map(|p| format!("encoder.blocks.{index}.{variant}.{p}"))
+        }
+        Some(_) => None,
+        None => layer(name).filter(|p| p.starts_with("conv1.") || p.starts_with("bn1.")).map(|p| format!("encoder.{p}")),
+    };
+    mapped.map_or(Target::Unknown, Target::Ours)
+}
+
+/// What was imported, written as `OUT/import.json`.
+#[derive(Debug, Serialize)]
+pub struct ImportReport {
+    /// The weights file.
+    pub weights: String,
+    /// Its SHA-256.
+    pub weights_sha256: String,
+    /// The prefix removed from its keys.
+    pub prefix: String,
+    /// The encoder's shape, read from the weights.
+    pub shape: Shape,
+    /// Tensors loaded into the encoder.
+    pub tensors_loaded: usize,
+    /// Tensors of the file left out (the classifier, anything outside the prefix).
+    pub ignored: Vec<String>,
+}
+
+/// Reads the encoder in `weights` (under `prefix`, found by itself when `None`) into a network
+/// shaped by the file and by `args` (head, seed; `--arch`/`--width`/`--stem`, if given, must agree
+/// with the file), with the head drawn from the seed.
+pub fn import(weights: &Path, prefix: Option<&str>, args: &ConfigArgs, device: &Device) -> Result<(SimClr, Config, ImportReport)> {
+    let file = weights.display();
+    let all = read_tensors(weights)?;
+    let keys: Vec<&str> = all.keys().map(String::as_str).collect();
+    let prefix = match prefix {
+        Some(p) if all.contains_key(&format!("{p}conv1.weight")) => p.to_string(),
+        Some(p) => bail!("--prefix {p:?}: {file} has no {p}conv1.weight; {}", find_prefix(&keys).map_or_else(|e| e, |p| format!("its ResNet is under --prefix {p:?}"))),
+        None => find_prefix(&keys).map_err(|e| anyhow::anyhow!("--weights {file}: {e}"))?,
+    };
+    let encoder: BTreeMap<&str, &TensorData> = all.iter().filter_map(|(k, v)| Some((k.strip_prefix(prefix.as_str())?, v))).collect();
+    let shape = infer_shape(&encoder).map_err(|e| anyhow::anyhow!("--weights {file}: {e}"))?;
+    let mut cfg = Config::resolve(None, args)?;
+    check_flag("--arch", args.arch.map(|a| a != shape.arch), &shape)?;
+    check_flag("--width", args.width.map(|w| (w - shape.width).abs() > 1e-6), &shape)?;
+    check_flag("--stem", args.stem.map(|s| s != Stem::Auto && s != shape.stem), &shape)?;
+    cfg.arch = shape.arch;
+    cfg.width = shape.width;
+    cfg.stem = shape.stem;
+    cfg.online_probe = false;
+
+    let mut ignored: Vec<String> = all.keys().filter(|k| !k.starts_with(prefix.as_str())).cloned().collect();
+    let mut unknown = Vec::new();
+    let mut ours: BTreeMap<String, &TensorData> = BTreeMap::new();
+    for (name, data) in &encoder {
+        match our_name(name, shape.arch) {
+            Target::Ours(n) => {
+                ours.insert(n, data);
+            }
+            Target::Classifier => ignored.push(format!("{prefix}{name}")),
+            Target::Unknown => unknown.push(format!("{prefix}{name}")),
+        }
+    }
+    if !unknown.is_empty() {
+        bail!(
+            "--weights {file}: {} tensors under the prefix {prefix:?} are not part of a torchvision {:?} (first: {}); other layouts (e.g. selective kernels) are not supported",
+            unknown.len(),
+            shape.arch,
+            unknown.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+
+    let model = cfg.model(cfg.image_size).init_seeded(cfg.seed, device);
+    let model = load_encoder(model, &ours).with_context(|| format!("--weights {file}"))?;
+    let bytes = std::fs::read(weights)?;
+    let report = ImportReport {
+        weights: weights.display().to_string(),
+        weights_sha256: sha256_hex(&bytes),
+        prefix,
+        shape,
+        tensors_loaded: ours.len(),
+        ignored,
+    };
+    Ok((model, cfg, report))
+}
+
+fn check_flag(flag: &str, differs: Option<bool>, shape: &Shape) -> Result<()> {
+    if differs == Some(true) {
+        bail!("{flag} disagrees with the weights, which are a {:?} of width {} with the {:?} stem; leave it out", shape.arch, shape.width, shape.stem);
+    }
+    Ok(())
+}
+
+/// Loads the tensors named by [`our_name`] into `model`'s encoder; every encoder tensor must be
+/// given, with its shape.
+fn load_encoder(mut model: SimClr, tensors: &BTreeMap<String, &TensorData>) -> Result<SimClr> {
+    let views = tensors
+        .iter()
+        .map(|(name, data)| Ok((name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, data.shape().to_vec(), data.as_bytes())?)))
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+    let bytes = safetensors::serialize(views, None)?;
+    let mut store = SafetensorsStore::from_bytes(Some(bytes)).allow_partial(true);
+    let result = model.load_from(&mut store).map_err(|e| anyhow::anyhow!("cannot load the encoder ({e})"))?;
+    let missing: Vec<&String> = result.missing.iter().map(|(path, _)| path).filter(|p| p.starts_with("encoder.")).collect();
+    if !result.errors.is_empty() || !missing.is_empty() || !result.unused.is_empty() {
+        bail!(
+            "does not fit a ResNet of the shape its stem and stages imply (wrong shapes: {:?}; missing: {:?}; unexpected: {:?})",
+            result.errors.iter().take(3).collect::<Vec<_>>(),
+            missing.iter().take(3).collect::<Vec<_>>(),
+            result.unused.iter().take(3).collect::<Vec<_>>()
+        );
+    }
+    Ok(model)
+}
+
+/// `simclr import`: imports `weights` and writes `OUT/model.safetensors` (atomically),
+/// `OUT/config.toml` and `OUT/import.json`. Returns a one-line summary.
+pub fn run(weights: &Path, prefix: Option<&str>, args: &ConfigArgs, device: &Device) -> Result<String> {
+    let (model, cfg, report) = import(weights, prefix, args, device)?;
+    let out: PathBuf = args.out.clone().unwrap_or_else(|| PathBuf::from("runs/imported"));
+    std::fs::create_dir_all(&out).with_context(|| format!("--out {}: cannot create the folder; choose a writable path", out.display()))?;
+    let tmp = out.join(".model.safetensors.tmp");
+    checkpoint::save_model(&model, &tmp)?;
+    std::fs::write(out.join("config.toml"), cfg.to_toml())?;
+    std::fs::write(out.join("import.json"), serde_json::to_string_pretty(&report)?)?;
+    std::fs::rename(&tmp, out.join("model.safetensors"))?;
+    Ok(format!(
+        "imported {:?} width {} ({:?} stem, {} tensors, prefix {:?}, {} ignored) into {}: use --checkpoint {}",
+        report.shape.arch,
+        report.shape.width,
+        report.shape.stem,
+        report.tensors_loaded,
+        report.prefix,
+        report.ignored.len(),
+        out.display(),
+        out.display()
+    ))
+}

@@ -1,0 +1,151 @@
+//! `simclr import`: torchvision-layout ResNets saved by PyTorch (tests/fixtures, written by
+//! scripts/make-import-fixtures.py with random weights and BN statistics) give, after import, the
+//! features h that PyTorch computed for them; bad weight files give errors that name the problem.
+
+use burn::module::Module;
+use burn::tensor::{Tensor, TensorData};
+use simclr::config::{Config, ConfigArgs};
+use simclr::head::SimClr;
+use simclr::import::{find_prefix, import, our_name, read_tensors, Target};
+use simclr::resnet::{Arch, Stem};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+fn device() -> burn::tensor::Device {
+    simclr::default_device()
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// PyTorch's features for the fixture `name`, from expected.json.
+fn expected(name: &str) -> Vec<f32> {
+    let text = std::fs::read_to_string(fixture("expected.json")).unwrap();
+    let all: serde_json::Value = serde_json::from_str(&text).unwrap();
+    all[name]["h"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect()
+}
+
+/// The script's input: x[n, c, i, j] = 0.5 + 0.5 sin(0.001 · flat index), 2 × 3 × 64 × 64.
+fn features(model: &SimClr) -> Vec<f32> {
+    let n = 2 * 3 * 64 * 64;
+    let x: Vec<f32> = (0..n).map(|i| (0.5 + 0.5 * (0.001 * i as f64).sin()) as f32).collect();
+    let x = Tensor::<4>::from_data(TensorData::new(x, [2, 3, 64, 64]), &device());
+    let h = model.valid().encoder.forward(x);
+    h.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+}
+
+fn assert_close(got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= 1e-4 * w.abs().max(1.0), "feature {i}: ours {g}, PyTorch {w}");
+    }
+}
+
+#[test]
+fn resnet18_saved_by_pytorch_gives_pytorchs_features() {
+    let (model, cfg, report) = import(&fixture("resnet18-w0.125.pth"), None, &ConfigArgs::default(), &device()).unwrap();
+    assert_eq!((cfg.arch, cfg.width, cfg.stem), (Arch::Resnet18, 0.125, Stem::Imagenet));
+    assert_eq!(report.prefix, "state_dict.");
+    // conv1 + bn1 (4) + 8 blocks × (2 convs + 2 BNs × 4) + 3 shortcuts × (conv + BN × 4).
+    assert_eq!(report.tensors_loaded, 1 + 4 + 8 * 10 + 3 * 5);
+    assert_eq!(report.ignored, ["state_dict.fc.bias", "state_dict.fc.weight"]);
+    assert_close(&features(&model), &expected("resnet18-w0.125"));
+}
+
+#[test]
+fn resnet50_backbone_under_a_nested_prefix_gives_pytorchs_features() {
+    let (model, cfg, report) = import(&fixture("resnet50-w0.0625.pth"), None, &ConfigArgs::default(), &device()).unwrap();
+    assert_eq!((cfg.arch, cfg.width, cfg.stem), (Arch::Resnet50, 0.0625, Stem::Imagenet));
+    assert_eq!(report.prefix, "state_dict.backbone.");
+    assert_eq!(report.tensors_loaded, 1 + 4 + 16 * 15 + 4 * 5);
+    assert_eq!(report.ignored, ["state_dict.projector.0.bias", "state_dict.projector.0.weight"]);
+    assert_close(&features(&model), &expected("resnet50-w0.0625"));
+}
+
+#[test]
+fn the_import_command_writes_a_checkpoint_that_evaluation_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("imported");
+    let args = ConfigArgs { out: Some(out.clone()), seed: Some(3), ..Default::default() };
+    let line = simclr::import::run(&fixture("resnet18-w0.125.pth"), None, &args, &device()).unwrap();
+    assert!(line.contains("Resnet18") && line.contains(&out.display().to_string()), "{line}");
+    assert!(out.join("import.json").exists() && !out.join(".model.safetensors.tmp").exists());
+    let loaded = simclr::eval::load(Some(&out), &Config::default(), 64, &device()).unwrap();
+    assert_eq!((loaded.config.arch, loaded.config.width, loaded.config.seed), (Arch::Resnet18, 0.125, 3));
+    assert_close(&features(&loaded.model), &expected("resnet18-w0.125"));
+}
+
+/// The resnet18 fixture's tensors, renamed by `rename` (None drops one), as a safetensors file.
+fn safetensors_variant(dir: &Path, rename: impl Fn(&str) -> Option<String>) -> PathBuf {
+    let tensors: BTreeMap<String, TensorData> = read_tensors(&fixture("resnet18-w0.125.pth")).unwrap();
+    let views: Vec<_> = tensors
+        .iter()
+        .filter_map(|(k, v)| rename(k).map(|name| (name, v)))
+        .map(|(name, v)| (name, safetensors::tensor::TensorView::new(safetensors::Dtype::F32, v.shape().to_vec(), v.as_bytes()).unwrap()))
+        .collect();
+    let file = dir.join(format!("w{}.safetensors", std::fs::read_dir(dir).unwrap().count()));
+    std::fs::write(&file, safetensors::serialize(views, None).unwrap()).unwrap();
+    file
+}
+
+fn import_error(file: &Path, prefix: Option<&str>, args: &ConfigArgs) -> String {
+    format!("{:#}", import(file, prefix, args, &device()).err().expect("the import should fail"))
+}
+
+#[test]
+fn safetensors_input_and_bad_weight_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let none = ConfigArgs::default();
+    // DataParallel's `module.` prefix, in a safetensors file: the same network.
+    let module = |k: &str| Some(k.replace("state_dict.", "module."));
+    let good = safetensors_variant(dir.path(), module);
+    let (model, _, report) = import(&good, None, &none, &device()).unwrap();
+    assert_eq!(report.prefix, "module.");
+    assert_close(&features(&model), &expected("resnet18-w0.125"));
+
+    let missing = safetensors_variant(dir.path(), |k| (!k.ends_with("layer3.0.downsample.1.running_var")).then(|| module(k).unwrap()));
+    let e = import_error(&missing, None, &none);
+    assert!(e.contains("missing") && e.contains("blocks.4.Basic.shortcut.bn.running_var"), "{e}");
+
+    let extra = safetensors_variant(dir.path(), |k| Some(module(k).unwrap().replace("layer1.0.bn2", "layer1.0.se")));
+    let e = import_error(&extra, None, &none);
+    assert!(e.contains("not part of a torchvision Resnet18") && e.contains("module.layer1.0.se.bias"), "{e}");
+
+    let e = import_error(&good, None, &ConfigArgs { arch: Some(Arch::Resnet34), ..Default::default() });
+    assert!(e.contains("--arch disagrees") && e.contains("Resnet18"), "{e}");
+    let e = import_error(&good, None, &ConfigArgs { stem: Some(Stem::Cifar), ..Default::default() });
+    assert!(e.contains("--stem disagrees"), "{e}");
+
+    let e = import_error(&good, Some("backbone."), &none);
+    assert!(e.contains("--prefix \"backbone.\"") && e.contains("--prefix \"module.\""), "{e}");
+
+    let head_only = safetensors_variant(dir.path(), |k| k.contains("fc.").then(|| k.to_string()));
+    let e = import_error(&head_only, None, &none);
+    assert!(e.contains("no torchvision-layout ResNet") && e.contains("state_dict.fc.bias"), "{e}");
+
+    let e = import_error(&dir.path().join("nothing.pth"), None, &none);
+    assert!(e.contains("nothing.pth: no such file"), "{e}");
+    let junk = dir.path().join("junk.pth");
+    std::fs::write(&junk, b"not a pickle").unwrap();
+    let e = import_error(&junk, None, &none);
+    assert!(e.contains("junk.pth: cannot read it as a PyTorch file"), "{e}");
+}
+
+#[test]
+fn torchvision_names_map_to_ours() {
+    let ours = |s: &str| Target::Ours(s.to_string());
+    assert_eq!(our_name("conv1.weight", Arch::Resnet18), ours("encoder.conv1.weight"));
+    assert_eq!(our_name("bn1.bias", Arch::Resnet18), ours("encoder.bn1.beta"));
+    assert_eq!(our_name("layer2.0.downsample.1.weight", Arch::Resnet18), ours("encoder.blocks.2.Basic.shortcut.bn.gamma"));
+    assert_eq!(our_name("layer2.0.downsample.0.weight", Arch::Resnet34), ours("encoder.blocks.3.Basic.shortcut.conv.weight"));
+    assert_eq!(our_name("layer4.2.conv3.weight", Arch::Resnet50), ours("encoder.blocks.15.Bottleneck.conv3.weight"));
+    assert_eq!(our_name("layer3.22.bn3.running_var", Arch::Resnet101), ours("encoder.blocks.29.Bottleneck.bn3.running_var"));
+    assert_eq!(our_name("fc.weight", Arch::Resnet50), Target::Classifier);
+    for unknown in ["layer1.0.conv3.weight", "layer1.2.conv1.weight", "layer5.0.conv1.weight", "layer1.0.shortcut.conv.weight", "conv2.weight", "layer1.0.conv1.bias"] {
+        assert_eq!(our_name(unknown, Arch::Resnet18), Target::Unknown, "{unknown}");
+    }
+    assert_eq!(find_prefix(&["a.conv1.weight", "a.layer1.0.conv1.weight", "b.fc.weight"]), Ok("a.".to_string()));
+    let two = find_prefix(&["a.conv1.weight", "a.layer1.0.conv1.weight", "conv1.weight", "layer1.0.conv1.weight"]).unwrap_err();
+    assert!(two.contains("2 ResNets") && two.contains("--prefix"), "{two}");
+}
