@@ -42,25 +42,28 @@ fn assert_close(got: &[f32], want: &[f32]) {
     }
 }
 
+/// Imports fixture `name` and checks what was read against what the script wrote.
+fn check_fixture(name: &str, shape: (Arch, f32), prefix: &str, loaded: usize, ignored: [&str; 2]) {
+    let (model, cfg, report) = import(&fixture(&format!("{name}.pth")), None, &ConfigArgs::default(), &device()).unwrap();
+    assert_eq!((cfg.arch, cfg.width, cfg.stem), (shape.0, shape.1, Stem::Imagenet));
+    assert_eq!(report.prefix, prefix);
+    assert_eq!(report.tensors_loaded, loaded);
+    assert_eq!(report.ignored, ignored);
+    assert_close(&features(&model), &expected(name));
+}
+
 #[test]
 fn resnet18_saved_by_pytorch_gives_pytorchs_features() {
-    let (model, cfg, report) = import(&fixture("resnet18-w0.125.pth"), None, &ConfigArgs::default(), &device()).unwrap();
-    assert_eq!((cfg.arch, cfg.width, cfg.stem), (Arch::Resnet18, 0.125, Stem::Imagenet));
-    assert_eq!(report.prefix, "state_dict.");
     // conv1 + bn1 (4) + 8 blocks × (2 convs + 2 BNs × 4) + 3 shortcuts × (conv + BN × 4).
-    assert_eq!(report.tensors_loaded, 1 + 4 + 8 * 10 + 3 * 5);
-    assert_eq!(report.ignored, ["state_dict.fc.bias", "state_dict.fc.weight"]);
-    assert_close(&features(&model), &expected("resnet18-w0.125"));
+    let loaded = 1 + 4 + 8 * 10 + 3 * 5;
+    check_fixture("resnet18-w0.125", (Arch::Resnet18, 0.125), "state_dict.", loaded, ["state_dict.fc.bias", "state_dict.fc.weight"]);
 }
 
 #[test]
 fn resnet50_backbone_under_a_nested_prefix_gives_pytorchs_features() {
-    let (model, cfg, report) = import(&fixture("resnet50-w0.0625.pth"), None, &ConfigArgs::default(), &device()).unwrap();
-    assert_eq!((cfg.arch, cfg.width, cfg.stem), (Arch::Resnet50, 0.0625, Stem::Imagenet));
-    assert_eq!(report.prefix, "state_dict.backbone.");
-    assert_eq!(report.tensors_loaded, 1 + 4 + 16 * 15 + 4 * 5);
-    assert_eq!(report.ignored, ["state_dict.projector.0.bias", "state_dict.projector.0.weight"]);
-    assert_close(&features(&model), &expected("resnet50-w0.0625"));
+    let loaded = 1 + 4 + 16 * 15 + 4 * 5;
+    let ignored = ["state_dict.projector.0.bias", "state_dict.projector.0.weight"];
+    check_fixture("resnet50-w0.0625", (Arch::Resnet50, 0.0625), "state_dict.backbone.", loaded, ignored);
 }
 
 #[test]
