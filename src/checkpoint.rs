@@ -116,8 +116,15 @@ pub fn save_model(model: &SimClr, file: &Path) -> Result<()> {
 }
 
 /// Loads weights saved by [`save_model`] into `model` (which must have the same shape).
-pub fn load_model(mut model: SimClr, file: &Path) -> Result<SimClr> {
-    let mut store = SafetensorsStore::from_file(file);
+pub fn load_model(model: SimClr, file: &Path) -> Result<SimClr> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    load_model_bytes(model, bytes, file)
+}
+
+/// [`load_model`] from the file's bytes, already read (`file` names it in errors): lets a caller
+/// that also hashes the checkpoint read it once.
+pub fn load_model_bytes(mut model: SimClr, bytes: Vec<u8>, file: &Path) -> Result<SimClr> {
+    let mut store = SafetensorsStore::from_bytes(Some(bytes));
     let result = model.load_from(&mut store).map_err(|e| {
         anyhow::anyhow!("{}: cannot load ({e}); was it written for another --arch/--width/--head?", file.display())
     })?;

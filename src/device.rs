@@ -42,7 +42,7 @@ pub fn parse(spec: &str) -> Result<Device> {
         other => other,
     };
     match name {
-        "auto" => no_index(Device::default()),
+        "auto" => no_index(crate::default_device()),
         "flex" => {
             #[cfg(feature = "flex")]
             return no_index(Device::flex());

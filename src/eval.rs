@@ -120,9 +120,9 @@ pub fn load(checkpoint_arg: Option<&Path>, flags: &Config, dataset_size: usize, 
             let size = if config.image_size > 0 { config.image_size } else { dataset_size };
             let model = config.model(size).init(device);
             let file = dir.join("model.safetensors");
-            let model = checkpoint::load_model(model, &file)?;
             let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let hash = sha256_hex(&bytes);
+            let model = checkpoint::load_model_bytes(model, bytes, &file)?;
             Ok(Loaded { model, config, image_size: size, checkpoint: Some(dir), checkpoint_sha256: Some(hash) })
         }
         None => {
@@ -146,7 +146,20 @@ pub fn random_init_baseline(flags: &Config, image_size: usize) -> crate::head::M
 /// Lower-case hex SHA-256 of `bytes`.
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    hex(&sha2::Sha256::digest(bytes))
+}
+
+/// Lower-case hex SHA-256 of the file at `path`, streamed (no copy of the file in memory).
+pub(crate) fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    std::io::copy(&mut file, &mut hasher).with_context(|| format!("reading {}", path.display()))?;
+    Ok(hex(&hasher.finalize()))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Output `layer` (index into `[h, head layers…]`) for every image of `ds`, resized to

@@ -17,7 +17,7 @@
 
 use crate::checkpoint;
 use crate::config::{Config, ConfigArgs};
-use crate::eval::sha256_hex;
+use crate::eval::sha256_file;
 use crate::head::SimClr;
 use crate::resnet::{Arch, Stem};
 use anyhow::{bail, Context, Result};
@@ -248,10 +248,9 @@ pub fn import(weights: &Path, prefix: Option<&str>, args: &ConfigArgs, device: &
 
     let model = cfg.model(cfg.image_size).init_seeded(cfg.seed, device);
     let model = load_encoder(model, &ours).with_context(|| format!("--weights {file}"))?;
-    let bytes = std::fs::read(weights)?;
     let report = ImportReport {
         weights: weights.display().to_string(),
-        weights_sha256: sha256_hex(&bytes),
+        weights_sha256: sha256_file(weights)?,
         prefix,
         shape,
         tensors_loaded: ours.len(),

@@ -74,8 +74,14 @@ fn the_import_command_writes_a_checkpoint_that_evaluation_loads() {
     let line = simclr::import::run(&fixture("resnet18-w0.125.pth"), None, &args, &device()).unwrap();
     assert!(line.contains("Resnet18") && line.contains(&out.display().to_string()), "{line}");
     assert!(out.join("import.json").exists() && !out.join(".model.safetensors.tmp").exists());
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("import.json")).unwrap()).unwrap();
+    // `sha256sum tests/fixtures/resnet18-w0.125.pth`
+    assert_eq!(report["weights_sha256"], "392e572af31eb5ad098ef7e6d96b0dd5182dd9ac56738694f4d8a9cf8317f92c");
     let loaded = simclr::eval::load(Some(&out), &Config::default(), 64, &device()).unwrap();
     assert_eq!((loaded.config.arch, loaded.config.width, loaded.config.seed), (Arch::Resnet18, 0.125, 3));
+    let written = std::fs::read(out.join("model.safetensors")).unwrap();
+    let hex: String = <sha2::Sha256 as sha2::Digest>::digest(&written).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(loaded.checkpoint_sha256.as_deref(), Some(hex.as_str()));
     assert_close(&features(&loaded.model), &expected("resnet18-w0.125"));
 }
 
