@@ -102,6 +102,8 @@ pub struct StepResult {
     pub image_size: usize,
     /// Backend device.
     pub device: String,
+    /// Arithmetic of the convolutions.
+    pub precision: crate::device::Precision,
     /// Median seconds per step.
     pub median_step_s: f64,
     /// Images (not views) per second at the median step.
@@ -157,6 +159,7 @@ pub fn step(cfg: &Config, steps: usize, warmup: usize, device: &Device) -> Resul
         batch_size: cfg.batch_size,
         image_size: size,
         device: format!("{device:?}"),
+        precision: crate::device::precision(),
         median_step_s: median,
         images_per_sec: cfg.batch_size as f64 / median,
         steps_s: times,

@@ -16,8 +16,9 @@
 //!
 //! The `tch` backend has the same gap (Burn gives libtorch no convolution backward either), so on a
 //! libtorch device [`conv2d`] records the convolution in libtorch's own autograd graph and takes
-//! both gradients from it: the oneDNN/cuDNN kernels PyTorch itself uses. Every other device gets
-//! Burn's `conv2d`.
+//! both gradients from it: the oneDNN/cuDNN kernels PyTorch itself uses; with `--precision bf16`
+//! ([`crate::device::Precision`]) in `bfloat16` as PyTorch's autocast would. Every other device
+//! gets Burn's `conv2d`.
 
 use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::ops::ConvOptions;
@@ -287,9 +288,17 @@ mod own {
         use burn::backend::tensor::FloatTensor;
         use burn::backend::{Autodiff, LibTorch};
 
+        /// `--precision bf16`: autocast's rule for a convolution (`bfloat16` operands, `f32` result).
         fn torch_conv2d(x: &tch::Tensor, weight: &tch::Tensor, stride: usize, pad: usize) -> tch::Tensor {
-            let (stride, pad) = (stride as i64, pad as i64);
-            tch::Tensor::conv2d(x, weight, None::<tch::Tensor>, [stride; 2], [pad; 2], [1, 1], 1)
+            let conv = |x: &tch::Tensor, weight: &tch::Tensor| {
+                let (stride, pad) = (stride as i64, pad as i64);
+                tch::Tensor::conv2d(x, weight, None::<tch::Tensor>, [stride; 2], [pad; 2], [1, 1], 1)
+            };
+            if crate::libtorch::bf16() {
+                let x = crate::libtorch::bf16_channels_last(x);
+                return conv(&x, &weight.to_kind(tch::Kind::BFloat16)).to_kind(tch::Kind::Float);
+            }
+            conv(x, weight)
         }
 
         impl OwnBackwardConv for LibTorch {

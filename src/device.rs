@@ -85,6 +85,50 @@ pub fn parse(spec: &str) -> Result<Device> {
     }
 }
 
+/// Arithmetic of the encoder's convolutions (`--precision`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// `f32` throughout.
+    #[default]
+    F32,
+    /// Mixed precision as PyTorch's autocast does it for convolutions: `bfloat16` operands with
+    /// `f32` accumulation and an `f32` result, the input in channels-last order (the layout of
+    /// oneDNN's AMX / AVX-512-BF16 kernels and of cuDNN); batch norm, the head, the loss and the
+    /// optimiser stay `f32`. libtorch devices only.
+    Bf16,
+}
+
+/// Makes every convolution of this process on a libtorch device compute at `precision`; `bf16`
+/// on any other device is an error naming the fix (the setting is left unchanged).
+pub fn set_precision(precision: Precision, device: &Device) -> Result<()> {
+    if precision == Precision::Bf16 {
+        #[cfg(feature = "tch")]
+        if is_libtorch(device) {
+            crate::libtorch::set_bf16(true);
+            return Ok(());
+        }
+        bail!("--precision bf16: only libtorch devices compute convolutions in bfloat16, not {device:?}; use --device tch-cpu or cuda (feature tch), or --precision f32");
+    }
+    #[cfg(feature = "tch")]
+    crate::libtorch::set_bf16(false);
+    Ok(())
+}
+
+/// The precision [`set_precision`] last set (`f32` until then).
+pub fn precision() -> Precision {
+    #[cfg(feature = "tch")]
+    if crate::libtorch::bf16() {
+        return Precision::Bf16;
+    }
+    Precision::F32
+}
+
+#[cfg(feature = "tch")]
+fn is_libtorch(device: &Device) -> bool {
+    matches!(device.clone().inner().as_dispatch(), burn::backend::DispatchDevice::LibTorch(_))
+}
+
 /// `vulkan:N` / `wgpu:N` is the N-th discrete GPU; without an index, the adapter wgpu prefers.
 #[cfg(any(feature = "vulkan", feature = "wgpu"))]
 fn gpu_kind(index: Option<usize>) -> burn::tensor::DeviceKind {

@@ -15,6 +15,34 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::libtorch::TchTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, LibTorch};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Whether convolutions compute in `bfloat16` ([`crate::device::Precision::Bf16`]).
+static BF16: AtomicBool = AtomicBool::new(false);
+
+pub(crate) fn set_bf16(on: bool) {
+    BF16.store(on, Ordering::Relaxed);
+}
+
+pub(crate) fn bf16() -> bool {
+    BF16.load(Ordering::Relaxed)
+}
+
+/// `x` (`[n, c, h, w]`) as `bfloat16` in channels-last order, in one differentiable copy.
+pub(crate) fn bf16_channels_last(x: &tch::Tensor) -> tch::Tensor {
+    let (n, c, h, w) = x.size4().expect("a 4-D tensor");
+    let mut y = tch::Tensor::empty_strided([n, c, h, w], [h * w * c, 1, w * c, c], (tch::Kind::BFloat16, x.device()));
+    y.copy_(x);
+    y
+}
+
+/// The dimensions of `t` from the outermost in memory to the innermost (largest stride first).
+fn memory_order(t: &tch::Tensor) -> Vec<i64> {
+    let stride = t.stride();
+    let mut order: Vec<i64> = (0..stride.len() as i64).collect();
+    order.sort_by_key(|&d| std::cmp::Reverse(stride[d as usize]));
+    order
+}
 
 /// A float tensor of the libtorch autodiff backend.
 pub(crate) type AutodiffTensor<C> = FloatTensor<Autodiff<LibTorch, C>>;
@@ -72,8 +100,12 @@ impl<const N: usize> Backward<LibTorch, N> for TorchOp<N> {
         if wanted.is_empty() {
             return;
         }
-        // Σ out·grad as one dot product: no product tensor, and its backward is grad · 1.
-        let surrogate = graph.out.flatten(0, -1).dot(&grad.tensor.flatten(0, -1));
+        // Σ out·grad as one dot product: no product tensor, and its backward is grad · 1. Both
+        // are read in the order `out` lies in memory (channels-last under `--precision bf16`), so
+        // that `out` is flattened without a copy and its gradient reaches libtorch in its layout.
+        let order = memory_order(&graph.out);
+        let flat = |t: &tch::Tensor| t.permute(&order[..]).flatten(0, -1);
+        let surrogate = flat(&graph.out).dot(&flat(&grad.tensor));
         let leaves: Vec<&tch::Tensor> = wanted.iter().map(|(_, leaf)| *leaf).collect();
         let gradients = tch::Tensor::run_backward(&[surrogate], &leaves, false, false);
         for ((id, _), gradient) in wanted.into_iter().zip(gradients) {

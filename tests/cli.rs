@@ -77,4 +77,11 @@ fn device_names_are_checked() {
     let (code, stderr) = simclr(&["--device", "tpu", "bench", "data", "--seconds", "0.1"]);
     assert_ne!(code, 0);
     assert!(stderr.lines().any(|l| l.starts_with("error: --device tpu: unknown device")), "{stderr}");
+    // bfloat16 convolutions are libtorch's: on flex the flag is refused before any work.
+    #[cfg(feature = "flex")]
+    {
+        let (code, stderr) = simclr(&["--device", "flex", "--precision", "bf16", "bench", "data", "--seconds", "0.1"]);
+        assert_ne!(code, 0);
+        assert!(stderr.lines().any(|l| l.starts_with("error: --precision bf16: only libtorch devices")), "{stderr}");
+    }
 }

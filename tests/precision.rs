@@ -1,0 +1,63 @@
+//! `--precision bf16` (`simclr::device::set_precision`): on libtorch the encoder's convolution
+//! computes in bfloat16 — output and both gradients within bfloat16's rounding of the f32 ones yet
+//! not equal to them (the bfloat16 kernels really ran), and a whole training step runs; any other
+//! device refuses it with an error naming the fix. One test in this binary: the precision is a
+//! setting of the process.
+
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use simclr::device::{precision, set_precision, Precision};
+
+/// Output of the convolution (stride 2, pad 1) and the gradients of Σ conv(x, w)·r with respect to
+/// x and w, on `device` with autodiff.
+#[allow(dead_code)] // unused in a build without libtorch
+fn conv_and_grads(device: &Device, x: &TensorData, w: &TensorData, r: &TensorData) -> [Vec<f32>; 3] {
+    let device = device.clone().autodiff();
+    let x = Tensor::<4>::from_data(x.clone(), &device).require_grad();
+    let w = Tensor::<4>::from_data(w.clone(), &device).require_grad();
+    let y = simclr::conv::conv2d(x.clone(), w.clone(), 2, 1);
+    let g = (y.clone() * Tensor::<4>::from_data(r.clone(), &device)).sum().backward();
+    let v = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().expect("f32");
+    [v(y), v(x.grad(&g).unwrap()), v(w.grad(&g).unwrap())]
+}
+
+#[allow(dead_code)]
+fn relative_error(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+    a.iter().zip(b).fold(0f32, |e, (x, y)| e.max((x - y).abs())) / scale
+}
+
+#[test]
+fn bf16_convolutions_are_close_to_f32_on_libtorch_and_refused_elsewhere() {
+    assert_eq!(precision(), Precision::F32);
+    #[cfg(feature = "flex")]
+    {
+        let err = set_precision(Precision::Bf16, &Device::flex()).unwrap_err().to_string();
+        assert!(err.contains("--precision bf16") && err.contains("--device tch-cpu"), "{err}");
+        assert_eq!(precision(), Precision::F32);
+    }
+    #[cfg(feature = "tch")]
+    {
+        #[allow(deprecated)]
+        let device = Device::libtorch();
+        let random = |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device).into_data();
+        let (x, w, r) = (random([4, 8, 10, 10]), random([16, 8, 3, 3]), random([4, 16, 5, 5]));
+        let exact = conv_and_grads(&device, &x, &w, &r);
+        set_precision(Precision::Bf16, &device).unwrap();
+        assert_eq!(precision(), Precision::Bf16);
+        let mixed = conv_and_grads(&device, &x, &w, &r);
+        for (what, (a, b)) in ["output", "input gradient", "weight gradient"].iter().zip(mixed.iter().zip(&exact)) {
+            // bfloat16 keeps 8 significant bits (relative rounding 2⁻⁹ ≈ 0.002 per operand).
+            let e = relative_error(a, b);
+            assert!(e > 0.0 && e < 0.02, "{what}: relative error {e}");
+        }
+        // A whole SimCLR step (ResNet-18 at width 1/8: BN on channels-last activations, residual
+        // sums, pooling, head, loss, LARS) runs in mixed precision.
+        let cfg = simclr::config::Config { width: 0.125, batch_size: 4, image_size: 16, ..Default::default() };
+        let step = simclr::bench::step(&cfg, 1, 1, &device).unwrap();
+        assert_eq!(step.precision, Precision::Bf16);
+        assert!(step.median_step_s.is_finite());
+        set_precision(Precision::F32, &device).unwrap();
+        assert_eq!(precision(), Precision::F32);
+    }
+}
