@@ -288,7 +288,8 @@ mod own {
         use burn::backend::tensor::FloatTensor;
         use burn::backend::{Autodiff, LibTorch};
 
-        /// `--precision bf16`: autocast's rule for a convolution (`bfloat16` operands, `f32` result).
+        /// libtorch's convolution; under `--precision bf16` by autocast's rule (`bfloat16` operands,
+        /// `f32` result).
         fn torch_conv2d(x: &tch::Tensor, weight: &tch::Tensor, stride: usize, pad: usize) -> tch::Tensor {
             let conv = |x: &tch::Tensor, weight: &tch::Tensor| {
                 let (stride, pad) = (stride as i64, pad as i64);

@@ -4,12 +4,15 @@
 //! device refuses it with an error naming the fix. One test in this binary: the precision is a
 //! setting of the process.
 
-use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use simclr::device::{precision, set_precision, Precision};
+#[cfg(any(feature = "flex", feature = "tch"))]
+use {burn::tensor::Device, simclr::device::set_precision};
+#[cfg(feature = "tch")]
+use burn::tensor::{Distribution, Tensor, TensorData};
+use simclr::device::{precision, Precision};
 
 /// Output of the convolution (stride 2, pad 1) and the gradients of Σ conv(x, w)·r with respect to
 /// x and w, on `device` with autodiff.
-#[allow(dead_code)] // unused in a build without libtorch
+#[cfg(feature = "tch")]
 fn conv_and_grads(device: &Device, x: &TensorData, w: &TensorData, r: &TensorData) -> [Vec<f32>; 3] {
     let device = device.clone().autodiff();
     let x = Tensor::<4>::from_data(x.clone(), &device).require_grad();
@@ -20,7 +23,7 @@ fn conv_and_grads(device: &Device, x: &TensorData, w: &TensorData, r: &TensorDat
     [v(y), v(x.grad(&g).unwrap()), v(w.grad(&g).unwrap())]
 }
 
-#[allow(dead_code)]
+#[cfg(feature = "tch")]
 fn relative_error(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
