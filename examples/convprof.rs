@@ -1,8 +1,8 @@
 //! Per-layer convolution timing behind `docs/performance.md`: Burn's flex conv forward, input and
-//! weight gradients, and `simclr::conv::weight_grad`, with its maximum relative difference.
+//! weight gradients, and `simclr::ops::conv::weight_grad`, with its maximum relative difference.
 //! `cargo run --release --example convprof -- [images, default 128]`
 use burn::tensor::{module::conv2d, Distribution, Tensor};
-use simclr::conv::{self, Geometry};
+use simclr::ops::conv::{self, Geometry};
 use std::time::Instant;
 
 fn time<F: FnMut()>(mut f: F) -> f64 {

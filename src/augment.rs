@@ -12,6 +12,11 @@
 //!   mildly downsampled).
 //! - **Brightness**: the v2 multiplicative form (`x · U[max(0, 1 − b), 1 + b]`), the official default.
 //! - **Blur padding**: reflect, so a constant image stays constant (the official code zero-pads).
+//! - **No colour distortion** (`s = 0`, the official `color_distort=False`): neither jitter nor the
+//!   random grayscale, which is part of the colour distortion.
+//! - **Evaluation** ([`AugmentConfig::eval`], official `preprocess_for_eval`): for views over 32 px a
+//!   centre crop of 87.5% of the shorter side, resized (bilinearly; the official code uses bicubic),
+//!   so non-square images are not distorted; 32 px and under, the whole image resized.
 //!
 //! Every view is drawn from its own RNG seeded by `(seed, epoch, index, view)`, so the views do not
 //! depend on thread scheduling and a resumed run sees exactly the views an unbroken run would.
@@ -31,8 +36,12 @@ pub const PAPER_MIN_CROP_AREA: f32 = 0.08;
 pub struct AugmentConfig {
     /// Output side in pixels (views are square).
     pub image_size: usize,
-    /// Random resized crop; without it the whole image is resized.
+    /// Random resized crop; without it the whole image (or its [`center_crop`](Self::center_crop))
+    /// is resized.
     pub crop: bool,
+    /// Without the random crop: a centred square of this fraction of the shorter side
+    /// (evaluation's 0.875); `None` resizes the whole image.
+    pub center_crop: Option<f32>,
     /// Smallest crop area as a fraction of the image (paper: 0.08).
     pub min_area: f32,
     /// Horizontal flip with p = 0.5.
@@ -50,27 +59,30 @@ pub struct AugmentConfig {
 }
 
 impl AugmentConfig {
-    /// The paper's pipeline for `image_size` with colour strength `s`; blur is on only for
-    /// images larger than 32 px, as in the paper's CIFAR setting.
+    /// The paper's pipeline for `image_size` with colour strength `s` (0: no colour distortion at
+    /// all, grayscale included); blur is on only for images larger than 32 px, as in the paper's
+    /// CIFAR setting.
     pub fn simclr(image_size: usize, color_strength: f32) -> Self {
         Self {
             image_size,
             crop: true,
+            center_crop: None,
             min_area: PAPER_MIN_CROP_AREA,
             flip: true,
             color_strength,
             color_prob: 0.8,
-            gray_prob: 0.2,
+            gray_prob: if color_strength > 0.0 { 0.2 } else { 0.0 },
             blur: image_size > 32,
             blur_prob: 0.5,
         }
     }
 
-    /// No augmentation: the whole image resized to `image_size` (evaluation preprocessing).
+    /// No augmentation: the whole image resized to `image_size`.
     pub fn identity(image_size: usize) -> Self {
         Self {
             image_size,
             crop: false,
+            center_crop: None,
             min_area: 1.0,
             flip: false,
             color_strength: 0.0,
@@ -80,6 +92,22 @@ impl AugmentConfig {
             blur_prob: 0.0,
         }
     }
+
+    /// Evaluation preprocessing (official `preprocess_for_eval`): for `image_size` over 32 px a centre
+    /// crop of [`EVAL_CROP_PROPORTION`] of the shorter side, resized; otherwise the whole image.
+    pub fn eval(image_size: usize) -> Self {
+        Self { center_crop: (image_size > 32).then_some(EVAL_CROP_PROPORTION), ..Self::identity(image_size) }
+    }
+}
+
+/// The official `CROP_PROPORTION`: evaluation's centre crop keeps 87.5% of the shorter side.
+pub const EVAL_CROP_PROPORTION: f32 = 0.875;
+
+/// The centred square the official `center_crop` takes for square outputs: side
+/// `rint(proportion · shorter side)`, offsets `(excess + 1) / 2`.
+pub fn center_square(height: usize, width: usize, proportion: f32) -> Crop {
+    let side = ((proportion * height.min(width) as f32).round_ties_even() as usize).clamp(1, height.min(width));
+    Crop { top: (height - side).div_ceil(2), left: (width - side).div_ceil(2), height: side, width: side }
 }
 
 /// The RNG of one view: a pure function of `(seed, epoch, index, view)`.
@@ -101,10 +129,10 @@ pub fn splitmix64(mut z: u64) -> u64 {
 
 /// Applies the configured pipeline to `img` once.
 pub fn augment(img: &Image, cfg: &AugmentConfig, rng: &mut impl Rng) -> Image {
-    let region = if cfg.crop {
-        sample_crop(img.height, img.width, cfg.min_area, rng)
-    } else {
-        Crop { top: 0, left: 0, height: img.height, width: img.width }
+    let region = match (cfg.crop, cfg.center_crop) {
+        (true, _) => sample_crop(img.height, img.width, cfg.min_area, rng),
+        (false, Some(proportion)) => center_square(img.height, img.width, proportion),
+        (false, None) => Crop { top: 0, left: 0, height: img.height, width: img.width },
     };
     let mut out = resize_bilinear(img, region, cfg.image_size, cfg.image_size);
     if cfg.flip && rng.random::<f32>() < 0.5 {

@@ -8,7 +8,7 @@
 //! - `step`: one training step (forward, NT-Xent, backward, optimiser update) on random images;
 //!   median over the timed steps after warm-up, and the process's peak RSS.
 //!
-//! [`make_views`]: crate::pretrain::make_views
+//! [`make_views`]: crate::data::loader::make_views
 
 use crate::augment::{augment, view_rng, AugmentConfig};
 use crate::config::Config;

@@ -12,7 +12,7 @@
 //! checkpoint intact.
 
 use crate::config::Config;
-use crate::head::SimClr;
+use crate::model::SimClr;
 use crate::optim::Optimizer;
 use anyhow::{bail, Context, Result};
 use burn::module::Module;

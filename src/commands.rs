@@ -5,10 +5,10 @@
 use crate::config::{Config, ConfigArgs};
 use crate::data::{self, Dataset, Split};
 use crate::eval::{self, Layer, Loaded};
-use crate::finetune::{self, Finetune};
-use crate::knn::Knn;
-use crate::linear::{self, SgdProbe};
-use crate::report::{confusion_png, Report};
+use crate::eval::finetune::{self, Finetune};
+use crate::eval::knn::Knn;
+use crate::eval::linear::{self, SgdProbe};
+use crate::eval::report::{confusion_png, Report};
 use anyhow::{bail, Context, Result};
 use burn::tensor::Device;
 use serde::Serialize;
@@ -90,11 +90,11 @@ fn features(p: &Prepared, split: SplitArg, device: &Device) -> Result<eval::Feat
     let dir = cache.join(format!("{split:?}-{}", &key[..16]).to_lowercase());
     if dir.join("features.npy").exists() {
         tracing::info!("features of the {split:?} split from the cache {}", dir.display());
-        return crate::embed::read(&dir);
+        return crate::eval::embed::read(&dir);
     }
     tracing::info!("extracting the features of the {split:?} split (cached in {})", dir.display());
     let f = extract()?;
-    crate::embed::write(&f, &dir)?;
+    crate::eval::embed::write(&f, &dir)?;
     Ok(f)
 }
 
@@ -126,6 +126,8 @@ pub struct ClassMetrics {
     pub top1: f64,
     /// Test top-5 accuracy (fraction).
     pub top5: f64,
+    /// Test images scored (unreadable ones are left out).
+    pub test_images: usize,
     /// Training accuracy (fraction); absent for kNN, whose training points vote for themselves.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub train_top1: Option<f64>,
@@ -138,10 +140,14 @@ pub struct ClassMetrics {
 
 fn classification(p: &Prepared, scores: &[f32], labels: &[usize], train_top1: Option<f64>, layer: Layer, extra: serde_json::Value) -> Result<ClassMetrics> {
     let classes = p.train.num_classes();
+    if scores.len() != labels.len() * classes {
+        bail!("internal error: {} score rows of {classes} classes for {} labels", scores.len() / classes.max(1), labels.len());
+    }
     confusion_png(&eval::confusion(scores, classes, labels), &p.out.join("confusion.png"))?;
     Ok(ClassMetrics {
         top1: eval::topk_accuracy(scores, classes, labels, 1),
         top5: eval::topk_accuracy(scores, classes, labels, 5.min(classes)),
+        test_images: labels.len(),
         train_top1,
         layer: layer.to_string(),
         extra,
@@ -217,7 +223,8 @@ pub struct SubsetArgs {
     pub from_head_layer: usize,
 }
 
-/// `simclr finetune`. Defaults differ from pretraining: 30 epochs, batch 64, LR 0.05, weight decay 0.
+/// `simclr finetune`. Defaults differ from pretraining: 30 epochs, batch 64, LR 0.05 × B / 256 (paper
+/// App. B.5), weight decay 0.
 pub fn finetune(args: &EvalArgs, subset_args: &SubsetArgs, device: &Device) -> Result<String> {
     let start = Instant::now();
     let p = prepare(args, "runs/finetune", device)?;
@@ -236,15 +243,15 @@ pub fn finetune(args: &EvalArgs, subset_args: &SubsetArgs, device: &Device) -> R
         epochs: c.epochs.unwrap_or(30),
         batch: c.batch_size.unwrap_or(64),
         lr: c.lr.unwrap_or(0.05),
+        lr_scaling: c.lr_scaling.unwrap_or(crate::schedule::LrScaling::Linear),
         momentum: c.momentum.unwrap_or(0.9),
         weight_decay: c.weight_decay.unwrap_or(0.0),
         seed: p.flags.seed,
     };
     let done = finetune::finetune(p.loaded.model.clone(), p.loaded.image_size, p.train.clone(), &subset, p.test.as_ref(), &cfg, &p.flags.bad_images(), device)?;
-    let test_labels: Vec<usize> = (0..p.test.len()).filter_map(|i| p.test.label(i)).collect();
     let layer = Layer::Head(cfg.from_head_layer);
-    let extra = serde_json::json!({ "labelled_images": subset.len(), "subset_file": subset_file, "final_loss": done.final_loss });
-    let m = classification(&p, &done.test_scores, &test_labels, Some(done.train_accuracy), layer, extra)?;
+    let extra = serde_json::json!({ "labelled_images": subset.len(), "subset_file": subset_file, "final_loss": done.final_loss, "peak_lr": done.peak_lr });
+    let m = classification(&p, &done.test_scores, &done.test_labels, Some(done.train_accuracy), layer, extra)?;
     let line = format!(
         "finetune ({}, {} labelled images): top-1 {:.2}%, top-5 {:.2}%, train {:.2}%",
         source(&p),
@@ -272,7 +279,7 @@ pub fn embed(args: &EvalArgs, split: SplitArg, device: &Device) -> Result<String
     let start = Instant::now();
     let p = prepare(args, "runs/embed", device)?;
     let f = features(&p, split, device)?;
-    crate::embed::write(&f, &p.out)?;
+    crate::eval::embed::write(&f, &p.out)?;
     let line = format!("embed ({}, layer {}): {} × {} features in {}", source(&p), args.layer, f.n, f.dim, p.out.join("features.npy").display());
     let metrics = serde_json::json!({ "images": f.n, "dim": f.dim, "layer": args.layer.to_string(), "labelled": f.is_labelled() });
     report(&p, "embed", serde_json::json!({ "split": split }), metrics, start)?;

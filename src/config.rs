@@ -6,7 +6,9 @@
 
 use crate::augment::AugmentConfig;
 use crate::data::DatasetKind;
-use crate::head::{HeadConfig, HeadMode, ModelConfig};
+use crate::device::Precision;
+use crate::head::{HeadConfig, HeadMode};
+use crate::model::ModelConfig;
 use crate::optim::{OptimizerKind, Rule};
 use crate::resnet::{Arch, ResNetConfig, Stem};
 use crate::schedule::LrScaling;
@@ -18,7 +20,7 @@ use std::path::{Path, PathBuf};
 /// optional: the flags and the shape of a partial TOML file) and [`Config::apply`] from one list, so
 /// a setting is written once. A field `name: T = default` is a `T` in `Config`; a field
 /// `name: Option<T>` stays unset (`None`) unless given. The bracket holds the field's extra `#[arg]`
-/// options (`value_enum` for enums).
+/// options (`value_enum` for enums), or `skip` for a setting that is no flag of its own.
 macro_rules! settings {
     // Every field normalised: emit the two structs and the overlay.
     (@emit $( { [$(#[doc = $doc:literal])*] [$($arg:tt)*] $field:ident [$cfg_ty:ty] [$arg_ty:ty] [$default:expr] [$wrap:expr] } )*) => {
@@ -39,7 +41,7 @@ macro_rules! settings {
         #[derive(Clone, Debug, Default, Serialize, Deserialize, clap::Args)]
         #[serde(deny_unknown_fields)]
         pub struct ConfigArgs {
-            $( $(#[doc = $doc])* #[arg(long, $($arg)*)] pub $field: Option<$arg_ty>, )*
+            $( $(#[doc = $doc])* #[arg($($arg)*)] pub $field: Option<$arg_ty>, )*
         }
 
         impl Config {
@@ -49,13 +51,17 @@ macro_rules! settings {
             }
         }
     };
+    // A field with a default that is no flag of its own (`[skip]`): set by the caller or the file.
+    (@parse [$($done:tt)*] $(#[doc = $doc:literal])* [skip] $field:ident : $ty:ty = $default:expr, $($rest:tt)*) => {
+        settings!(@parse [$($done)* { [$(#[doc = $doc])*] [skip] $field [$ty] [$ty] [$default] [std::convert::identity] }] $($rest)*);
+    };
     // An optional field: unset by default.
     (@parse [$($done:tt)*] $(#[doc = $doc:literal])* [$($arg:tt)*] $field:ident : Option<$ty:ty>, $($rest:tt)*) => {
-        settings!(@parse [$($done)* { [$(#[doc = $doc])*] [$($arg)*] $field [Option<$ty>] [$ty] [None] [Some] }] $($rest)*);
+        settings!(@parse [$($done)* { [$(#[doc = $doc])*] [long, $($arg)*] $field [Option<$ty>] [$ty] [None] [Some] }] $($rest)*);
     };
     // A field with a default.
     (@parse [$($done:tt)*] $(#[doc = $doc:literal])* [$($arg:tt)*] $field:ident : $ty:ty = $default:expr, $($rest:tt)*) => {
-        settings!(@parse [$($done)* { [$(#[doc = $doc])*] [$($arg)*] $field [$ty] [$ty] [$default] [std::convert::identity] }] $($rest)*);
+        settings!(@parse [$($done)* { [$(#[doc = $doc])*] [long, $($arg)*] $field [$ty] [$ty] [$default] [std::convert::identity] }] $($rest)*);
     };
     (@parse [$($done:tt)*]) => {
         settings!(@emit $($done)*);
@@ -142,6 +148,9 @@ settings! {
     [] coarse_labels: bool = false,
     /// Stop at the first unreadable image instead of skipping it with a warning.
     [] strict: bool = false,
+    /// Arithmetic of the convolutions: the global `--precision`, recorded so that `--resume` and a
+    /// `--config` rerun compute as the run did.
+    [skip] precision: Precision = Precision::F32,
 }
 
 impl Config {

@@ -6,8 +6,8 @@
 use crate::config::Config;
 use crate::data::{self, DatasetKind, Split};
 use crate::eval::{extract, topk_accuracy};
-use crate::linear::fit_lbfgs;
-use crate::head::SimClr;
+use crate::eval::linear::fit_lbfgs;
+use crate::model::SimClr;
 use crate::pretrain::pretrain;
 use crate::resnet::Arch;
 use anyhow::Result;

@@ -105,20 +105,20 @@ pub fn set_precision(precision: Precision, device: &Device) -> Result<()> {
     if precision == Precision::Bf16 {
         #[cfg(feature = "tch")]
         if is_libtorch(device) {
-            crate::libtorch::set_bf16(true);
+            crate::ops::libtorch::set_bf16(true);
             return Ok(());
         }
         bail!("--precision bf16: only libtorch devices compute convolutions in bfloat16, not {device:?}; use --device tch-cpu or cuda (feature tch), or --precision f32");
     }
     #[cfg(feature = "tch")]
-    crate::libtorch::set_bf16(false);
+    crate::ops::libtorch::set_bf16(false);
     Ok(())
 }
 
 /// The precision [`set_precision`] last set (`f32` until then).
 pub fn precision() -> Precision {
     #[cfg(feature = "tch")]
-    if crate::libtorch::bf16() {
+    if crate::ops::libtorch::bf16() {
         return Precision::Bf16;
     }
     Precision::F32
@@ -138,8 +138,8 @@ fn gpu_kind(index: Option<usize>) -> burn::tensor::DeviceKind {
     )
 }
 
-/// Whether `x` lives where the encoder's convolution ([`crate::conv`]) and batch norm
-/// ([`crate::batchnorm`]) run as operations of ours rather than Burn's generic ones: flex with
+/// Whether `x` lives where the encoder's convolution ([`crate::ops::conv`]) and batch norm
+/// ([`crate::ops::batchnorm`]) run as operations of ours rather than Burn's generic ones: flex with
 /// `f32` tensors (the slice kernels are `f32`) or libtorch (any float type).
 #[cfg(any(feature = "flex", feature = "tch"))]
 pub(crate) fn has_own_ops<const D: usize>(x: &burn::tensor::Tensor<D>) -> bool {

@@ -18,7 +18,7 @@
 use crate::checkpoint;
 use crate::config::{Config, ConfigArgs};
 use crate::eval::sha256_file;
-use crate::head::SimClr;
+use crate::model::SimClr;
 use crate::resnet::{Arch, Stem};
 use anyhow::{bail, Context, Result};
 use burn::store::{ModuleSnapshot, SafetensorsStore};

@@ -2,39 +2,38 @@
 //! (Chen, Kornblith, Norouzi, Hinton 2020, arXiv 2002.05709; v2: arXiv 2006.10029) on Burn.
 //!
 //! The modules follow the paper and the official code's layout:
-//! [`augment`] (data augmentation, §3 / App. A), [`resnet`] (base encoder f, with its [`conv`]olution and [`batchnorm`] operations), [`head`]
-//! (projection head g and the whole model), [`loss`] (NT-Xent, eq. 1), [`lars`] and [`optim`]
-//! (optimisers), [`schedule`] (LR scaling, warm-up + cosine), [`pretrain`] (the training loop),
-//! evaluation protocols ([`eval`] shared pieces, [`linear`] linear evaluation, [`knn`],
-//! [`finetune`], [`embed`], [`report`]), [`import`] (pretrained weights from PyTorch), [`checkpoint`], [`config`], [`data`], [`device`] (backend choice) and [`malloc`] (allocator settings).
+//! [`augment`] (data augmentation, §3 / App. A), [`resnet`] (base encoder f), [`head`] (projection
+//! head g), [`model`] (the whole network), [`loss`] (NT-Xent, eq. 1), [`lars`] and [`optim`]
+//! (optimisers), [`schedule`] (LR scaling, warm-up + cosine), [`pretrain`] (the training loop) and
+//! its per-epoch [`monitor`]s, [`eval`] (the evaluation protocols: linear evaluation, kNN,
+//! fine-tuning, embeddings, reports), [`import`] (pretrained weights from PyTorch), [`checkpoint`],
+//! [`config`], [`data`] (datasets and the view loader), [`curves`] (training curves as pictures).
+//! Apart from the paper's concepts: [`ops`] (our convolution and batch-norm kernels), [`device`]
+//! (backend choice) and [`malloc`] (allocator settings).
 
 pub mod augment;
-pub mod batchnorm;
 pub mod bench;
 pub mod checkpoint;
 pub mod commands;
 pub mod config;
-pub mod conv;
+pub mod curves;
 pub mod data;
 pub mod demo;
 pub mod device;
-pub mod embed;
 pub mod eval;
-pub mod finetune;
 pub mod grid;
 pub mod head;
 pub mod image;
 pub mod import;
-pub mod knn;
-#[cfg(feature = "tch")]
-mod libtorch;
 pub mod lars;
-pub mod linear;
 pub mod loss;
 pub mod malloc;
+pub mod model;
+pub mod monitor;
+pub mod ops;
 pub mod optim;
 pub mod pretrain;
-pub mod report;
+pub mod progress;
 pub mod resnet;
 pub mod schedule;
 

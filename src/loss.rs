@@ -4,15 +4,21 @@
 //! For a batch of N images there are 2N views; rows `i` and `i + N` of `z` are the two views of
 //! image `i`. With `s(u, v) = uᵀv / (‖u‖‖v‖)`:
 //!
-//! `ℓ(i, j) = −log( exp(s(z_i, z_j)/τ) / Σ_{k≠i} exp(s(z_i, z_k)/τ) )`, and the loss is the mean of
-//! ℓ over all 2N anchors (each view is the anchor once, its pair the positive, the other 2N − 2
-//! views the negatives).
+//! `ℓ(i, j) = −log( exp(s(z_i, z_j)/τ) / Σ_{k≠i} exp(s(z_i, z_k)/τ) )` for each of the 2N anchors
+//! (each view is the anchor once, its pair the positive, the other 2N − 2 views the negatives).
 //!
-//! As the official code logs them, we also report the contrastive accuracy (fraction of anchors
-//! whose positive has the highest similarity) and the mean entropy of the contrastive
-//! distribution over the 2N − 1 candidates.
+//! **Scale, as the official code**: `add_contrastive_loss` returns `mean(loss_a + loss_b)`, the
+//! first views' mean ℓ plus the second views' mean ℓ, i.e. Σ ℓ / N — twice the mean over the 2N
+//! anchors of the paper's Algorithm 1. The scale matters with LARS: BN parameters and biases are
+//! not trust-scaled, so their step is proportional to it, and inside the trust ratio the weight
+//! decay λw weighs against it. Official hyper-parameters (LR, weight decay) assume this scale.
+//!
+//! The logged statistics are the official `contrast_acc` and `contrast_entropy`, computed on
+//! `logits_ab` alone: each first view against the N second views. The accuracy is the fraction of
+//! first views whose own second view has the highest similarity; the entropy the mean entropy of
+//! `softmax(logits_ab)` over those N candidates.
 
-use burn::tensor::activation::log_softmax;
+use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 /// Added to the self-similarity logits so they take no part in the softmax.
@@ -20,11 +26,12 @@ const LARGE_NUM: f32 = 1e9;
 
 /// The loss and the statistics the training loop logs.
 pub struct NtXent {
-    /// Scalar loss (shape `[1]`), differentiable.
+    /// Scalar loss Σ ℓ / N (shape `[1]`), differentiable.
     pub loss: Tensor<1>,
-    /// Fraction of anchors whose positive is ranked first (shape `[1]`, detached).
+    /// Official `contrast_acc`: fraction of first views whose second view ranks first among the N
+    /// second views (shape `[1]`, detached).
     pub accuracy: Tensor<1>,
-    /// Mean entropy of the contrastive distribution (shape `[1]`, detached).
+    /// Official `contrast_entropy`: mean entropy of `softmax(logits_ab)` (shape `[1]`, detached).
     pub entropy: Tensor<1>,
 }
 
@@ -43,16 +50,24 @@ pub fn nt_xent(z: Tensor<2>, tau: f32) -> NtXent {
     let device = z.device();
     let z = l2_normalize(z);
     let logits = z.clone().matmul(z.transpose()).div_scalar(tau) - self_mask(rows, &device).mul_scalar(LARGE_NUM);
+    let logits_ab = logits.clone().detach().slice([0..n, n..rows]);
     let log_prob = log_softmax(logits, 1);
     let positives = positive_mask(rows, &device);
-    let loss = (log_prob.clone() * positives).sum().neg().div_scalar(rows as f32);
-
-    let log_prob = log_prob.detach();
-    let entropy = (log_prob.clone().exp() * log_prob.clone()).sum().neg().div_scalar(rows as f32);
-    let partner: Vec<i64> = (0..rows).map(|i| ((i + n) % rows) as i64).collect();
-    let partner = Tensor::<1, Int>::from_data(TensorData::new(partner, [rows]), &device).reshape([rows, 1]);
-    let accuracy = log_prob.argmax(1).equal(partner).float().mean();
+    let loss = (log_prob * positives).sum().neg().div_scalar(n as f32);
+    let (accuracy, entropy) = contrast_stats(logits_ab);
     NtXent { loss, accuracy, entropy }
+}
+
+/// The official `contrast_acc` and `contrast_entropy` of `logits_ab` (`[N, N]`, row i's positive
+/// at column i): argmax hits, and `−mean Σ p log(p + 1e-8)` of the row softmax.
+fn contrast_stats(logits_ab: Tensor<2>) -> (Tensor<1>, Tensor<1>) {
+    let [n, _] = logits_ab.dims();
+    let own: Vec<i64> = (0..n as i64).collect();
+    let own = Tensor::<1, Int>::from_data(TensorData::new(own, [n]), &logits_ab.device()).reshape([n, 1]);
+    let accuracy = logits_ab.clone().argmax(1).equal(own).float().mean();
+    let p = softmax(logits_ab, 1);
+    let entropy = (p.clone() * p.add_scalar(1e-8).log()).sum().neg().div_scalar(n as f32);
+    (accuracy, entropy)
 }
 
 /// `[rows, rows]` with ones on the diagonal.

@@ -10,17 +10,18 @@ use std::path::PathBuf;
 #[derive(Parser)]
 #[command(name = "simclr", version, about = "SimCLR contrastive self-supervised learning (Chen et al. 2020) in Rust")]
 struct Cli {
-    /// Hide the progress bar.
+    /// Hide the progress bars (also hidden when stderr is not a terminal).
     #[arg(long, global = true)]
     quiet: bool,
     /// Compute device among the backends compiled in: auto, cpu, flex, tch-cpu, cuda[:N] (feature
     /// tch), vulkan[:N] (feature vulkan), wgpu[:N] (feature wgpu).
     #[arg(long, global = true, default_value = "auto")]
     device: String,
-    /// Arithmetic of the convolutions: f32, or bf16 (bfloat16 operands, f32 results, as PyTorch's
-    /// autocast; libtorch devices only, about 2x faster on CPUs with AMX and on GPUs).
-    #[arg(long, global = true, value_enum, default_value = "f32")]
-    precision: simclr::device::Precision,
+    /// Arithmetic of the convolutions: f32 (the default), or bf16 (bfloat16 operands, f32 results,
+    /// as PyTorch's autocast; libtorch devices only, about 2x faster on CPUs with AMX and on GPUs).
+    /// Pretraining records it in OUT/config.toml: --resume and --config reruns keep it unless given.
+    #[arg(long, global = true, value_enum)]
+    precision: Option<simclr::device::Precision>,
     #[command(subcommand)]
     command: Command,
 }
@@ -118,6 +119,16 @@ enum Command {
         #[arg(long, global = true)]
         json: Option<PathBuf>,
     },
+    /// Draw the training curves of one or more pretraining runs into one PNG (runs overlaid): loss,
+    /// contrastive accuracy, learning rate, online-probe and kNN accuracy against the step.
+    Plot {
+        /// Pretraining --out folders (each holds metrics.jsonl).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Output PNG file.
+        #[arg(long, default_value = "curves.png")]
+        png: PathBuf,
+    },
     /// Pretrain on the built-in Fashion-MNIST subset, then compare a linear probe with random init.
     Demo {
         /// Output folder.
@@ -181,14 +192,17 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     let progress = !cli.quiet && std::io::stderr().is_terminal();
+    simclr::progress::set_quiet(!progress);
     let device = simclr::device::parse(&cli.device)?;
-    simclr::device::set_precision(cli.precision, &device)?;
+    // Pretraining takes its precision from its config (recorded, for --resume); the rest from the flag.
+    simclr::device::set_precision(cli.precision.unwrap_or_default(), &device)?;
     tracing::debug!("device {device:?}, precision {:?}", cli.precision);
     match cli.command {
-        Command::Pretrain { config, resume, args } => {
+        Command::Pretrain { config, resume, mut args } => {
             let out = args.out.clone().unwrap_or_else(|| Config::default().out);
             let saved = out.join("config.toml");
             let file = config.or_else(|| (resume && saved.exists()).then_some(saved));
+            args.precision = cli.precision;
             let cfg = Config::resolve(file.as_deref(), &args)?;
             let done = simclr::pretrain::pretrain(&cfg, resume, &device, progress)?;
             if let Some(last) = done.history.last() {
@@ -203,11 +217,11 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::LinearEval { eval, solver, sgd_epochs, sgd_lr } => {
-            let sgd = simclr::linear::SgdProbe { epochs: sgd_epochs, lr: sgd_lr, ..Default::default() };
+            let sgd = simclr::eval::linear::SgdProbe { epochs: sgd_epochs, lr: sgd_lr, ..Default::default() };
             println!("{}", simclr::commands::linear_eval(&eval, solver, sgd, &device)?);
         }
         Command::Knn { eval, k, knn_temperature } => {
-            let knn = simclr::knn::Knn { k, temperature: knn_temperature };
+            let knn = simclr::eval::knn::Knn { k, temperature: knn_temperature };
             println!("{}", simclr::commands::knn(&eval, knn, &device)?);
         }
         Command::Finetune { eval, subset } => println!("{}", simclr::commands::finetune(&eval, &subset, &device)?),
@@ -237,7 +251,8 @@ fn run(cli: Cli) -> Result<()> {
             }
             write_json(json, &rows)?;
         }
-        Command::Bench { what: BenchCommand::Epoch { args }, json } => {
+        Command::Bench { what: BenchCommand::Epoch { mut args }, json } => {
+            args.precision = cli.precision;
             let mut cfg = Config::resolve(None, &args)?;
             if args.out.is_none() {
                 cfg.out = PathBuf::from("runs/bench-epoch");
@@ -270,8 +285,13 @@ fn run(cli: Cli) -> Result<()> {
             );
             write_json(json, &r)?;
         }
+        Command::Plot { runs, png } => {
+            let curves = runs.iter().map(|r| simclr::curves::RunCurves::read(r)).collect::<Result<Vec<_>>>()?;
+            simclr::curves::plot(&curves, &png)?;
+            println!("wrote {} ({} runs)", png.display(), curves.len());
+        }
         Command::Demo { out, epochs } => {
-            let cfg = simclr::demo::demo_config(out, epochs);
+            let cfg = Config { precision: cli.precision.unwrap_or_default(), ..simclr::demo::demo_config(out, epochs) };
             println!(
                 "simclr demo: pretraining ResNet-18 (width {}) on the built-in 5,000 Fashion-MNIST images for {} epochs...",
                 cfg.width, cfg.epochs

@@ -1,19 +1,15 @@
-//! The pretraining loop (paper §2.1 Algorithm 1): for each batch draw two views of every image,
-//! compute z = g(f(x)) for all 2N views, minimise NT-Xent, update with the scheduled LR.
-//!
-//! Views are produced ahead of the step by a background thread (rayon-parallel augmentation, a
-//! bounded queue of ready batches), so the step only waits for data when augmentation is slower
-//! than the model; the time spent waiting is measured and logged.
+//! The pretraining loop (paper §2.1 Algorithm 1; official `run.py`): for each batch draw two views
+//! of every image ([`crate::data::loader`], ahead of the step in a background thread), compute
+//! z = g(f(x)) for all 2N views, minimise NT-Xent, update with the scheduled LR; checkpoint, log
+//! one `metrics.jsonl` row per step, and call the per-epoch [`crate::monitor`] hooks.
 
-use crate::augment::{augment, splitmix64, view_rng, AugmentConfig};
 use crate::checkpoint::{self, TrainState};
 use crate::config::Config;
+use crate::data::loader::Loader;
 use crate::data::{self, BadImages, Dataset, Split};
-use crate::image::Image;
-use crate::head::SimClr;
-use crate::eval::{extract, topk_accuracy};
-use crate::knn::Knn;
 use crate::loss::nt_xent;
+use crate::model::SimClr;
+use crate::monitor::{EpochEnd, EpochHook};
 use crate::optim::Optimizer;
 use crate::schedule::WarmupCosine;
 use anyhow::{bail, Context, Result};
@@ -21,20 +17,12 @@ use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
-use indicatif::{ProgressBar, ProgressStyle};
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
+use indicatif::ProgressBar;
 use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::time::Instant;
-
-/// Ready batches kept in the queue ahead of the step.
-const PREFETCH: usize = 3;
 
 /// One line of `OUT/metrics.jsonl`.
 #[derive(Debug, Clone, Serialize)]
@@ -43,11 +31,11 @@ pub struct StepMetrics {
     pub step: usize,
     /// 0-based epoch of this step.
     pub epoch: usize,
-    /// NT-Xent loss.
+    /// NT-Xent loss at the official scale (Σ ℓ / N, see [`crate::loss`]).
     pub loss: f32,
-    /// Contrastive top-1 accuracy.
+    /// Official `contrast_acc`: first views whose second view ranks first among the N second views.
     pub contrast_acc: f32,
-    /// Entropy of the contrastive distribution.
+    /// Official `contrast_entropy`: mean entropy of the softmax over those N candidates.
     pub contrast_entropy: f32,
     /// Learning rate used.
     pub lr: f64,
@@ -69,7 +57,7 @@ pub struct Timing {
     pub step_s: f64,
     /// Seconds spent writing checkpoints.
     pub checkpoint_s: f64,
-    /// Seconds spent in the kNN monitor.
+    /// Seconds spent in the per-epoch hooks (kNN monitor, curves).
     pub monitor_s: f64,
     /// Seconds from the first step to the end.
     pub wall_s: f64,
@@ -87,81 +75,6 @@ pub struct Pretrained {
     pub checkpoint: PathBuf,
     /// Step the run started from (0, or the resumed step).
     pub start_step: usize,
-}
-
-/// The order of the images in `epoch`: a permutation seeded by `(seed, epoch)`.
-pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..len).collect();
-    order.shuffle(&mut ChaCha8Rng::seed_from_u64(splitmix64(seed ^ splitmix64(epoch as u64))));
-    order
-}
-
-/// `views` augmented views of each image `indices[i]`, as a `[views·N, 3, S, S]` buffer (all first
-/// views, then all second views, …), augmented in parallel.
-/// An unreadable image is replaced by the next readable one under [`BadImages::Skip`]; the
-/// returned batch names the images actually used, so labels follow them.
-pub fn make_views(
-    ds: &dyn Dataset,
-    indices: &[usize],
-    views: usize,
-    aug: &AugmentConfig,
-    seed: u64,
-    epoch: usize,
-    bad: &BadImages,
-) -> Result<Batch> {
-    let n = indices.len();
-    let read: Vec<(usize, Image)> = indices.par_iter().map(|&i| bad.read(ds, i)).collect::<Result<_, data::DataError>>()?;
-    let pixels: Vec<Vec<f32>> = (0..views * n)
-        .into_par_iter()
-        .map(|v| {
-            let (index, img) = &read[v % n];
-            let mut rng = view_rng(seed, epoch as u64, *index as u64, (v / n) as u64);
-            augment(img, aug, &mut rng).data
-        })
-        .collect();
-    Ok(Batch { images: read.into_iter().map(|(i, _)| i).collect(), pixels: pixels.concat() })
-}
-
-/// One batch from the loader: which images, and their augmented views.
-pub struct Batch {
-    /// Dataset indices of the batch's images.
-    pub images: Vec<usize>,
-    /// `[views·N, 3, S, S]` pixels (see [`make_views`]).
-    pub pixels: Vec<f32>,
-}
-
-/// Starts a producer thread for steps `start..total` over the images `pool` of `ds`: each epoch
-/// visits `pool` in the order [`epoch_order`] gives, `batch` images a step (the last incomplete
-/// batch dropped), `views` augmented views each. At most [`PREFETCH`] batches wait in the queue.
-#[allow(clippy::too_many_arguments)]
-pub fn spawn_loader(
-    ds: Arc<dyn Dataset>,
-    pool: Vec<usize>,
-    views: usize,
-    aug: AugmentConfig,
-    seed: u64,
-    batch: usize,
-    start: usize,
-    total: usize,
-    bad: BadImages,
-) -> Receiver<Result<Batch>> {
-    let (tx, rx) = sync_channel(PREFETCH);
-    let steps_per_epoch = pool.len() / batch;
-    std::thread::spawn(move || {
-        let mut order: (usize, Vec<usize>) = (usize::MAX, Vec::new());
-        for step in start..total {
-            let epoch = step / steps_per_epoch;
-            if order.0 != epoch {
-                order = (epoch, epoch_order(pool.len(), seed, epoch).into_iter().map(|i| pool[i]).collect());
-            }
-            let at = (step % steps_per_epoch) * batch;
-            let result = make_views(ds.as_ref(), &order.1[at..at + batch], views, &aug, seed, epoch, &bad);
-            if tx.send(result).is_err() {
-                return;
-            }
-        }
-    });
-    rx
 }
 
 /// Side of the training views: the configured one, or the dataset's own (that of its first
@@ -192,46 +105,22 @@ fn open_metrics(out: &Path, start: usize) -> Result<std::fs::File> {
     std::fs::OpenOptions::new().append(true).open(&path).with_context(cannot)
 }
 
-/// Runs pretraining as `cfg` says, resuming from the latest checkpoint in `cfg.out` if `resume`.
+/// Runs pretraining as `cfg` says, resuming from the latest checkpoint in `cfg.out` if `resume`, with
+/// the per-epoch hooks the config asks for ([`crate::monitor::standard`]).
 pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> Result<Pretrained> {
     cfg.validate()?;
-    let mut ds = data::open(&cfg.source(), Split::Pretrain)?;
-    if cfg.limit > 0 && cfg.limit < ds.len() {
-        ds = Arc::new(data::Subset::new(ds, (0..cfg.limit).collect()));
-    }
-    if ds.len() < cfg.batch_size {
-        bail!("--batch-size {}: the dataset has only {} images; use a smaller batch", cfg.batch_size, ds.len());
-    }
-    let bad = cfg.bad_images();
-    let size = view_size(cfg, ds.as_ref(), &bad)?;
-    let cfg = &Config { image_size: size, num_classes: ds.num_classes(), ..cfg.clone() };
-    let model_cfg = cfg.model(size);
-    let min = model_cfg.encoder.min_image_size();
-    if size < min {
-        bail!("--image-size {size}: too small for the {:?} stem (needs at least {min} px); use a larger --image-size or --stem cifar", model_cfg.encoder.stem);
-    }
+    pretrain_with(cfg, resume, device, progress, crate::monitor::standard(cfg)?)
+}
 
-    std::fs::create_dir_all(&cfg.out).with_context(|| format!("--out {}: cannot create the folder; choose a writable path", cfg.out.display()))?;
-    std::fs::write(cfg.out.join("config.toml"), cfg.to_toml())
-        .with_context(|| format!("--out {}: cannot write into the folder; choose a writable path", cfg.out.display()))?;
-
+/// [`pretrain`] with the caller's per-epoch hooks, called in order at every epoch end.
+pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool, mut hooks: Vec<Box<dyn EpochHook>>) -> Result<Pretrained> {
+    cfg.validate()?;
+    crate::device::set_precision(cfg.precision, device)?;
+    let (ds, cfg) = open_run(cfg)?;
+    let cfg = &cfg;
+    let size = cfg.image_size;
     let device = device.clone().autodiff();
-    let mut model = model_cfg.init_seeded(cfg.seed, &device);
-    let mut optim = Optimizer::new(cfg.rule());
-    let mut start = 0;
-    let mut last_checkpoint = PathBuf::new();
-    if resume {
-        if let Some(dir) = checkpoint::latest(&cfg.out)? {
-            let state = checkpoint::read_state(&dir)?;
-            model = checkpoint::load_model(model, &dir.join("model.safetensors"))?;
-            optim = Optimizer::load(cfg.rule(), &dir.join("optimizer.safetensors"), &device)?;
-            start = state.step;
-            last_checkpoint = dir.clone();
-            tracing::info!("resuming from {} at step {start}", dir.display());
-        } else {
-            tracing::info!("--resume: no checkpoint in {}, starting from scratch", cfg.out.display());
-        }
-    }
+    let (mut model, mut optim, start, mut last_checkpoint) = restore(cfg, resume, &device)?;
 
     let steps_per_epoch = ds.len() / cfg.batch_size;
     let total = if cfg.max_steps > 0 { cfg.max_steps } else { cfg.epochs * steps_per_epoch };
@@ -240,8 +129,9 @@ pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> 
         warmup_steps: (cfg.warmup_epochs * ds.len() as f64 / cfg.batch_size as f64).round() as usize,
         total_steps: total,
     };
-    let aug = cfg.augment(size);
-    let loader = spawn_loader(ds.clone(), (0..ds.len()).collect(), 2, aug, cfg.seed, cfg.batch_size, start, total, bad.clone());
+    let bad = cfg.bad_images();
+    let pool = (0..ds.len()).collect();
+    let loader = Loader { ds: ds.clone(), pool, views: 2, aug: cfg.augment(size), seed: cfg.seed, batch: cfg.batch_size, bad: bad.clone() }.spawn(start, total);
     let mut metrics_file = open_metrics(&cfg.out, start)?;
 
     let bar = progress_bar(progress, start, total);
@@ -289,20 +179,12 @@ pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> 
         };
         writeln!(metrics_file, "{}", serde_json::to_string(&m)?)?;
         bar.set_position((step + 1) as u64);
-        bar.set_message(format!(
-            "epoch {} loss {:.4} acc {:.3} lr {:.4} {:.1} img/s",
-            epoch + 1,
-            m.loss,
-            m.contrast_acc,
-            lr,
-            m.images_per_sec
-        ));
+        bar.set_message(format!("epoch {} loss {:.4} acc {:.3} lr {:.4} {:.1} img/s", epoch + 1, m.loss, m.contrast_acc, lr, m.images_per_sec));
         history.push(m);
 
         let done = step + 1;
         let epoch_end = done % steps_per_epoch == 0 || done == total;
-        let periodic = cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0;
-        if epoch_end || periodic {
+        if epoch_end || (cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0) {
             let state = TrainState { step: done, epoch: done / steps_per_epoch, seed: cfg.seed };
             let t = Instant::now();
             last_checkpoint = checkpoint::save(&cfg.out, cfg, &model, &optim, &state)?;
@@ -310,31 +192,12 @@ pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> 
         }
         if epoch_end {
             let recent = &history[history.len().saturating_sub(steps_per_epoch)..];
-            let mean = |f: fn(&StepMetrics) -> f64| recent.iter().map(f).sum::<f64>() / recent.len() as f64;
-            let probe = if model.probe.is_some() { format!(", online probe acc {:.3}", mean(|m| m.probe_acc.unwrap_or(0.0) as f64)) } else { String::new() };
-            bar.suspend(|| {
-                tracing::info!(
-                    "epoch {} done at step {done}/{total}: loss {:.4}, contrast acc {:.3}{probe}, {:.1} img/s, waited {:.2}s for data, RSS {:.0} MiB",
-                    epoch + 1,
-                    mean(|m| m.loss as f64),
-                    mean(|m| m.contrast_acc as f64),
-                    mean(|m| m.images_per_sec),
-                    epoch_wait,
-                    crate::bench::rss_mib().unwrap_or(f64::NAN)
-                )
-            });
-            epoch_wait = 0.0;
-            if let Some(skipped) = bad.log().map(|l| l.take()).filter(|s| !s.is_empty()) {
-                bar.suspend(|| tracing::warn!("skipped {} unreadable files this epoch: {}", skipped.len(), skipped.join("; ")));
-            }
-            let finished_epochs = done / steps_per_epoch;
-            if cfg.knn_every > 0 && done % steps_per_epoch == 0 && finished_epochs % cfg.knn_every == 0 {
-                let t = Instant::now();
-                let top1 = knn_monitor(&model, ds.clone(), cfg, size, &device)?;
-                timing.monitor_s += t.elapsed().as_secs_f64();
-                bar.suspend(|| tracing::info!("epoch {finished_epochs}: kNN monitor top-1 {:.2}%", 100.0 * top1));
-                writeln!(metrics_file, "{}", serde_json::json!({ "epoch": finished_epochs, "step": done, "knn_top1": top1 }))?;
-            }
+            bar.suspend(|| log_epoch(epoch + 1, done, total, recent, std::mem::take(&mut epoch_wait), &bad));
+            let complete = done % steps_per_epoch == 0;
+            let end = EpochEnd { epoch: if complete { done / steps_per_epoch } else { epoch + 1 }, complete, step: done, model: &model, cfg, device: &device };
+            let t = Instant::now();
+            run_hooks(&mut hooks, &end, &mut metrics_file, &bar)?;
+            timing.monitor_s += t.elapsed().as_secs_f64();
         }
     }
     bar.finish_and_clear();
@@ -343,6 +206,85 @@ pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> 
     }
     timing.wall_s = run_start.elapsed().as_secs_f64();
     Ok(Pretrained { timing, model, history, checkpoint: last_checkpoint, start_step: start })
+}
+
+/// Opens the pretraining images (`--limit` applied), checks them against the batch and the stem,
+/// and writes `OUT/config.toml`: the images and the config resolved for them (view size, classes).
+fn open_run(cfg: &Config) -> Result<(Arc<dyn Dataset>, Config)> {
+    let mut ds = data::open(&cfg.source(), Split::Pretrain)?;
+    if cfg.limit > 0 && cfg.limit < ds.len() {
+        ds = Arc::new(data::Subset::new(ds, (0..cfg.limit).collect()));
+    }
+    if ds.len() < cfg.batch_size {
+        bail!("--batch-size {}: the dataset has only {} images; use a smaller batch", cfg.batch_size, ds.len());
+    }
+    let size = view_size(cfg, ds.as_ref(), &cfg.bad_images())?;
+    let cfg = Config { image_size: size, num_classes: ds.num_classes(), ..cfg.clone() };
+    let stem = cfg.model(size).encoder;
+    if size < stem.min_image_size() {
+        bail!("--image-size {size}: too small for the {:?} stem (needs at least {} px); use a larger --image-size or --stem cifar", stem.stem, stem.min_image_size());
+    }
+    std::fs::create_dir_all(&cfg.out).with_context(|| format!("--out {}: cannot create the folder; choose a writable path", cfg.out.display()))?;
+    std::fs::write(cfg.out.join("config.toml"), cfg.to_toml())
+        .with_context(|| format!("--out {}: cannot write into the folder; choose a writable path", cfg.out.display()))?;
+    Ok((ds, cfg))
+}
+
+/// The network and optimiser to start from: drawn from the seed, or with `resume` those of the
+/// latest checkpoint in `OUT`, with its step and folder.
+fn restore(cfg: &Config, resume: bool, device: &Device) -> Result<(SimClr, Optimizer, usize, PathBuf)> {
+    let model = cfg.model(cfg.image_size).init_seeded(cfg.seed, device);
+    let fresh = Optimizer::new(cfg.rule());
+    if !resume {
+        return Ok((model, fresh, 0, PathBuf::new()));
+    }
+    let Some(dir) = checkpoint::latest(&cfg.out)? else {
+        tracing::info!("--resume: no checkpoint in {}, starting from scratch", cfg.out.display());
+        return Ok((model, fresh, 0, PathBuf::new()));
+    };
+    let state = checkpoint::read_state(&dir)?;
+    let model = checkpoint::load_model(model, &dir.join("model.safetensors"))?;
+    let optim = Optimizer::load(cfg.rule(), &dir.join("optimizer.safetensors"), device)?;
+    tracing::info!("resuming from {} at step {}", dir.display(), state.step);
+    Ok((model, optim, state.step, dir))
+}
+
+/// The epoch's log line (means over its steps `recent`), and the unreadable files it skipped.
+fn log_epoch(epoch: usize, done: usize, total: usize, recent: &[StepMetrics], waited: f64, bad: &BadImages) {
+    let mean = |f: fn(&StepMetrics) -> f64| recent.iter().map(f).sum::<f64>() / recent.len() as f64;
+    let probe = match recent.iter().any(|m| m.probe_acc.is_some()) {
+        true => format!(", online probe acc {:.3}", mean(|m| m.probe_acc.unwrap_or(0.0) as f64)),
+        false => String::new(),
+    };
+    tracing::info!(
+        "epoch {epoch} done at step {done}/{total}: loss {:.4}, contrast acc {:.3}{probe}, {:.1} img/s, waited {waited:.2}s for data, RSS {:.0} MiB",
+        mean(|m| m.loss as f64),
+        mean(|m| m.contrast_acc as f64),
+        mean(|m| m.images_per_sec),
+        crate::bench::rss_mib().unwrap_or(f64::NAN)
+    );
+    if let Some(skipped) = bad.log().map(|l| l.take()).filter(|s| !s.is_empty()) {
+        tracing::warn!("skipped {} unreadable files this epoch: {}", skipped.len(), skipped.join("; "));
+    }
+}
+
+/// Calls each hook in order; the values one returns become a `metrics.jsonl` row (with the epoch
+/// and step) and a log line, before the next hook runs.
+fn run_hooks(hooks: &mut [Box<dyn EpochHook>], end: &EpochEnd, metrics: &mut std::fs::File, bar: &ProgressBar) -> Result<()> {
+    for hook in hooks {
+        let values = hook.after_epoch(end)?;
+        if values.is_empty() {
+            continue;
+        }
+        let mut row = serde_json::json!({ "epoch": end.epoch, "step": end.step });
+        for (name, v) in &values {
+            row[*name] = serde_json::json!(v);
+        }
+        writeln!(metrics, "{row}")?;
+        let text: Vec<String> = values.iter().map(|(name, v)| format!("{name} {v:.4}")).collect();
+        bar.suspend(|| tracing::info!("epoch {}: {}", end.epoch, text.join(", ")));
+    }
+    Ok(())
 }
 
 /// Cross-entropy of the online probe on both views of the batch's labelled images, and its
@@ -368,35 +310,11 @@ fn probe_loss(logits: Tensor<2>, images: &[usize], ds: &dyn Dataset) -> Option<(
     Some((ce, acc))
 }
 
-/// Images of the training set the kNN monitor uses as its memory bank.
-const KNN_BANK: usize = 10_000;
-
-/// Weighted-kNN top-1 on the test split, with (up to) the first [`KNN_BANK`] training images as
-/// the memory bank: a cheap per-epoch view of representation quality.
-fn knn_monitor(model: &SimClr, train: Arc<dyn Dataset>, cfg: &Config, size: usize, device: &Device) -> Result<f64> {
-    let test = data::open(&cfg.source(), Split::Test)?;
-    if train.num_classes() == 0 {
-        bail!("--knn-every needs a labelled dataset");
-    }
-    let classes = train.num_classes();
-    let bank_ds = data::Subset::new(train.clone(), (0..train.len().min(KNN_BANK)).collect());
-    let bad = cfg.bad_images();
-    let bank = extract(model, 0, &bank_ds, size, 256, &bad, device)?;
-    let queries = extract(model, 0, test.as_ref(), size, 256, &bad, device)?;
-    let scores = Knn::default().scores(&bank, &queries, classes, &device.clone().inner());
-    Ok(topk_accuracy(&scores, classes, &queries.labels, 1))
-}
-
 fn progress_bar(show: bool, start: usize, total: usize) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
+    match show {
+        true => crate::progress::bar(total as u64, "pretraining step").with_position(start as u64),
+        false => ProgressBar::hidden(),
     }
-    let bar = ProgressBar::new(total as u64).with_position(start as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} step {pos}/{len} {msg} eta {eta}")
-            .expect("a valid template"),
-    );
-    bar
 }
 
 impl Pretrained {

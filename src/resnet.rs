@@ -12,7 +12,7 @@
 //! The output h is the global-average-pooled feature of the last stage (512·w for basic blocks,
 //! 2048·w for bottlenecks).
 
-use crate::batchnorm::{batch_norm, batch_norm_relu};
+use crate::ops::batchnorm::{batch_norm, batch_norm_relu};
 use burn::module::{Initializer, Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
@@ -112,9 +112,9 @@ fn conv(cin: usize, cout: usize, kernel: usize, stride: usize, device: &Device) 
 }
 
 /// Runs `conv` (built by [`conv`]: square kernel, padding k/2, no bias) through
-/// [`crate::conv::conv2d`], whose flex backward is the faster one.
+/// [`crate::ops::conv::conv2d`], whose flex backward is the faster one.
 fn convolve(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    crate::conv::conv2d(x, conv.weight.val(), conv.stride[0], conv.kernel_size[0] / 2)
+    crate::ops::conv::conv2d(x, conv.weight.val(), conv.stride[0], conv.kernel_size[0] / 2)
 }
 
 fn bn(channels: usize, zero_gamma: bool, device: &Device) -> BatchNorm {

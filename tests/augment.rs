@@ -261,3 +261,38 @@ fn crop_min_area_setting_reaches_the_pipeline() {
     assert_eq!(cfg.augment(28).min_area, 0.2);
     assert_eq!(Config::default().augment(28).min_area, 0.08, "the paper's default");
 }
+
+#[test]
+fn colour_strength_zero_means_no_colour_distortion_at_all() {
+    // Official `color_distort=False`: neither jitter nor the random grayscale that belongs to it.
+    let img = test_image(16, 16);
+    let cfg = AugmentConfig { crop: false, flip: false, ..AugmentConfig::simclr(16, 0.0) };
+    assert_eq!(cfg.gray_prob, 0.0);
+    for v in 0..200 {
+        assert_eq!(augment(&img, &cfg, &mut view_rng(1, 0, 0, v)), img, "view {v} changed colours");
+    }
+    // With any strength, about 20% of views are grey.
+    let cfg = AugmentConfig { crop: false, flip: false, color_prob: 0.0, ..AugmentConfig::simclr(16, 0.5) };
+    let grey = (0..200).filter(|&v| augment(&img, &cfg, &mut view_rng(1, 0, 0, v)) != img).count();
+    assert!((20..=60).contains(&grey), "{grey} of 200 views grey");
+}
+
+#[test]
+fn evaluation_takes_the_official_centre_crop_above_32_px() {
+    // 40 × 64 image, 35 px views: side rint(0.875 · 40) = 35, offsets ((40 − 35) + 1) / 2 = 3 and
+    // ((64 − 35) + 1) / 2 = 15, then a 35 → 35 resize, which keeps every pixel.
+    let img = test_image(40, 64);
+    let out = augment(&img, &AugmentConfig::eval(35), &mut view_rng(0, 0, 0, 0));
+    assert_eq!((out.height, out.width), (35, 35));
+    for c in 0..3 {
+        for y in 0..35 {
+            for x in 0..35 {
+                assert!((out.at(c, y, x) - img.at(c, y + 3, x + 15)).abs() < 1e-6, "c{c} y{y} x{x}");
+            }
+        }
+    }
+    // 32 px and under: the whole image, resized (no crop), as the official code for CIFAR sizes.
+    let small = test_image(32, 32);
+    assert_eq!(augment(&small, &AugmentConfig::eval(32), &mut view_rng(0, 0, 0, 0)), augment(&small, &AugmentConfig::identity(32), &mut view_rng(0, 0, 0, 0)));
+    assert_eq!(simclr::augment::center_square(50, 30, 0.875), simclr::augment::Crop { top: 12, left: 2, height: 26, width: 26 });
+}

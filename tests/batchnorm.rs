@@ -1,4 +1,4 @@
-//! Training-mode batch norm (`simclr::batchnorm`), alone and followed by a ReLU: output, gradients
+//! Training-mode batch norm (`simclr::ops::batchnorm`), alone and followed by a ReLU: output, gradients
 //! with respect to the input, γ and β, and the updated running statistics equal Burn's
 //! `BatchNorm::forward` (and `relu`) (relative error
 //! < 1e-5: flex's fused kernels and libtorch's sum in other orders than Burn's generic operations).
@@ -6,7 +6,7 @@
 use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::tensor::{Distribution, Tensor};
 use burn::tensor::activation::relu;
-use simclr::batchnorm::{batch_norm, batch_norm_relu};
+use simclr::ops::batchnorm::{batch_norm, batch_norm_relu};
 
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32")

@@ -85,3 +85,16 @@ fn device_names_are_checked() {
         assert!(stderr.lines().any(|l| l.starts_with("error: --precision bf16: only libtorch devices")), "{stderr}");
     }
 }
+
+#[test]
+fn resume_keeps_the_recorded_precision() {
+    // A run recorded as bf16 resumes in bf16 unless --precision says otherwise: on a build whose
+    // device is not libtorch that is the bf16 error, naming the flag.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("config.toml"), "precision = \"bf16\"\nmax_steps = 1\n").unwrap();
+    let (code, err) = simclr(&["--device", "cpu", "pretrain", "--resume", "--out", out.to_str().unwrap(), "--quiet"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--precision bf16"), "{err}");
+}

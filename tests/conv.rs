@@ -1,10 +1,10 @@
-//! The encoder's convolution (`simclr::conv`): its gradients equal Burn's generic ones (relative
+//! The encoder's convolution (`simclr::ops::conv`): its gradients equal Burn's generic ones (relative
 //! error < 1e-5; on flex the output and input gradient are Burn's own, bit for bit; on libtorch
 //! both gradients are libtorch's), and the GEMM weight gradient equals a central finite difference.
 
 use burn::tensor::module::conv2d;
 use burn::tensor::{Distribution, Tensor, TensorData};
-use simclr::conv::{self, Geometry};
+use simclr::ops::conv::{self, Geometry};
 
 /// Output of `f` and the gradients of Σ f(x, w)·r with respect to x (empty unless `input_grad`, as
 /// for the images entering the stem) and w, on an autodiff device.

@@ -4,9 +4,9 @@
 use burn::module::Module;
 use simclr::data::{self, Dataset, Split};
 use simclr::eval::{extract, topk_accuracy, Features, Layer};
-use simclr::finetune::{label_subset, read_subset, write_subset};
-use simclr::knn::Knn;
-use simclr::linear::{fit_lbfgs, fit_lbfgs_fixed, lbfgs};
+use simclr::eval::finetune::{label_subset, read_subset, write_subset};
+use simclr::eval::knn::Knn;
+use simclr::eval::linear::{fit_lbfgs, fit_lbfgs_fixed, lbfgs};
 
 fn device() -> burn::tensor::Device {
     simclr::default_device()
@@ -132,7 +132,7 @@ fn subsets_of_the_real_train_split_are_disjoint_from_test() {
     assert!(s.iter().all(|&i| !test_images.contains(&train.image(i).unwrap().to_u8_hwc())));
 }
 
-fn snapshot(model: &simclr::head::SimClr) -> Vec<Vec<f32>> {
+fn snapshot<M: Module>(model: &M) -> Vec<Vec<f32>> {
     struct Collect(Vec<Vec<f32>>);
     impl burn::module::ModuleVisitor for Collect {
         fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<burn::tensor::Tensor<D>>) {
@@ -169,4 +169,25 @@ fn layer_names_parse() {
     assert_eq!("head:1".parse::<Layer>().unwrap().index(3).unwrap(), 1);
     assert!("head:4".parse::<Layer>().unwrap().index(3).is_err());
     assert!("middle".parse::<Layer>().is_err());
+}
+
+#[test]
+fn building_the_fine_tuning_model_leaves_the_bn_statistics_alone() {
+    // It used to run a dummy all-zeros batch in training mode to learn the feature size, moving
+    // every running mean/var 10% towards zero-input statistics before fine-tuning began.
+    let cfg = simclr::config::Config { width: 0.125, proj_dim: 16, ..Default::default() };
+    let ad = device().autodiff();
+    let model = cfg.model(16).init_seeded(3, &ad);
+    let _ = model.forward(burn::tensor::Tensor::ones([4, 3, 16, 16], &ad));
+    let before = snapshot(&model.valid());
+    for keep in [0, 1, 2] {
+        let clf = simclr::eval::finetune::Classifier::new(model.clone(), keep, 10, 0, &ad).unwrap();
+        let after = snapshot(&clf.valid());
+        let encoder = snapshot(&model.encoder.valid()).len();
+        let kept = snapshot(&model.clone().valid().head.truncated(keep)).len();
+        assert_eq!(after.len(), encoder + kept + 2, "encoder, {keep} head layers, classifier weight and bias");
+        assert!(after[..encoder + kept] == before[..encoder + kept], "head:{keep}: the network's tensors changed");
+        let fc_in = after[encoder + kept].len() / 10;
+        assert_eq!(fc_in, if keep == 0 { 64 } else if keep == 1 { 64 } else { 16 }, "classifier input size for head:{keep}");
+    }
 }

@@ -5,7 +5,7 @@
 use burn::module::Module;
 use burn::tensor::{Tensor, TensorData};
 use simclr::config::{Config, ConfigArgs};
-use simclr::head::SimClr;
+use simclr::model::SimClr;
 use simclr::import::{find_prefix, import, our_name, read_tensors, Target};
 use simclr::resnet::{Arch, Stem};
 use std::collections::BTreeMap;

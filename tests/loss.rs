@@ -12,7 +12,8 @@ fn scalar(t: Tensor<1>) -> f32 {
     t.into_scalar()
 }
 
-/// Reference NT-Xent in f64 straight from eq. 1 of the paper.
+/// Reference NT-Xent in f64 straight from eq. 1 of the paper, at the official code's scale: the sum
+/// of ℓ over the 2N anchors divided by N (`mean(loss_a + loss_b)`).
 fn reference(z: &[[f32; 2]], tau: f64) -> f64 {
     let n2 = z.len();
     let unit: Vec<[f64; 2]> = z
@@ -29,22 +30,25 @@ fn reference(z: &[[f32; 2]], tau: f64) -> f64 {
         let denom: f64 = (0..n2).filter(|&k| k != i).map(|k| sim(i, k).exp()).sum();
         total += -(sim(i, j).exp() / denom).ln();
     }
-    total / n2 as f64
+    total / (n2 / 2) as f64
 }
 
 #[test]
 fn two_pairs_of_identical_views_by_hand() {
     // Views (1,0),(0,1) | (1,0),(0,1): each anchor has similarity 1 to its positive and 0 to both
-    // negatives, so with τ = 1 every ℓ = −log(e / (e + 2)) = ln(e + 2) − 1 = 0.551444…
+    // negatives, so with τ = 1 every ℓ = −log(e / (e + 2)) = ln(e + 2) − 1 = 0.551444…, and the
+    // official loss_a + loss_b is twice that: 1.102889…
     let z = tensor(&[[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]);
     let out = nt_xent(z, 1.0);
-    let expected = (std::f64::consts::E + 2.0).ln() - 1.0;
-    assert!((scalar(out.loss) as f64 - expected).abs() < 1e-6);
+    let expected = 2.0 * ((std::f64::consts::E + 2.0).ln() - 1.0);
+    let loss = scalar(out.loss) as f64;
+    assert!((loss - expected).abs() < 1e-6, "loss {loss} vs {expected}");
     assert_eq!(scalar(out.accuracy), 1.0);
-    // Entropy of (e, 1, 1)/(e+2) over the 3 candidates.
-    let p = [std::f64::consts::E, 1.0, 1.0].map(|v| v / (std::f64::consts::E + 2.0));
-    let h: f64 = -p.iter().map(|p| p * p.ln()).sum::<f64>();
-    assert!((scalar(out.entropy) as f64 - h).abs() < 1e-5);
+    // Official entropy: softmax of logits_ab, each first view against the 2 second views, (e, 1)/(e+1).
+    let p = [std::f64::consts::E, 1.0].map(|v| v / (std::f64::consts::E + 1.0));
+    let h: f64 = -p.iter().map(|p| p * (p + 1e-8).ln()).sum::<f64>();
+    let entropy = scalar(out.entropy) as f64;
+    assert!((entropy - h).abs() < 1e-5, "entropy {entropy} vs {h}");
 }
 
 #[test]
@@ -58,14 +62,19 @@ fn unnormalised_inputs_match_the_reference() {
 }
 
 #[test]
-fn contrastive_accuracy_counts_anchors_whose_positive_ranks_first() {
+fn contrastive_accuracy_counts_first_views_whose_second_view_ranks_first() {
     // Image 0's views agree; image 1's views point away from each other.
     let rows = [[1.0, 0.0], [0.0, 1.0], [1.0, 0.1], [1.0, -0.5]];
     let out = nt_xent(tensor(&rows), 0.5);
-    // Anchor 0: positive 2 (cos 0.995) beats 3 (0.894) and 1 (0): right. Anchor 1: positive 3
-    // (cos −0.447) loses to 2 (0.0995): wrong. Anchor 2: positive 0 (0.995) beats 3 (0.845): right.
-    // Anchor 3: positive 1 (−0.447) loses to 0 (0.894): wrong. So 2 of 4.
+    // Official logits_ab: first views 0, 1 against second views 2, 3. View 0: its pair 2 (cos 0.995)
+    // beats 3 (0.894): right. View 1: its pair 3 (cos −0.447) loses to 2 (0.0995): wrong. 1 of 2.
     assert_eq!(scalar(out.accuracy), 0.5);
+    // Same-branch similarities take no part. View 1 is nearly view 0 (cos 0.9988), closer to it than
+    // view 0's own pair 2 (cos 0.8), yet view 0 counts as right: 2 beats the other second view 3
+    // (cos −1). View 1's pair 3 (cos −0.9988) loses to 2 (0.83): wrong. Official accuracy 1/2,
+    // where ranking all 2N − 1 candidates of every anchor would give 0.
+    let rows = [[1.0, 0.0], [1.0, 0.05], [0.8, 0.6], [-1.0, 0.0]];
+    assert_eq!(scalar(nt_xent(tensor(&rows), 0.5).accuracy), 0.5);
 }
 
 #[test]

@@ -17,7 +17,7 @@ fn conv_and_grads(device: &Device, x: &TensorData, w: &TensorData, r: &TensorDat
     let device = device.clone().autodiff();
     let x = Tensor::<4>::from_data(x.clone(), &device).require_grad();
     let w = Tensor::<4>::from_data(w.clone(), &device).require_grad();
-    let y = simclr::conv::conv2d(x.clone(), w.clone(), 2, 1);
+    let y = simclr::ops::conv::conv2d(x.clone(), w.clone(), 2, 1);
     let g = (y.clone() * Tensor::<4>::from_data(r.clone(), &device)).sum().backward();
     let v = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().expect("f32");
     [v(y), v(x.grad(&g).unwrap()), v(w.grad(&g).unwrap())]

@@ -72,6 +72,8 @@ fn pretrained_beats_random_init_and_every_command_reports() {
     simclr(&["finetune", "--checkpoint", &run_s, "--label-fraction", "0.02", "--epochs", "10", "--batch-size", "32", "--out", &ft]);
     let r = report(&d("ft"));
     assert_eq!(r["metrics"]["labelled_images"], 100);
+    assert_eq!(r["metrics"]["peak_lr"], 0.05 * 32.0 / 256.0, "paper App. B.5: 0.05 × B / 256");
+    assert_eq!(r["metrics"]["test_images"], 1000);
     let ft_top1 = r["metrics"]["top1"].as_f64().unwrap();
     assert!(ft_top1 > 0.3, "fine-tuned on 100 labels: {ft_top1}");
     let subset = std::fs::read_to_string(d("ft").join("subset-0.02-seed0.txt")).unwrap();
@@ -159,4 +161,29 @@ fn random_init_features_are_cached_across_commands_and_seeds_apart() {
     // Another seed draws another network: its own features.
     run("knn", "knn1", "1");
     assert_eq!(dirs(), 4);
+}
+
+#[test]
+fn fine_tuning_scores_each_readable_test_image_against_its_own_label() {
+    // A labelled folder whose first test image is corrupt: the scores leave it out, so the labels
+    // must too (they used to be taken from every test file, shifting every row after it by one).
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    for (split, n) in [("train", 8), ("test", 3)] {
+        for (c, colour) in [("a", [250u8, 20, 20]), ("b", [20, 20, 250])] {
+            let dir = data.join(split).join(c);
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..n {
+                image::RgbImage::from_fn(16, 16, |x, y| image::Rgb(colour.map(|v| v.wrapping_add((x * y + i) as u8 % 16)))).save(dir.join(format!("{i}.png"))).unwrap();
+            }
+        }
+    }
+    std::fs::write(data.join("test/a/0.png"), b"not a png").unwrap();
+    let out = tmp.path().join("ft");
+    let mut args = vec!["finetune", "--random-init", "--dataset", "folder", "--data", data.to_str().unwrap(), "--label-fraction", "1", "--epochs", "1", "--batch-size", "8", "--out", out.to_str().unwrap()];
+    args.extend(SMALL);
+    simclr(&args);
+    let r = report(&out);
+    assert_eq!(r["metrics"]["test_images"], 5, "{r}");
+    assert_eq!(r["metrics"]["labelled_images"], 16);
 }

@@ -2,7 +2,8 @@
 
 use burn::module::Module;
 use burn::tensor::Tensor;
-use simclr::head::{HeadConfig, HeadMode, ModelConfig};
+use simclr::head::{HeadConfig, HeadMode};
+use simclr::model::ModelConfig;
 use simclr::resnet::{Arch, ResNetConfig, Stem};
 
 fn params(arch: Arch) -> usize {

@@ -8,6 +8,7 @@
 pub mod cifar;
 pub mod folder;
 pub mod idx;
+pub mod loader;
 pub mod stl10;
 
 use crate::image::Image;
@@ -209,6 +210,31 @@ impl Dataset for Concat {
     fn num_classes(&self) -> usize {
         self.parts.iter().map(|p| p.num_classes()).max().unwrap_or(0)
     }
+}
+
+/// A class-balanced sample of the images whose labels are `labels`: `take(class, images of the
+/// class)` of each class, drawn with `seed`, as sorted indices.
+pub fn class_balanced(
+    labels: &[usize],
+    classes: usize,
+    seed: u64,
+    take: impl Fn(usize, usize) -> anyhow::Result<usize>,
+) -> anyhow::Result<Vec<usize>> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let mut by_class = vec![Vec::new(); classes];
+    for (i, &l) in labels.iter().enumerate() {
+        by_class[l].push(i);
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut sample = Vec::new();
+    for (c, mut members) in by_class.into_iter().enumerate() {
+        let n = take(c, members.len())?.min(members.len());
+        members.shuffle(&mut rng);
+        sample.extend_from_slice(&members[..n]);
+    }
+    sample.sort_unstable();
+    Ok(sample)
 }
 
 /// What to do with an image that cannot be read (corrupt, truncated, empty, unreadable).

@@ -5,22 +5,19 @@
 //! With a randomly initialised network this is the supervised-from-scratch baseline.
 
 use crate::augment::AugmentConfig;
+use crate::data::loader::Loader;
 use crate::data::{BadImages, Dataset, Subset};
 use crate::eval::{extract, Features};
-use crate::head::SimClr;
-use crate::linear::LinearClassifier;
+use crate::model::SimClr;
+use crate::eval::linear::LinearClassifier;
 use crate::optim::{Optimizer, OptimizerKind, Rule};
-use crate::pretrain::spawn_loader;
-use crate::schedule::WarmupCosine;
+use crate::schedule::{LrScaling, WarmupCosine};
 use anyhow::{bail, Context, Result};
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::GradientsParams;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::path::Path;
 use std::sync::Arc;
@@ -31,26 +28,13 @@ pub fn label_subset(labels: &[usize], classes: usize, fraction: f64, seed: u64) 
     if !(fraction > 0.0 && fraction <= 1.0) {
         bail!("--label-fraction {fraction}: must be in (0, 1] (e.g. 0.01 for 1%, 0.1 for 10%)");
     }
-    let mut by_class = vec![Vec::new(); classes];
-    for (i, &l) in labels.iter().enumerate() {
-        by_class[l].push(i);
-    }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut subset = Vec::new();
-    for (c, mut members) in by_class.into_iter().enumerate() {
-        let take = (fraction * members.len() as f64).round() as usize;
-        if take == 0 {
-            bail!(
-                "--label-fraction {fraction}: class {c} has {} images, so it would get no labelled example; use at least {:.2e}",
-                members.len(),
-                0.5 / members.len().max(1) as f64
-            );
-        }
-        members.shuffle(&mut rng);
-        subset.extend_from_slice(&members[..take]);
-    }
-    subset.sort_unstable();
-    Ok(subset)
+    crate::data::class_balanced(labels, classes, seed, |c, n| match (fraction * n as f64).round() as usize {
+        0 => bail!(
+            "--label-fraction {fraction}: class {c} has {n} images, so it would get no labelled example; use at least {:.2e}",
+            0.5 / n.max(1) as f64
+        ),
+        take => Ok(take),
+    })
 }
 
 /// Writes a subset as one image index per line.
@@ -82,8 +66,11 @@ pub struct Finetune {
     pub epochs: usize,
     /// Images per step.
     pub batch: usize,
-    /// Peak learning rate (cosine-decayed to 0).
+    /// Base learning rate, scaled by the batch size as `lr_scaling` says (paper App. B.5:
+    /// 0.05 × B / 256), then cosine-decayed to 0.
     pub lr: f64,
+    /// How the base learning rate scales with the batch size.
+    pub lr_scaling: LrScaling,
     /// Nesterov momentum.
     pub momentum: f64,
     /// Weight decay (0 by default, as the paper).
@@ -100,6 +87,19 @@ pub struct Classifier {
 }
 
 impl Classifier {
+    /// The encoder of `model` and its first `from_head_layer` head layers under a new linear
+    /// classifier into `classes` drawn from `seed`. No forward pass: the classifier's input size
+    /// comes from the weights, so BN running statistics stay as pretraining left them.
+    pub fn new(model: SimClr, from_head_layer: usize, classes: usize, seed: u64, device: &Device) -> Result<Self> {
+        if from_head_layer > model.head.len() {
+            bail!("--from-head-layer {from_head_layer}: the model's head has only {} layers", model.head.len());
+        }
+        let dim = model.head.out_dim_after(from_head_layer, model.encoder.out_dim());
+        let net = SimClr { encoder: model.encoder, head: model.head.truncated(from_head_layer), probe: None };
+        let fc = crate::model::seeded(seed, device, || LinearConfig::new(dim, classes).init(device));
+        Ok(Classifier { net, fc })
+    }
+
     fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         self.fc.forward(self.net.forward(x).pop().expect("the network returns h at least"))
     }
@@ -107,12 +107,16 @@ impl Classifier {
 
 /// What fine-tuning produced.
 pub struct Finetuned {
-    /// Test-set class scores of the fine-tuned network.
+    /// Test-set class scores of the fine-tuned network, one row per readable test image.
     pub test_scores: Vec<f32>,
+    /// The labels of those rows (unreadable test images are left out of both).
+    pub test_labels: Vec<usize>,
     /// Training-subset accuracy (un-augmented images, BN in inference mode).
     pub train_accuracy: f64,
     /// Mean cross-entropy of the last epoch.
     pub final_loss: f64,
+    /// The learning rate after batch-size scaling (the cosine's start).
+    pub peak_lr: f64,
 }
 
 /// Fine-tunes `model` on the images `subset` of `train` and scores `test`.
@@ -130,28 +134,26 @@ pub fn finetune(
     if classes == 0 {
         bail!("fine-tuning needs a labelled dataset");
     }
-    if cfg.from_head_layer > model.head.len() {
-        bail!("--from-head-layer {}: the model's head has only {} layers", cfg.from_head_layer, model.head.len());
-    }
     let ad = device.clone().autodiff();
-    let net = SimClr { encoder: model.encoder, head: model.head.truncated(cfg.from_head_layer), probe: None }.to_device(&ad).train();
-    let dim = net.forward(Tensor::zeros([2, 3, image_size, image_size], &ad)).pop().unwrap().dims()[1];
-    let fc = crate::head::seeded(cfg.seed, &ad, || LinearConfig::new(dim, classes).init(&ad));
-    let mut clf = Classifier { net, fc };
+    let mut clf = Classifier::new(model, cfg.from_head_layer, classes, cfg.seed, &ad)?.to_device(&ad).train();
+    let dim = clf.fc.weight.dims()[0];
     let batch = cfg.batch.min(subset.len());
     let steps_per_epoch = subset.len() / batch;
     let total = cfg.epochs * steps_per_epoch;
-    let schedule = WarmupCosine { peak: cfg.lr, warmup_steps: 0, total_steps: total };
-    let aug = AugmentConfig { color_strength: 0.0, gray_prob: 0.0, blur: false, ..AugmentConfig::simclr(image_size, 0.0) };
-    let loader = spawn_loader(train.clone(), subset.to_vec(), 1, aug, cfg.seed, batch, 0, total, bad.clone());
+    let peak_lr = cfg.lr_scaling.scale(cfg.lr, batch);
+    let schedule = WarmupCosine { peak: peak_lr, warmup_steps: 0, total_steps: total };
+    // Crop and flip only: no colour distortion (strength 0), no blur.
+    let aug = AugmentConfig { blur: false, ..AugmentConfig::simclr(image_size, 0.0) };
+    let loader = Loader { ds: train.clone(), pool: subset.to_vec(), views: 1, aug, seed: cfg.seed, batch, bad: bad.clone() }.spawn(0, total);
     let mut optim = Optimizer::new(Rule::new(OptimizerKind::Sgd, cfg.momentum, cfg.weight_decay));
     let mut epoch_loss = 0.0;
+    let bar = crate::progress::bar(total as u64, "fine-tuning");
     for step in 0..total {
         let b = loader.recv().context("the data loader stopped")??;
         let x = Tensor::<4>::from_data(TensorData::new(b.pixels, [batch, 3, image_size, image_size]), &ad);
         let labels: Vec<usize> =
             b.images.iter().map(|&i| train.label(i).context("an image of the subset has no label")).collect::<Result<_>>()?;
-        let y = crate::linear::one_hot(&labels, classes, &ad);
+        let y = crate::eval::linear::one_hot(&labels, classes, &ad);
         let loss = (log_softmax(clf.forward(x), 1) * y).sum().neg().div_scalar(batch as f32);
         let grads = GradientsParams::from_grads(loss.backward(), &clf);
         clf = optim.step(schedule.lr(step), clf, grads);
@@ -163,10 +165,13 @@ pub fn finetune(
             epoch_loss = 0.0;
         }
         epoch_loss += value as f64 / steps_per_epoch as f64;
+        bar.set_position(step as u64 + 1);
+        bar.set_message(format!("epoch {}/{} loss {value:.4}", step / steps_per_epoch + 1, cfg.epochs));
         if (step + 1) % steps_per_epoch == 0 {
-            tracing::info!("fine-tune epoch {}/{}: loss {epoch_loss:.4}", (step + 1) / steps_per_epoch, cfg.epochs);
+            bar.suspend(|| tracing::info!("fine-tune epoch {}/{}: loss {epoch_loss:.4}", (step + 1) / steps_per_epoch, cfg.epochs));
         }
     }
+    bar.finish_and_clear();
     let clf = clf.valid();
     let head = LinearClassifier {
         mean: vec![0.0; dim],
@@ -181,5 +186,5 @@ pub fn finetune(
     let test_f = extract(&clf.net, layer, test, image_size, 256, bad, device)?;
     let train_f = extract(&clf.net, layer, &Subset::new(train.clone(), subset.to_vec()), image_size, 256, bad, device)?;
     let train_accuracy = crate::eval::topk_accuracy(&score(&train_f), classes, &train_f.labels, 1);
-    Ok(Finetuned { test_scores: score(&test_f), train_accuracy, final_loss: epoch_loss })
+    Ok(Finetuned { test_scores: score(&test_f), test_labels: test_f.labels, train_accuracy, final_loss: epoch_loss, peak_lr })
 }

@@ -247,7 +247,7 @@ mod own {
     #[cfg(feature = "tch")]
     mod libtorch {
         use super::OwnBatchNorm;
-        use crate::libtorch::AutodiffTensor;
+        use crate::ops::libtorch::AutodiffTensor;
         use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
         use burn::backend::libtorch::TchTensor;
         use burn::backend::tensor::FloatTensor;
@@ -272,7 +272,7 @@ mod own {
 
         impl<C: CheckpointStrategy> OwnBatchNorm for Autodiff<LibTorch, C> {
             fn batch_norm_train_own(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64, relu: bool) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-                let (out, (mean, variance)) = crate::libtorch::record::<C, 3, _>([x, gamma, beta], |[x, gamma, beta]| {
+                let (out, (mean, variance)) = crate::ops::libtorch::record::<C, 3, _>([x, gamma, beta], |[x, gamma, beta]| {
                     let (out, mean, variance) = torch_batch_norm(x, gamma, beta, epsilon, relu);
                     (out, (mean, variance))
                 });

@@ -295,8 +295,8 @@ mod own {
                 let (stride, pad) = (stride as i64, pad as i64);
                 tch::Tensor::conv2d(x, weight, None::<tch::Tensor>, [stride; 2], [pad; 2], [1, 1], 1)
             };
-            if crate::libtorch::bf16() {
-                let x = crate::libtorch::bf16_channels_last(x);
+            if crate::ops::libtorch::bf16() {
+                let x = crate::ops::libtorch::bf16_channels_last(x);
                 return conv(&x, &weight.to_kind(tch::Kind::BFloat16)).to_kind(tch::Kind::Float);
             }
             conv(x, weight)
@@ -310,7 +310,7 @@ mod own {
 
         impl<C: CheckpointStrategy> OwnBackwardConv for Autodiff<LibTorch, C> {
             fn conv2d_own_backward(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, pad: usize) -> FloatTensor<Self> {
-                crate::libtorch::record::<C, 2, _>([x, weight], |[x, weight]| (torch_conv2d(x, weight, stride, pad), ())).0
+                crate::ops::libtorch::record::<C, 2, _>([x, weight], |[x, weight]| (torch_conv2d(x, weight, stride, pad), ())).0
             }
         }
     }

@@ -202,14 +202,20 @@ pub fn fit_lbfgs(train: &Features, classes: usize, seed: u64, device: &Device) -
     let (fit, val) = (train.subset(fit_idx), train.subset(val_idx));
     let mut scores = Vec::new();
     let mut prev: Option<LinearClassifier> = None;
+    let bar = crate::progress::bar(L2_GRID.len() as u64 + 1, "L-BFGS fits (L2 grid, then all of train)");
     for &l2 in &L2_GRID {
+        bar.set_message(format!("L2 {l2:.0e}"));
         let clf = fit_lbfgs_fixed(&fit, classes, l2, prev.as_ref(), device);
         let acc = crate::eval::topk_accuracy(&clf.scores(&val, device), classes, &val.labels, 1);
         scores.push((l2, acc));
         prev = Some(clf);
+        bar.inc(1);
     }
     let best = scores.iter().fold(scores[0], |b, s| if s.1 > b.1 { *s } else { b }).0;
-    (fit_lbfgs_fixed(train, classes, best, None, device), scores)
+    bar.set_message(format!("L2 {best:.0e} on all of train"));
+    let clf = fit_lbfgs_fixed(train, classes, best, None, device);
+    bar.finish_and_clear();
+    (clf, scores)
 }
 
 /// Settings of the SGD solver.

@@ -1,12 +1,19 @@
-//! Shared pieces of the evaluation protocols (paper §4, App. B.5–B.6): loading a pretrained (or
-//! randomly initialised) network, choosing the layer to evaluate, extracting frozen features of
-//! un-augmented images, top-k accuracy and confusion matrices.
+//! The evaluation protocols (paper §4, App. B.5–B.6) — [`linear`] evaluation, [`knn`],
+//! [`finetune`] on a fraction of the labels, [`embed`] (features out), their [`report`]s — and the
+//! pieces they share: loading a pretrained (or randomly initialised) network, choosing the layer to
+//! evaluate, extracting frozen features of un-augmented images, top-k accuracy and confusion matrices.
+
+pub mod embed;
+pub mod finetune;
+pub mod knn;
+pub mod linear;
+pub mod report;
 
 use crate::augment::{augment, AugmentConfig};
 use crate::checkpoint;
 use crate::config::Config;
 use crate::data::{BadImages, Dataset};
-use crate::head::SimClr;
+use crate::model::SimClr;
 use anyhow::{bail, Context, Result};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -137,7 +144,7 @@ pub fn load(checkpoint_arg: Option<&Path>, flags: &Config, dataset_size: usize, 
 /// BN γ = 1). The zero-γ start of pretraining silences each residual branch, so its random
 /// features are much weaker (58.8% vs 76.8% linear-probe accuracy on the built-in data at width
 /// 0.25) and would overstate what pretraining adds.
-pub fn random_init_baseline(flags: &Config, image_size: usize) -> crate::head::ModelConfig {
+pub fn random_init_baseline(flags: &Config, image_size: usize) -> crate::model::ModelConfig {
     let mut cfg = flags.model(image_size);
     cfg.encoder.zero_init_residual = false;
     cfg
@@ -162,8 +169,8 @@ fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Output `layer` (index into `[h, head layers…]`) for every image of `ds`, resized to
-/// `image_size` without augmentation, in batches of `batch`, BN in inference mode, no gradient.
+/// Output `layer` (index into `[h, head layers…]`) for every image of `ds`, preprocessed for
+/// evaluation ([`AugmentConfig::eval`]: over 32 px a centre crop of 87.5%, then resized to `image_size`), in batches of `batch`, BN in inference mode, no gradient.
 /// Unreadable images are left out under [`BadImages::Skip`] (and logged), an error otherwise.
 pub fn extract(
     model: &SimClr,
@@ -176,11 +183,13 @@ pub fn extract(
 ) -> Result<Features> {
     let device = device.clone().inner();
     let model = model.valid().to_device(&device);
-    let aug = AugmentConfig::identity(image_size);
+    let aug = AugmentConfig::eval(image_size);
     let mut data = Vec::new();
     let mut labels = Vec::with_capacity(ds.len());
     let mut dim = 0;
+    let bar = crate::progress::bar(ds.len() as u64, "extracting features");
     for start in (0..ds.len()).step_by(batch) {
+        bar.set_position(start as u64);
         let read: Vec<(usize, Option<Vec<f32>>)> = (start..(start + batch).min(ds.len()))
             .into_par_iter()
             .map(|i| Ok((i, bad.read_exact(ds, i)?.map(|img| augment(&img, &aug, &mut ChaCha8Rng::seed_from_u64(0)).data))))
@@ -199,6 +208,7 @@ pub fn extract(
         data.extend(crate::floats(f));
         labels.extend(idx.iter().filter_map(|&i| ds.label(i)));
     }
+    bar.finish_and_clear();
     let n = data.len() / dim.max(1);
     if !labels.is_empty() && labels.len() != n {
         bail!("only some images have labels ({} of {n})", labels.len());

@@ -1,0 +1,7 @@
+//! Kernels apart from the paper's concepts: the encoder's [`conv`]olution and training-mode
+//! [`batchnorm`] as our own operations on the CPU backends, and the libtorch glue they use.
+
+pub mod batchnorm;
+pub mod conv;
+#[cfg(feature = "tch")]
+pub(crate) mod libtorch;
