@@ -135,15 +135,15 @@ pub fn rss_mib() -> Option<f64> {
 /// Times `steps` training steps after `warmup` untimed ones, for the model and batch of `cfg`.
 pub fn step(cfg: &Config, steps: usize, warmup: usize, device: &Device) -> Result<StepResult> {
     cfg.validate()?;
-    let size = if cfg.image_size > 0 { cfg.image_size } else { 32 };
+    let size = if cfg.model.image_size > 0 { cfg.model.image_size } else { 32 };
     let ad = device.clone().autodiff();
-    let mut model = cfg.model(size).init_seeded(cfg.seed, &ad);
+    let mut model = cfg.model(size).init_seeded(cfg.run.seed, &ad);
     let mut optim = Optimizer::new(cfg.rule());
     let mut times = Vec::new();
     for i in 0..warmup + steps {
-        let x = Tensor::<4>::random([2 * cfg.batch_size, 3, size, size], Distribution::Uniform(0.0, 1.0), &ad);
+        let x = Tensor::<4>::random([2 * cfg.optim.batch_size, 3, size, size], Distribution::Uniform(0.0, 1.0), &ad);
         let t0 = Instant::now();
-        let out = nt_xent(model.forward(x).pop().expect("z"), cfg.temperature);
+        let out = nt_xent(model.forward(x).pop().expect("z"), cfg.optim.temperature);
         let grads = GradientsParams::from_grads(out.loss.backward(), &model);
         model = optim.step(0.1, model, grads);
         let _: f32 = out.loss.into_scalar();
@@ -155,13 +155,13 @@ pub fn step(cfg: &Config, steps: usize, warmup: usize, device: &Device) -> Resul
     sorted.sort_by(f64::total_cmp);
     let median = sorted[sorted.len() / 2];
     Ok(StepResult {
-        model: format!("{:?} x{}", cfg.arch, cfg.width),
-        batch_size: cfg.batch_size,
+        model: format!("{:?} x{}", cfg.model.arch, cfg.model.width),
+        batch_size: cfg.optim.batch_size,
         image_size: size,
         device: format!("{device:?}"),
         precision: crate::device::precision(),
         median_step_s: median,
-        images_per_sec: cfg.batch_size as f64 / median,
+        images_per_sec: cfg.optim.batch_size as f64 / median,
         steps_s: times,
         peak_rss_mib: peak_rss_mib(),
     })

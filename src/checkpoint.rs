@@ -56,7 +56,7 @@ pub fn save(out: &Path, cfg: &Config, model: &SimClr, optim: &Optimizer, state: 
     let pointer_tmp = root.join(".latest.tmp");
     std::fs::write(&pointer_tmp, &name)?;
     std::fs::rename(&pointer_tmp, root.join("latest"))?;
-    prune(&root, cfg.keep_checkpoints)?;
+    prune(&root, cfg.monitor.keep_checkpoints)?;
     Ok(dst)
 }
 

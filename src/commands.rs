@@ -2,7 +2,7 @@
 //! loads a checkpoint (or builds a random-init network), runs its protocol, writes
 //! `OUT/report.json` (plus a confusion matrix PNG for classifiers) and returns a one-line summary.
 
-use crate::config::{Config, ConfigArgs};
+use crate::config::{Config, DataArgs, ModelArgs, RunArgs};
 use crate::data::{self, Dataset, Split};
 use crate::eval::{self, Layer, Loaded};
 use crate::eval::finetune::{self, Finetune};
@@ -26,6 +26,32 @@ pub struct EvalArgs {
     /// Evaluate a randomly initialised network built from the model flags (the baseline).
     #[arg(long)]
     pub random_init: bool,
+    /// The dataset, as for `pretrain`.
+    #[command(flatten, next_help_heading = "Data")]
+    pub data: DataArgs,
+    /// The network built by --random-init (a checkpoint brings its own).
+    #[command(flatten, next_help_heading = "Model (--random-init only; a checkpoint brings its own)")]
+    pub model: ModelArgs,
+    /// Seed (random-init weights, held-out split, label subsets, data order) and output folder.
+    #[command(flatten, next_help_heading = "Run")]
+    pub run: RunArgs,
+}
+
+impl EvalArgs {
+    /// The settings these flags make, with `default_out` as the output folder unless `--out` is given.
+    pub fn config(&self, default_out: &str) -> Config {
+        let mut cfg = Config { data: self.data.clone().resolve(), model: self.model.clone().resolve(), run: self.run.clone().resolve(), ..Config::default() };
+        if self.run.out.is_none() {
+            cfg.run.out = PathBuf::from(default_out);
+        }
+        cfg
+    }
+}
+
+/// Which frozen features the feature protocols (`linear-eval`, `knn`, `embed`) use, and where they
+/// are kept.
+#[derive(Clone, Debug, clap::Args)]
+pub struct FeatureArgs {
     /// Representation: h (before the head), z (after it), or head:K.
     #[arg(long, default_value = "h")]
     pub layer: Layer,
@@ -33,9 +59,6 @@ pub struct EvalArgs {
     /// and data (default: the checkpoint's `features/`; none for --random-init).
     #[arg(long)]
     pub feature_cache: Option<PathBuf>,
-    /// Dataset, output folder, seed and (for --random-init) model flags, as for `pretrain`.
-    #[command(flatten)]
-    pub config: ConfigArgs,
 }
 
 /// Linear-evaluation solver.
@@ -58,25 +81,27 @@ struct Prepared {
     feature_cache: Option<PathBuf>,
 }
 
-fn prepare(args: &EvalArgs, default_out: &str, device: &Device) -> Result<Prepared> {
-    let mut flags = Config::resolve(None, &args.config)?;
-    if args.config.out.is_none() {
-        flags.out = PathBuf::from(default_out);
+/// The network, the data (`--limit` applied to the training split) and the output folder; with
+/// `features`, the layer and feature cache of a feature protocol (else h, no cache).
+fn prepare(args: &EvalArgs, features: Option<&FeatureArgs>, default_out: &str, device: &Device) -> Result<Prepared> {
+    let flags = args.config(default_out);
+    let mut train = data::open(&flags.source(), Split::Train)?;
+    if flags.data.limit > 0 && flags.data.limit < train.len() {
+        train = Arc::new(data::Subset::new(train, (0..flags.data.limit).collect()));
     }
-    let train = data::open(&flags.source(), Split::Train)?;
     let test = data::open(&flags.source(), Split::Test)?;
     let first = train.image(0)?;
     let loaded = eval::load(args.checkpoint.as_deref(), &flags, first.height.max(first.width).min(224), device)?;
-    let layer_index = args.layer.index(loaded.model.head.len())?;
-    let out = flags.out.clone();
+    let layer_index = features.map_or(Ok(0), |f| f.layer.index(loaded.model.head.len()))?;
+    let out = flags.run.out.clone();
     std::fs::create_dir_all(&out).with_context(|| format!("--out {}: cannot create the folder; choose a writable path", out.display()))?;
-    let feature_cache = args.feature_cache.clone().or_else(|| loaded.checkpoint.as_ref().map(|c| c.join("features")));
+    let feature_cache = features.and_then(|f| f.feature_cache.clone().or_else(|| loaded.checkpoint.as_ref().map(|c| c.join("features"))));
     Ok(Prepared { loaded, flags, train, test, out, layer_index, feature_cache })
 }
 
 /// The frozen features of one split, read from the feature cache when this network, layer, data
 /// and image size were extracted before (keyed by a hash of all of them), extracted otherwise.
-fn features(p: &Prepared, split: SplitArg, device: &Device) -> Result<eval::Features> {
+fn frozen_features(p: &Prepared, split: SplitArg, device: &Device) -> Result<eval::Features> {
     let ds = if split == SplitArg::Train { &p.train } else { &p.test };
     let extract = || eval::extract(&p.loaded.model, p.layer_index, ds.as_ref(), p.loaded.image_size, 256, &p.flags.bad_images(), device);
     let Some(cache) = &p.feature_cache else { return extract() };
@@ -84,9 +109,10 @@ fn features(p: &Prepared, split: SplitArg, device: &Device) -> Result<eval::Feat
     // other flags, such as --out, which differ between commands).
     let network = match &p.loaded.checkpoint_sha256 {
         Some(sha) => sha.clone(),
-        None => format!("random init {:?} seed {}", eval::random_init_baseline(&p.loaded.config, p.loaded.image_size), p.loaded.config.seed),
+        None => format!("random init {:?} seed {}", eval::random_init_baseline(&p.loaded.config, p.loaded.image_size), p.loaded.config.run.seed),
     };
-    let key = eval::sha256_hex(format!("{network}\n{:?}\n{split:?}\n{}\n{}", p.flags.source(), p.layer_index, p.loaded.image_size).as_bytes());
+    let data = format!("{:?} limit {}", p.flags.source(), p.flags.data.limit);
+    let key = eval::sha256_hex(format!("{network}\n{data}\n{split:?}\n{}\n{}", p.layer_index, p.loaded.image_size).as_bytes());
     let dir = cache.join(format!("{split:?}-{}", &key[..16]).to_lowercase());
     if dir.join("features.npy").exists() {
         tracing::info!("features of the {split:?} split from the cache {}", dir.display());
@@ -103,7 +129,7 @@ fn report<M: Serialize>(p: &Prepared, protocol: &'static str, settings: serde_js
         protocol,
         checkpoint: p.loaded.checkpoint.as_ref().map(|c| c.display().to_string()),
         checkpoint_sha256: p.loaded.checkpoint_sha256.clone(),
-        dataset: format!("{} {}", p.flags.dataset.name(), p.flags.data.as_deref().map(Path::display).map(|d| d.to_string()).unwrap_or_default()),
+        dataset: format!("{} {}", p.flags.data.dataset.name(), p.flags.data.data.as_deref().map(Path::display).map(|d| d.to_string()).unwrap_or_default()),
         model_config: p.loaded.config.clone(),
         settings,
         metrics,
@@ -156,7 +182,7 @@ fn classification(p: &Prepared, scores: &[f32], labels: &[usize], train_top1: Op
 
 fn require_labels(p: &Prepared, protocol: &str) -> Result<()> {
     if p.train.num_classes() == 0 {
-        bail!("{protocol} needs labels, and --dataset {} has none", p.flags.dataset.name());
+        bail!("{protocol} needs labels, and --dataset {} has none", p.flags.data.dataset.name());
     }
     Ok(())
 }
@@ -164,28 +190,28 @@ fn require_labels(p: &Prepared, protocol: &str) -> Result<()> {
 /// Checks the data is labelled, then the frozen features of the train and test splits.
 fn labelled_features(p: &Prepared, protocol: &str, device: &Device) -> Result<(eval::Features, eval::Features)> {
     require_labels(p, protocol)?;
-    Ok((features(p, SplitArg::Train, device)?, features(p, SplitArg::Test, device)?))
+    Ok((frozen_features(p, SplitArg::Train, device)?, frozen_features(p, SplitArg::Test, device)?))
 }
 
 /// `simclr linear-eval`.
-pub fn linear_eval(args: &EvalArgs, solver: Solver, sgd: SgdProbe, device: &Device) -> Result<String> {
+pub fn linear_eval(args: &EvalArgs, features: &FeatureArgs, solver: Solver, sgd: SgdProbe, device: &Device) -> Result<String> {
     let start = Instant::now();
-    let p = prepare(args, "runs/linear-eval", device)?;
+    let p = prepare(args, Some(features), "runs/linear-eval", device)?;
     let (f_train, f_test) = labelled_features(&p, "linear evaluation", device)?;
     let classes = p.train.num_classes();
     let inner = device.clone().inner();
     let (clf, grid) = match solver {
-        Solver::Lbfgs => linear::fit_lbfgs(&f_train, classes, p.flags.seed, &inner),
-        Solver::Sgd => (linear::fit_sgd(&f_train, classes, sgd, p.flags.seed, &inner), vec![]),
+        Solver::Lbfgs => linear::fit_lbfgs(&f_train, classes, p.flags.run.seed, &inner),
+        Solver::Sgd => (linear::fit_sgd(&f_train, classes, sgd, p.flags.run.seed, &inner), vec![]),
     };
     let train_top1 = eval::topk_accuracy(&clf.scores(&f_train, &inner), classes, &f_train.labels, 1);
     let scores = clf.scores(&f_test, &inner);
     let extra = serde_json::json!({ "solver": solver, "l2": clf.l2, "l2_validation": grid, "feature_dim": f_train.dim });
-    let m = classification(&p, &scores, &f_test.labels, Some(train_top1), args.layer, extra)?;
+    let m = classification(&p, &scores, &f_test.labels, Some(train_top1), features.layer, extra)?;
     let line = format!(
         "linear-eval ({}, layer {}, {:?}): top-1 {:.2}%, top-5 {:.2}%, train {:.2}%",
         source(&p),
-        args.layer,
+        features.layer,
         solver,
         100.0 * m.top1,
         100.0 * m.top5,
@@ -196,15 +222,15 @@ pub fn linear_eval(args: &EvalArgs, solver: Solver, sgd: SgdProbe, device: &Devi
 }
 
 /// `simclr knn`.
-pub fn knn(args: &EvalArgs, knn: Knn, device: &Device) -> Result<String> {
+pub fn knn(args: &EvalArgs, features: &FeatureArgs, knn: Knn, device: &Device) -> Result<String> {
     let start = Instant::now();
-    let p = prepare(args, "runs/knn", device)?;
+    let p = prepare(args, Some(features), "runs/knn", device)?;
     let (f_train, f_test) = labelled_features(&p, "kNN", device)?;
     let classes = p.train.num_classes();
     let inner = device.clone().inner();
     let scores = knn.scores(&f_train, &f_test, classes, &inner);
-    let m = classification(&p, &scores, &f_test.labels, None, args.layer, serde_json::json!({ "k": knn.k, "temperature": knn.temperature }))?;
-    let line = format!("knn ({}, layer {}, k {}): top-1 {:.2}%, top-5 {:.2}%", source(&p), args.layer, knn.k, 100.0 * m.top1, 100.0 * m.top5);
+    let m = classification(&p, &scores, &f_test.labels, None, features.layer, serde_json::json!({ "k": knn.k, "temperature": knn.temperature }))?;
+    let line = format!("knn ({}, layer {}, k {}): top-1 {:.2}%, top-5 {:.2}%", source(&p), features.layer, knn.k, 100.0 * m.top1, 100.0 * m.top5);
     report(&p, "knn", serde_json::to_value(knn)?, m, start)?;
     Ok(line)
 }
@@ -223,30 +249,52 @@ pub struct SubsetArgs {
     pub from_head_layer: usize,
 }
 
-/// `simclr finetune`. Defaults differ from pretraining: 30 epochs, batch 64, LR 0.05 × B / 256 (paper
-/// App. B.5), weight decay 0.
-pub fn finetune(args: &EvalArgs, subset_args: &SubsetArgs, device: &Device) -> Result<String> {
+/// The optimisation of `simclr finetune` (paper App. B.5): its own flags, with their own defaults.
+#[derive(Clone, Debug, clap::Args)]
+pub struct FinetuneOptimArgs {
+    /// Epochs over the labelled subset.
+    #[arg(long, default_value_t = 30)]
+    pub epochs: usize,
+    /// Images per step.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Base learning rate, scaled by --lr-scaling (linear: 0.05 × B / 256 as the paper), then
+    /// cosine-decayed to 0.
+    #[arg(long, default_value_t = 0.05)]
+    pub lr: f64,
+    /// How the LR scales with the batch size.
+    #[arg(long, value_enum, default_value = "linear")]
+    pub lr_scaling: crate::schedule::LrScaling,
+    /// Nesterov momentum.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// Weight decay (none, as the paper).
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+}
+
+/// `simclr finetune`.
+pub fn finetune(args: &EvalArgs, subset_args: &SubsetArgs, optim: &FinetuneOptimArgs, device: &Device) -> Result<String> {
     let start = Instant::now();
-    let p = prepare(args, "runs/finetune", device)?;
+    let p = prepare(args, None, "runs/finetune", device)?;
     require_labels(&p, "fine-tuning")?;
     let classes = p.train.num_classes();
     let labels: Vec<usize> = (0..p.train.len()).map(|i| p.train.label(i).expect("labelled")).collect();
     let subset = match &subset_args.subset {
         Some(file) => finetune::read_subset(file, p.train.len())?,
-        None => finetune::label_subset(&labels, classes, subset_args.label_fraction, p.flags.seed)?,
+        None => finetune::label_subset(&labels, classes, subset_args.label_fraction, p.flags.run.seed)?,
     };
-    let subset_file = p.out.join(format!("subset-{}-seed{}.txt", subset_args.label_fraction, p.flags.seed));
+    let subset_file = p.out.join(format!("subset-{}-seed{}.txt", subset_args.label_fraction, p.flags.run.seed));
     finetune::write_subset(&subset_file, &subset)?;
-    let c = &args.config;
     let cfg = Finetune {
         from_head_layer: subset_args.from_head_layer,
-        epochs: c.epochs.unwrap_or(30),
-        batch: c.batch_size.unwrap_or(64),
-        lr: c.lr.unwrap_or(0.05),
-        lr_scaling: c.lr_scaling.unwrap_or(crate::schedule::LrScaling::Linear),
-        momentum: c.momentum.unwrap_or(0.9),
-        weight_decay: c.weight_decay.unwrap_or(0.0),
-        seed: p.flags.seed,
+        epochs: optim.epochs,
+        batch: optim.batch_size,
+        lr: optim.lr,
+        lr_scaling: optim.lr_scaling,
+        momentum: optim.momentum,
+        weight_decay: optim.weight_decay,
+        seed: p.flags.run.seed,
     };
     let done = finetune::finetune(p.loaded.model.clone(), p.loaded.image_size, p.train.clone(), &subset, p.test.as_ref(), &cfg, &p.flags.bad_images(), device)?;
     let layer = Layer::Head(cfg.from_head_layer);
@@ -275,13 +323,13 @@ pub enum SplitArg {
 }
 
 /// `simclr embed`.
-pub fn embed(args: &EvalArgs, split: SplitArg, device: &Device) -> Result<String> {
+pub fn embed(args: &EvalArgs, features: &FeatureArgs, split: SplitArg, device: &Device) -> Result<String> {
     let start = Instant::now();
-    let p = prepare(args, "runs/embed", device)?;
-    let f = features(&p, split, device)?;
+    let p = prepare(args, Some(features), "runs/embed", device)?;
+    let f = frozen_features(&p, split, device)?;
     crate::eval::embed::write(&f, &p.out)?;
-    let line = format!("embed ({}, layer {}): {} × {} features in {}", source(&p), args.layer, f.n, f.dim, p.out.join("features.npy").display());
-    let metrics = serde_json::json!({ "images": f.n, "dim": f.dim, "layer": args.layer.to_string(), "labelled": f.is_labelled() });
+    let line = format!("embed ({}, layer {}): {} × {} features in {}", source(&p), features.layer, f.n, f.dim, p.out.join("features.npy").display());
+    let metrics = serde_json::json!({ "images": f.n, "dim": f.dim, "layer": features.layer.to_string(), "labelled": f.is_labelled() });
     report(&p, "embed", serde_json::json!({ "split": split }), metrics, start)?;
     Ok(line)
 }

@@ -1,8 +1,13 @@
-//! The run configuration: one [`Config`] mirroring the official `run.py` flags that apply.
+//! The run configuration, in the groups the commands share: [`DataSettings`] (`[data]`),
+//! [`ModelSettings`] (`[model]`), [`AugmentSettings`] (`[augment]`), [`OptimSettings`]
+//! (`[optim]`), [`RunSettings`] (`[run]`) and [`MonitorSettings`] (`[monitor]`). A [`Config`]
+//! holds them all; each command flattens only the groups it reads, so its `--help` lists exactly
+//! its flags (pretraining: all of them; `knn`: data, model for `--random-init`, run).
 //!
 //! Sources, later wins: built-in defaults → `--config FILE.toml` → command-line flags. Every field is
-//! also a flag (the kebab-case of its name). The resolved config is written next to each checkpoint
-//! as TOML, so `simclr pretrain --config OUT/config.toml` repeats a run exactly.
+//! also a flag (the kebab-case of its name). The file has one TOML section per group (`[optim]`
+//! `lr = 1.0`); a partial file sets what it names. The resolved config is written next to each
+//! checkpoint, so `simclr pretrain --config OUT/config.toml` repeats a run exactly.
 
 use crate::augment::AugmentConfig;
 use crate::data::DatasetKind;
@@ -16,144 +21,267 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// Declares [`Config`] (every setting with its default), [`ConfigArgs`] (the same settings, each
-/// optional: the flags and the shape of a partial TOML file) and [`Config::apply`] from one list, so
-/// a setting is written once. A field `name: T = default` is a `T` in `Config`; a field
-/// `name: Option<T>` stays unset (`None`) unless given. The bracket holds the field's extra `#[arg]`
-/// options (`value_enum` for enums), or `skip` for a setting that is no flag of its own.
+/// Declares one group of settings from one list, so a setting is written once: `$Settings` (every
+/// setting with its default), `$Args` (the same settings, each optional: the flags and the shape of
+/// the group's section in a partial TOML file) and `$Settings::apply`. A field `name: T = default` is
+/// a `T` in `$Settings`; a field `name: Option<T>` stays unset (`None`) unless given. The bracket
+/// holds the field's extra `#[arg]` options (`value_enum` for enums), or `skip` for a setting that
+/// is no flag of its own.
 macro_rules! settings {
     // Every field normalised: emit the two structs and the overlay.
-    (@emit $( { [$(#[doc = $doc:literal])*] [$($arg:tt)*] $field:ident [$cfg_ty:ty] [$arg_ty:ty] [$default:expr] [$wrap:expr] } )*) => {
-        /// Every setting of a pretraining run.
+    (@emit [$(#[doc = $sdoc:literal])*] $settings:ident $args:ident
+     $( { [$(#[doc = $doc:literal])*] [$($arg:tt)*] $field:ident [$cfg_ty:ty] [$arg_ty:ty] [$default:expr] [$wrap:expr] } )*) => {
+        $(#[doc = $sdoc])*
         #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
         #[serde(deny_unknown_fields, default)]
-        pub struct Config {
+        pub struct $settings {
             $( $(#[doc = $doc])* pub $field: $cfg_ty, )*
         }
 
-        impl Default for Config {
+        impl Default for $settings {
             fn default() -> Self {
                 Self { $( $field: $default, )* }
             }
         }
 
-        /// The same settings as flags, each optional; also the shape of a partial TOML file.
+        $(#[doc = $sdoc])*
+        /// Each optional: the flags, and the shape of the group's section in a partial TOML file.
         #[derive(Clone, Debug, Default, Serialize, Deserialize, clap::Args)]
         #[serde(deny_unknown_fields)]
-        pub struct ConfigArgs {
+        pub struct $args {
             $( $(#[doc = $doc])* #[arg($($arg)*)] pub $field: Option<$arg_ty>, )*
         }
 
-        impl Config {
+        impl $settings {
             /// Overwrites every field that `args` sets.
-            pub fn apply(&mut self, args: ConfigArgs) {
+            pub fn apply(&mut self, args: $args) {
                 $( if let Some(v) = args.$field { self.$field = $wrap(v); } )*
+            }
+        }
+
+        impl $args {
+            /// The defaults with the fields these flags set overwritten.
+            pub fn resolve(self) -> $settings {
+                let mut settings = $settings::default();
+                settings.apply(self);
+                settings
             }
         }
     };
     // A field with a default that is no flag of its own (`[skip]`): set by the caller or the file.
-    (@parse [$($done:tt)*] $(#[doc = $doc:literal])* [skip] $field:ident : $ty:ty = $default:expr, $($rest:tt)*) => {
-        settings!(@parse [$($done)* { [$(#[doc = $doc])*] [skip] $field [$ty] [$ty] [$default] [std::convert::identity] }] $($rest)*);
+    (@parse $head:tt [$($done:tt)*] $(#[doc = $doc:literal])* [skip] $field:ident : $ty:ty = $default:expr, $($rest:tt)*) => {
+        settings!(@parse $head [$($done)* { [$(#[doc = $doc])*] [skip] $field [$ty] [$ty] [$default] [std::convert::identity] }] $($rest)*);
     };
     // An optional field: unset by default.
-    (@parse [$($done:tt)*] $(#[doc = $doc:literal])* [$($arg:tt)*] $field:ident : Option<$ty:ty>, $($rest:tt)*) => {
-        settings!(@parse [$($done)* { [$(#[doc = $doc])*] [long, $($arg)*] $field [Option<$ty>] [$ty] [None] [Some] }] $($rest)*);
+    (@parse $head:tt [$($done:tt)*] $(#[doc = $doc:literal])* [$($arg:tt)*] $field:ident : Option<$ty:ty>, $($rest:tt)*) => {
+        settings!(@parse $head [$($done)* { [$(#[doc = $doc])*] [long, $($arg)*] $field [Option<$ty>] [$ty] [None] [Some] }] $($rest)*);
     };
-    // A field with a default.
-    (@parse [$($done:tt)*] $(#[doc = $doc:literal])* [$($arg:tt)*] $field:ident : $ty:ty = $default:expr, $($rest:tt)*) => {
-        settings!(@parse [$($done)* { [$(#[doc = $doc])*] [long, $($arg)*] $field [$ty] [$ty] [$default] [std::convert::identity] }] $($rest)*);
+    // A field with a default, shown in its help.
+    (@parse $head:tt [$($done:tt)*] $(#[doc = $doc:literal])* [$($arg:tt)*] $field:ident : $ty:ty = $default:expr, $($rest:tt)*) => {
+        settings!(@parse $head [$($done)* {
+            [$(#[doc = $doc])*]
+            [long, help = help_with_default(concat!($($doc),*), &{ let d: $ty = $default; d }), $($arg)*]
+            $field [$ty] [$ty] [$default] [std::convert::identity]
+        }] $($rest)*);
     };
-    (@parse [$($done:tt)*]) => {
-        settings!(@emit $($done)*);
+    (@parse [$($head:tt)*] [$($done:tt)*]) => {
+        settings!(@emit $($head)* $($done)*);
     };
-    ($($fields:tt)*) => {
-        settings!(@parse [] $($fields)*);
+    ($(#[doc = $sdoc:literal])* $settings:ident, $args:ident { $($fields:tt)* }) => {
+        settings!(@parse [[$(#[doc = $sdoc])*] $settings $args] [] $($fields)*);
     };
+}
+
+/// A flag's help: its doc comment (lines joined) and `[default: …]`, the default as the TOML file
+/// spells it. The flags are optional (unset ones leave the file's value), so clap cannot show it.
+fn help_with_default<T: Serialize>(doc: &str, default: &T) -> String {
+    let shown = match serde_json::to_value(default).expect("a setting serialises") {
+        serde_json::Value::String(s) => s,
+        v => v.to_string(),
+    };
+    format!("{} [default: {shown}]", doc.trim().trim_end_matches('.'))
 }
 
 settings! {
-    /// Dataset format.
-    [value_enum] dataset: DatasetKind = DatasetKind::Builtin,
-    /// Folder holding the dataset files (not needed for `builtin`).
-    [] data: Option<PathBuf>,
-    /// Use only the first N training images (0 = all).
-    [] limit: usize = 0,
-    /// Encoder depth.
-    [value_enum] arch: Arch = Arch::Resnet18,
-    /// Width multiplier of the encoder (1, 2, 4 as the paper; 0.25, 0.5 for quick CPU runs).
-    [] width: f32 = 1.0,
-    /// Encoder stem (`auto`: CIFAR stem for images ≤ 32 px).
-    [value_enum] stem: Stem = Stem::Auto,
-    /// Zero-initialise the γ of each residual block's last BN (true: official code; false: every
-    /// γ = 1, torchvision's default init, the random-init baseline itself).
-    [] zero_init_residual: bool = true,
-    /// Side of the training views in pixels (0 = the dataset's own size).
-    [] image_size: usize = 0,
-    /// Projection head kind.
-    [value_enum] head: HeadMode = HeadMode::Nonlinear,
-    /// Layers of a nonlinear head (v1: 2, v2: 3).
-    [] head_layers: usize = 2,
-    /// Dimension of z.
-    [] proj_dim: usize = 128,
-    /// NT-Xent temperature τ.
-    [] temperature: f32 = 0.5,
-    /// Images per batch (2 views each).
-    [] batch_size: usize = 256,
-    /// Training epochs (ignored when `max_steps` > 0).
-    [] epochs: usize = 100,
-    /// Stop after this many steps (0 = use `epochs`).
-    [] max_steps: usize = 0,
-    /// Optimiser.
-    [value_enum] optimizer: OptimizerKind = OptimizerKind::Lars,
-    /// Base learning rate before batch-size scaling.
-    [] lr: f64 = 0.3,
-    /// How the LR scales with the batch size.
-    [value_enum] lr_scaling: LrScaling = LrScaling::Linear,
-    /// Epochs of linear warm-up.
-    [] warmup_epochs: f64 = 10.0,
-    /// Weight decay (not applied to BN parameters and biases).
-    [] weight_decay: f64 = 1e-6,
-    /// Momentum (β₁ for AdamW).
-    [] momentum: f64 = 0.9,
-    /// Colour distortion strength s.
-    [] color_strength: f32 = 1.0,
-    /// Smallest random-crop area, a fraction of the image in (0, 1] (paper: 0.08; many CIFAR
-    /// recipes 0.2).
-    [] crop_min_area: f32 = crate::augment::PAPER_MIN_CROP_AREA,
-    /// Gaussian blur on/off (unset: on for images > 32 px, as the paper).
-    [] blur: Option<bool>,
-    /// Seed of weights, data order and augmentations.
-    [] seed: u64 = 0,
-    /// Output folder (checkpoints, metrics, config).
-    [] out: PathBuf = PathBuf::from("runs/simclr"),
-    /// Write a checkpoint every N steps (0 = at the end of each epoch only).
-    [] checkpoint_every: usize = 0,
-    /// Checkpoints kept on disk (older ones are deleted).
-    [] keep_checkpoints: usize = 2,
-    /// Train a linear probe on stop-gradient(h) alongside, when the dataset has labels.
-    [] online_probe: bool = true,
-    /// Classes of the training set (filled in by `pretrain`; 0 = unlabelled or unknown).
-    [hide = true] num_classes: usize = 0,
-    /// Run a kNN monitor on the test split every N epochs (0 = off).
-    [] knn_every: usize = 0,
-    /// Image folders: keep only the files this list names (one per line: a path relative to
-    /// --data, or a file name).
-    [] file_list: Option<PathBuf>,
-    /// Image folders: cache decoded images resized to this shorter side, so later epochs skip
-    /// decoding (0 = no cache).
-    [] cache_size: u32 = 0,
-    /// Where the image cache lives (default: OUT/cache).
-    [] cache_dir: Option<PathBuf>,
-    /// CIFAR-100: use the 20 coarse labels instead of the 100 fine ones.
-    [] coarse_labels: bool = false,
-    /// Stop at the first unreadable image instead of skipping it with a warning.
-    [] strict: bool = false,
-    /// Arithmetic of the convolutions: the global `--precision`, recorded so that `--resume` and a
-    /// `--config` rerun compute as the run did.
-    [skip] precision: Precision = Precision::F32,
+    /// `[data]`: where the images are and how to read them.
+    DataSettings, DataArgs {
+        /// Dataset format.
+        [value_enum] dataset: DatasetKind = DatasetKind::Builtin,
+        /// Folder holding the dataset files (not needed for `builtin`).
+        [] data: Option<PathBuf>,
+        /// Use only the first N training images (0 = all).
+        [] limit: usize = 0,
+        /// Image folders: keep only the files this list names (one per line: a path relative to
+        /// --data, or a file name).
+        [] file_list: Option<PathBuf>,
+        /// Image folders: cache decoded images resized to this shorter side, so later epochs skip
+        /// decoding (0 = no cache).
+        [] cache_size: u32 = 0,
+        /// Where the image cache lives (default: OUT/cache).
+        [] cache_dir: Option<PathBuf>,
+        /// CIFAR-100: use the 20 coarse labels instead of the 100 fine ones.
+        [] coarse_labels: bool = false,
+        /// Stop at the first unreadable image instead of skipping it with a warning.
+        [] strict: bool = false,
+    }
 }
 
+settings! {
+    /// `[model]`: the network, encoder f and projection head g, and the side of its input images.
+    ModelSettings, ModelArgs {
+        /// Encoder depth.
+        [value_enum] arch: Arch = Arch::Resnet18,
+        /// Width multiplier of the encoder (1, 2, 4 as the paper; 0.25, 0.5 for quick CPU runs).
+        [] width: f32 = 1.0,
+        /// Encoder stem (`auto`: CIFAR stem for images ≤ 32 px).
+        [value_enum] stem: Stem = Stem::Auto,
+        /// Zero-initialise the γ of each residual block's last BN (true: official code; false: every
+        /// γ = 1, torchvision's default init, the random-init baseline itself).
+        [] zero_init_residual: bool = true,
+        /// Side of the input images (the training views) in pixels (0 = the dataset's own size,
+        /// at most 224).
+        [] image_size: usize = 0,
+        /// Projection head kind.
+        [value_enum] head: HeadMode = HeadMode::Nonlinear,
+        /// Layers of a nonlinear head (v1: 2, v2: 3).
+        [] head_layers: usize = 2,
+        /// Dimension of z.
+        [] proj_dim: usize = 128,
+    }
+}
+
+settings! {
+    /// `[augment]`: the augmentation of the training views (paper §3, App. A).
+    AugmentSettings, AugmentArgs {
+        /// Colour distortion strength s (0: no colour distortion at all, grayscale included).
+        [] color_strength: f32 = 1.0,
+        /// Smallest random-crop area, a fraction of the image in (0, 1] (paper: 0.08; many CIFAR
+        /// recipes 0.2).
+        [] crop_min_area: f32 = crate::augment::PAPER_MIN_CROP_AREA,
+        /// Gaussian blur on/off (unset: on for images > 32 px, as the paper).
+        [] blur: Option<bool>,
+    }
+}
+
+settings! {
+    /// `[optim]`: the objective and its optimisation.
+    OptimSettings, OptimArgs {
+        /// NT-Xent temperature τ.
+        [] temperature: f32 = 0.5,
+        /// Images per batch (2 views each).
+        [] batch_size: usize = 256,
+        /// Training epochs (ignored when `max_steps` > 0).
+        [] epochs: usize = 100,
+        /// Stop after this many steps (0 = use `epochs`).
+        [] max_steps: usize = 0,
+        /// Optimiser.
+        [value_enum] optimizer: OptimizerKind = OptimizerKind::Lars,
+        /// Base learning rate before batch-size scaling.
+        [] lr: f64 = 0.3,
+        /// How the LR scales with the batch size.
+        [value_enum] lr_scaling: LrScaling = LrScaling::Linear,
+        /// Epochs of linear warm-up.
+        [] warmup_epochs: f64 = 10.0,
+        /// Weight decay (not applied to BN parameters and biases).
+        [] weight_decay: f64 = 1e-6,
+        /// Momentum (β₁ for AdamW).
+        [] momentum: f64 = 0.9,
+    }
+}
+
+settings! {
+    /// `[run]`: the seed and the output folder.
+    RunSettings, RunArgs {
+        /// Seed of weights, data order and augmentations.
+        [] seed: u64 = 0,
+        /// Output folder.
+        [] out: PathBuf = PathBuf::from("runs/simclr"),
+        /// Arithmetic of the convolutions: the global `--precision`, recorded so that `--resume` and a
+        /// `--config` rerun compute as the run did.
+        [skip] precision: Precision = Precision::F32,
+    }
+}
+
+settings! {
+    /// `[monitor]`: what a pretraining run keeps and watches as it goes: checkpoints, the online
+    /// probe, the kNN monitor.
+    MonitorSettings, MonitorArgs {
+        /// Write a checkpoint every N steps (0 = at the end of each epoch only).
+        [] checkpoint_every: usize = 0,
+        /// Checkpoints kept on disk (older ones are deleted).
+        [] keep_checkpoints: usize = 2,
+        /// Train a linear probe on stop-gradient(h) alongside, when the dataset has labels.
+        [] online_probe: bool = true,
+        /// Classes of the training set (filled in by `pretrain`; 0 = unlabelled or unknown).
+        [hide = true] num_classes: usize = 0,
+        /// Run a kNN monitor on the test split every N epochs (0 = off).
+        [] knn_every: usize = 0,
+    }
+}
+
+/// Every setting of a pretraining run, one field a group (a TOML section each).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[data]`.
+    pub data: DataSettings,
+    /// `[model]`.
+    pub model: ModelSettings,
+    /// `[augment]`.
+    pub augment: AugmentSettings,
+    /// `[optim]`.
+    pub optim: OptimSettings,
+    /// `[run]`.
+    pub run: RunSettings,
+    /// `[monitor]`.
+    pub monitor: MonitorSettings,
+}
+
+/// Every group's flags (what `pretrain` takes), each optional; also the shape of a partial TOML
+/// file.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigArgs {
+    /// `[data]`.
+    #[command(flatten, next_help_heading = "Data")]
+    #[serde(default)]
+    pub data: DataArgs,
+    /// `[model]`.
+    #[command(flatten, next_help_heading = "Model")]
+    #[serde(default)]
+    pub model: ModelArgs,
+    /// `[augment]`.
+    #[command(flatten, next_help_heading = "Augmentation")]
+    #[serde(default)]
+    pub augment: AugmentArgs,
+    /// `[optim]`.
+    #[command(flatten, next_help_heading = "Optimisation")]
+    #[serde(default)]
+    pub optim: OptimArgs,
+    /// `[run]`.
+    #[command(flatten, next_help_heading = "Run")]
+    #[serde(default)]
+    pub run: RunArgs,
+    /// `[monitor]`.
+    #[command(flatten, next_help_heading = "Checkpoints and monitors")]
+    #[serde(default)]
+    pub monitor: MonitorArgs,
+}
+
+/// The groups' sections, for the error of a file written before the settings were grouped.
+const SECTIONS: &str = "[data], [model], [augment], [optim], [run], [monitor]";
+
 impl Config {
+    /// Overwrites every field that `args` sets.
+    pub fn apply(&mut self, args: ConfigArgs) {
+        self.data.apply(args.data);
+        self.model.apply(args.model);
+        self.augment.apply(args.augment);
+        self.optim.apply(args.optim);
+        self.run.apply(args.run);
+        self.monitor.apply(args.monitor);
+    }
+
     /// Defaults, overlaid by `file` (if any), overlaid by the flags in `args`.
     pub fn resolve(file: Option<&Path>, args: &ConfigArgs) -> Result<Self> {
         let mut cfg = match file {
@@ -167,59 +295,99 @@ impl Config {
     /// Reads a full or partial config from TOML (missing fields keep their defaults).
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("--config {}: cannot read the file", path.display()))?;
-        let args: ConfigArgs = toml::from_str(&text)
-            .with_context(|| format!("--config {}: not a valid simclr config (see `simclr pretrain --help` for the keys)", path.display()))?;
+        let args: ConfigArgs = toml::from_str(&text).with_context(|| {
+            format!(
+                "--config {}: not a valid simclr config: settings go in the sections {SECTIONS}, under the names of their flags (`simclr pretrain --help` lists them by section; any run's OUT/config.toml is an example)",
+                path.display()
+            )
+        })?;
         let mut cfg = Self::default();
         cfg.apply(args);
         Ok(cfg)
     }
 
-    /// The config as TOML.
+    /// The config as TOML, one section a group.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("a config always serialises")
     }
 
     /// Checks every value that can be checked without the data; errors name the flag and the fix.
     pub fn validate(&self) -> Result<()> {
-        if self.batch_size < 2 {
-            bail!("--batch-size {}: NT-Xent needs at least 2 images per batch (negatives come from the batch); use 2 or more", self.batch_size);
+        let (m, a, o) = (&self.model, &self.augment, &self.optim);
+        if o.batch_size < 2 {
+            bail!("--batch-size {}: NT-Xent needs at least 2 images per batch (negatives come from the batch); use 2 or more", o.batch_size);
         }
-        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
-            bail!("--temperature {}: must be a positive number (the paper uses 0.1-0.5)", self.temperature);
+        if !(o.temperature > 0.0 && o.temperature.is_finite()) {
+            bail!("--temperature {}: must be a positive number (the paper uses 0.1-0.5)", o.temperature);
         }
-        if !(self.width > 0.0 && self.width.is_finite()) {
-            bail!("--width {}: must be positive (1, 2, 4 as the paper, or e.g. 0.25 for quick runs)", self.width);
+        if !(m.width > 0.0 && m.width.is_finite()) {
+            bail!("--width {}: must be positive (1, 2, 4 as the paper, or e.g. 0.25 for quick runs)", m.width);
         }
-        if self.head == HeadMode::Nonlinear && self.head_layers == 0 {
+        if m.head == HeadMode::Nonlinear && m.head_layers == 0 {
             bail!("--head-layers 0: a nonlinear head needs at least 1 layer (use --head none for no head)");
         }
-        if self.proj_dim == 0 {
+        if m.proj_dim == 0 {
             bail!("--proj-dim 0: the projection needs at least 1 dimension");
         }
-        if self.epochs == 0 && self.max_steps == 0 {
+        if o.epochs == 0 && o.max_steps == 0 {
             bail!("--epochs 0 with --max-steps 0: nothing to train; set one of them");
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            bail!("--lr {}: must be a positive number", self.lr);
+        if !(o.lr > 0.0 && o.lr.is_finite()) {
+            bail!("--lr {}: must be a positive number", o.lr);
         }
-        if !(self.warmup_epochs >= 0.0) {
-            bail!("--warmup-epochs {}: must be 0 or more", self.warmup_epochs);
+        if !(o.warmup_epochs >= 0.0) {
+            bail!("--warmup-epochs {}: must be 0 or more", o.warmup_epochs);
         }
-        if !(self.weight_decay >= 0.0) {
-            bail!("--weight-decay {}: must be 0 or more", self.weight_decay);
+        if !(o.weight_decay >= 0.0) {
+            bail!("--weight-decay {}: must be 0 or more", o.weight_decay);
         }
-        if !(0.0..1.0).contains(&self.momentum) {
-            bail!("--momentum {}: must be in [0, 1)", self.momentum);
+        if !(0.0..1.0).contains(&o.momentum) {
+            bail!("--momentum {}: must be in [0, 1)", o.momentum);
         }
-        if !(self.color_strength >= 0.0) {
-            bail!("--color-strength {}: must be 0 or more", self.color_strength);
+        if !(a.color_strength >= 0.0) {
+            bail!("--color-strength {}: must be 0 or more", a.color_strength);
         }
-        if !(self.crop_min_area > 0.0 && self.crop_min_area <= 1.0) {
-            bail!("--crop-min-area {}: must be in (0, 1] (a fraction of the image area; the paper uses 0.08)", self.crop_min_area);
+        if !(a.crop_min_area > 0.0 && a.crop_min_area <= 1.0) {
+            bail!("--crop-min-area {}: must be in (0, 1] (a fraction of the image area; the paper uses 0.08)", a.crop_min_area);
         }
-        if self.keep_checkpoints == 0 {
+        if self.monitor.keep_checkpoints == 0 {
             bail!("--keep-checkpoints 0: at least the latest checkpoint must be kept");
         }
+        self.data.validate()
+    }
+
+    /// The network shape for input images of side `image_size`, with the online probe when the
+    /// monitor settings ask for one.
+    pub fn model(&self, image_size: usize) -> ModelConfig {
+        let probe_classes = if self.monitor.online_probe { self.monitor.num_classes } else { 0 };
+        self.model.network(image_size, probe_classes)
+    }
+
+    /// The augmentation pipeline for views of side `image_size`.
+    pub fn augment(&self, image_size: usize) -> AugmentConfig {
+        self.augment.pipeline(image_size)
+    }
+
+    /// Where the data is and how to read it (the image cache under `OUT/cache` unless
+    /// `--cache-dir` says otherwise).
+    pub fn source(&self) -> crate::data::Source {
+        self.data.source(&self.run.out)
+    }
+
+    /// What to do with unreadable images.
+    pub fn bad_images(&self) -> crate::data::BadImages {
+        crate::data::BadImages::new(self.data.strict)
+    }
+
+    /// The optimiser's update rule.
+    pub fn rule(&self) -> Rule {
+        Rule::new(self.optim.optimizer, self.optim.momentum, self.optim.weight_decay)
+    }
+}
+
+impl DataSettings {
+    /// Checks that a dataset other than `builtin` has its folder.
+    pub fn validate(&self) -> Result<()> {
         if self.dataset != DatasetKind::Builtin && self.data.is_none() {
             bail!(
                 "--dataset {} needs --data DIR (Fashion-MNIST: `apt-get install -y dataset-fashion-mnist`, then --data /usr/share/datasets/fashion-mnist)",
@@ -229,46 +397,41 @@ impl Config {
         Ok(())
     }
 
-    /// The network shape for training views of side `image_size`.
-    pub fn model(&self, image_size: usize) -> ModelConfig {
+    /// Where the data is and how to read it; the image cache (if any) defaults to `out/cache`.
+    pub fn source(&self, out: &Path) -> crate::data::Source {
+        crate::data::Source {
+            kind: Some(self.dataset),
+            data: self.data.clone(),
+            file_list: self.file_list.clone(),
+            cache: (self.cache_size > 0).then(|| crate::data::folder::Cache {
+                dir: self.cache_dir.clone().unwrap_or_else(|| out.join("cache")),
+                size: self.cache_size,
+            }),
+            coarse_labels: self.coarse_labels,
+        }
+    }
+}
+
+impl ModelSettings {
+    /// The network for input images of side `image_size`, with an online probe over
+    /// `probe_classes` classes (0: none).
+    pub fn network(&self, image_size: usize, probe_classes: usize) -> ModelConfig {
         ModelConfig {
             encoder: ResNetConfig { arch: self.arch, width: self.width, stem: self.stem.resolve(image_size), zero_init_residual: self.zero_init_residual },
             head: HeadConfig { mode: self.head, layers: self.head_layers, proj_dim: self.proj_dim },
-            probe_classes: if self.online_probe { self.num_classes } else { 0 },
+            probe_classes,
         }
     }
+}
 
+impl AugmentSettings {
     /// The augmentation pipeline for views of side `image_size`.
-    pub fn augment(&self, image_size: usize) -> AugmentConfig {
+    pub fn pipeline(&self, image_size: usize) -> AugmentConfig {
         let mut aug = AugmentConfig::simclr(image_size, self.color_strength);
         aug.min_area = self.crop_min_area;
         if let Some(blur) = self.blur {
             aug.blur = blur;
         }
         aug
-    }
-
-    /// Where the data is and how to read it.
-    pub fn source(&self) -> crate::data::Source {
-        crate::data::Source {
-            kind: Some(self.dataset),
-            data: self.data.clone(),
-            file_list: self.file_list.clone(),
-            cache: (self.cache_size > 0).then(|| crate::data::folder::Cache {
-                dir: self.cache_dir.clone().unwrap_or_else(|| self.out.join("cache")),
-                size: self.cache_size,
-            }),
-            coarse_labels: self.coarse_labels,
-        }
-    }
-
-    /// What to do with unreadable images.
-    pub fn bad_images(&self) -> crate::data::BadImages {
-        crate::data::BadImages::new(self.strict)
-    }
-
-    /// The optimiser's update rule.
-    pub fn rule(&self) -> Rule {
-        Rule::new(self.optimizer, self.momentum, self.weight_decay)
     }
 }

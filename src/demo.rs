@@ -3,7 +3,7 @@
 //! started from and (b) a randomly initialised network with torchvision's default init — a strong
 //! baseline on Fashion-MNIST, which a few minutes of CPU pretraining only just beats.
 
-use crate::config::Config;
+use crate::config::{AugmentSettings, Config, DataSettings, ModelSettings, OptimSettings, RunSettings};
 use crate::data::{self, DatasetKind, Split};
 use crate::eval::{extract, topk_accuracy};
 use crate::eval::linear::fit_lbfgs;
@@ -28,16 +28,11 @@ pub struct DemoResult {
 /// The demo's pretraining config: ResNet-18 at width 0.25, CIFAR stem, 28 px views.
 pub fn demo_config(out: PathBuf, epochs: usize) -> Config {
     Config {
-        dataset: DatasetKind::Builtin,
-        arch: Arch::Resnet18,
-        width: 0.25,
-        batch_size: 128,
-        epochs,
-        lr: 1.0,
-        warmup_epochs: 1.0,
-        temperature: 0.5,
-        color_strength: 0.5,
-        out,
+        data: DataSettings { dataset: DatasetKind::Builtin, ..Default::default() },
+        model: ModelSettings { arch: Arch::Resnet18, width: 0.25, ..Default::default() },
+        augment: AugmentSettings { color_strength: 0.5, ..Default::default() },
+        optim: OptimSettings { batch_size: 128, epochs, lr: 1.0, warmup_epochs: 1.0, temperature: 0.5, ..Default::default() },
+        run: RunSettings { out, ..Default::default() },
         ..Config::default()
     }
 }
@@ -58,8 +53,8 @@ pub fn run(cfg: &Config, device: &Device, progress: bool) -> Result<DemoResult> 
     let trained = pretrain(cfg, false, device, progress)?;
     let size = 28;
     let pretrained = probe_accuracy(&trained.eval_model(), size, device)?;
-    let initial = probe_accuracy(&cfg.model(size).init_seeded(cfg.seed, device), size, device)?;
-    let random_model = crate::eval::random_init_baseline(cfg, size).init_seeded(cfg.seed, device);
+    let initial = probe_accuracy(&cfg.model(size).init_seeded(cfg.run.seed, device), size, device)?;
+    let random_model = crate::eval::random_init_baseline(cfg, size).init_seeded(cfg.run.seed, device);
     let random = probe_accuracy(&random_model, size, device)?;
     Ok(DemoResult { pretrained, initial, random })
 }

@@ -16,7 +16,7 @@
 //! supervised ones) see other input statistics here.
 
 use crate::checkpoint;
-use crate::config::{Config, ConfigArgs};
+use crate::config::{Config, ModelArgs, RunArgs};
 use crate::eval::sha256_file;
 use crate::model::SimClr;
 use crate::resnet::{Arch, Stem};
@@ -203,9 +203,9 @@ pub struct ImportReport {
 }
 
 /// Reads the encoder in `weights` (under `prefix`, found by itself when `None`) into a network
-/// shaped by the file and by `args` (head, seed; `--arch`/`--width`/`--stem`, if given, must agree
-/// with the file), with the head drawn from the seed.
-pub fn import(weights: &Path, prefix: Option<&str>, args: &ConfigArgs, device: &Device) -> Result<(SimClr, Config, ImportReport)> {
+/// shaped by the file and by the model flags `model` (head, image size; `--arch`/`--width`/`--stem`,
+/// if given, must agree with the file), with the head drawn from `run`'s seed.
+pub fn import(weights: &Path, prefix: Option<&str>, model: &ModelArgs, run: &RunArgs, device: &Device) -> Result<(SimClr, Config, ImportReport)> {
     let file = weights.display();
     let all = read_tensors(weights)?;
     let keys: Vec<&str> = all.keys().map(String::as_str).collect();
@@ -216,14 +216,14 @@ pub fn import(weights: &Path, prefix: Option<&str>, args: &ConfigArgs, device: &
     };
     let encoder: BTreeMap<&str, &TensorData> = all.iter().filter_map(|(k, v)| Some((k.strip_prefix(prefix.as_str())?, v))).collect();
     let shape = infer_shape(&encoder).map_err(|e| anyhow::anyhow!("--weights {file}: {e}"))?;
-    let mut cfg = Config::resolve(None, args)?;
-    check_flag("--arch", args.arch.map(|a| a != shape.arch), &shape)?;
-    check_flag("--width", args.width.map(|w| (w - shape.width).abs() > 1e-6), &shape)?;
-    check_flag("--stem", args.stem.map(|s| s != Stem::Auto && s != shape.stem), &shape)?;
-    cfg.arch = shape.arch;
-    cfg.width = shape.width;
-    cfg.stem = shape.stem;
-    cfg.online_probe = false;
+    let mut cfg = Config { model: model.clone().resolve(), run: run.clone().resolve(), ..Config::default() };
+    check_flag("--arch", model.arch.map(|a| a != shape.arch), &shape)?;
+    check_flag("--width", model.width.map(|w| (w - shape.width).abs() > 1e-6), &shape)?;
+    check_flag("--stem", model.stem.map(|s| s != Stem::Auto && s != shape.stem), &shape)?;
+    cfg.model.arch = shape.arch;
+    cfg.model.width = shape.width;
+    cfg.model.stem = shape.stem;
+    cfg.monitor.online_probe = false;
 
     let mut ignored: Vec<String> = all.keys().filter(|k| !k.starts_with(prefix.as_str())).cloned().collect();
     let mut unknown = Vec::new();
@@ -246,7 +246,7 @@ pub fn import(weights: &Path, prefix: Option<&str>, args: &ConfigArgs, device: &
         );
     }
 
-    let model = cfg.model(cfg.image_size).init_seeded(cfg.seed, device);
+    let model = cfg.model(cfg.model.image_size).init_seeded(cfg.run.seed, device);
     let model = load_encoder(model, &ours).with_context(|| format!("--weights {file}"))?;
     let report = ImportReport {
         weights: weights.display().to_string(),
@@ -290,9 +290,10 @@ fn load_encoder(mut model: SimClr, tensors: &BTreeMap<String, &TensorData>) -> R
 
 /// `simclr import`: imports `weights` and writes `OUT/model.safetensors` (atomically),
 /// `OUT/config.toml` and `OUT/import.json`. Returns a one-line summary.
-pub fn run(weights: &Path, prefix: Option<&str>, args: &ConfigArgs, device: &Device) -> Result<String> {
-    let (model, cfg, report) = import(weights, prefix, args, device)?;
-    let out: PathBuf = args.out.clone().unwrap_or_else(|| PathBuf::from("runs/imported"));
+pub fn run(weights: &Path, prefix: Option<&str>, model: &ModelArgs, run: &RunArgs, device: &Device) -> Result<String> {
+    let (model, mut cfg, report) = import(weights, prefix, model, run, device)?;
+    let out: PathBuf = run.out.clone().unwrap_or_else(|| PathBuf::from("runs/imported"));
+    cfg.run.out = out.clone();
     std::fs::create_dir_all(&out).with_context(|| format!("--out {}: cannot create the folder; choose a writable path", out.display()))?;
     let tmp = out.join(".model.safetensors.tmp");
     checkpoint::save_model(&model, &tmp)?;

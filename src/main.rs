@@ -2,8 +2,8 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use simclr::commands::{EvalArgs, Solver, SplitArg, SubsetArgs};
-use simclr::config::{Config, ConfigArgs};
+use simclr::commands::{EvalArgs, FeatureArgs, FinetuneOptimArgs, Solver, SplitArg, SubsetArgs};
+use simclr::config::{AugmentArgs, Config, ConfigArgs, DataArgs, ModelArgs, RunArgs};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -40,9 +40,8 @@ enum Command {
         args: ConfigArgs,
     },
     /// Linear evaluation: a logistic-regression classifier on frozen features.
+    #[command(mut_arg("out", |a| a.help("Output folder (report.json, confusion.png) [default: runs/linear-eval]")))]
     LinearEval {
-        #[command(flatten)]
-        eval: EvalArgs,
         /// Solver: lbfgs (to convergence, L2 chosen on held-out train) or sgd.
         #[arg(long, value_enum, default_value = "lbfgs")]
         solver: Solver,
@@ -52,35 +51,50 @@ enum Command {
         /// SGD solver: peak learning rate.
         #[arg(long, default_value_t = 0.1)]
         sgd_lr: f64,
-    },
-    /// Weighted kNN classification on frozen features (cosine similarity).
-    Knn {
+        #[command(flatten)]
+        features: FeatureArgs,
         #[command(flatten)]
         eval: EvalArgs,
+    },
+    /// Weighted kNN classification on frozen features (cosine similarity).
+    #[command(mut_arg("out", |a| a.help("Output folder (report.json, confusion.png) [default: runs/knn]")))]
+    Knn {
         /// Neighbours that vote.
         #[arg(long, default_value_t = 200)]
         k: usize,
         /// Temperature of the vote weights.
         #[arg(long, default_value_t = 0.1)]
         knn_temperature: f32,
+        #[command(flatten)]
+        features: FeatureArgs,
+        #[command(flatten)]
+        eval: EvalArgs,
     },
     /// Fine-tune the encoder and a new classifier on a fraction of the labels.
+    #[command(mut_arg("out", |a| a.help("Output folder (report.json, confusion.png, the subset file) [default: runs/finetune]")))]
     Finetune {
         #[command(flatten)]
-        eval: EvalArgs,
-        #[command(flatten)]
         subset: SubsetArgs,
+        #[command(flatten)]
+        eval: EvalArgs,
+        #[command(flatten, next_help_heading = "Fine-tuning optimisation")]
+        optim: FinetuneOptimArgs,
     },
     /// Write the representation of every image as features.npy (+ labels.npy).
+    #[command(mut_arg("out", |a| a.help("Output folder (features.npy, labels.npy, report.json) [default: runs/embed]")))]
     Embed {
-        #[command(flatten)]
-        eval: EvalArgs,
         /// Which split to embed.
         #[arg(long, value_enum, default_value = "train")]
         split: SplitArg,
+        #[command(flatten)]
+        features: FeatureArgs,
+        #[command(flatten)]
+        eval: EvalArgs,
     },
     /// Import a ResNet encoder saved by PyTorch (torchvision names) as a checkpoint folder for
     /// --checkpoint; depth, width and stem are read from the weights.
+    #[command(mut_arg("out", |a| a.help("Output folder, the checkpoint for --checkpoint [default: runs/imported]")))]
+    #[command(mut_arg("zero_init_residual", |a| a.hide(true)))]
     Import {
         /// A file written by torch.save (state dict or a checkpoint holding one), or .safetensors.
         #[arg(long)]
@@ -89,11 +103,16 @@ enum Command {
         /// `state_dict.backbone.`); found by itself when the file holds one ResNet.
         #[arg(long)]
         prefix: Option<String>,
-        /// Output folder (--out, default runs/imported), seed and head flags, as for `pretrain`.
-        #[command(flatten)]
-        args: ConfigArgs,
+        /// The head (drawn from --seed) and input size; --arch, --width and --stem, if given, must
+        /// agree with the weights.
+        #[command(flatten, next_help_heading = "Model")]
+        model: ModelArgs,
+        /// Seed of the head and output folder.
+        #[command(flatten, next_help_heading = "Run")]
+        run: RunArgs,
     },
     /// Render a PNG grid of augmented views of one image (paper Fig. 3/4).
+    #[command(mut_arg("limit", |a| a.hide(true)), mut_arg("strict", |a| a.hide(true)))]
     Augment {
         /// An image file; without it, image --index of the dataset is used.
         #[arg(long)]
@@ -107,9 +126,18 @@ enum Command {
         /// Output PNG file.
         #[arg(long, default_value = "augment.png")]
         png: PathBuf,
-        /// Dataset, image size, colour strength, blur and seed, as for `pretrain`.
-        #[command(flatten)]
-        args: ConfigArgs,
+        /// Side of the views in pixels (0: the image's shorter side, at most 224).
+        #[arg(long, default_value_t = 0)]
+        image_size: usize,
+        /// Seed of the views.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// The dataset the image comes from (without --image).
+        #[command(flatten, next_help_heading = "Data")]
+        data: DataArgs,
+        /// The augmentation, as for `pretrain`.
+        #[command(flatten, next_help_heading = "Augmentation")]
+        augment: AugmentArgs,
     },
     /// Throughput benchmarks.
     Bench {
@@ -150,8 +178,9 @@ enum BenchCommand {
     },
     /// One real pretraining epoch (or --max-steps), wall time split into data wait, step,
     /// checkpoint; e.g. `--dataset fashion-mnist --data /usr/share/datasets/fashion-mnist`.
+    #[command(mut_arg("out", |a| a.help("Output folder [default: runs/bench-epoch]")), mut_arg("epochs", |a| a.hide(true)))]
     Epoch {
-        /// Dataset, model, batch, as for `pretrain` (output defaults to runs/bench-epoch).
+        /// Every setting of `pretrain`.
         #[command(flatten)]
         args: ConfigArgs,
     },
@@ -163,9 +192,15 @@ enum BenchCommand {
         /// Untimed warm-up steps.
         #[arg(long, default_value_t = 2)]
         warmup: usize,
-        /// Model, batch and image size, as for `pretrain`.
-        #[command(flatten)]
-        args: ConfigArgs,
+        /// Images per batch (2 views each).
+        #[arg(long, default_value_t = 256)]
+        batch_size: usize,
+        /// Optimiser whose update is timed (at LR 0.1).
+        #[arg(long, value_enum, default_value = "lars")]
+        optimizer: simclr::optim::OptimizerKind,
+        /// The network and its input size (0: 32 px), as for `pretrain`.
+        #[command(flatten, next_help_heading = "Model")]
+        model: ModelArgs,
     },
 }
 
@@ -199,10 +234,10 @@ fn run(cli: Cli) -> Result<()> {
     tracing::debug!("device {device:?}, precision {:?}", cli.precision);
     match cli.command {
         Command::Pretrain { config, resume, mut args } => {
-            let out = args.out.clone().unwrap_or_else(|| Config::default().out);
+            let out = args.run.out.clone().unwrap_or_else(|| Config::default().run.out);
             let saved = out.join("config.toml");
             let file = config.or_else(|| (resume && saved.exists()).then_some(saved));
-            args.precision = cli.precision;
+            args.run.precision = cli.precision;
             let cfg = Config::resolve(file.as_deref(), &args)?;
             let done = simclr::pretrain::pretrain(&cfg, resume, &device, progress)?;
             if let Some(last) = done.history.last() {
@@ -216,19 +251,19 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
-        Command::LinearEval { eval, solver, sgd_epochs, sgd_lr } => {
+        Command::LinearEval { eval, features, solver, sgd_epochs, sgd_lr } => {
             let sgd = simclr::eval::linear::SgdProbe { epochs: sgd_epochs, lr: sgd_lr, ..Default::default() };
-            println!("{}", simclr::commands::linear_eval(&eval, solver, sgd, &device)?);
+            println!("{}", simclr::commands::linear_eval(&eval, &features, solver, sgd, &device)?);
         }
-        Command::Knn { eval, k, knn_temperature } => {
+        Command::Knn { eval, features, k, knn_temperature } => {
             let knn = simclr::eval::knn::Knn { k, temperature: knn_temperature };
-            println!("{}", simclr::commands::knn(&eval, knn, &device)?);
+            println!("{}", simclr::commands::knn(&eval, &features, knn, &device)?);
         }
-        Command::Finetune { eval, subset } => println!("{}", simclr::commands::finetune(&eval, &subset, &device)?),
-        Command::Embed { eval, split } => println!("{}", simclr::commands::embed(&eval, split, &device)?),
-        Command::Import { weights, prefix, args } => println!("{}", simclr::import::run(&weights, prefix.as_deref(), &args, &device)?),
-        Command::Augment { image, index, samples, png, args } => {
-            let cfg = Config::resolve(None, &args)?;
+        Command::Finetune { eval, subset, optim } => println!("{}", simclr::commands::finetune(&eval, &subset, &optim, &device)?),
+        Command::Embed { eval, features, split } => println!("{}", simclr::commands::embed(&eval, &features, split, &device)?),
+        Command::Import { weights, prefix, model, run } => println!("{}", simclr::import::run(&weights, prefix.as_deref(), &model, &run, &device)?),
+        Command::Augment { image, index, samples, png, image_size, seed, data, augment } => {
+            let cfg = Config { data: data.resolve(), augment: augment.resolve(), ..Config::default() };
             let img = match image {
                 Some(file) => simclr::grid::load_file(&file)?,
                 None => {
@@ -239,8 +274,8 @@ fn run(cli: Cli) -> Result<()> {
                     ds.image(index)?
                 }
             };
-            let size = if cfg.image_size > 0 { cfg.image_size } else { img.height.min(img.width).min(224) };
-            simclr::grid::write(&img, &cfg.augment(size), samples, cfg.seed, &png)?;
+            let size = if image_size > 0 { image_size } else { img.height.min(img.width).min(224) };
+            simclr::grid::write(&img, &cfg.augment(size), samples, seed, &png)?;
             println!("wrote {} (rows: original + crop, colour, blur, crop+colour, full pipeline, view pairs)", png.display());
         }
         Command::Bench { what: BenchCommand::Data { seconds }, json } => {
@@ -252,25 +287,26 @@ fn run(cli: Cli) -> Result<()> {
             write_json(json, &rows)?;
         }
         Command::Bench { what: BenchCommand::Epoch { mut args }, json } => {
-            args.precision = cli.precision;
+            args.run.precision = cli.precision;
             let mut cfg = Config::resolve(None, &args)?;
-            if args.out.is_none() {
-                cfg.out = PathBuf::from("runs/bench-epoch");
+            if args.run.out.is_none() {
+                cfg.run.out = PathBuf::from("runs/bench-epoch");
             }
-            cfg.epochs = 1;
+            cfg.optim.epochs = 1;
             let done = simclr::pretrain::pretrain(&cfg, false, &device, progress)?;
             let t = &done.timing;
-            let images = done.history.len() * cfg.batch_size;
-            println!("epoch of {} steps ({images} images, batch {}):", done.history.len(), cfg.batch_size);
+            let images = done.history.len() * cfg.optim.batch_size;
+            println!("epoch of {} steps ({images} images, batch {}):", done.history.len(), cfg.optim.batch_size);
             println!("  wall        {:>9.1} s   {:.1} images/s", t.wall_s, images as f64 / t.wall_s);
             println!("  step        {:>9.1} s", t.step_s);
             println!("  data wait   {:>9.1} s", t.data_wait_s);
             println!("  checkpoint  {:>9.1} s", t.checkpoint_s);
             println!("  peak RSS    {}", simclr::bench::peak_rss_mib().map(|m| format!("{m:>9.0} MiB")).unwrap_or_else(|| "n/a".into()));
-            write_json(json, &serde_json::json!({ "timing": t, "steps": done.history.len(), "batch_size": cfg.batch_size, "peak_rss_mib": simclr::bench::peak_rss_mib() }))?;
+            write_json(json, &serde_json::json!({ "timing": t, "steps": done.history.len(), "batch_size": cfg.optim.batch_size, "peak_rss_mib": simclr::bench::peak_rss_mib() }))?;
         }
-        Command::Bench { what: BenchCommand::Step { steps, warmup, args }, json } => {
-            let cfg = Config::resolve(None, &args)?;
+        Command::Bench { what: BenchCommand::Step { steps, warmup, batch_size, optimizer, model }, json } => {
+            let optim = simclr::config::OptimSettings { batch_size, optimizer, ..Default::default() };
+            let cfg = Config { model: model.resolve(), optim, ..Config::default() };
             let r = simclr::bench::step(&cfg, steps, warmup, &device)?;
             println!(
                 "{} batch {} at {} px on {} ({:?}): median step {:.3} s, {:.1} images/s, peak RSS {}",
@@ -291,10 +327,11 @@ fn run(cli: Cli) -> Result<()> {
             println!("wrote {} ({} runs)", png.display(), curves.len());
         }
         Command::Demo { out, epochs } => {
-            let cfg = Config { precision: cli.precision.unwrap_or_default(), ..simclr::demo::demo_config(out, epochs) };
+            let mut cfg = simclr::demo::demo_config(out, epochs);
+            cfg.run.precision = cli.precision.unwrap_or_default();
             println!(
                 "simclr demo: pretraining ResNet-18 (width {}) on the built-in 5,000 Fashion-MNIST images for {} epochs...",
-                cfg.width, cfg.epochs
+                cfg.model.width, cfg.optim.epochs
             );
             let r = simclr::demo::run(&cfg, &device, progress)?;
             println!("linear probe test accuracy on 1,000 held-out images:");

@@ -41,7 +41,7 @@ pub trait EpochHook {
 /// The hooks `cfg` asks for: the kNN monitor when `knn_every` > 0, then the curves picture.
 pub fn standard(cfg: &Config) -> Result<Vec<Box<dyn EpochHook>>> {
     let mut hooks: Vec<Box<dyn EpochHook>> = Vec::new();
-    if cfg.knn_every > 0 {
+    if cfg.monitor.knn_every > 0 {
         hooks.push(Box::new(KnnMonitor::new(cfg)?));
     }
     hooks.push(Box::new(CurvesPlot));
@@ -68,11 +68,11 @@ impl KnnMonitor {
         let train = data::open(&cfg.source(), Split::Train)?;
         let classes = train.num_classes();
         if classes == 0 {
-            bail!("--knn-every {}: the kNN monitor needs a labelled dataset, and --dataset {} has no labels; use --knn-every 0", cfg.knn_every, cfg.dataset.name());
+            bail!("--knn-every {}: the kNN monitor needs a labelled dataset, and --dataset {} has no labels; use --knn-every 0", cfg.monitor.knn_every, cfg.data.dataset.name());
         }
         let test = data::open(&cfg.source(), Split::Test)?;
-        let bank = knn_bank(train.as_ref(), cfg.seed)?;
-        Ok(Self { every: cfg.knn_every, bank: Subset::new(train, bank), test, classes })
+        let bank = knn_bank(train.as_ref(), cfg.run.seed)?;
+        Ok(Self { every: cfg.monitor.knn_every, bank: Subset::new(train, bank), test, classes })
     }
 }
 
@@ -89,7 +89,7 @@ impl EpochHook for KnnMonitor {
         if !end.complete || end.epoch % self.every != 0 {
             return Ok(vec![]);
         }
-        let (size, bad) = (end.cfg.image_size, end.cfg.bad_images());
+        let (size, bad) = (end.cfg.model.image_size, end.cfg.bad_images());
         let bank = extract(end.model, 0, &self.bank, size, 256, &bad, end.device)?;
         let queries = extract(end.model, 0, self.test.as_ref(), size, 256, &bad, end.device)?;
         let scores = Knn::default().scores(&bank, &queries, self.classes, &end.device.clone().inner());
@@ -102,7 +102,7 @@ pub struct CurvesPlot;
 
 impl EpochHook for CurvesPlot {
     fn after_epoch(&mut self, end: &EpochEnd) -> Result<Vec<(&'static str, f64)>> {
-        plot(&[RunCurves::read(&end.cfg.out)?], &end.cfg.out.join("curves.png"))?;
+        plot(&[RunCurves::read(&end.cfg.run.out)?], &end.cfg.run.out.join("curves.png"))?;
         Ok(vec![])
     }
 }

@@ -80,8 +80,8 @@ pub struct Pretrained {
 /// Side of the training views: the configured one, or the dataset's own (that of its first
 /// readable image), at most 224 px as the paper's ImageNet setting.
 fn view_size(cfg: &Config, ds: &dyn Dataset, bad: &BadImages) -> Result<usize> {
-    if cfg.image_size > 0 {
-        return Ok(cfg.image_size);
+    if cfg.model.image_size > 0 {
+        return Ok(cfg.model.image_size);
     }
     let (_, first) = bad.read(ds, 0)?;
     Ok(first.height.max(first.width).min(224))
@@ -105,7 +105,7 @@ fn open_metrics(out: &Path, start: usize) -> Result<std::fs::File> {
     std::fs::OpenOptions::new().append(true).open(&path).with_context(cannot)
 }
 
-/// Runs pretraining as `cfg` says, resuming from the latest checkpoint in `cfg.out` if `resume`, with
+/// Runs pretraining as `cfg` says, resuming from the latest checkpoint in `cfg.run.out` if `resume`, with
 /// the per-epoch hooks the config asks for ([`crate::monitor::standard`]).
 pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> Result<Pretrained> {
     cfg.validate()?;
@@ -115,24 +115,24 @@ pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> 
 /// [`pretrain`] with the caller's per-epoch hooks, called in order at every epoch end.
 pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool, mut hooks: Vec<Box<dyn EpochHook>>) -> Result<Pretrained> {
     cfg.validate()?;
-    crate::device::set_precision(cfg.precision, device)?;
+    crate::device::set_precision(cfg.run.precision, device)?;
     let (ds, cfg) = open_run(cfg)?;
     let cfg = &cfg;
-    let size = cfg.image_size;
+    let size = cfg.model.image_size;
     let device = device.clone().autodiff();
     let (mut model, mut optim, start, mut last_checkpoint) = restore(cfg, resume, &device)?;
 
-    let steps_per_epoch = ds.len() / cfg.batch_size;
-    let total = if cfg.max_steps > 0 { cfg.max_steps } else { cfg.epochs * steps_per_epoch };
+    let steps_per_epoch = ds.len() / cfg.optim.batch_size;
+    let total = if cfg.optim.max_steps > 0 { cfg.optim.max_steps } else { cfg.optim.epochs * steps_per_epoch };
     let schedule = WarmupCosine {
-        peak: cfg.lr_scaling.scale(cfg.lr, cfg.batch_size),
-        warmup_steps: (cfg.warmup_epochs * ds.len() as f64 / cfg.batch_size as f64).round() as usize,
+        peak: cfg.optim.lr_scaling.scale(cfg.optim.lr, cfg.optim.batch_size),
+        warmup_steps: (cfg.optim.warmup_epochs * ds.len() as f64 / cfg.optim.batch_size as f64).round() as usize,
         total_steps: total,
     };
     let bad = cfg.bad_images();
     let pool = (0..ds.len()).collect();
-    let loader = Loader { ds: ds.clone(), pool, views: 2, aug: cfg.augment(size), seed: cfg.seed, batch: cfg.batch_size, bad: bad.clone() }.spawn(start, total);
-    let mut metrics_file = open_metrics(&cfg.out, start)?;
+    let loader = Loader { ds: ds.clone(), pool, views: 2, aug: cfg.augment(size), seed: cfg.run.seed, batch: cfg.optim.batch_size, bad: bad.clone() }.spawn(start, total);
+    let mut metrics_file = open_metrics(&cfg.run.out, start)?;
 
     let bar = progress_bar(progress, start, total);
     let mut timing = Timing::default();
@@ -146,9 +146,9 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
         epoch_wait += wait;
         let epoch = step / steps_per_epoch;
         let lr = schedule.lr(step);
-        let x = Tensor::<4>::from_data(TensorData::new(batch.pixels, [2 * cfg.batch_size, 3, size, size]), &device);
+        let x = Tensor::<4>::from_data(TensorData::new(batch.pixels, [2 * cfg.optim.batch_size, 3, size, size]), &device);
         let hiddens = model.forward(x);
-        let out = nt_xent(hiddens.last().expect("the head returns z").clone(), cfg.temperature);
+        let out = nt_xent(hiddens.last().expect("the head returns z").clone(), cfg.optim.temperature);
         let probe = model.probe_logits(hiddens[0].clone()).and_then(|logits| probe_loss(logits, &batch.images, ds.as_ref()));
         let total_loss = match &probe {
             Some((ce, _)) => out.loss.clone() + ce.clone(),
@@ -173,7 +173,7 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
             contrast_acc: out.accuracy.into_scalar(),
             contrast_entropy: out.entropy.into_scalar(),
             lr,
-            images_per_sec: cfg.batch_size as f64 / t0.elapsed().as_secs_f64(),
+            images_per_sec: cfg.optim.batch_size as f64 / t0.elapsed().as_secs_f64(),
             data_wait_s: wait,
             probe_acc: probe.map(|(_, acc)| acc.into_scalar()),
         };
@@ -184,10 +184,10 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
 
         let done = step + 1;
         let epoch_end = done % steps_per_epoch == 0 || done == total;
-        if epoch_end || (cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0) {
-            let state = TrainState { step: done, epoch: done / steps_per_epoch, seed: cfg.seed };
+        if epoch_end || (cfg.monitor.checkpoint_every > 0 && done % cfg.monitor.checkpoint_every == 0) {
+            let state = TrainState { step: done, epoch: done / steps_per_epoch, seed: cfg.run.seed };
             let t = Instant::now();
-            last_checkpoint = checkpoint::save(&cfg.out, cfg, &model, &optim, &state)?;
+            last_checkpoint = checkpoint::save(&cfg.run.out, cfg, &model, &optim, &state)?;
             timing.checkpoint_s += t.elapsed().as_secs_f64();
         }
         if epoch_end {
@@ -212,34 +212,35 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
 /// and writes `OUT/config.toml`: the images and the config resolved for them (view size, classes).
 fn open_run(cfg: &Config) -> Result<(Arc<dyn Dataset>, Config)> {
     let mut ds = data::open(&cfg.source(), Split::Pretrain)?;
-    if cfg.limit > 0 && cfg.limit < ds.len() {
-        ds = Arc::new(data::Subset::new(ds, (0..cfg.limit).collect()));
+    if cfg.data.limit > 0 && cfg.data.limit < ds.len() {
+        ds = Arc::new(data::Subset::new(ds, (0..cfg.data.limit).collect()));
     }
-    if ds.len() < cfg.batch_size {
-        bail!("--batch-size {}: the dataset has only {} images; use a smaller batch", cfg.batch_size, ds.len());
+    if ds.len() < cfg.optim.batch_size {
+        bail!("--batch-size {}: the dataset has only {} images; use a smaller batch", cfg.optim.batch_size, ds.len());
     }
     let size = view_size(cfg, ds.as_ref(), &cfg.bad_images())?;
-    let cfg = Config { image_size: size, num_classes: ds.num_classes(), ..cfg.clone() };
+    let mut cfg = cfg.clone();
+    (cfg.model.image_size, cfg.monitor.num_classes) = (size, ds.num_classes());
     let stem = cfg.model(size).encoder;
     if size < stem.min_image_size() {
         bail!("--image-size {size}: too small for the {:?} stem (needs at least {} px); use a larger --image-size or --stem cifar", stem.stem, stem.min_image_size());
     }
-    std::fs::create_dir_all(&cfg.out).with_context(|| format!("--out {}: cannot create the folder; choose a writable path", cfg.out.display()))?;
-    std::fs::write(cfg.out.join("config.toml"), cfg.to_toml())
-        .with_context(|| format!("--out {}: cannot write into the folder; choose a writable path", cfg.out.display()))?;
+    std::fs::create_dir_all(&cfg.run.out).with_context(|| format!("--out {}: cannot create the folder; choose a writable path", cfg.run.out.display()))?;
+    std::fs::write(cfg.run.out.join("config.toml"), cfg.to_toml())
+        .with_context(|| format!("--out {}: cannot write into the folder; choose a writable path", cfg.run.out.display()))?;
     Ok((ds, cfg))
 }
 
 /// The network and optimiser to start from: drawn from the seed, or with `resume` those of the
 /// latest checkpoint in `OUT`, with its step and folder.
 fn restore(cfg: &Config, resume: bool, device: &Device) -> Result<(SimClr, Optimizer, usize, PathBuf)> {
-    let model = cfg.model(cfg.image_size).init_seeded(cfg.seed, device);
+    let model = cfg.model(cfg.model.image_size).init_seeded(cfg.run.seed, device);
     let fresh = Optimizer::new(cfg.rule());
     if !resume {
         return Ok((model, fresh, 0, PathBuf::new()));
     }
-    let Some(dir) = checkpoint::latest(&cfg.out)? else {
-        tracing::info!("--resume: no checkpoint in {}, starting from scratch", cfg.out.display());
+    let Some(dir) = checkpoint::latest(&cfg.run.out)? else {
+        tracing::info!("--resume: no checkpoint in {}, starting from scratch", cfg.run.out.display());
         return Ok((model, fresh, 0, PathBuf::new()));
     };
     let state = checkpoint::read_state(&dir)?;

@@ -256,8 +256,9 @@ fn hsv_to_rgb(h: f32, s: f32, v: f32) -> (f32, f32, f32) {
 
 #[test]
 fn crop_min_area_setting_reaches_the_pipeline() {
-    use simclr::config::{Config, ConfigArgs};
-    let cfg = Config::resolve(None, &ConfigArgs { crop_min_area: Some(0.2), ..Default::default() }).unwrap();
+    use simclr::config::{AugmentArgs, Config, ConfigArgs};
+    let args = ConfigArgs { augment: AugmentArgs { crop_min_area: Some(0.2), ..Default::default() }, ..Default::default() };
+    let cfg = Config::resolve(None, &args).unwrap();
     assert_eq!(cfg.augment(28).min_area, 0.2);
     assert_eq!(Config::default().augment(28).min_area, 0.08, "the paper's default");
 }

@@ -52,7 +52,7 @@ fn unwritable_output_folder_is_named() {
 fn config_file_with_an_unknown_key_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
-    std::fs::write(&cfg, "batch_size = 64\nlearning_rat = 0.1\n").unwrap();
+    std::fs::write(&cfg, "[optim]\nbatch_size = 64\nlearning_rat = 0.1\n").unwrap();
     let (code, err) = simclr(&["pretrain", "--config", cfg.to_str().unwrap()]);
     assert_ne!(code, 0);
     assert!(err.contains("c.toml") && err.contains("learning_rat"), "{err}");
@@ -93,7 +93,7 @@ fn resume_keeps_the_recorded_precision() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(out.join("config.toml"), "precision = \"bf16\"\nmax_steps = 1\n").unwrap();
+    std::fs::write(out.join("config.toml"), "[run]\nprecision = \"bf16\"\n[optim]\nmax_steps = 1\n").unwrap();
     let (code, err) = simclr(&["--device", "cpu", "pretrain", "--resume", "--out", out.to_str().unwrap(), "--quiet"]);
     assert_ne!(code, 0);
     assert!(err.contains("--precision bf16"), "{err}");

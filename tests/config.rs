@@ -1,9 +1,12 @@
 //! Config sources, later wins: defaults → `--config FILE.toml` → flags; the saved TOML repeats a run.
+//! The settings come in groups, one TOML section each, and every command's `--help` lists the flags
+//! it reads, with the defaults it uses.
 
 use clap::Parser;
-use simclr::config::{Config, ConfigArgs};
+use simclr::config::{Config, ConfigArgs, ModelSettings};
 use simclr::resnet::Arch;
 use std::path::PathBuf;
+use std::process::Command;
 
 #[derive(Parser)]
 struct Cli {
@@ -19,17 +22,14 @@ fn flags(argv: &[&str]) -> ConfigArgs {
 fn flags_override_the_file_which_overrides_the_defaults() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("run.toml");
-    std::fs::write(&file, "arch = \"resnet50\"\ntemperature = 0.2\nlr = 1.5\ndata = \"/from/file\"\nblur = false\n").unwrap();
+    let toml = "[model]\narch = \"resnet50\"\n[optim]\ntemperature = 0.2\nlr = 1.5\n[data]\ndata = \"/from/file\"\n[augment]\nblur = false\n";
+    std::fs::write(&file, toml).unwrap();
     let cfg = Config::resolve(Some(&file), &flags(&["--lr", "0.5", "--data", "/from/flag", "--crop-min-area", "0.2"])).unwrap();
-    let expected = Config {
-        arch: Arch::Resnet50,
-        temperature: 0.2,
-        lr: 0.5,
-        data: Some(PathBuf::from("/from/flag")),
-        blur: Some(false),
-        crop_min_area: 0.2,
-        ..Config::default()
-    };
+    let mut expected = Config::default();
+    expected.model.arch = Arch::Resnet50;
+    (expected.optim.temperature, expected.optim.lr) = (0.2, 0.5);
+    expected.data.data = Some(PathBuf::from("/from/flag"));
+    (expected.augment.blur, expected.augment.crop_min_area) = (Some(false), 0.2);
     assert_eq!(cfg, expected);
 }
 
@@ -37,30 +37,93 @@ fn flags_override_the_file_which_overrides_the_defaults() {
 fn no_file_and_no_flags_give_the_defaults_and_unset_options_stay_unset() {
     let cfg = Config::resolve(None, &flags(&[])).unwrap();
     assert_eq!(cfg, Config::default());
-    assert_eq!((cfg.data, cfg.blur, cfg.file_list, cfg.cache_dir), (None, None, None, None));
-    assert_eq!((cfg.temperature, cfg.crop_min_area, cfg.batch_size), (0.5, 0.08, 256));
+    assert_eq!((cfg.data.data, cfg.augment.blur, cfg.data.file_list, cfg.data.cache_dir), (None, None, None, None));
+    assert_eq!((cfg.optim.temperature, cfg.augment.crop_min_area, cfg.optim.batch_size), (0.5, 0.08, 256));
 }
 
 #[test]
-fn the_saved_toml_reads_back_as_the_same_config() {
+fn the_saved_toml_has_one_section_a_group_and_reads_back_as_the_same_config() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = Config {
-        arch: Arch::Resnet34,
-        width: 2.0,
-        data: Some(PathBuf::from("/data")),
-        blur: Some(true),
-        cache_size: 256,
-        num_classes: 10,
-        ..Config::default()
-    };
+    let mut cfg = Config { model: ModelSettings { arch: Arch::Resnet34, width: 2.0, ..Default::default() }, ..Config::default() };
+    cfg.data.data = Some(PathBuf::from("/data"));
+    (cfg.augment.blur, cfg.data.cache_size, cfg.monitor.num_classes) = (Some(true), 256, 10);
+    let text = cfg.to_toml();
+    for section in ["[data]", "[model]", "[augment]", "[optim]", "[run]", "[monitor]"] {
+        assert!(text.lines().any(|l| l == section), "{section} missing from\n{text}");
+    }
     let file = dir.path().join("config.toml");
-    std::fs::write(&file, cfg.to_toml()).unwrap();
+    std::fs::write(&file, text).unwrap();
     assert_eq!(Config::from_file(&file).unwrap(), cfg);
 }
 
 #[test]
+fn a_setting_outside_its_section_or_unknown_is_an_error_naming_the_sections() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("run.toml");
+    for text in ["lr = 1.0\n", "[optim]\nlearning_rate = 1.0\n", "[model]\nlr = 1.0\n"] {
+        std::fs::write(&file, text).unwrap();
+        let e = format!("{:#}", Config::from_file(&file).unwrap_err());
+        assert!(e.contains("[optim]") && e.contains("run.toml"), "{text:?}: {e}");
+    }
+}
+
+#[test]
 fn a_bool_flag_takes_a_value_and_an_enum_flag_a_known_name() {
-    assert_eq!(flags(&["--zero-init-residual", "false"]).zero_init_residual, Some(false));
+    assert_eq!(flags(&["--zero-init-residual", "false"]).model.zero_init_residual, Some(false));
     assert!(Cli::try_parse_from(["simclr", "--arch", "resnet7"]).is_err());
     assert!(Cli::try_parse_from(["simclr", "--num-classes", "10"]).is_ok(), "hidden, but still a flag");
+}
+
+/// The long flags `simclr ARGS --help` lists.
+fn listed_flags(args: &[&str]) -> Vec<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_simclr")).args(args).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines().filter_map(|l| l.trim_start().strip_prefix("--")).map(|l| l.split([' ', ',']).next().unwrap().to_string()).collect()
+}
+
+#[test]
+fn each_command_lists_only_the_flags_it_reads() {
+    let global = ["quiet", "device", "precision", "help"];
+    let data = ["dataset", "data", "limit", "file-list", "cache-size", "cache-dir", "coarse-labels", "strict"];
+    let model = ["arch", "width", "stem", "zero-init-residual", "image-size", "head", "head-layers", "proj-dim"];
+    let optim = ["temperature", "batch-size", "epochs", "max-steps", "optimizer", "lr", "lr-scaling", "warmup-epochs", "weight-decay", "momentum"];
+    let network = ["checkpoint", "random-init", "seed", "out"];
+    let features = ["layer", "feature-cache"];
+    let cases: Vec<(&[&str], Vec<&str>)> = vec![
+        (&["knn"], [&network[..], &features, &data, &model, &["k", "knn-temperature"]].concat()),
+        (&["linear-eval"], [&network[..], &features, &data, &model, &["solver", "sgd-epochs", "sgd-lr"]].concat()),
+        (&["embed"], [&network[..], &features, &data, &model, &["split"]].concat()),
+        (&["finetune"], [&network[..], &data, &model, &["label-fraction", "subset", "from-head-layer"], &["epochs", "batch-size", "lr", "lr-scaling", "momentum", "weight-decay"]].concat()),
+        (&["bench", "step"], [&model[..], &["steps", "warmup", "json", "batch-size", "optimizer"]].concat()),
+    ];
+    for (command, expected) in cases {
+        let mut listed = listed_flags(command);
+        listed.retain(|f| !global.contains(&f.as_str()));
+        let mut expected: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+        listed.sort();
+        expected.sort();
+        assert_eq!(listed, expected, "simclr {command:?} --help");
+    }
+    let pretrain = listed_flags(&["pretrain"]);
+    for flag in data.iter().chain(&model).chain(&optim).chain(&["color-strength", "knn-every", "checkpoint-every", "seed", "out", "resume", "config"]) {
+        assert!(pretrain.iter().any(|f| f == flag), "pretrain --help lacks --{flag}");
+    }
+}
+
+#[test]
+fn help_shows_the_defaults_each_command_uses() {
+    let help = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_simclr")).args(args).arg("--help").output().unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let pretrain = help(&["pretrain"]);
+    for default in ["[default: 0.3]", "[default: 256]", "[default: lars]", "[default: runs/simclr]", "[default: builtin]"] {
+        assert!(pretrain.contains(default), "pretrain --help lacks {default}");
+    }
+    let finetune = help(&["finetune"]);
+    for default in ["[default: 0.05]", "[default: 64]", "[default: 30]", "[default: runs/finetune]"] {
+        assert!(finetune.contains(default), "finetune --help lacks {default}");
+    }
+    assert!(help(&["knn"]).contains("[default: runs/knn]"));
 }

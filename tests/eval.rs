@@ -146,7 +146,7 @@ fn snapshot<M: Module>(model: &M) -> Vec<Vec<f32>> {
 
 #[test]
 fn linear_eval_leaves_the_encoder_and_bn_statistics_bit_identical() {
-    let cfg = simclr::config::Config { width: 0.125, proj_dim: 16, ..Default::default() };
+    let cfg = simclr::config::Config { model: simclr::config::ModelSettings { width: 0.125, proj_dim: 16, ..Default::default() }, ..Default::default() };
     let ad = device().autodiff();
     let model = cfg.model(16).init_seeded(3, &ad);
     // Give the BN running statistics non-trivial values with one training-mode forward pass.
@@ -175,7 +175,7 @@ fn layer_names_parse() {
 fn building_the_fine_tuning_model_leaves_the_bn_statistics_alone() {
     // It used to run a dummy all-zeros batch in training mode to learn the feature size, moving
     // every running mean/var 10% towards zero-input statistics before fine-tuning began.
-    let cfg = simclr::config::Config { width: 0.125, proj_dim: 16, ..Default::default() };
+    let cfg = simclr::config::Config { model: simclr::config::ModelSettings { width: 0.125, proj_dim: 16, ..Default::default() }, ..Default::default() };
     let ad = device().autodiff();
     let model = cfg.model(16).init_seeded(3, &ad);
     let _ = model.forward(burn::tensor::Tensor::ones([4, 3, 16, 16], &ad));

@@ -4,7 +4,7 @@
 
 use burn::module::Module;
 use burn::tensor::{Tensor, TensorData};
-use simclr::config::{Config, ConfigArgs};
+use simclr::config::{Config, ModelArgs, RunArgs};
 use simclr::model::SimClr;
 use simclr::import::{find_prefix, import, our_name, read_tensors, Target};
 use simclr::resnet::{Arch, Stem};
@@ -44,8 +44,8 @@ fn assert_close(got: &[f32], want: &[f32]) {
 
 /// Imports fixture `name` and checks what was read against what the script wrote.
 fn check_fixture(name: &str, shape: (Arch, f32), prefix: &str, loaded: usize, ignored: [&str; 2]) {
-    let (model, cfg, report) = import(&fixture(&format!("{name}.pth")), None, &ConfigArgs::default(), &device()).unwrap();
-    assert_eq!((cfg.arch, cfg.width, cfg.stem), (shape.0, shape.1, Stem::Imagenet));
+    let (model, cfg, report) = import(&fixture(&format!("{name}.pth")), None, &ModelArgs::default(), &RunArgs::default(), &device()).unwrap();
+    assert_eq!((cfg.model.arch, cfg.model.width, cfg.model.stem), (shape.0, shape.1, Stem::Imagenet));
     assert_eq!(report.prefix, prefix);
     assert_eq!(report.tensors_loaded, loaded);
     assert_eq!(report.ignored, ignored);
@@ -70,15 +70,16 @@ fn resnet50_backbone_under_a_nested_prefix_gives_pytorchs_features() {
 fn the_import_command_writes_a_checkpoint_that_evaluation_loads() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("imported");
-    let args = ConfigArgs { out: Some(out.clone()), seed: Some(3), ..Default::default() };
-    let line = simclr::import::run(&fixture("resnet18-w0.125.pth"), None, &args, &device()).unwrap();
+    let run = RunArgs { out: Some(out.clone()), seed: Some(3), ..Default::default() };
+    let line = simclr::import::run(&fixture("resnet18-w0.125.pth"), None, &ModelArgs::default(), &run, &device()).unwrap();
     assert!(line.contains("Resnet18") && line.contains(&out.display().to_string()), "{line}");
     assert!(out.join("import.json").exists() && !out.join(".model.safetensors.tmp").exists());
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("import.json")).unwrap()).unwrap();
     // `sha256sum tests/fixtures/resnet18-w0.125.pth`
     assert_eq!(report["weights_sha256"], "392e572af31eb5ad098ef7e6d96b0dd5182dd9ac56738694f4d8a9cf8317f92c");
     let loaded = simclr::eval::load(Some(&out), &Config::default(), 64, &device()).unwrap();
-    assert_eq!((loaded.config.arch, loaded.config.width, loaded.config.seed), (Arch::Resnet18, 0.125, 3));
+    assert_eq!((loaded.config.model.arch, loaded.config.model.width, loaded.config.run.seed), (Arch::Resnet18, 0.125, 3));
+    assert_eq!(loaded.config.run.out, out, "the written config names its own folder");
     let written = std::fs::read(out.join("model.safetensors")).unwrap();
     let hex: String = <sha2::Sha256 as sha2::Digest>::digest(&written).iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(loaded.checkpoint_sha256.as_deref(), Some(hex.as_str()));
@@ -98,18 +99,18 @@ fn safetensors_variant(dir: &Path, rename: impl Fn(&str) -> Option<String>) -> P
     file
 }
 
-fn import_error(file: &Path, prefix: Option<&str>, args: &ConfigArgs) -> String {
-    format!("{:#}", import(file, prefix, args, &device()).err().expect("the import should fail"))
+fn import_error(file: &Path, prefix: Option<&str>, model: &ModelArgs) -> String {
+    format!("{:#}", import(file, prefix, model, &RunArgs::default(), &device()).err().expect("the import should fail"))
 }
 
 #[test]
 fn safetensors_input_and_bad_weight_files() {
     let dir = tempfile::tempdir().unwrap();
-    let none = ConfigArgs::default();
+    let none = ModelArgs::default();
     // DataParallel's `module.` prefix, in a safetensors file: the same network.
     let module = |k: &str| Some(k.replace("state_dict.", "module."));
     let good = safetensors_variant(dir.path(), module);
-    let (model, _, report) = import(&good, None, &none, &device()).unwrap();
+    let (model, _, report) = import(&good, None, &none, &RunArgs::default(), &device()).unwrap();
     assert_eq!(report.prefix, "module.");
     assert_close(&features(&model), &expected("resnet18-w0.125"));
 
@@ -121,9 +122,9 @@ fn safetensors_input_and_bad_weight_files() {
     let e = import_error(&extra, None, &none);
     assert!(e.contains("not part of a torchvision Resnet18") && e.contains("module.layer1.0.se.bias"), "{e}");
 
-    let e = import_error(&good, None, &ConfigArgs { arch: Some(Arch::Resnet34), ..Default::default() });
+    let e = import_error(&good, None, &ModelArgs { arch: Some(Arch::Resnet34), ..Default::default() });
     assert!(e.contains("--arch disagrees") && e.contains("Resnet18"), "{e}");
-    let e = import_error(&good, None, &ConfigArgs { stem: Some(Stem::Cifar), ..Default::default() });
+    let e = import_error(&good, None, &ModelArgs { stem: Some(Stem::Cifar), ..Default::default() });
     assert!(e.contains("--stem disagrees"), "{e}");
 
     let e = import_error(&good, Some("backbone."), &none);

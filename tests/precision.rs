@@ -56,7 +56,11 @@ fn bf16_convolutions_are_close_to_f32_on_libtorch_and_refused_elsewhere() {
         }
         // A whole SimCLR step (ResNet-18 at width 1/8: BN on channels-last activations, residual
         // sums, pooling, head, loss, LARS) runs in mixed precision.
-        let cfg = simclr::config::Config { width: 0.125, batch_size: 4, image_size: 16, ..Default::default() };
+        let cfg = simclr::config::Config {
+            model: simclr::config::ModelSettings { width: 0.125, image_size: 16, ..Default::default() },
+            optim: simclr::config::OptimSettings { batch_size: 4, ..Default::default() },
+            ..Default::default()
+        };
         let step = simclr::bench::step(&cfg, 1, 1, &device).unwrap();
         assert_eq!(step.precision, Precision::Bf16);
         assert!(step.median_step_s.is_finite());

@@ -2,22 +2,17 @@
 //! `--resume` continues at the right step with the same LR and the same result.
 
 use simclr::checkpoint;
-use simclr::config::Config;
+use simclr::config::{AugmentSettings, Config, DataSettings, ModelSettings, OptimSettings, RunSettings};
 use simclr::pretrain::pretrain;
 use std::path::Path;
 
 fn small(out: &Path) -> Config {
     Config {
-        width: 0.125,
-        limit: 512,
-        batch_size: 32,
-        epochs: 1,
-        lr: 1.0,
-        warmup_epochs: 0.1,
-        proj_dim: 32,
-        image_size: 16,
-        color_strength: 0.5,
-        out: out.to_path_buf(),
+        data: DataSettings { limit: 512, ..Default::default() },
+        model: ModelSettings { width: 0.125, proj_dim: 32, image_size: 16, ..Default::default() },
+        augment: AugmentSettings { color_strength: 0.5, ..Default::default() },
+        optim: OptimSettings { batch_size: 32, epochs: 1, lr: 1.0, warmup_epochs: 0.1, ..Default::default() },
+        run: RunSettings { out: out.to_path_buf(), ..Default::default() },
         ..Config::default()
     }
 }
@@ -25,7 +20,8 @@ fn small(out: &Path) -> Config {
 #[test]
 fn one_epoch_decreases_the_loss_and_writes_a_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = Config { limit: 0, batch_size: 64, lr: 4.0, ..small(dir.path()) };
+    let mut cfg = small(dir.path());
+    (cfg.data.limit, cfg.optim.batch_size, cfg.optim.lr) = (0, 64, 4.0);
     let run = pretrain(&cfg, false, &simclr::default_device(), false).unwrap();
     assert_eq!(run.history.len(), 78, "5000 images / batch 64, last incomplete batch dropped");
     let first: f32 = run.history[..8].iter().map(|m| m.loss).sum::<f32>() / 8.0;
@@ -39,7 +35,11 @@ fn one_epoch_decreases_the_loss_and_writes_a_checkpoint() {
     for f in ["model.safetensors", "optimizer.safetensors", "state.json", "config.toml"] {
         assert!(ckpt.join(f).exists(), "{f} missing");
     }
-    assert_eq!(checkpoint::read_config(&ckpt).unwrap(), Config { num_classes: 10, ..cfg }, "the saved config repeats the run");
+    assert_eq!(checkpoint::read_config(&ckpt).unwrap(), {
+        let mut saved = cfg.clone();
+        saved.monitor.num_classes = 10;
+        saved
+    }, "the saved config repeats the run");
     let lines = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 78);
     assert!(lines.lines().next().unwrap().contains("\"contrast_acc\""));
@@ -49,10 +49,10 @@ fn one_epoch_decreases_the_loss_and_writes_a_checkpoint() {
 fn resume_continues_at_the_right_step_with_the_same_lr_and_weights() {
     let full_dir = tempfile::tempdir().unwrap();
     let mut cfg = small(full_dir.path());
-    cfg.limit = 256;
-    cfg.epochs = 2;
-    cfg.checkpoint_every = 5;
-    cfg.keep_checkpoints = 10;
+    cfg.data.limit = 256;
+    cfg.optim.epochs = 2;
+    cfg.monitor.checkpoint_every = 5;
+    cfg.monitor.keep_checkpoints = 10;
     let full = pretrain(&cfg, false, &simclr::default_device(), false).unwrap();
     assert_eq!(full.history.len(), 16);
 
@@ -69,8 +69,8 @@ fn resume_continues_at_the_right_step_with_the_same_lr_and_weights() {
     let logged: String = std::fs::read_to_string(full_dir.path().join("metrics.jsonl")).unwrap().lines().take(8).map(|l| format!("{l}\n")).collect();
     std::fs::write(crashed.path().join("metrics.jsonl"), logged).unwrap();
     let mut rest_cfg = cfg.clone();
-    rest_cfg.out = crashed.path().to_path_buf();
-    rest_cfg.keep_checkpoints = 2;
+    rest_cfg.run.out = crashed.path().to_path_buf();
+    rest_cfg.monitor.keep_checkpoints = 2;
     let rest = pretrain(&rest_cfg, true, &simclr::default_device(), false).unwrap();
     assert_eq!(rest.start_step, 5);
     assert_eq!(rest.history.first().unwrap().step, 6);
@@ -97,16 +97,16 @@ fn bad_values_are_rejected_before_anything_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let cases: Vec<(Box<dyn Fn(&mut Config)>, &str)> = vec![
-        (Box::new(|c| c.batch_size = 1), "--batch-size"),
-        (Box::new(|c| c.temperature = 0.0), "--temperature"),
-        (Box::new(|c| c.temperature = -1.0), "--temperature"),
-        (Box::new(|c| c.image_size = 8), "--image-size"),
-        (Box::new(|c| c.batch_size = 100_000), "--batch-size"),
+        (Box::new(|c| c.optim.batch_size = 1), "--batch-size"),
+        (Box::new(|c| c.optim.temperature = 0.0), "--temperature"),
+        (Box::new(|c| c.optim.temperature = -1.0), "--temperature"),
+        (Box::new(|c| c.model.image_size = 8), "--image-size"),
+        (Box::new(|c| c.optim.batch_size = 100_000), "--batch-size"),
     ];
     for (edit, flag) in cases {
         let mut cfg = small(&out);
-        cfg.stem = simclr::resnet::Stem::Imagenet;
-        cfg.image_size = 32;
+        cfg.model.stem = simclr::resnet::Stem::Imagenet;
+        cfg.model.image_size = 32;
         edit(&mut cfg);
         let err = pretrain(&cfg, false, &simclr::default_device(), false).err().unwrap().to_string();
         assert!(err.contains(flag), "{flag}: {err}");
@@ -118,7 +118,9 @@ fn bad_values_are_rejected_before_anything_is_written() {
 fn online_probe_learns_without_touching_the_encoder_and_knn_monitor_logs() {
     let run = |probe: bool, knn_every: usize| {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = Config { limit: 1920, batch_size: 64, lr: 4.0, online_probe: probe, knn_every, ..small(dir.path()) };
+        let mut cfg = small(dir.path());
+        (cfg.data.limit, cfg.optim.batch_size, cfg.optim.lr) = (1920, 64, 4.0);
+        (cfg.monitor.online_probe, cfg.monitor.knn_every) = (probe, knn_every);
         let r = pretrain(&cfg, false, &simclr::default_device(), false).unwrap();
         let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
         (r.history, metrics)
@@ -143,7 +145,8 @@ fn online_probe_learns_without_touching_the_encoder_and_knn_monitor_logs() {
 #[test]
 fn timing_accounts_for_the_wall_time() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = Config { limit: 256, checkpoint_every: 4, ..small(dir.path()) };
+    let mut cfg = small(dir.path());
+    (cfg.data.limit, cfg.monitor.checkpoint_every) = (256, 4);
     let t = pretrain(&cfg, false, &simclr::default_device(), false).unwrap().timing;
     let parts = t.step_s + t.data_wait_s + t.checkpoint_s + t.monitor_s;
     assert!(t.step_s > 0.0 && t.checkpoint_s > 0.0, "{t:?}");
@@ -164,15 +167,9 @@ fn knn_monitor_uses_the_labelled_train_split_of_stl10_and_curves_are_drawn() {
     std::fs::write(data.join("test_X.bin"), images(2, 3)).unwrap();
     std::fs::write(data.join("test_y.bin"), [1u8, 2]).unwrap();
     let out = dir.path().join("run");
-    let cfg = Config {
-        dataset: simclr::data::DatasetKind::Stl10,
-        data: Some(data),
-        limit: 0,
-        batch_size: 5,
-        knn_every: 1,
-        stem: simclr::resnet::Stem::Cifar,
-        ..small(&out)
-    };
+    let mut cfg = small(&out);
+    cfg.data = DataSettings { dataset: simclr::data::DatasetKind::Stl10, data: Some(data), ..Default::default() };
+    (cfg.optim.batch_size, cfg.monitor.knn_every, cfg.model.stem) = (5, 1, simclr::resnet::Stem::Cifar);
     pretrain(&cfg, false, &simclr::default_device(), false).unwrap();
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let knn: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
@@ -203,12 +200,14 @@ fn knn_bank_is_class_balanced_seeded_and_the_same_at_every_call() {
 #[test]
 fn the_precision_is_recorded_in_the_config() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = Config { max_steps: 1, limit: 64, ..small(dir.path()) };
+    let mut cfg = small(dir.path());
+    (cfg.optim.max_steps, cfg.data.limit) = (1, 64);
     pretrain(&cfg, false, &simclr::default_device(), false).unwrap();
     let saved = std::fs::read_to_string(dir.path().join("config.toml")).unwrap();
     assert!(saved.contains("precision = \"f32\""), "{saved}");
-    let bf16 = Config { precision: simclr::device::Precision::Bf16, ..Config::default() };
-    assert_eq!(Config::from_file(&write(dir.path(), &bf16.to_toml())).unwrap().precision, simclr::device::Precision::Bf16);
+    let mut bf16 = Config::default();
+    bf16.run.precision = simclr::device::Precision::Bf16;
+    assert_eq!(Config::from_file(&write(dir.path(), &bf16.to_toml())).unwrap().run.precision, simclr::device::Precision::Bf16);
 }
 
 fn write(dir: &Path, text: &str) -> std::path::PathBuf {

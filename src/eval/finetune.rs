@@ -135,7 +135,9 @@ pub fn finetune(
         bail!("fine-tuning needs a labelled dataset");
     }
     let ad = device.clone().autodiff();
-    let mut clf = Classifier::new(model, cfg.from_head_layer, classes, cfg.seed, &ad)?.to_device(&ad).train();
+    // Built on the plain device, then moved: a parameter drawn on the autodiff device is no leaf
+    // once moved, and cannot be marked for training.
+    let mut clf = Classifier::new(model, cfg.from_head_layer, classes, cfg.seed, device)?.to_device(&ad).train();
     let dim = clf.fc.weight.dims()[0];
     let batch = cfg.batch.min(subset.len());
     let steps_per_epoch = subset.len() / batch;

@@ -124,7 +124,7 @@ pub fn load(checkpoint_arg: Option<&Path>, flags: &Config, dataset_size: usize, 
         Some(path) => {
             let dir = checkpoint::resolve(path)?;
             let config = checkpoint::read_config(&dir)?;
-            let size = if config.image_size > 0 { config.image_size } else { dataset_size };
+            let size = if config.model.image_size > 0 { config.model.image_size } else { dataset_size };
             let model = config.model(size).init(device);
             let file = dir.join("model.safetensors");
             let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
@@ -133,8 +133,8 @@ pub fn load(checkpoint_arg: Option<&Path>, flags: &Config, dataset_size: usize, 
             Ok(Loaded { model, config, image_size: size, checkpoint: Some(dir), checkpoint_sha256: Some(hash) })
         }
         None => {
-            let size = if flags.image_size > 0 { flags.image_size } else { dataset_size };
-            let model = random_init_baseline(flags, size).init_seeded(flags.seed, device);
+            let size = if flags.model.image_size > 0 { flags.model.image_size } else { dataset_size };
+            let model = random_init_baseline(flags, size).init_seeded(flags.run.seed, device);
             Ok(Loaded { model, config: flags.clone(), image_size: size, checkpoint: None, checkpoint_sha256: None })
         }
     }
