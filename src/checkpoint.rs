@@ -5,13 +5,18 @@
 //! - `optimizer.safetensors` — the optimiser's buffers, keyed by parameter path;
 //! - `state.json` — step, epoch and seed (the data order and every augmentation are pure functions
 //!   of seed, epoch and image index, so this *is* the RNG state);
-//! - `config.toml` — the resolved run config.
+//! - `config.toml` — the resolved run config;
+//! - `manifest.json` — the size and SHA-256 of each of those files ([`crate::manifest`]), written
+//!   last, after they are synced to disk.
 //!
 //! Writing is atomic: everything goes into a hidden temporary folder which is renamed into place
-//! only when complete, then the `latest` pointer is replaced by rename. A crash leaves the previous
-//! checkpoint intact.
+//! only when complete and sealed, then the `latest` pointer is replaced by rename. A crash, a full
+//! disk or a failed write leaves the previous checkpoint intact. Weights that are not finite are
+//! never written. Reading verifies the manifest first: `--resume` falls back to the newest intact
+//! checkpoint with a warning, evaluation refuses a damaged one.
 
 use crate::config::Config;
+use crate::manifest::{self, Damaged};
 use crate::model::SimClr;
 use crate::optim::Optimizer;
 use anyhow::{bail, Context, Result};
@@ -19,6 +24,9 @@ use burn::module::Module;
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+
+/// The files of a checkpoint, all listed in its manifest.
+pub const FILES: [&str; 4] = ["model.safetensors", "optimizer.safetensors", "state.json", "config.toml"];
 
 /// Where the run is.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -36,18 +44,23 @@ pub fn checkpoints_dir(out: &Path) -> PathBuf {
     out.join("checkpoints")
 }
 
-/// Writes a checkpoint atomically and keeps only the newest `keep`. Returns its folder.
+/// Writes a checkpoint atomically and keeps only the newest `keep`. Returns its folder. Refuses
+/// weights that are not finite (a diverged run), and on any failure removes what it began, so the
+/// previous checkpoint stays the latest.
 pub fn save(out: &Path, cfg: &Config, model: &SimClr, optim: &Optimizer, state: &TrainState) -> Result<PathBuf> {
+    if let Some(name) = first_non_finite(model) {
+        bail!("not writing the checkpoint of step {}: the weights are no longer finite ({name}); the run diverged, lower --lr", state.step);
+    }
     let root = checkpoints_dir(out);
     std::fs::create_dir_all(&root).with_context(|| format!("--out {}: cannot create the checkpoint folder", out.display()))?;
     let name = format!("step-{:08}", state.step);
     let tmp = root.join(format!(".tmp-{name}"));
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    save_model(model, &tmp.join("model.safetensors"))?;
-    optim.save(&tmp.join("optimizer.safetensors"))?;
-    std::fs::write(tmp.join("state.json"), serde_json::to_string_pretty(state)?)?;
-    std::fs::write(tmp.join("config.toml"), cfg.to_toml())?;
+    let written = write_files(&tmp, cfg, model, optim, state);
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e.context(format!("cannot write the checkpoint of step {} into {}; the previous checkpoint is kept", state.step, root.display())));
+    }
     let dst = root.join(&name);
     if dst.exists() {
         std::fs::remove_dir_all(&dst)?;
@@ -56,8 +69,78 @@ pub fn save(out: &Path, cfg: &Config, model: &SimClr, optim: &Optimizer, state: 
     let pointer_tmp = root.join(".latest.tmp");
     std::fs::write(&pointer_tmp, &name)?;
     std::fs::rename(&pointer_tmp, root.join("latest"))?;
+    manifest::sync_dir(&root)?;
     prune(&root, cfg.monitor.keep_checkpoints)?;
     Ok(dst)
+}
+
+/// The checkpoint's files in the folder `dir` (created), sealed by their manifest.
+fn write_files(dir: &Path, cfg: &Config, model: &SimClr, optim: &Optimizer, state: &TrainState) -> Result<()> {
+    std::fs::create_dir(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    save_model(model, &dir.join("model.safetensors"))?;
+    optim.save(&dir.join("optimizer.safetensors"))?;
+    let write = |name: &str, text: String| std::fs::write(dir.join(name), text).with_context(|| format!("cannot write {}", dir.join(name).display()));
+    write("state.json", serde_json::to_string_pretty(state)?)?;
+    write("config.toml", cfg.to_toml())?;
+    manifest::seal(dir, &FILES)
+}
+
+/// The path of the first parameter of `model` holding a NaN or an infinity, if any.
+fn first_non_finite(model: &SimClr) -> Option<String> {
+    struct Finite {
+        path: Vec<String>,
+        bad: Option<String>,
+    }
+    impl burn::module::ModuleVisitor for Finite {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<burn::tensor::Tensor<D>>) {
+            if self.bad.is_none() && !param.val().is_finite().all().into_scalar::<bool>() {
+                self.bad = Some(self.path.join("."));
+            }
+        }
+    }
+    let mut finite = Finite { path: Vec::new(), bad: None };
+    model.visit(&mut finite);
+    finite.bad
+}
+
+/// The lock file that makes one process at a time the writer of a run folder.
+pub const LOCK: &str = ".lock";
+
+/// Takes the advisory lock (`flock`) of the run folder `out`, which must exist, and records this
+/// process's id in it; held until the returned file is dropped. The kernel releases it when the
+/// process ends, however it ends, so a killed run leaves no stale lock. A folder locked by another
+/// process is an error naming that process.
+pub fn lock_run(out: &Path) -> Result<std::fs::File> {
+    use std::io::Write;
+    let path = out.join(LOCK);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("--out {}: cannot open the lock file {}", out.display(), path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            bail!(
+                "--out {}: another simclr process (pid {}) is writing into this folder; wait for it to finish, stop it, or choose another --out",
+                out.display(),
+                holder.trim()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(e).with_context(|| format!("--out {}: cannot lock {}", out.display(), path.display())),
+    }
+    file.set_len(0)?;
+    write!(file, "{}", std::process::id())?;
+    Ok(file)
 }
 
 /// Deletes all but the newest `keep` checkpoint folders.
@@ -74,27 +157,85 @@ fn prune(root: &Path, keep: usize) -> Result<()> {
     Ok(())
 }
 
-/// The newest complete checkpoint under `out`, if any.
-pub fn latest(out: &Path) -> Result<Option<PathBuf>> {
+/// The checkpoint folders under `out`, newest first: the one `checkpoints/latest` names, then every
+/// `step-*` folder by step.
+fn newest_first(out: &Path) -> Result<Vec<PathBuf>> {
     let root = checkpoints_dir(out);
-    let pointer = root.join("latest");
-    if !pointer.exists() {
-        return Ok(None);
+    if !root.is_dir() {
+        return Ok(vec![]);
     }
-    let name = std::fs::read_to_string(&pointer)?;
-    let dir = root.join(name.trim());
-    if !dir.join("state.json").exists() {
-        bail!("{}: points to {}, which is incomplete; delete the pointer to start over", pointer.display(), dir.display());
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .with_context(|| format!("cannot list {}", root.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("step-")))
+        .collect();
+    dirs.sort_by(|a, b| b.cmp(a));
+    if let Ok(name) = std::fs::read_to_string(root.join("latest")) {
+        let pointed = root.join(name.trim());
+        dirs.retain(|d| *d != pointed);
+        dirs.insert(0, pointed);
     }
-    Ok(Some(dir))
+    Ok(dirs)
 }
 
-/// Resolves a `--checkpoint` argument: a checkpoint folder, or a run folder (its latest checkpoint).
-pub fn resolve(path: &Path) -> Result<PathBuf> {
-    if path.join("model.safetensors").exists() {
-        return Ok(path.to_path_buf());
+/// A checkpoint folder whose files matched its manifest.
+#[derive(Clone, Debug)]
+pub struct Verified {
+    /// The folder.
+    pub dir: PathBuf,
+    /// SHA-256 of its `model.safetensors`, from the verified manifest.
+    pub model_sha256: String,
+}
+
+/// Verifies the checkpoint (or imported encoder) folder `dir` against its manifest.
+pub fn verify(dir: &Path) -> Result<Verified, Damaged> {
+    let entries = manifest::verify(dir)?;
+    match entries.get("model.safetensors") {
+        Some(model) => Ok(Verified { dir: dir.to_path_buf(), model_sha256: model.sha256.clone() }),
+        None => Err(Damaged { dir: dir.to_path_buf(), reason: "its manifest lists no model.safetensors".into() }),
     }
-    latest(path)?.with_context(|| format!("{}: no checkpoint here (expected model.safetensors or checkpoints/latest)", path.display()))
+}
+
+/// The newest intact checkpoint under `out`, for `--resume`: each damaged newer one is skipped with
+/// a warning naming what is wrong. `None` when the run has no checkpoint; an error when it has some
+/// and none is intact.
+pub fn latest_intact(out: &Path) -> Result<Option<Verified>> {
+    let dirs = newest_first(out)?;
+    for dir in &dirs {
+        match verify(dir) {
+            Ok(v) => return Ok(Some(v)),
+            Err(e) => tracing::warn!("{e}; falling back to the checkpoint before it"),
+        }
+    }
+    if dirs.is_empty() {
+        return Ok(None);
+    }
+    bail!(
+        "{}: none of its checkpoints is intact ({} checked; the warnings above name the damage); start over without --resume, or into another --out",
+        checkpoints_dir(out).display(),
+        dirs.len()
+    )
+}
+
+/// Resolves and verifies a `--checkpoint` argument: a checkpoint folder, or a run folder (its
+/// latest checkpoint). A damaged checkpoint is an error, naming the newest intact one if any.
+pub fn resolve(path: &Path) -> Result<Verified> {
+    let dir = if path.join("model.safetensors").exists() {
+        path.to_path_buf()
+    } else {
+        newest_first(path)?
+            .into_iter()
+            .next()
+            .with_context(|| format!("{}: no checkpoint here (expected model.safetensors or checkpoints/step-*)", path.display()))?
+    };
+    verify(&dir).map_err(|e| {
+        let parent = dir.parent().and_then(Path::parent).unwrap_or(path);
+        let intact = newest_first(parent).ok().into_iter().flatten().find(|d| *d != dir && verify(d).is_ok());
+        match intact {
+            Some(d) => anyhow::anyhow!("{e}; the checkpoint {} is intact: pass --checkpoint {}", d.display(), d.display()),
+            None => anyhow::anyhow!("{e}; evaluate another checkpoint"),
+        }
+    })
 }
 
 /// Reads a checkpoint's training state.
@@ -116,14 +257,8 @@ pub fn save_model(model: &SimClr, file: &Path) -> Result<()> {
 }
 
 /// Loads weights saved by [`save_model`] into `model` (which must have the same shape).
-pub fn load_model(model: SimClr, file: &Path) -> Result<SimClr> {
+pub fn load_model(mut model: SimClr, file: &Path) -> Result<SimClr> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    load_model_bytes(model, bytes, file)
-}
-
-/// [`load_model`] from the file's bytes, already read (`file` names it in errors): lets a caller
-/// that also hashes the checkpoint read it once.
-pub fn load_model_bytes(mut model: SimClr, bytes: Vec<u8>, file: &Path) -> Result<SimClr> {
     let mut store = SafetensorsStore::from_bytes(Some(bytes));
     let result = model.load_from(&mut store).map_err(|e| {
         anyhow::anyhow!("{}: cannot load ({e}); was it written for another --arch/--width/--head?", file.display())

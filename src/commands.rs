@@ -100,7 +100,8 @@ fn prepare(args: &EvalArgs, features: Option<&FeatureArgs>, default_out: &str, d
 }
 
 /// The frozen features of one split, read from the feature cache when this network, layer, data
-/// and image size were extracted before (keyed by a hash of all of them), extracted otherwise.
+/// and image size were extracted before (keyed by a hash of all of them) and the cached files match
+/// their manifest; extracted (and cached, sealed) otherwise.
 fn frozen_features(p: &Prepared, split: SplitArg, device: &Device) -> Result<eval::Features> {
     let ds = if split == SplitArg::Train { &p.train } else { &p.test };
     let extract = || eval::extract(&p.loaded.model, p.layer_index, ds.as_ref(), p.loaded.image_size, 256, &p.flags.bad_images(), device);
@@ -112,15 +113,22 @@ fn frozen_features(p: &Prepared, split: SplitArg, device: &Device) -> Result<eva
         None => format!("random init {:?} seed {}", eval::random_init_baseline(&p.loaded.config, p.loaded.image_size), p.loaded.config.run.seed),
     };
     let data = format!("{:?} limit {}", p.flags.source(), p.flags.data.limit);
-    let key = eval::sha256_hex(format!("{network}\n{data}\n{split:?}\n{}\n{}", p.layer_index, p.loaded.image_size).as_bytes());
+    let key = crate::manifest::sha256_hex(format!("{network}\n{data}\n{split:?}\n{}\n{}", p.layer_index, p.loaded.image_size).as_bytes());
     let dir = cache.join(format!("{split:?}-{}", &key[..16]).to_lowercase());
-    if dir.join("features.npy").exists() {
-        tracing::info!("features of the {split:?} split from the cache {}", dir.display());
-        return crate::eval::embed::read(&dir);
+    if dir.join(crate::manifest::MANIFEST).exists() {
+        match crate::manifest::verify(&dir) {
+            Ok(_) => {
+                tracing::info!("features of the {split:?} split from the cache {}", dir.display());
+                return crate::eval::embed::read(&dir);
+            }
+            Err(e) => tracing::warn!("feature cache {e}; extracting the features again"),
+        }
     }
     tracing::info!("extracting the features of the {split:?} split (cached in {})", dir.display());
     let f = extract()?;
     crate::eval::embed::write(&f, &dir)?;
+    let files: &[&str] = if f.is_labelled() { &["features.npy", "labels.npy"] } else { &["features.npy"] };
+    crate::manifest::seal(&dir, files)?;
     Ok(f)
 }
 

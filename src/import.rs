@@ -17,7 +17,7 @@
 
 use crate::checkpoint;
 use crate::config::{Config, ModelArgs, RunArgs};
-use crate::eval::sha256_file;
+use crate::manifest::sha256_file;
 use crate::model::SimClr;
 use crate::resnet::{Arch, Stem};
 use anyhow::{bail, Context, Result};
@@ -300,6 +300,7 @@ pub fn run(weights: &Path, prefix: Option<&str>, model: &ModelArgs, run: &RunArg
     std::fs::write(out.join("config.toml"), cfg.to_toml())?;
     std::fs::write(out.join("import.json"), serde_json::to_string_pretty(&report)?)?;
     std::fs::rename(&tmp, out.join("model.safetensors"))?;
+    crate::manifest::seal(&out, &["model.safetensors", "config.toml", "import.json"])?;
     Ok(format!(
         "imported {:?} width {} ({:?} stem, {} tensors, prefix {:?}, {} ignored) into {}: use --checkpoint {}",
         report.shape.arch,

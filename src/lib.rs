@@ -6,8 +6,8 @@
 //! head g), [`model`] (the whole network), [`loss`] (NT-Xent, eq. 1), [`lars`] and [`optim`]
 //! (optimisers), [`schedule`] (LR scaling, warm-up + cosine), [`pretrain`] (the training loop) and
 //! its per-epoch [`monitor`]s, [`eval`] (the evaluation protocols: linear evaluation, kNN,
-//! fine-tuning, embeddings, reports), [`import`] (pretrained weights from PyTorch), [`checkpoint`],
-//! [`config`], [`data`] (datasets and the view loader), [`curves`] (training curves as pictures).
+//! fine-tuning, embeddings, reports), [`import`] (pretrained weights from PyTorch), [`checkpoint`] (sealed by a
+//! [`manifest`]), [`config`], [`data`] (datasets and the view loader), [`curves`] (training curves as pictures).
 //! Apart from the paper's concepts: [`ops`] (our convolution and batch-norm kernels), [`device`]
 //! (backend choice) and [`malloc`] (allocator settings).
 
@@ -25,9 +25,11 @@ pub mod grid;
 pub mod head;
 pub mod image;
 pub mod import;
+pub mod interrupt;
 pub mod lars;
 pub mod loss;
 pub mod malloc;
+pub mod manifest;
 pub mod model;
 pub mod monitor;
 pub mod ops;

@@ -239,7 +239,17 @@ fn run(cli: Cli) -> Result<()> {
             let file = config.or_else(|| (resume && saved.exists()).then_some(saved));
             args.run.precision = cli.precision;
             let cfg = Config::resolve(file.as_deref(), &args)?;
+            simclr::interrupt::install()?;
             let done = simclr::pretrain::pretrain(&cfg, resume, &device, progress)?;
+            if done.interrupted {
+                let step = done.history.last().map_or(done.start_step, |m| m.step);
+                eprintln!(
+                    "interrupted after step {step}: checkpoint {}; continue with `simclr pretrain --resume --out {}`",
+                    done.checkpoint.display(),
+                    cfg.run.out.display()
+                );
+                std::process::exit(130);
+            }
             if let Some(last) = done.history.last() {
                 println!(
                     "pretrained {} steps: loss {:.4}, contrastive acc {:.3}; checkpoint {}; peak RSS {}",

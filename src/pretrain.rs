@@ -75,6 +75,8 @@ pub struct Pretrained {
     pub checkpoint: PathBuf,
     /// Step the run started from (0, or the resumed step).
     pub start_step: usize,
+    /// Whether the run stopped early on request ([`crate::interrupt`]), its checkpoint written.
+    pub interrupted: bool,
 }
 
 /// Side of the training views: the configured one, or the dataset's own (that of its first
@@ -116,7 +118,7 @@ pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> 
 pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool, mut hooks: Vec<Box<dyn EpochHook>>) -> Result<Pretrained> {
     cfg.validate()?;
     crate::device::set_precision(cfg.run.precision, device)?;
-    let (ds, cfg) = open_run(cfg)?;
+    let (ds, cfg, _lock) = open_run(cfg)?;
     let cfg = &cfg;
     let size = cfg.model.image_size;
     let device = device.clone().autodiff();
@@ -139,6 +141,7 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
     let run_start = Instant::now();
     let mut history = Vec::new();
     let mut epoch_wait = 0.0;
+    let mut interrupted = false;
     for step in start..total {
         let t0 = Instant::now();
         let batch = loader.recv().context("the data loader stopped")??;
@@ -184,7 +187,8 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
 
         let done = step + 1;
         let epoch_end = done % steps_per_epoch == 0 || done == total;
-        if epoch_end || (cfg.monitor.checkpoint_every > 0 && done % cfg.monitor.checkpoint_every == 0) {
+        let stop = crate::interrupt::requested() && done < total;
+        if epoch_end || stop || (cfg.monitor.checkpoint_every > 0 && done % cfg.monitor.checkpoint_every == 0) {
             let state = TrainState { step: done, epoch: done / steps_per_epoch, seed: cfg.run.seed };
             let t = Instant::now();
             last_checkpoint = checkpoint::save(&cfg.run.out, cfg, &model, &optim, &state)?;
@@ -199,18 +203,24 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
             run_hooks(&mut hooks, &end, &mut metrics_file, &bar)?;
             timing.monitor_s += t.elapsed().as_secs_f64();
         }
+        if stop {
+            bar.suspend(|| tracing::warn!("stopped on request after step {done} of {total}; checkpoint {}", last_checkpoint.display()));
+            interrupted = true;
+            break;
+        }
     }
     bar.finish_and_clear();
     if start >= total {
         tracing::info!("nothing to do: the checkpoint is at step {start} of {total}");
     }
     timing.wall_s = run_start.elapsed().as_secs_f64();
-    Ok(Pretrained { timing, model, history, checkpoint: last_checkpoint, start_step: start })
+    Ok(Pretrained { timing, model, history, checkpoint: last_checkpoint, start_step: start, interrupted })
 }
 
 /// Opens the pretraining images (`--limit` applied), checks them against the batch and the stem,
-/// and writes `OUT/config.toml`: the images and the config resolved for them (view size, classes).
-fn open_run(cfg: &Config) -> Result<(Arc<dyn Dataset>, Config)> {
+/// takes the run folder's lock ([`checkpoint::lock_run`]) and writes `OUT/config.toml`: the images,
+/// the config resolved for them (view size, classes) and the lock, held while the run lasts.
+fn open_run(cfg: &Config) -> Result<(Arc<dyn Dataset>, Config, std::fs::File)> {
     let mut ds = data::open(&cfg.source(), Split::Pretrain)?;
     if cfg.data.limit > 0 && cfg.data.limit < ds.len() {
         ds = Arc::new(data::Subset::new(ds, (0..cfg.data.limit).collect()));
@@ -226,20 +236,22 @@ fn open_run(cfg: &Config) -> Result<(Arc<dyn Dataset>, Config)> {
         bail!("--image-size {size}: too small for the {:?} stem (needs at least {} px); use a larger --image-size or --stem cifar", stem.stem, stem.min_image_size());
     }
     std::fs::create_dir_all(&cfg.run.out).with_context(|| format!("--out {}: cannot create the folder; choose a writable path", cfg.run.out.display()))?;
+    let lock = checkpoint::lock_run(&cfg.run.out)?;
     std::fs::write(cfg.run.out.join("config.toml"), cfg.to_toml())
         .with_context(|| format!("--out {}: cannot write into the folder; choose a writable path", cfg.run.out.display()))?;
-    Ok((ds, cfg))
+    Ok((ds, cfg, lock))
 }
 
 /// The network and optimiser to start from: drawn from the seed, or with `resume` those of the
-/// latest checkpoint in `OUT`, with its step and folder.
+/// newest intact checkpoint in `OUT` (damaged newer ones skipped with a warning), with its step and
+/// folder.
 fn restore(cfg: &Config, resume: bool, device: &Device) -> Result<(SimClr, Optimizer, usize, PathBuf)> {
     let model = cfg.model(cfg.model.image_size).init_seeded(cfg.run.seed, device);
     let fresh = Optimizer::new(cfg.rule());
     if !resume {
         return Ok((model, fresh, 0, PathBuf::new()));
     }
-    let Some(dir) = checkpoint::latest(&cfg.run.out)? else {
+    let Some(checkpoint::Verified { dir, .. }) = checkpoint::latest_intact(&cfg.run.out)? else {
         tracing::info!("--resume: no checkpoint in {}, starting from scratch", cfg.run.out.display());
         return Ok((model, fresh, 0, PathBuf::new()));
     };

@@ -1,21 +1,13 @@
 //! End-to-end pretraining on the built-in data: loss decreases, checkpoints are written, and
 //! `--resume` continues at the right step with the same LR and the same result.
 
+mod common;
+
+use common::small;
 use simclr::checkpoint;
-use simclr::config::{AugmentSettings, Config, DataSettings, ModelSettings, OptimSettings, RunSettings};
+use simclr::config::{Config, DataSettings};
 use simclr::pretrain::pretrain;
 use std::path::Path;
-
-fn small(out: &Path) -> Config {
-    Config {
-        data: DataSettings { limit: 512, ..Default::default() },
-        model: ModelSettings { width: 0.125, proj_dim: 32, image_size: 16, ..Default::default() },
-        augment: AugmentSettings { color_strength: 0.5, ..Default::default() },
-        optim: OptimSettings { batch_size: 32, epochs: 1, lr: 1.0, warmup_epochs: 0.1, ..Default::default() },
-        run: RunSettings { out: out.to_path_buf(), ..Default::default() },
-        ..Config::default()
-    }
-}
 
 #[test]
 fn one_epoch_decreases_the_loss_and_writes_a_checkpoint() {
@@ -30,9 +22,9 @@ fn one_epoch_decreases_the_loss_and_writes_a_checkpoint() {
     assert!(last < first - 0.3, "loss went from {first} to {last}");
     let acc: f32 = run.history[70..].iter().map(|m| m.contrast_acc).sum::<f32>() / 8.0;
     assert!(acc > 0.05, "contrastive accuracy {acc} (chance 1/127)");
-    let ckpt = checkpoint::latest(dir.path()).unwrap().unwrap();
+    let ckpt = checkpoint::latest_intact(dir.path()).unwrap().unwrap().dir;
     assert!(ckpt.ends_with("step-00000078"));
-    for f in ["model.safetensors", "optimizer.safetensors", "state.json", "config.toml"] {
+    for f in ["model.safetensors", "optimizer.safetensors", "state.json", "config.toml", "manifest.json"] {
         assert!(ckpt.join(f).exists(), "{f} missing");
     }
     assert_eq!(checkpoint::read_config(&ckpt).unwrap(), {

@@ -127,16 +127,25 @@ fn checkpoint_of_another_architecture_is_rejected() {
     let mut pre = vec!["pretrain", "--max-steps", "1", "--batch-size", "8", "--out", run.to_str().unwrap()];
     pre.extend(SMALL);
     simclr(&pre);
-    // Tamper with the saved config: claim the weights are a ResNet-34.
-    let ckpt = simclr::checkpoint::latest(&run).unwrap().unwrap();
+    // Tamper with the saved config: claim the weights are a ResNet-34. The manifest no longer
+    // matches: the checkpoint is damaged.
+    let ckpt = simclr::checkpoint::resolve(&run).unwrap().dir;
     let cfg = std::fs::read_to_string(ckpt.join("config.toml")).unwrap().replace("resnet18", "resnet34");
     std::fs::write(ckpt.join("config.toml"), cfg).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_simclr"))
-        .args(["linear-eval", "--checkpoint", run.to_str().unwrap(), "--out", tmp.path().join("le").to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("another --arch"), "{err}");
+    let linear_eval = || {
+        let o = Command::new(env!("CARGO_BIN_EXE_simclr"))
+            .args(["linear-eval", "--checkpoint", run.to_str().unwrap(), "--out", tmp.path().join("le").to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).to_string()
+    };
+    let err = linear_eval();
+    assert!(err.contains("damaged") && err.contains("config.toml"), "{err}");
+    // Sealed again, as if the wrong config had been written with the weights: a shape mismatch.
+    simclr::manifest::seal(&ckpt, &simclr::checkpoint::FILES).unwrap();
+    let err = linear_eval();
+    assert!(err.contains("another --arch"), "{err}");
 }
 
 #[test]

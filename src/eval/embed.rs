@@ -64,9 +64,7 @@ pub fn read(dir: &Path) -> Result<Features> {
     Ok(Features { data, n, dim, labels })
 }
 
-/// Writes `features.npy` (and `labels.npy` when labelled) into `out`. The labels go first, and each
-/// file by rename, so a `features.npy` that exists is complete with its labels (the feature cache
-/// relies on it).
+/// Writes `features.npy` (and `labels.npy` when labelled) into `out`, each file by rename.
 pub fn write(features: &Features, out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("--out {}: cannot create the folder", out.display()))?;
     if features.is_labelled() {

@@ -14,7 +14,7 @@ use crate::checkpoint;
 use crate::config::Config;
 use crate::data::{BadImages, Dataset};
 use crate::model::SimClr;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::SeedableRng;
@@ -122,15 +122,11 @@ pub struct Loaded {
 pub fn load(checkpoint_arg: Option<&Path>, flags: &Config, dataset_size: usize, device: &Device) -> Result<Loaded> {
     match checkpoint_arg {
         Some(path) => {
-            let dir = checkpoint::resolve(path)?;
+            let checkpoint::Verified { dir, model_sha256 } = checkpoint::resolve(path)?;
             let config = checkpoint::read_config(&dir)?;
             let size = if config.model.image_size > 0 { config.model.image_size } else { dataset_size };
-            let model = config.model(size).init(device);
-            let file = dir.join("model.safetensors");
-            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let hash = sha256_hex(&bytes);
-            let model = checkpoint::load_model_bytes(model, bytes, &file)?;
-            Ok(Loaded { model, config, image_size: size, checkpoint: Some(dir), checkpoint_sha256: Some(hash) })
+            let model = checkpoint::load_model(config.model(size).init(device), &dir.join("model.safetensors"))?;
+            Ok(Loaded { model, config, image_size: size, checkpoint: Some(dir), checkpoint_sha256: Some(model_sha256) })
         }
         None => {
             let size = if flags.model.image_size > 0 { flags.model.image_size } else { dataset_size };
@@ -148,25 +144,6 @@ pub fn random_init_baseline(flags: &Config, image_size: usize) -> crate::model::
     let mut cfg = flags.model(image_size);
     cfg.encoder.zero_init_residual = false;
     cfg
-}
-
-/// Lower-case hex SHA-256 of `bytes`.
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex(&sha2::Sha256::digest(bytes))
-}
-
-/// Lower-case hex SHA-256 of the file at `path`, streamed (no copy of the file in memory).
-pub(crate) fn sha256_file(path: &Path) -> Result<String> {
-    use sha2::Digest;
-    let mut hasher = sha2::Sha256::new();
-    let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    std::io::copy(&mut file, &mut hasher).with_context(|| format!("reading {}", path.display()))?;
-    Ok(hex(&hasher.finalize()))
-}
-
-fn hex(digest: &[u8]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Output `layer` (index into `[h, head layers…]`) for every image of `ds`, preprocessed for
