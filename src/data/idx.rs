@@ -51,8 +51,8 @@ pub fn parse_idx(raw: &[u8]) -> Result<IdxArray, String> {
     let dims: Vec<usize> = (0..ndims)
         .map(|d| u32::from_be_bytes(bytes[4 + 4 * d..8 + 4 * d].try_into().unwrap()) as usize)
         .collect();
-    let expected: usize = dims.iter().product();
     let got = bytes.len() - header;
+    let expected = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or_else(|| format!("IDX header {dims:?} declares more values than memory can hold"))?;
     if got != expected {
         return Err(format!("IDX body has {got} bytes but its header {dims:?} says {expected} (truncated file?)"));
     }

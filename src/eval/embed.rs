@@ -44,7 +44,7 @@ fn read_npy(file: &Path, descr: &str, size: usize) -> Result<(Vec<usize>, Vec<u8
     let dims = header.split_once("'shape': (").and_then(|(_, rest)| rest.split_once(')')).ok_or_else(bad)?.0;
     let shape = dims.split(',').map(str::trim).filter(|d| !d.is_empty()).map(|d| d.parse().map_err(|_| bad())).collect::<Result<Vec<usize>>>()?;
     let data = bytes[end..].to_vec();
-    if data.len() != shape.iter().product::<usize>() * size {
+    if Some(data.len()) != shape.iter().try_fold(size, |n, &d| n.checked_mul(d)) {
         return Err(bad());
     }
     Ok((shape, data))

@@ -1,0 +1,334 @@
+//! Hostile files: mutation fuzzing of every reader of files this tool did not write itself, on stable
+//! Rust. Each target starts from valid seed files the test writes, then feeds the reader mutations
+//! of them — truncation at every offset, flipped bytes, 32-bit words set to huge sizes, inserted
+//! bytes — for a bounded time, drawn from a seeded RNG. A reader must answer each with a value or an
+//! error: never a panic, a hang (over 2 s) or an allocation over 1 GiB (this binary's allocator
+//! refuses those, which aborts the test loudly).
+//!
+//! `.ci/run` runs one second a target; a longer pass: `SIMCLR_FUZZ_SECONDS=60 cargo test --release
+//! --test fuzz -- --nocapture` (prints the executions per target). Inputs that once failed are kept
+//! as regression tests below.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use simclr::data::{self, DatasetKind, Source, Split};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Refuses any single allocation over 1 GiB: a reader that trusts a declared size aborts here
+/// instead of exhausting the machine's memory.
+struct Capped;
+
+const ALLOCATION_CAP: usize = 1 << 30;
+
+unsafe impl GlobalAlloc for Capped {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if layout.size() > ALLOCATION_CAP {
+            return std::ptr::null_mut();
+        }
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if layout.size() > ALLOCATION_CAP {
+            return std::ptr::null_mut();
+        }
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if new_size > ALLOCATION_CAP {
+            return std::ptr::null_mut();
+        }
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Capped = Capped;
+
+/// One mutation of `seed`: the `i`-th truncation first (while offsets remain), then random edits.
+fn mutate(seed: &[u8], i: usize, rng: &mut ChaCha8Rng) -> Vec<u8> {
+    if i < seed.len().min(4096) {
+        // Truncation at every offset (of the first 4 KiB, where the headers are).
+        return seed[..i].to_vec();
+    }
+    let mut out = seed.to_vec();
+    for _ in 0..rng.random_range(1..=4) {
+        if out.is_empty() {
+            out.push(rng.random());
+            continue;
+        }
+        let at = rng.random_range(0..out.len());
+        match rng.random_range(0..5) {
+            0 => out[at] ^= 1 << rng.random_range(0..8),
+            1 => out[at] = rng.random(),
+            2 => {
+                // A 32-bit word set to a huge size, big- or little-endian.
+                let word = [u32::MAX, 0x7fff_ffff, 0x4000_0000, 0x0001_0000][rng.random_range(0..4)];
+                let bytes = if rng.random() { word.to_be_bytes() } else { word.to_le_bytes() };
+                for (k, b) in bytes.iter().enumerate() {
+                    if let Some(slot) = out.get_mut(at + k) {
+                        *slot = *b;
+                    }
+                }
+            }
+            3 => {
+                let n = rng.random_range(1..=16);
+                let insert: Vec<u8> = (0..n).map(|_| rng.random()).collect();
+                out.splice(at..at, insert);
+            }
+            _ => out.truncate(at),
+        }
+    }
+    out
+}
+
+/// Feeds `read` mutations of each seed for the time budget (`SIMCLR_FUZZ_SECONDS`, default 1 s,
+/// shared by the seeds); returns the executions. A panic or a slow input fails the test, printing
+/// the input in hex for a regression test.
+fn fuzz(name: &str, seeds: &[Vec<u8>], mut read: impl FnMut(&[u8])) -> usize {
+    let budget: f64 = std::env::var("SIMCLR_FUZZ_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    let per_seed = Duration::from_secs_f64(budget / seeds.len() as f64);
+    let mut runs = 0;
+    for (s, seed) in seeds.iter().enumerate() {
+        let mut rng = ChaCha8Rng::seed_from_u64(s as u64);
+        let start = Instant::now();
+        let mut i = 0;
+        while start.elapsed() < per_seed {
+            let input = mutate(seed, i, &mut rng);
+            let t = Instant::now();
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(&input)));
+            let hex: String = input.iter().take(256).map(|b| format!("{b:02x}")).collect();
+            assert!(outcome.is_ok(), "{name}: the reader panicked on input {i} of seed {s} ({} bytes, first 256 in hex: {hex})", input.len());
+            assert!(t.elapsed() < Duration::from_secs(2), "{name}: input {i} of seed {s} took {:?} ({hex})", t.elapsed());
+            i += 1;
+            runs += 1;
+        }
+    }
+    eprintln!("fuzz {name}: {runs} executions");
+    runs
+}
+
+fn source(kind: DatasetKind, dir: &Path) -> Source {
+    Source { kind: Some(kind), data: Some(dir.to_path_buf()), file_list: None, cache: None, coarse_labels: false }
+}
+
+/// Opens the split and reads every image and label, as training would.
+fn read_all(src: &Source, split: Split) {
+    if let Ok(ds) = data::open(src, split) {
+        for i in 0..ds.len() {
+            let _ = ds.image(i);
+            let _ = ds.label(i);
+        }
+    }
+}
+
+fn idx(kind: u8, dims: &[u32], body: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, kind, dims.len() as u8];
+    dims.iter().for_each(|d| out.extend(d.to_be_bytes()));
+    out.extend_from_slice(body);
+    out
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+fn png(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 30) as u8, (y * 30) as u8, 77]));
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut bytes, image::ImageFormat::Png).unwrap();
+    bytes.into_inner()
+}
+
+fn jpeg(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 30) as u8, (y * 30) as u8, 77]));
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut bytes, image::ImageFormat::Jpeg).unwrap();
+    bytes.into_inner()
+}
+
+#[test]
+fn dataset_readers_survive_hostile_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    // IDX (Fashion-MNIST / MNIST), raw and gzip: mutate the test images, labels fixed.
+    let labels = idx(8, &[2], &[1, 3]);
+    let images = idx(8, &[2, 3, 3], &(0..18).collect::<Vec<u8>>());
+    std::fs::write(d.join("t10k-labels-idx1-ubyte"), &labels).unwrap();
+    fuzz("idx", &[images.clone(), gzip(&images)], |bytes| {
+        std::fs::write(d.join("t10k-images-idx3-ubyte"), bytes).unwrap();
+        read_all(&source(DatasetKind::FashionMnist, d), Split::Test);
+    });
+    assert!(simclr::data::idx::parse_idx(&images).is_ok(), "the seed itself is valid");
+
+    // CIFAR-10 binary: two records.
+    let record = |label: u8| std::iter::once(label).chain((0..3072).map(|i| (i % 251) as u8)).collect::<Vec<u8>>();
+    fuzz("cifar10", &[[record(1), record(9)].concat()], |bytes| {
+        std::fs::write(d.join("test_batch.bin"), bytes).unwrap();
+        read_all(&source(DatasetKind::Cifar10, d), Split::Test);
+    });
+
+    // STL-10 binary: mutate the labels and the images in turn.
+    let stl_x: Vec<u8> = (0..2 * 3 * 96 * 96).map(|i| (i % 253) as u8).collect();
+    std::fs::write(d.join("test_X.bin"), &stl_x).unwrap();
+    fuzz("stl10 labels", &[vec![1, 10]], |bytes| {
+        std::fs::write(d.join("test_y.bin"), bytes).unwrap();
+        read_all(&source(DatasetKind::Stl10, d), Split::Test);
+    });
+    std::fs::write(d.join("test_y.bin"), [1u8, 10]).unwrap();
+    fuzz("stl10 images", &[stl_x], |bytes| {
+        std::fs::write(d.join("test_X.bin"), bytes).unwrap();
+        read_all(&source(DatasetKind::Stl10, d), Split::Test);
+    });
+
+    // Image folders: the decoders, and the file list.
+    let images = d.join("images");
+    std::fs::create_dir_all(images.join("cat")).unwrap();
+    std::fs::create_dir_all(images.join("dog")).unwrap();
+    std::fs::write(images.join("dog/b.png"), png(6, 5)).unwrap();
+    fuzz("png and jpeg", &[png(7, 5), jpeg(8, 8)], |bytes| {
+        std::fs::write(images.join("cat/a.png"), bytes).unwrap();
+        read_all(&source(DatasetKind::Folder, &images), Split::Train);
+    });
+    std::fs::write(images.join("cat/a.png"), png(7, 5)).unwrap();
+    let list = d.join("list.txt");
+    fuzz("file list", &[b"cat/a.png\ndog/b.png\n".to_vec()], |bytes| {
+        std::fs::write(&list, bytes).unwrap();
+        read_all(&Source { file_list: Some(list.clone()), ..source(DatasetKind::Folder, &images) }, Split::Train);
+    });
+}
+
+#[test]
+fn run_and_weight_file_readers_survive_hostile_files() {
+    use simclr::checkpoint;
+    use simclr::config::{Config, ModelSettings};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let device = simclr::default_device();
+
+    // A real checkpoint of a narrow network, whose files are the seeds.
+    let cfg = Config { model: ModelSettings { width: 0.0625, proj_dim: 8, image_size: 16, ..Default::default() }, ..Config::default() };
+    let model = cfg.model(16).init_seeded(0, &device);
+    let state = checkpoint::TrainState { step: 1, epoch: 0, seed: 0 };
+    let ckpt = checkpoint::save(d, &cfg, &model, &simclr::optim::Optimizer::new(cfg.rule()), &state).unwrap();
+    let seed = |name: &str| std::fs::read(ckpt.join(name)).unwrap();
+    let work = d.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+
+    fuzz("config.toml", &[seed("config.toml")], |bytes| {
+        std::fs::write(work.join("config.toml"), bytes).unwrap();
+        let _ = Config::from_file(&work.join("config.toml"));
+    });
+    fuzz("state.json", &[seed("state.json")], |bytes| {
+        std::fs::write(work.join("state.json"), bytes).unwrap();
+        let _ = checkpoint::read_state(&work);
+    });
+    for f in checkpoint::FILES {
+        std::fs::write(work.join(f), seed(f)).unwrap();
+    }
+    fuzz("manifest.json", &[seed("manifest.json")], |bytes| {
+        std::fs::write(work.join("manifest.json"), bytes).unwrap();
+        let _ = checkpoint::verify(&work);
+    });
+    // The weights behind a manifest that matches them (a hostile file can carry its own manifest).
+    fuzz("model.safetensors", &[seed("model.safetensors")], |bytes| {
+        std::fs::write(work.join("model.safetensors"), bytes).unwrap();
+        let _ = checkpoint::load_model(cfg.model(16).init(&device), &work.join("model.safetensors"));
+    });
+
+    // Weights to import: safetensors and a PyTorch zip file.
+    let st = d.join("w.safetensors");
+    fuzz("import safetensors", &[seed("model.safetensors")], |bytes| {
+        std::fs::write(&st, bytes).unwrap();
+        let _ = simclr::import::read_tensors(&st);
+    });
+    let pth = d.join("w.pth");
+    let fixture = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/resnet50-w0.0625.pth")).unwrap();
+    fuzz("import pth", &[fixture], |bytes| {
+        std::fs::write(&pth, bytes).unwrap();
+        let _ = simclr::import::read_tensors(&pth);
+    });
+
+    // Features written by `embed` (and the feature cache).
+    let npy = d.join("npy");
+    let features = simclr::eval::Features { n: 3, dim: 2, data: vec![0.5; 6], labels: vec![0, 1, 2] };
+    simclr::eval::embed::write(&features, &npy).unwrap();
+    let (f_seed, l_seed) = (std::fs::read(npy.join("features.npy")).unwrap(), std::fs::read(npy.join("labels.npy")).unwrap());
+    fuzz("features.npy", &[f_seed], |bytes| {
+        std::fs::write(npy.join("features.npy"), bytes).unwrap();
+        let _ = simclr::eval::embed::read(&npy);
+    });
+    fuzz("labels.npy", &[l_seed], |bytes| {
+        std::fs::write(npy.join("labels.npy"), bytes).unwrap();
+        let _ = simclr::eval::embed::read(&npy);
+    });
+}
+
+#[test]
+fn an_image_declaring_60000_by_60000_pixels_is_refused_before_allocating() {
+    // A PNG whose header says 60000 × 60000 (10.8 GB of RGB) over a few bytes of data: refused by
+    // the decoder's limits with a message naming the file, not an allocation.
+    let mut bytes = png(4, 4);
+    bytes[16..20].copy_from_slice(&60_000u32.to_be_bytes());
+    bytes[20..24].copy_from_slice(&60_000u32.to_be_bytes());
+    let crc = {
+        let mut h = flate2::Crc::new();
+        h.update(&bytes[12..29]);
+        h.sum()
+    };
+    bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("a")).unwrap();
+    std::fs::write(dir.path().join("a/huge.png"), bytes).unwrap();
+    let ds = data::open(&source(DatasetKind::Folder, dir.path()), Split::Train).unwrap();
+    let e = ds.image(0).err().expect("refused").to_string();
+    assert!(e.contains("huge.png") && e.contains("limit"), "{e}");
+}
+
+#[test]
+fn a_pickle_that_calls_a_function_is_refused_and_nothing_runs() {
+    // protocol 2: GLOBAL os.system, the argument tuple ("touch MARK",), REDUCE, STOP.
+    let dir = tempfile::tempdir().unwrap();
+    let mark = dir.path().join("ran");
+    let command = format!("touch {}", mark.display());
+    let mut pickle = b"\x80\x02cos\nsystem\nq\x00X".to_vec();
+    pickle.extend((command.len() as u32).to_le_bytes());
+    pickle.extend(command.as_bytes());
+    pickle.extend(b"q\x01\x85q\x02Rq\x03.");
+    let file = dir.path().join("evil.pth");
+    std::fs::write(&file, pickle).unwrap();
+    let e = format!("{:#}", simclr::import::read_tensors(&file).err().expect("refused"));
+    assert!(e.contains("evil.pth") && e.contains("os.system"), "{e}");
+    assert!(!mark.exists(), "the pickle's command ran");
+}
+
+#[test]
+fn declared_sizes_whose_product_overflows_are_errors() {
+    // Found by reading the readers: the size checks multiplied declared dimensions unchecked, so
+    // four dimensions of 2³² − 1 wrapped around (a panic with overflow checks, a wrong size without).
+    let e = simclr::data::idx::parse_idx(&idx(8, &[u32::MAX; 4], &[0; 16])).err().unwrap();
+    assert!(e.contains("more values than memory can hold"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let features = simclr::eval::Features { n: 1, dim: 2, data: vec![0.5; 2], labels: vec![] };
+    simclr::eval::embed::write(&features, dir.path()).unwrap();
+    let file = dir.path().join("features.npy");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let end = 10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = std::str::from_utf8(&bytes[10..end]).unwrap();
+    // The same header length: the longer shape takes the place of padding spaces.
+    let shape = format!("({}, 4)", usize::MAX / 2);
+    let grown = header.replace("(1, 2)", &shape);
+    let huge = grown.replacen(&" ".repeat(grown.len() - header.len() + 1), " ", 1);
+    assert_eq!(huge.len(), header.len());
+    bytes.splice(10..end, huge.into_bytes());
+    std::fs::write(&file, bytes).unwrap();
+    assert!(simclr::eval::embed::read(dir.path()).is_err());
+}
