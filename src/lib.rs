@@ -6,10 +6,11 @@
 //! head g), [`model`] (the whole network), [`loss`] (NT-Xent, eq. 1), [`lars`] and [`optim`]
 //! (optimisers), [`schedule`] (LR scaling, warm-up + cosine), [`pretrain`] (the training loop) and
 //! its per-epoch [`monitor`]s, [`eval`] (the evaluation protocols: linear evaluation, kNN,
-//! fine-tuning, embeddings, reports), [`import`] (pretrained weights from PyTorch), [`checkpoint`] (sealed by a
-//! [`manifest`]), [`config`], [`data`] (datasets and the view loader), [`curves`] (training curves as pictures).
+//! fine-tuning, embeddings, reports), [`import`] (pretrained weights from PyTorch) and [`export`]
+//! (ours out, under torchvision's names), [`checkpoint`] (sealed by a [`manifest`]), [`config`],
+//! [`data`] (datasets and the view loader), [`curves`] (training curves as pictures).
 //! Apart from the paper's concepts: [`ops`] (our convolution and batch-norm kernels), [`device`]
-//! (backend choice) and [`malloc`] (allocator settings).
+//! (backend choice), [`interrupt`] (Ctrl-C and SIGTERM) and [`malloc`] (allocator settings).
 
 pub mod augment;
 pub mod bench;
@@ -21,6 +22,7 @@ pub mod data;
 pub mod demo;
 pub mod device;
 pub mod eval;
+pub mod export;
 pub mod grid;
 pub mod head;
 pub mod image;

@@ -147,6 +147,19 @@ enum Command {
         #[arg(long, global = true)]
         json: Option<PathBuf>,
     },
+    /// Write a checkpoint's encoder for other tools: `--format torchvision`, a .safetensors with
+    /// torchvision's ResNet names that torchvision.models.resnet18/50 loads with strict=True.
+    Export {
+        /// Checkpoint folder, or a pretraining run's --out folder (its latest checkpoint).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// What to write.
+        #[arg(long, value_enum, default_value = "torchvision")]
+        format: simclr::export::Format,
+        /// Output file.
+        #[arg(long, default_value = "encoder.safetensors")]
+        out: PathBuf,
+    },
     /// Draw the training curves of one or more pretraining runs into one PNG (runs overlaid): loss,
     /// contrastive accuracy, learning rate, online-probe and kNN accuracy against the step.
     Plot {
@@ -331,6 +344,7 @@ fn run(cli: Cli) -> Result<()> {
             );
             write_json(json, &r)?;
         }
+        Command::Export { checkpoint, format, out } => println!("{}", simclr::export::run(&checkpoint, format, &out)?),
         Command::Plot { runs, png } => {
             let curves = runs.iter().map(|r| simclr::curves::RunCurves::read(r)).collect::<Result<Vec<_>>>()?;
             simclr::curves::plot(&curves, &png)?;

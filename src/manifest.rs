@@ -58,7 +58,7 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 pub fn verify(dir: &Path) -> Result<BTreeMap<String, Entry>, Damaged> {
     let damaged = |reason: String| Damaged { dir: dir.to_path_buf(), reason };
     let text = std::fs::read_to_string(dir.join(MANIFEST))
-        .map_err(|e| damaged(format!("its {MANIFEST} cannot be read ({e}): it was not completely written")))?;
+        .map_err(|e| damaged(format!("its {MANIFEST} cannot be read ({e}): it was not completely written, or by a simclr older than manifests")))?;
     let entries: BTreeMap<String, Entry> =
         serde_json::from_str(&text).map_err(|e| damaged(format!("its {MANIFEST} is not a manifest ({e})")))?;
     // Sizes first (cheap: a truncated file is named without hashing the others), then contents.
