@@ -198,6 +198,7 @@ enum BenchCommand {
         args: ConfigArgs,
     },
     /// Training-step images/s (forward + backward + optimiser) and peak memory.
+    #[command(mut_arg("image_size", |a| a.help("Side of the random input images in pixels (0: 32) [default: 0]")))]
     Step {
         /// Timed steps (the median is reported).
         #[arg(long, default_value_t = 10)]
@@ -211,7 +212,7 @@ enum BenchCommand {
         /// Optimiser whose update is timed (at LR 0.1).
         #[arg(long, value_enum, default_value = "lars")]
         optimizer: simclr::optim::OptimizerKind,
-        /// The network and its input size (0: 32 px), as for `pretrain`.
+        /// The network and its input size, as for `pretrain`.
         #[command(flatten, next_help_heading = "Model")]
         model: ModelArgs,
     },

@@ -332,3 +332,15 @@ fn declared_sizes_whose_product_overflows_are_errors() {
     std::fs::write(&file, bytes).unwrap();
     assert!(simclr::eval::embed::read(dir.path()).is_err());
 }
+
+#[test]
+fn a_gzip_idx_file_that_expands_without_bound_is_refused() {
+    // 64 MiB of zeros compress to about 64 KiB: over 256 times, so refused, where reading it whole
+    // is what a decompression bomb counts on.
+    let bomb = gzip(&idx(8, &[1 << 16, 32, 32], &vec![0; 64 << 20]));
+    let e = simclr::data::idx::parse_idx(&bomb).err().expect("refused");
+    assert!(e.contains("decompression bomb"), "{e}");
+    // Real data is far below the ratio: a gzip of varied bytes reads back.
+    let images = idx(8, &[4, 8, 8], &(0..256).map(|i| (i * 37 % 251) as u8).collect::<Vec<u8>>());
+    assert_eq!(simclr::data::idx::parse_idx(&gzip(&images)).unwrap().dims, vec![4, 8, 8]);
+}

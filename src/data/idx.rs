@@ -28,11 +28,20 @@ pub fn read_idx(path: &Path) -> Result<IdxArray, DataError> {
     parse_idx(&raw).map_err(|why| DataError::Corrupt { path: path.to_path_buf(), why })
 }
 
+/// How many times its compressed size a gzip IDX file may expand to. Image data compresses a few
+/// times (Fashion-MNIST: 1.8); a file that expands far more is a decompression bomb, refused before
+/// it fills the memory.
+pub const MAX_GZIP_RATIO: u64 = 256;
+
 /// Parses IDX bytes (gzip detected by its magic `1f 8b`).
 pub fn parse_idx(raw: &[u8]) -> Result<IdxArray, String> {
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
+        let limit = MAX_GZIP_RATIO * raw.len() as u64 + (1 << 20);
         let mut out = Vec::new();
-        GzDecoder::new(raw).read_to_end(&mut out).map_err(|e| format!("gzip stream is broken ({e})"))?;
+        GzDecoder::new(raw).take(limit + 1).read_to_end(&mut out).map_err(|e| format!("gzip stream is broken ({e})"))?;
+        if out.len() as u64 > limit {
+            return Err(format!("gzip stream expands to over {limit} bytes, {MAX_GZIP_RATIO} times its size: a decompression bomb, not IDX data"));
+        }
         out
     } else {
         raw.to_vec()
