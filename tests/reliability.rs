@@ -98,17 +98,24 @@ fn a_damaged_feature_cache_is_extracted_again() {
     simclr::manifest::verify(&train).expect("the cache is sealed again");
 }
 
-/// Starts a long pretraining run into `out` and waits until it has logged `steps` steps.
-fn start_long_run(out: &Path, steps: usize, extra: &[&str]) -> Child {
-    let args = [&["pretrain", "--epochs", "100", "--batch-size", "64", "--out", out.to_str().unwrap(), "--quiet"][..], &SMALL, extra].concat();
+/// Starts a long pretraining run into `out` (batch 512: steps of about a second here) and returns
+/// once `ready(out)` holds.
+fn start_long_run(out: &Path, ready: impl Fn(&Path) -> bool) -> Child {
+    let small = ["--width", "0.125", "--image-size", "16", "--proj-dim", "32", "--limit", "1024", "--batch-size", "512"];
+    let args = [&["pretrain", "--epochs", "100", "--out", out.to_str().unwrap(), "--quiet"][..], &small].concat();
     let mut child = Command::new(env!("CARGO_BIN_EXE_simclr")).args(args).stderr(std::process::Stdio::piped()).spawn().unwrap();
     let start = Instant::now();
-    while std::fs::read_to_string(out.join("metrics.jsonl")).map_or(0, |t| t.lines().count()) < steps {
+    while !ready(out) {
         assert!(start.elapsed() < Duration::from_secs(120), "the run did not start");
         assert!(child.try_wait().unwrap().is_none(), "the run ended early");
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(5));
     }
     child
+}
+
+/// Whether the run in `out` has logged `steps` steps.
+fn logged(steps: usize) -> impl Fn(&Path) -> bool {
+    move |out| std::fs::read_to_string(out.join("metrics.jsonl")).map_or(0, |t| t.lines().count()) >= steps
 }
 
 fn signal(child: &Child, name: &str) {
@@ -138,7 +145,7 @@ fn logged_steps(out: &Path) -> Vec<u64> {
 fn one_writer_per_run_folder_and_a_killed_writer_leaves_no_stale_lock() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let first = start_long_run(&out, 1, &[]);
+    let first = start_long_run(&out, logged(1));
     let second = simclr(&["pretrain", "--max-steps", "1", "--out", out.to_str().unwrap()]);
     let e = String::from_utf8_lossy(&second.stderr);
     assert!(!second.status.success() && e.contains(&format!("pid {}", first.id())) && e.contains("another --out"), "{e}");
@@ -153,7 +160,7 @@ fn one_writer_per_run_folder_and_a_killed_writer_leaves_no_stale_lock() {
 fn the_first_ctrl_c_checkpoints_and_says_how_to_resume_the_second_exits_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let child = start_long_run(&out, 2, &[]);
+    let child = start_long_run(&out, logged(2));
     signal(&child, "INT");
     let (code, err) = finish(child);
     assert_eq!(code, Some(130), "{err}");
@@ -165,11 +172,14 @@ fn the_first_ctrl_c_checkpoints_and_says_how_to_resume_the_second_exits_at_once(
     success(&["pretrain", "--resume", "--max-steps", &to, "--out", out.to_str().unwrap()]);
     assert_eq!(logged_steps(&out), (1..=steps.len() as u64 + 2).collect::<Vec<_>>());
 
-    // Two signals: the process ends without finishing the step (no checkpoint in the first epoch
-    // but the one the first run left), and what is on disk stays intact.
+    // Two signals: the process ends without finishing the step it is in, and writes nothing. The
+    // first arrives once the handlers are installed (the run's config.toml is written after them),
+    // before the first step ends (model, first batch and step take a second or more); the second
+    // 200 ms later, once the first has surely been delivered (two pending signals would merge).
     let out = dir.path().join("twice");
-    let child = start_long_run(&out, 1, &[]);
+    let child = start_long_run(&out, |out| out.join("config.toml").exists());
     signal(&child, "TERM");
+    std::thread::sleep(Duration::from_millis(200));
     signal(&child, "TERM");
     let (code, err) = finish(child);
     assert_eq!(code, Some(128 + 15), "{err}");
