@@ -85,10 +85,7 @@ struct Prepared {
 /// `features`, the layer and feature cache of a feature protocol (else h, no cache).
 fn prepare(args: &EvalArgs, features: Option<&FeatureArgs>, default_out: &str, device: &Device) -> Result<Prepared> {
     let flags = args.config(default_out);
-    let mut train = data::open(&flags.source(), Split::Train)?;
-    if flags.data.limit > 0 && flags.data.limit < train.len() {
-        train = Arc::new(data::Subset::new(train, (0..flags.data.limit).collect()));
-    }
+    let train = data::first(data::open(&flags.source(), Split::Train)?, flags.data.limit);
     let test = data::open(&flags.source(), Split::Test)?;
     let first = train.image(0)?;
     let loaded = eval::load(args.checkpoint.as_deref(), &flags, first.height.max(first.width).min(224), device)?;

@@ -221,10 +221,7 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
 /// takes the run folder's lock ([`checkpoint::lock_run`]) and writes `OUT/config.toml`: the images,
 /// the config resolved for them (view size, classes) and the lock, held while the run lasts.
 fn open_run(cfg: &Config) -> Result<(Arc<dyn Dataset>, Config, std::fs::File)> {
-    let mut ds = data::open(&cfg.source(), Split::Pretrain)?;
-    if cfg.data.limit > 0 && cfg.data.limit < ds.len() {
-        ds = Arc::new(data::Subset::new(ds, (0..cfg.data.limit).collect()));
-    }
+    let ds = data::first(data::open(&cfg.source(), Split::Pretrain)?, cfg.data.limit);
     if ds.len() < cfg.optim.batch_size {
         bail!("--batch-size {}: the dataset has only {} images; use a smaller batch", cfg.optim.batch_size, ds.len());
     }

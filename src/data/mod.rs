@@ -149,6 +149,14 @@ pub struct Subset {
     indices: Vec<usize>,
 }
 
+/// The first `limit` images of `ds` (`--limit`; 0, or a limit past its end, keeps them all).
+pub fn first(ds: Arc<dyn Dataset>, limit: usize) -> Arc<dyn Dataset> {
+    if limit == 0 || limit >= ds.len() {
+        return ds;
+    }
+    Arc::new(Subset::new(ds, (0..limit).collect()))
+}
+
 impl Subset {
     /// A view of `inner` restricted to `indices` (each must be below `inner.len()`).
     pub fn new(inner: Arc<dyn Dataset>, indices: Vec<usize>) -> Self {
