@@ -7,6 +7,8 @@
 //!   decoded image gives its two views.
 //! - `step`: one training step (forward, NT-Xent, backward, optimiser update) on random images;
 //!   median over the timed steps after warm-up, and the process's peak RSS.
+//! - `search`: [`crate::search`]'s exact and HNSW indexes on random vectors: query latency, HNSW
+//!   build time and recall@k.
 //!
 //! [`make_views`]: crate::data::loader::make_views
 
@@ -165,4 +167,68 @@ pub fn step(cfg: &Config, steps: usize, warmup: usize, device: &Device) -> Resul
         steps_s: times,
         peak_rss_mib: peak_rss_mib(),
     })
+}
+
+/// What `bench search` measures.
+#[derive(Debug, Serialize)]
+pub struct SearchBench {
+    /// Rows in the index.
+    pub rows: usize,
+    /// Dimension of a row.
+    pub dim: usize,
+    /// Centres the vectors are drawn around (0: i.i.d. uniform).
+    pub clusters: usize,
+    /// Queries timed.
+    pub queries: usize,
+    /// Neighbours per query.
+    pub k: usize,
+    /// Exact search, one query per call.
+    pub exact_ms_per_query: f64,
+    /// Exact search, every query in one call (one matrix product).
+    pub exact_batched_ms_per_query: f64,
+    /// Building the HNSW index (parallel insertion).
+    pub hnsw_build_s: f64,
+    /// HNSW search, one query per call.
+    pub hnsw_ms_per_query: f64,
+    /// Share of the exact top-k that HNSW returns.
+    pub hnsw_recall: f64,
+    /// HNSW parameters.
+    pub hnsw: crate::search::HnswParams,
+}
+
+/// `n` random vectors of `dim` values from `seed`: with `clusters` = 0 i.i.d. uniform in [-1, 1);
+/// else row i is centre i mod `clusters` (drawn once from `seed`, uniform in [-1, 1)) plus uniform
+/// noise in [-0.5, 0.5), structure like that of learned embeddings (classes, near-duplicates).
+pub fn random_vectors(n: usize, dim: usize, clusters: usize, seed: u64) -> Vec<f32> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    if clusters == 0 {
+        return (0..n * dim).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    }
+    let mut centres = rand_chacha::ChaCha8Rng::seed_from_u64(u64::MAX);
+    let centres: Vec<f32> = (0..clusters * dim).map(|_| centres.random_range(-1.0f32..1.0)).collect();
+    (0..n).flat_map(|i| centres[(i % clusters) * dim..(i % clusters + 1) * dim].to_vec()).map(|c| c + rng.random_range(-0.5f32..0.5)).collect()
+}
+
+/// `bench search`: `rows` [`random_vectors`] of `dim` values (around `clusters` centres) indexed,
+/// `queries` others drawn alike searched one at a time and all at once.
+pub fn search(rows: usize, dim: usize, clusters: usize, queries: usize, k: usize, hnsw: crate::search::HnswParams) -> SearchBench {
+    use crate::search::{recall, Exact, Hnsw};
+    let data = random_vectors(rows, dim, clusters, 1);
+    let q = random_vectors(queries, dim, clusters, 2);
+    let per_query = |start: Instant| start.elapsed().as_secs_f64() * 1e3 / queries.max(1) as f64;
+    let exact = Exact::new(&data, dim);
+    let start = Instant::now();
+    let truth: Vec<_> = q.chunks(dim).map(|one| exact.search(one, k, &[]).swap_remove(0)).collect();
+    let exact_ms_per_query = per_query(start);
+    let start = Instant::now();
+    std::hint::black_box(exact.search(&q, k, &[]));
+    let exact_batched_ms_per_query = per_query(start);
+    let start = Instant::now();
+    let index = Hnsw::build(&data, dim, hnsw);
+    let hnsw_build_s = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let found: Vec<_> = q.chunks(dim).map(|one| index.search(one, dim, k, &[]).swap_remove(0)).collect();
+    let hnsw_ms_per_query = per_query(start);
+    SearchBench { rows, dim, clusters, queries, k, exact_ms_per_query, exact_batched_ms_per_query, hnsw_build_s, hnsw_ms_per_query, hnsw_recall: recall(&truth, &found), hnsw }
 }

@@ -331,10 +331,14 @@ pub enum SplitArg {
 pub fn embed(args: &EvalArgs, features: &FeatureArgs, split: SplitArg, device: &Device) -> Result<String> {
     let start = Instant::now();
     let p = prepare(args, Some(features), "runs/embed", device)?;
-    let f = frozen_features(&p, split, device)?;
+    // Extracted afresh (not from the feature cache), for the image index of each row.
+    let ds = if split == SplitArg::Train { &p.train } else { &p.test };
+    let (f, index) = eval::extract_indexed(&p.loaded.model, p.layer_index, ds.as_ref(), p.loaded.image_size, 256, &p.flags.bad_images(), device)?;
     crate::eval::embed::write(&f, &p.out)?;
+    crate::eval::embed::write_index(&index, &p.out)?;
     let line = format!("embed ({}, layer {}): {} × {} features in {}", source(&p), features.layer, f.n, f.dim, p.out.join("features.npy").display());
-    let metrics = serde_json::json!({ "images": f.n, "dim": f.dim, "layer": features.layer.to_string(), "labelled": f.is_labelled() });
-    report(&p, "embed", serde_json::json!({ "split": split }), metrics, start)?;
+    let metrics = serde_json::json!({ "images": f.n, "dim": f.dim, "layer": features.layer.to_string(), "labelled": f.is_labelled(), "image_size": p.loaded.image_size });
+    // The split and data settings let `simclr search` find the images of the rows again.
+    report(&p, "embed", serde_json::json!({ "split": split, "data": p.flags.data }), metrics, start)?;
     Ok(line)
 }

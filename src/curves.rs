@@ -57,7 +57,7 @@ impl RunCurves {
 }
 
 /// Registers the embedded DejaVu Sans as plotters' "sans-serif" (plotters draws no text without it).
-fn register_font() {
+pub(crate) fn register_font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular())

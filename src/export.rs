@@ -7,13 +7,23 @@
 //! with every channel count scaled). The mapping is [`crate::import::our_name`] read backwards, so
 //! export and import are each other's inverse.
 //!
+//! `--format onnx`: the network up to `--layer` (h: the encoder; z or head:K: the encoder and the
+//! head up to layer K) in inference mode (BN with its running statistics) as an ONNX model (opset
+//! 18, weights embedded, batch axis dynamic, height and width those of pretraining), recorded by
+//! `burn-onnx`'s exporter from the very forward pass our evaluation runs.
+//!
 //! The network takes `[N, 3, H, W]` RGB in [0, 1], without mean/std normalisation, as our encoder
-//! saw during pretraining; the file's metadata says so, with the architecture and stem.
+//! saw during pretraining; each file's metadata says so, with the architecture and stem.
 
 use crate::checkpoint;
+use crate::config::Config;
+use crate::eval::Layer;
 use crate::import::{our_name, Target};
+use crate::model::SimClr;
 use crate::resnet::{Arch, Stem};
 use anyhow::{bail, Context, Result};
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -22,6 +32,18 @@ use std::path::Path;
 pub enum Format {
     /// The encoder under torchvision's ResNet names, as `.safetensors`.
     Torchvision,
+    /// The network up to --layer as an ONNX model (opset 18, dynamic batch axis).
+    Onnx,
+}
+
+impl Format {
+    /// The output file when `--out` is not given.
+    pub fn default_out(self) -> &'static str {
+        match self {
+            Format::Torchvision => "encoder.safetensors",
+            Format::Onnx => "encoder.onnx",
+        }
+    }
 }
 
 /// torchvision's names of the encoder tensors of a ResNet of shape `arch`, in its state-dict order
@@ -49,10 +71,96 @@ fn torchvision_names(arch: Arch, has_shortcut: impl Fn(usize, usize) -> bool) ->
     names
 }
 
-/// Writes the encoder of the verified checkpoint (or run folder) `checkpoint` to `out` in `format`;
-/// returns a one-line summary with how to load it.
-pub fn run(checkpoint_arg: &Path, format: Format, out: &Path) -> Result<String> {
-    let Format::Torchvision = format;
+/// Writes the network of the verified checkpoint (or run folder) `checkpoint` to `out` in `format`
+/// (torchvision: the encoder; ONNX: up to `layer`); returns a one-line summary with how to load it.
+pub fn run(checkpoint_arg: &Path, format: Format, layer: Layer, out: &Path) -> Result<String> {
+    match format {
+        Format::Torchvision if layer != Layer::H => bail!("--layer {layer}: --format torchvision holds the encoder only (h); use --format onnx for the head"),
+        Format::Torchvision => torchvision(checkpoint_arg, out),
+        Format::Onnx => onnx(checkpoint_arg, layer, out),
+    }
+}
+
+/// The metadata every export carries: what the input is, which network and where it came from.
+fn describe(cfg: &Config, stem: Stem, dir: &Path) -> Vec<(String, String)> {
+    let stem_name = match stem {
+        Stem::Cifar => "cifar (conv1 3x3 stride 1, no max-pool)",
+        _ => "imagenet (conv1 7x7 stride 2, max-pool)",
+    };
+    vec![
+        ("arch".into(), format!("{:?}", cfg.model.arch).to_lowercase()),
+        ("width".into(), cfg.model.width.to_string()),
+        ("stem".into(), stem_name.into()),
+        ("input".into(), "[N, 3, H, W] RGB in [0, 1], no mean/std normalisation".into()),
+        ("checkpoint".into(), dir.display().to_string()),
+    ]
+}
+
+/// Writes `bytes` to `out` through a temporary file and a rename, so a failed write leaves no half file.
+fn write_atomically(out: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = out.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, out)).with_context(|| format!("--out {}: cannot write the file", out.display()))
+}
+
+/// `--format onnx`: the network up to `layer`, recorded by `burn-onnx` from our inference forward
+/// pass at two batch sizes (so the batch axis is symbolic), with [`describe`]'s metadata added.
+fn onnx(checkpoint_arg: &Path, layer: Layer, out: &Path) -> Result<String> {
+    use burn_onnx::export::{AxisSpec, InputSpec, OnnxExporter};
+    use onnx_ir::Message;
+    let dir = checkpoint::resolve(checkpoint_arg)?.dir;
+    let cfg = checkpoint::read_config(&dir)?;
+    let size = if cfg.model.image_size > 0 { cfg.model.image_size } else { 224 };
+    let device = Device::default();
+    let mut model = checkpoint::load_model(cfg.model(size).init(&device), &dir.join("model.safetensors"))?;
+    let keep = layer.index(model.head.len())?;
+    model.head = model.head.truncated(keep);
+    model.probe = None;
+    let model = model.valid();
+    let sample = |n| Tensor::<4>::zeros([n, 3, size, size], &device);
+    let axes = [InputSpec::new([AxisSpec::dynamic("batch"), AxisSpec::Static, AxisSpec::Static, AxisSpec::Static])];
+    let forward = |m: &SimClr, x: Tensor<4>| m.forward(x).pop().expect("h is always there");
+    let exported = OnnxExporter::new()
+        .export_dynamic(&model, sample(1), sample(2), &axes, forward)
+        .map_err(|e| anyhow::anyhow!("burn-onnx could not export the network: {e}"))?;
+    let mut proto = onnx_ir::ModelProto::parse_from_bytes(exported.as_bytes()).context("reading back burn-onnx's model")?;
+    let output = layer.to_string().replace(':', "_");
+    let graph = proto.graph.mut_or_insert_default();
+    let (input_name, output_name) = (graph.input[0].name.clone(), graph.output[0].name.clone());
+    rename(graph, &input_name, "input");
+    rename(graph, &output_name, &output);
+    proto.producer_name = "simclr".into();
+    proto.producer_version = env!("CARGO_PKG_VERSION").into();
+    let mut meta = describe(&cfg, cfg.model.stem.resolve(size), &dir);
+    meta.push(("output".into(), format!("{output}: [N, D], the representation {layer}")));
+    meta.push(("image_size".into(), size.to_string()));
+    for (key, value) in meta {
+        proto.metadata_props.push(Default::default());
+        let entry = proto.metadata_props.last_mut().expect("just pushed");
+        (entry.key, entry.value) = (key, value);
+    }
+    write_atomically(out, &proto.write_to_bytes().context("serialising the ONNX model")?)?;
+    Ok(format!(
+        "exported the network up to {layer} of {} to {} (ONNX opset 18, input \"input\" [N, 3, {size}, {size}] RGB in [0, 1], no mean/std normalisation; output \"{output}\")",
+        dir.display(),
+        out.display()
+    ))
+}
+
+/// Renames the value `from` of `graph` (an input, output or node edge) to `to`.
+fn rename(graph: &mut onnx_ir::GraphProto, from: &str, to: &str) {
+    for node in &mut graph.node {
+        for name in node.input.iter_mut().chain(node.output.iter_mut()).filter(|n| *n == from) {
+            *name = to.into();
+        }
+    }
+    for value in graph.input.iter_mut().chain(graph.output.iter_mut()).filter(|v| v.name == from) {
+        value.name = to.into();
+    }
+}
+
+/// `--format torchvision`.
+fn torchvision(checkpoint_arg: &Path, out: &Path) -> Result<String> {
     let dir = checkpoint::resolve(checkpoint_arg)?.dir;
     let cfg = checkpoint::read_config(&dir)?;
     let size = if cfg.model.image_size > 0 { cfg.model.image_size } else { 224 };
@@ -83,22 +191,11 @@ pub fn run(checkpoint_arg: &Path, format: Format, out: &Path) -> Result<String> 
     if used != ours.len() {
         bail!("{}: {} encoder tensors have no torchvision name", dir.display(), ours.len() - used);
     }
-    let stem_name = match stem {
-        Stem::Cifar => "cifar (conv1 3x3 stride 1, no max-pool)",
-        _ => "imagenet (conv1 7x7 stride 2, max-pool)",
-    };
-    let metadata = HashMap::from([
-        ("format".to_string(), "torchvision ResNet state dict (fc left out)".to_string()),
-        ("arch".to_string(), format!("{arch:?}").to_lowercase()),
-        ("width".to_string(), cfg.model.width.to_string()),
-        ("stem".to_string(), stem_name.to_string()),
-        ("input".to_string(), "[N, 3, H, W] RGB in [0, 1], no mean/std normalisation".to_string()),
-        ("checkpoint".to_string(), dir.display().to_string()),
-    ]);
+    let mut metadata: HashMap<String, String> = describe(&cfg, stem, &dir).into_iter().collect();
+    metadata.insert("format".into(), "torchvision ResNet state dict (fc left out)".into());
+    let stem_name = metadata["stem"].clone();
     let tensors = views.len();
-    let data = safetensors::serialize(views, Some(metadata)).context("serialising the export")?;
-    let tmp = out.with_extension("safetensors.tmp");
-    std::fs::write(&tmp, data).and_then(|_| std::fs::rename(&tmp, out)).with_context(|| format!("--out {}: cannot write the file", out.display()))?;
+    write_atomically(out, &safetensors::serialize(views, Some(metadata)).context("serialising the export")?)?;
     let arch_name = format!("{arch:?}").to_lowercase();
     let stem_channels = tensor_of("conv1.weight").map_or(64, |t| t.shape()[0]);
     let stem_fix = match stem {

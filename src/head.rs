@@ -64,8 +64,8 @@ impl LinearBn {
     fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         let mut y = batch_norm(&self.bn, self.linear.forward(x));
         if !self.center {
-            let [n, d] = y.dims();
-            y = y - self.bn.beta.val().reshape([1, d]).expand([n, d]);
+            let [_, d] = y.dims();
+            y = y - self.bn.beta.val().reshape([1, d]);
         }
         if self.relu { relu(y) } else { y }
     }

@@ -40,6 +40,7 @@ pub mod pretrain;
 pub mod progress;
 pub mod resnet;
 pub mod schedule;
+pub mod search;
 
 /// The compute device of this build: the first enabled backend (`flex`, pure-Rust CPU, by default).
 pub fn default_device() -> burn::tensor::Device {

@@ -80,8 +80,10 @@ enum Command {
         #[command(flatten, next_help_heading = "Fine-tuning optimisation")]
         optim: FinetuneOptimArgs,
     },
-    /// Write the representation of every image as features.npy (+ labels.npy).
-    #[command(mut_arg("out", |a| a.help("Output folder (features.npy, labels.npy, report.json) [default: runs/embed]")))]
+    /// Write the representation of every image as features.npy (+ labels.npy, and index.npy: each
+    /// row's image index), for `simclr search` and other tools.
+    #[command(mut_arg("out", |a| a.help("Output folder (features.npy, labels.npy, index.npy, report.json) [default: runs/embed]")))]
+    #[command(mut_arg("feature_cache", |a| a.hide(true)))]
     Embed {
         /// Which split to embed.
         #[arg(long, value_enum, default_value = "train")]
@@ -91,6 +93,10 @@ enum Command {
         #[command(flatten)]
         eval: EvalArgs,
     },
+    /// The nearest neighbours of a row or an image file among the embeddings `simclr embed` wrote,
+    /// by cosine similarity: exact, or with an HNSW index saved beside them; labels and files beside
+    /// each hit, and a PNG strip of the query and its hits.
+    Search(simclr::search::SearchArgs),
     /// Import a ResNet encoder saved by PyTorch (torchvision names) as a checkpoint folder for
     /// --checkpoint; depth, width and stem are read from the weights.
     #[command(mut_arg("out", |a| a.help("Output folder, the checkpoint for --checkpoint [default: runs/imported]")))]
@@ -147,8 +153,9 @@ enum Command {
         #[arg(long, global = true)]
         json: Option<PathBuf>,
     },
-    /// Write a checkpoint's encoder for other tools: `--format torchvision`, a .safetensors with
-    /// torchvision's ResNet names that torchvision.models.resnet18/50 loads with strict=True.
+    /// Write a checkpoint's network for other tools: `--format torchvision`, the encoder as a
+    /// .safetensors with torchvision's ResNet names that torchvision.models.resnet18/50 loads with
+    /// strict=True; `--format onnx`, the network up to --layer as ONNX (inference mode, dynamic batch).
     Export {
         /// Checkpoint folder, or a pretraining run's --out folder (its latest checkpoint).
         #[arg(long)]
@@ -156,9 +163,12 @@ enum Command {
         /// What to write.
         #[arg(long, value_enum, default_value = "torchvision")]
         format: simclr::export::Format,
-        /// Output file.
-        #[arg(long, default_value = "encoder.safetensors")]
-        out: PathBuf,
+        /// Network output (onnx only): h (the encoder), z (encoder and head) or head:K.
+        #[arg(long, default_value = "h")]
+        layer: simclr::eval::Layer,
+        /// Output file [default: encoder.safetensors, or encoder.onnx for --format onnx].
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Draw the training curves of one or more pretraining runs into one PNG (runs overlaid): loss,
     /// contrastive accuracy, learning rate, online-probe and kNN accuracy against the step.
@@ -197,6 +207,27 @@ enum BenchCommand {
         #[command(flatten)]
         args: ConfigArgs,
     },
+    /// Nearest-neighbour search on random vectors: query latency of the exact and the HNSW index,
+    /// the HNSW build time and its recall@k against exact search.
+    Search {
+        /// Rows in the index.
+        #[arg(long, default_value_t = 100_000)]
+        rows: usize,
+        /// Dimension of a row.
+        #[arg(long, default_value_t = 512)]
+        dim: usize,
+        /// Draw the rows around this many random centres (0: i.i.d. uniform, the hardest case).
+        #[arg(long, default_value_t = 0)]
+        clusters: usize,
+        /// Queries timed (random vectors, not rows of the index).
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        /// Neighbours per query.
+        #[arg(short, long, default_value_t = 10)]
+        k: usize,
+        #[command(flatten)]
+        hnsw: simclr::search::HnswParams,
+    },
     /// Training-step images/s (forward + backward + optimiser) and peak memory.
     #[command(mut_arg("image_size", |a| a.help("Side of the random input images in pixels (0: 32) [default: 0]")))]
     Step {
@@ -228,7 +259,7 @@ fn write_json(file: Option<PathBuf>, value: &impl serde::Serialize) -> Result<()
 fn main() {
     simclr::malloc::keep_freed_memory();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,hnsw_rs=warn,anndists=warn".into()))
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
@@ -285,6 +316,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Finetune { eval, subset, optim } => println!("{}", simclr::commands::finetune(&eval, &subset, &optim, &device)?),
         Command::Embed { eval, features, split } => println!("{}", simclr::commands::embed(&eval, &features, split, &device)?),
+        Command::Search(args) => println!("{}", simclr::search::run(&args, &device)?),
         Command::Import { weights, prefix, model, run } => println!("{}", simclr::import::run(&weights, prefix.as_deref(), &model, &run, &device)?),
         Command::Augment { image, index, samples, png, image_size, seed, data, augment } => {
             let cfg = Config { data: data.resolve(), augment: augment.resolve(), ..Config::default() };
@@ -309,6 +341,15 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{:>6}  {:<22} {:>14.0}", r.image_size, r.source, r.views_per_sec_per_core);
             }
             write_json(json, &rows)?;
+        }
+        Command::Bench { what: BenchCommand::Search { rows, dim, clusters, queries, k, hnsw }, json } => {
+            let r = simclr::bench::search(rows, dim, clusters, queries, k, hnsw);
+            println!("{} rows × {} dims ({} clusters), {} queries, k {}:", r.rows, r.dim, r.clusters, r.queries, r.k);
+            println!("  exact, one query at a time   {:>9.3} ms/query", r.exact_ms_per_query);
+            println!("  exact, all queries at once   {:>9.3} ms/query", r.exact_batched_ms_per_query);
+            println!("  hnsw build                   {:>9.1} s", r.hnsw_build_s);
+            println!("  hnsw, one query at a time    {:>9.3} ms/query   recall@{} {:.4}", r.hnsw_ms_per_query, r.k, r.hnsw_recall);
+            write_json(json, &r)?;
         }
         Command::Bench { what: BenchCommand::Epoch { mut args }, json } => {
             args.run.precision = cli.precision;
@@ -345,7 +386,10 @@ fn run(cli: Cli) -> Result<()> {
             );
             write_json(json, &r)?;
         }
-        Command::Export { checkpoint, format, out } => println!("{}", simclr::export::run(&checkpoint, format, &out)?),
+        Command::Export { checkpoint, format, layer, out } => {
+            let out = out.unwrap_or_else(|| format.default_out().into());
+            println!("{}", simclr::export::run(&checkpoint, format, layer, &out)?)
+        }
         Command::Plot { runs, png } => {
             let curves = runs.iter().map(|r| simclr::curves::RunCurves::read(r)).collect::<Result<Vec<_>>>()?;
             simclr::curves::plot(&curves, &png)?;

@@ -271,8 +271,10 @@ impl ResNet {
         for block in &self.blocks {
             x = block.forward(x);
         }
+        // Global average pooling, as a sum and a division: ONNX export (burn-onnx 0.22) lowers
+        // `sum_dim` but not `mean_dim`.
         let [n, c, h, w] = x.dims();
-        x.reshape([n, c, h * w]).mean_dim(2).reshape([n, c])
+        x.reshape([n, c, h * w]).sum_dim(2).reshape([n, c]) / (h * w) as f32
     }
 
     /// Dimension of h.

@@ -79,7 +79,11 @@ fn listed_flags(args: &[&str]) -> Vec<String> {
     let out = Command::new(env!("CARGO_BIN_EXE_simclr")).args(args).arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    text.lines().filter_map(|l| l.trim_start().strip_prefix("--")).map(|l| l.split([' ', ',']).next().unwrap().to_string()).collect()
+    // "--name <V>" or, with a short form, "-k, --name <V>".
+    fn long(l: &str) -> Option<&str> {
+        l.strip_prefix("--").or_else(|| l.strip_prefix('-').and_then(|l| l.split_once(", --")).map(|(_, long)| long))
+    }
+    text.lines().filter_map(|l| long(l.trim_start())).map(|l| l.split([' ', ',']).next().unwrap().to_string()).collect()
 }
 
 #[test]
@@ -93,7 +97,9 @@ fn each_command_lists_only_the_flags_it_reads() {
     let cases: Vec<(&[&str], Vec<&str>)> = vec![
         (&["knn"], [&network[..], &features, &data, &model, &["k", "knn-temperature"]].concat()),
         (&["linear-eval"], [&network[..], &features, &data, &model, &["solver", "sgd-epochs", "sgd-lr"]].concat()),
-        (&["embed"], [&network[..], &features, &data, &model, &["split"]].concat()),
+        (&["embed"], [&network[..], &["layer"], &data, &model, &["split"]].concat()),
+        (&["search"], vec!["embeddings", "query", "checkpoint", "k", "index", "max-connections", "ef-construction", "ef-search", "png", "json"]),
+        (&["export"], vec!["checkpoint", "format", "layer", "out"]),
         (&["finetune"], [&network[..], &data, &model, &["label-fraction", "subset", "from-head-layer"], &["epochs", "batch-size", "lr", "lr-scaling", "momentum", "weight-decay"]].concat()),
         (&["bench", "step"], [&model[..], &["steps", "warmup", "json", "batch-size", "optimizer"]].concat()),
     ];

@@ -1,13 +1,18 @@
 //! `simclr export --format torchvision`: PyTorch's own file comes back out unchanged (import, then
 //! export), export then import gives the same network, and PyTorch loads the export with
 //! `strict=True` into a torchvision-layout ResNet and computes our features (when python3 with torch
-//! is installed, as `.ci/run` installs it).
+//! is installed, as `.ci/run` installs it). `--format onnx`: tract (a Rust ONNX runtime that is not
+//! ours) and ONNX Runtime (when python3 has `onnxruntime`, as `.ci/run` installs it) compute our
+//! h and z from the exported file at two batch sizes.
 
 mod common;
 
 use burn::tensor::{Tensor, TensorData};
 use common::small;
 use simclr::config::{ModelArgs, RunArgs};
+use simclr::eval::Layer;
+use simclr::export::Format;
+use simclr::resnet::Arch;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -33,7 +38,7 @@ fn tensors(file: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
 }
 
 fn export(checkpoint: &Path, out: &Path) -> String {
-    simclr::export::run(checkpoint, simclr::export::Format::Torchvision, out).unwrap()
+    simclr::export::run(checkpoint, Format::Torchvision, Layer::H, out).unwrap()
 }
 
 #[test]
@@ -63,13 +68,30 @@ fn pytorchs_file_comes_back_out_unchanged() {
     assert_eq!(exported.len(), compared + counters, "nothing else: no head, no classifier");
 }
 
-/// `h` of the network in `checkpoint` for the fixture script's input (N = 2, 3 × size × size).
-fn our_features(checkpoint: &Path, size: usize) -> Vec<f32> {
+/// The fixture scripts' input: `n` images of 3 × size × size, x[i] = 0.5 + 0.5 sin(0.001 i).
+fn input(n: usize, size: usize) -> Vec<f32> {
+    (0..n * 3 * size * size).map(|i| (0.5 + 0.5 * (0.001 * i as f64).sin()) as f32).collect()
+}
+
+/// Output `layer` (index into h, head layers…) of the network in `checkpoint` for [`input`]`(n, size)`.
+fn our_output(checkpoint: &Path, size: usize, n: usize, layer: usize) -> Vec<f32> {
     let device = simclr::default_device();
     let loaded = simclr::eval::load(Some(checkpoint), &simclr::config::Config::default(), size, &device).unwrap();
-    let x: Vec<f32> = (0..2 * 3 * size * size).map(|i| (0.5 + 0.5 * (0.001 * i as f64).sin()) as f32).collect();
-    let x = Tensor::<4>::from_data(TensorData::new(x, [2, 3, size, size]), &device);
-    loaded.model.forward(x).swap_remove(0).into_data().try_to_vec::<f32>().unwrap()
+    let x = Tensor::<4>::from_data(TensorData::new(input(n, size), [n, 3, size, size]), &device);
+    loaded.model.forward(x).swap_remove(layer).into_data().try_to_vec::<f32>().unwrap()
+}
+
+/// `h` of the network in `checkpoint` for the fixture script's input (N = 2, 3 × size × size).
+fn our_features(checkpoint: &Path, size: usize) -> Vec<f32> {
+    our_output(checkpoint, size, 2, 0)
+}
+
+/// A network of shape `arch` pretrained for a few steps on `size` px views (so BN statistics are
+/// not the initial ones) into `run`; at 16 px it has the CIFAR stem, over 32 px ImageNet's.
+fn pretrained(run: &Path, arch: Arch, size: usize) {
+    let mut cfg = small(run);
+    (cfg.optim.max_steps, cfg.model.zero_init_residual, cfg.model.arch, cfg.model.image_size) = (3, false, arch, size);
+    simclr::pretrain::pretrain(&cfg, false, &simclr::default_device(), false).unwrap();
 }
 
 /// Equal within `tolerance`, relative to values over 1.
@@ -82,37 +104,96 @@ fn assert_close(got: &[f32], want: &[f32], tolerance: f32, what: &str) {
 
 #[test]
 fn export_then_import_is_the_same_network_and_pytorch_loads_it_strictly() {
-    // A pretrained CIFAR-stem network (a few steps, so BN statistics are not the initial ones).
+    for arch in [Arch::Resnet18, Arch::Resnet50] {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        pretrained(&run, arch, 16);
+        let out = dir.path().join("encoder.safetensors");
+        let line = export(&run, &out);
+        assert!(line.contains("cifar") && line.contains("model.maxpool = nn.Identity()"), "{line}");
+
+        let back = dir.path().join("back");
+        let runs = RunArgs { out: Some(back.clone()), ..Default::default() };
+        let model = ModelArgs { image_size: Some(16), ..Default::default() };
+        simclr::import::run(&out, None, &model, &runs, &simclr::default_device()).unwrap();
+        let ours = our_features(&run, 16);
+        assert_close(&our_features(&back, 16), &ours, 1e-6, &format!("{arch:?} export → import"));
+
+        if let Some(theirs) = python("torch", "check-torchvision-export.py", &[out.as_os_str(), "16".as_ref()]) {
+            assert_close(&ours, &theirs, 1e-4, &format!("PyTorch on the {arch:?} export"));
+        }
+    }
+}
+
+/// What `scripts/SCRIPT ARGS` prints (a JSON list of numbers), or `None` with a message when
+/// python3 cannot import `module`.
+fn python(module: &str, script: &str, args: &[&std::ffi::OsStr]) -> Option<Vec<f32>> {
+    if Command::new("python3").args(["-c", &format!("import {module}")]).output().map_or(true, |o| !o.status.success()) {
+        eprintln!("skipped the {module} check: python3 cannot import {module} (`pip install {module}`)");
+        return None;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join(script);
+    let py = Command::new("python3").arg(&script).args(args).output().unwrap();
+    assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
+    Some(serde_json::from_slice(&py.stdout).unwrap())
+}
+
+/// The ONNX model in `file` run by tract on [`input`]`(n, size)`.
+fn tract_output(file: &Path, size: usize, n: usize) -> Vec<f32> {
+    use tract_onnx::prelude::*;
+    let model = tract_onnx::onnx()
+        .model_for_path(file)
+        .and_then(|m| m.with_input_fact(0, f32::fact([n, 3, size, size]).into()))
+        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_runnable())
+        .unwrap_or_else(|e| panic!("tract cannot load {}: {e:?}", file.display()));
+    let x = tract_ndarray::Array4::from_shape_vec((n, 3, size, size), input(n, size)).unwrap();
+    let out = model.run(tvec!(Tensor::from(x).into())).unwrap();
+    out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect()
+}
+
+#[test]
+fn the_onnx_export_computes_our_h_and_z_in_tract_and_onnx_runtime() {
+    // ResNet-18 with the CIFAR stem at 16 px (h and z); ResNet-50 with ImageNet's (max-pool) at 40 px.
+    for (arch, size) in [(Arch::Resnet18, 16), (Arch::Resnet50, 40)] {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        pretrained(&run, arch, size);
+        let heads = simclr::checkpoint::read_config(&simclr::checkpoint::resolve(&run).unwrap().dir).unwrap().model.head_layers;
+        let layers = if arch == Arch::Resnet18 { vec![(Layer::H, 0), (Layer::Z, heads)] } else { vec![(Layer::H, 0)] };
+        for (layer, index) in layers {
+            let file = dir.path().join(format!("{layer}.onnx"));
+            let line = simclr::export::run(&run, Format::Onnx, layer, &file).unwrap();
+            assert!(line.contains(&format!("[N, 3, {size}, {size}]")) && line.contains(&format!("output \"{layer}\"")), "{line}");
+            // Two batch sizes through one file: the batch axis is dynamic.
+            for n in [1, 3] {
+                let what = format!("{arch:?} layer {layer}, batch {n}");
+                let ours = our_output(&run, size, n, index);
+                assert_close(&tract_output(&file, size, n), &ours, 1e-4, &format!("tract, {what}"));
+                let (size, batch) = (size.to_string(), n.to_string());
+                if let Some(theirs) = python("onnxruntime", "check-onnx-export.py", &[file.as_os_str(), size.as_ref(), batch.as_ref()]) {
+                    assert_close(&theirs, &ours, 1e-4, &format!("ONNX Runtime, {what}"));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn export_refuses_what_its_format_cannot_hold() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let mut cfg = small(&run);
-    (cfg.optim.max_steps, cfg.model.zero_init_residual) = (3, false);
-    simclr::pretrain::pretrain(&cfg, false, &simclr::default_device(), false).unwrap();
-    let out = dir.path().join("encoder.safetensors");
-    let line = export(&run, &out);
-    assert!(line.contains("cifar") && line.contains("model.maxpool = nn.Identity()"), "{line}");
-
-    let back = dir.path().join("back");
-    let runs = RunArgs { out: Some(back.clone()), ..Default::default() };
-    let model = ModelArgs { image_size: Some(16), ..Default::default() };
-    simclr::import::run(&out, None, &model, &runs, &simclr::default_device()).unwrap();
-    let ours = our_features(&run, 16);
-    assert_close(&our_features(&back, 16), &ours, 1e-6, "export → import");
-
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check-torchvision-export.py");
-    if Command::new("python3").args(["-c", "import torch"]).output().map_or(true, |o| !o.status.success()) {
-        eprintln!("skipped the PyTorch check: python3 with torch is not installed (`pip install torch`)");
-        return;
-    }
-    let py = Command::new("python3").arg(&script).arg(&out).arg("16").output().unwrap();
-    assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
-    let theirs: Vec<f32> = serde_json::from_slice(&py.stdout).unwrap();
-    assert_close(&ours, &theirs, 1e-4, "PyTorch on the export");
+    pretrained(&run, Arch::Resnet18, 16);
+    let e = format!("{:#}", simclr::export::run(&run, Format::Torchvision, Layer::Z, &dir.path().join("x")).unwrap_err());
+    assert!(e.contains("--layer z") && e.contains("--format onnx"), "{e}");
+    let e = format!("{:#}", simclr::export::run(&run, Format::Onnx, Layer::Head(7), &dir.path().join("x")).unwrap_err());
+    assert!(e.contains("head:7") && e.contains("only 2 layers"), "{e}");
+    assert!(!dir.path().join("x").exists(), "nothing written");
 }
 
 #[test]
 fn a_damaged_or_missing_checkpoint_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
-    let e = format!("{:#}", simclr::export::run(dir.path(), simclr::export::Format::Torchvision, &dir.path().join("x.safetensors")).unwrap_err());
+    let e = format!("{:#}", simclr::export::run(dir.path(), Format::Torchvision, Layer::H, &dir.path().join("x.safetensors")).unwrap_err());
     assert!(e.contains("no checkpoint here"), "{e}");
 }

@@ -182,6 +182,10 @@ impl Dataset for ImageFolder {
         self.files.len()
     }
 
+    fn file(&self, index: usize) -> Option<PathBuf> {
+        self.files.get(index).cloned()
+    }
+
     fn image(&self, index: usize) -> Result<Image, DataError> {
         if index >= self.files.len() {
             return Err(DataError::Invalid(format!("image index {index} out of range (dataset has {})", self.files.len())));

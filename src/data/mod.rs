@@ -73,6 +73,10 @@ pub trait Dataset: Send + Sync {
     fn label(&self, index: usize) -> Option<usize>;
     /// Number of classes (0 for an unlabelled dataset).
     fn num_classes(&self) -> usize;
+    /// The file image `index` was read from, for datasets of image files.
+    fn file(&self, _index: usize) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// Images held in memory as 8-bit HWC pixels of one common size.
@@ -178,6 +182,9 @@ impl Dataset for Subset {
     fn num_classes(&self) -> usize {
         self.inner.num_classes()
     }
+    fn file(&self, index: usize) -> Option<PathBuf> {
+        self.inner.file(*self.indices.get(index)?)
+    }
 }
 
 /// Several datasets one after the other (STL-10's unlabelled + train images for pretraining).
@@ -217,6 +224,9 @@ impl Dataset for Concat {
     }
     fn num_classes(&self) -> usize {
         self.parts.iter().map(|p| p.num_classes()).max().unwrap_or(0)
+    }
+    fn file(&self, index: usize) -> Option<PathBuf> {
+        self.locate(index).and_then(|(d, i)| d.file(i))
     }
 }
 

@@ -1,5 +1,6 @@
 //! `simclr embed`: the representation of every image of a dataset as a NumPy `.npy` file (float32,
-//! N × D, C order) with the labels alongside (`labels.npy`, int64; absent for unlabelled data).
+//! N × D, C order) with the labels alongside (`labels.npy`, int64; absent for unlabelled data) and
+//! each row's image index in the split (`index.npy`, int64; rows of unreadable images are left out).
 
 use crate::eval::Features;
 use anyhow::{Context, Result};
@@ -62,6 +63,21 @@ pub fn read(dir: &Path) -> Result<Features> {
         vec![]
     };
     Ok(Features { data, n, dim, labels })
+}
+
+/// Reads `index.npy` from `dir`, if there is one.
+pub fn read_index(dir: &Path) -> Result<Option<Vec<usize>>> {
+    let file = dir.join("index.npy");
+    if !file.exists() {
+        return Ok(None);
+    }
+    Ok(Some(read_npy(&file, "<i8", 8)?.1.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as usize).collect()))
+}
+
+/// Writes each row's image index as `index.npy` into `out` (by rename).
+pub fn write_index(index: &[usize], out: &Path) -> Result<()> {
+    let bytes: Vec<u8> = index.iter().flat_map(|&i| (i as i64).to_le_bytes()).collect();
+    write_npy(&out.join("index.npy"), "<i8", &[index.len()], &bytes)
 }
 
 /// Writes `features.npy` (and `labels.npy` when labelled) into `out`, each file by rename.

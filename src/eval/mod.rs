@@ -158,11 +158,25 @@ pub fn extract(
     bad: &BadImages,
     device: &Device,
 ) -> Result<Features> {
+    Ok(extract_indexed(model, layer, ds, image_size, batch, bad, device)?.0)
+}
+
+/// [`extract`], with the index in `ds` of each row (rows of unreadable images are left out).
+pub fn extract_indexed(
+    model: &SimClr,
+    layer: usize,
+    ds: &dyn Dataset,
+    image_size: usize,
+    batch: usize,
+    bad: &BadImages,
+    device: &Device,
+) -> Result<(Features, Vec<usize>)> {
     let device = device.clone().inner();
     let model = model.valid().to_device(&device);
     let aug = AugmentConfig::eval(image_size);
     let mut data = Vec::new();
     let mut labels = Vec::with_capacity(ds.len());
+    let mut rows = Vec::with_capacity(ds.len());
     let mut dim = 0;
     let bar = crate::progress::bar(ds.len() as u64, "extracting features");
     for start in (0..ds.len()).step_by(batch) {
@@ -184,13 +198,14 @@ pub fn extract(
         dim = f.dims()[1];
         data.extend(crate::floats(f));
         labels.extend(idx.iter().filter_map(|&i| ds.label(i)));
+        rows.extend(idx);
     }
     bar.finish_and_clear();
     let n = data.len() / dim.max(1);
     if !labels.is_empty() && labels.len() != n {
         bail!("only some images have labels ({} of {n})", labels.len());
     }
-    Ok(Features { n, dim, data, labels })
+    Ok((Features { n, dim, data, labels }, rows))
 }
 
 /// Fraction of rows whose label is among the `k` highest of `scores` (`n × classes`, row-major).
