@@ -106,6 +106,8 @@ pub struct StepResult {
     pub device: String,
     /// Arithmetic of the convolutions.
     pub precision: crate::device::Precision,
+    /// Memory order of the activations.
+    pub memory_format: crate::device::MemoryFormat,
     /// Median seconds per step.
     pub median_step_s: f64,
     /// Images (not views) per second at the median step.
@@ -162,6 +164,7 @@ pub fn step(cfg: &Config, steps: usize, warmup: usize, device: &Device) -> Resul
         image_size: size,
         device: format!("{device:?}"),
         precision: crate::device::precision(),
+        memory_format: crate::device::memory_format(device),
         median_step_s: median,
         images_per_sec: cfg.optim.batch_size as f64 / median,
         steps_s: times,

@@ -105,6 +105,9 @@ pub fn set_precision(precision: Precision, device: &Device) -> Result<()> {
     if precision == Precision::Bf16 {
         #[cfg(feature = "tch")]
         if is_libtorch(device) {
+            if is_libtorch_cpu(device) && !cpu_has_amx_bf16() {
+                tracing::warn!("--precision bf16 on a CPU without AMX (no amx_bf16 in /proc/cpuinfo): bfloat16 convolutions are emulated and slower than f32 here (measured 0.7-0.8x); use --precision f32");
+            }
             crate::ops::libtorch::set_bf16(true);
             return Ok(());
         }
@@ -113,6 +116,53 @@ pub fn set_precision(precision: Precision, device: &Device) -> Result<()> {
     #[cfg(feature = "tch")]
     crate::ops::libtorch::set_bf16(false);
     Ok(())
+}
+
+/// Memory order of the encoder's activations on libtorch (`--memory-format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MemoryFormat {
+    /// The faster one for the device: channels-last on libtorch (CPU and CUDA), NCHW elsewhere.
+    #[default]
+    Auto,
+    /// `[N, C, H, W]` in memory order (Burn's own layout).
+    Nchw,
+    /// `[N, H, W, C]` in memory (PyTorch's `channels_last`): each convolution's input converted
+    /// once at the stem; oneDNN's and cuDNN's NHWC kernels; libtorch devices only.
+    ChannelsLast,
+}
+
+/// Makes the convolutions of this process on a libtorch `device` take `format` (`auto` resolved
+/// for the device); returns the format in force. `channels-last` on another device is an error
+/// naming the fix.
+pub fn set_memory_format(format: MemoryFormat, device: &Device) -> Result<MemoryFormat> {
+    #[cfg(feature = "tch")]
+    if is_libtorch(device) {
+        let channels_last = format != MemoryFormat::Nchw;
+        crate::ops::libtorch::set_channels_last(channels_last);
+        return Ok(if channels_last { MemoryFormat::ChannelsLast } else { MemoryFormat::Nchw });
+    }
+    if format == MemoryFormat::ChannelsLast {
+        bail!("--memory-format channels-last: only libtorch devices keep activations channels-last, not {device:?}; use --device tch-cpu or cuda (feature tch), or --memory-format auto");
+    }
+    Ok(MemoryFormat::Nchw)
+}
+
+/// The memory format [`set_memory_format`] last set (until then `auto`'s), as `device` uses it.
+pub fn memory_format(device: &Device) -> MemoryFormat {
+    #[cfg(feature = "tch")]
+    if is_libtorch(device) && crate::ops::libtorch::channels_last() {
+        return MemoryFormat::ChannelsLast;
+    }
+    let _ = device;
+    MemoryFormat::Nchw
+}
+
+/// Whether this CPU has Intel AMX with bfloat16 tiles (the `amx_bf16` flag Linux lists), which
+/// oneDNN's fast bfloat16 convolutions need; false where it cannot tell.
+#[cfg(feature = "tch")]
+fn cpu_has_amx_bf16() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|info| info.lines().any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "amx_bf16")))
 }
 
 /// The precision [`set_precision`] last set (`f32` until then).
@@ -127,6 +177,12 @@ pub fn precision() -> Precision {
 #[cfg(feature = "tch")]
 fn is_libtorch(device: &Device) -> bool {
     matches!(device.clone().inner().as_dispatch(), burn::backend::DispatchDevice::LibTorch(_))
+}
+
+#[cfg(feature = "tch")]
+#[allow(deprecated)] // Burn 0.22 marks burn-tch deprecated; it is still our libtorch backend.
+fn is_libtorch_cpu(device: &Device) -> bool {
+    matches!(device.clone().inner().as_dispatch(), burn::backend::DispatchDevice::LibTorch(burn::backend::libtorch::LibTorchDevice::Cpu))
 }
 
 /// `vulkan:N` / `wgpu:N` is the N-th discrete GPU; without an index, the adapter wgpu prefers.

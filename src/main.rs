@@ -18,10 +18,15 @@ struct Cli {
     #[arg(long, global = true, default_value = "auto")]
     device: String,
     /// Arithmetic of the convolutions: f32 (the default), or bf16 (bfloat16 operands, f32 results,
-    /// as PyTorch's autocast; libtorch devices only, about 2x faster on CPUs with AMX and on GPUs).
+    /// as PyTorch's autocast; libtorch devices only; about 2x faster on CPUs with AMX and on GPUs,
+    /// but slower than f32 on CPUs without AMX, where it warns at start-up).
     /// Pretraining records it in OUT/config.toml: --resume and --config reruns keep it unless given.
     #[arg(long, global = true, value_enum)]
     precision: Option<simclr::device::Precision>,
+    /// Memory order of the activations: auto (channels-last on libtorch, which runs oneDNN's and
+    /// cuDNN's NHWC convolutions; NCHW elsewhere), nchw, or channels-last (libtorch only).
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    memory_format: simclr::device::MemoryFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -276,7 +281,8 @@ fn run(cli: Cli) -> Result<()> {
     let device = simclr::device::parse(&cli.device)?;
     // Pretraining takes its precision from its config (recorded, for --resume); the rest from the flag.
     simclr::device::set_precision(cli.precision.unwrap_or_default(), &device)?;
-    tracing::debug!("device {device:?}, precision {:?}", cli.precision);
+    let memory_format = simclr::device::set_memory_format(cli.memory_format, &device)?;
+    tracing::debug!("device {device:?}, precision {:?}, memory format {memory_format:?}", cli.precision);
     match cli.command {
         Command::Pretrain { config, resume, mut args } => {
             let out = args.run.out.clone().unwrap_or_else(|| Config::default().run.out);
@@ -374,12 +380,13 @@ fn run(cli: Cli) -> Result<()> {
             let cfg = Config { model: model.resolve(), optim, ..Config::default() };
             let r = simclr::bench::step(&cfg, steps, warmup, &device)?;
             println!(
-                "{} batch {} at {} px on {} ({:?}): median step {:.3} s, {:.1} images/s, peak RSS {}",
+                "{} batch {} at {} px on {} ({:?}, {:?}): median step {:.3} s, {:.1} images/s, peak RSS {}",
                 r.model,
                 r.batch_size,
                 r.image_size,
                 r.device,
                 r.precision,
+                r.memory_format,
                 r.median_step_s,
                 r.images_per_sec,
                 r.peak_rss_mib.map(|m| format!("{m:.0} MiB")).unwrap_or_else(|| "n/a".into())

@@ -84,6 +84,14 @@ fn device_names_are_checked() {
         assert_ne!(code, 0);
         assert!(stderr.lines().any(|l| l.starts_with("error: --precision bf16: only libtorch devices")), "{stderr}");
     }
+    // On libtorch's CPU it runs, with a warning exactly where the CPU lacks AMX (bf16 is slower there).
+    #[cfg(feature = "tch")]
+    {
+        let (code, stderr) = simclr(&["--device", "tch-cpu", "--precision", "bf16", "bench", "data", "--seconds", "0.1"]);
+        assert_eq!(code, 0, "{stderr}");
+        let amx = std::fs::read_to_string("/proc/cpuinfo").unwrap().split_whitespace().any(|f| f == "amx_bf16");
+        assert_eq!(stderr.contains("--precision bf16 on a CPU without AMX"), !amx, "{stderr}");
+    }
 }
 
 #[test]

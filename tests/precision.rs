@@ -1,11 +1,12 @@
 //! `--precision bf16` (`simclr::device::set_precision`): on libtorch the encoder's convolution
 //! computes in bfloat16 — output and both gradients within bfloat16's rounding of the f32 ones yet
 //! not equal to them (the bfloat16 kernels really ran), and a whole training step runs; any other
-//! device refuses it with an error naming the fix. One test in this binary: the precision is a
-//! setting of the process.
+//! device refuses it with an error naming the fix. `--memory-format channels-last` on libtorch gives
+//! the NCHW output and gradients to float rounding, and a whole step runs in it; elsewhere `auto`
+//! is NCHW and `channels-last` an error. One test in this binary: both are settings of the process.
 
 #[cfg(any(feature = "flex", feature = "tch"))]
-use {burn::tensor::Device, simclr::device::set_precision};
+use {burn::tensor::Device, simclr::device::{set_memory_format, set_precision, MemoryFormat}};
 #[cfg(feature = "tch")]
 use burn::tensor::{Distribution, Tensor, TensorData};
 use simclr::device::{precision, Precision};
@@ -38,6 +39,9 @@ fn bf16_convolutions_are_close_to_f32_on_libtorch_and_refused_elsewhere() {
         let err = set_precision(Precision::Bf16, &Device::flex()).unwrap_err().to_string();
         assert!(err.contains("--precision bf16") && err.contains("--device tch-cpu"), "{err}");
         assert_eq!(precision(), Precision::F32);
+        assert_eq!(set_memory_format(MemoryFormat::Auto, &Device::flex()).unwrap(), MemoryFormat::Nchw);
+        let err = set_memory_format(MemoryFormat::ChannelsLast, &Device::flex()).unwrap_err().to_string();
+        assert!(err.contains("--memory-format channels-last") && err.contains("--device tch-cpu"), "{err}");
     }
     #[cfg(feature = "tch")]
     {
@@ -66,5 +70,20 @@ fn bf16_convolutions_are_close_to_f32_on_libtorch_and_refused_elsewhere() {
         assert!(step.median_step_s.is_finite());
         set_precision(Precision::F32, &device).unwrap();
         assert_eq!(precision(), Precision::F32);
+
+        // Channels-last f32 (the default, `auto`): the same numbers as NCHW up to the order of the sums.
+        assert_eq!(simclr::device::memory_format(&device), MemoryFormat::ChannelsLast);
+        assert_eq!(set_memory_format(MemoryFormat::Nchw, &device).unwrap(), MemoryFormat::Nchw);
+        let nchw = conv_and_grads(&device, &x, &w, &r);
+        assert_eq!(set_memory_format(MemoryFormat::Auto, &device).unwrap(), MemoryFormat::ChannelsLast);
+        let nhwc = conv_and_grads(&device, &x, &w, &r);
+        for (what, (a, b)) in ["output", "input gradient", "weight gradient"].iter().zip(nhwc.iter().zip(&nchw)) {
+            let e = relative_error(a, b);
+            assert!(e < 1e-5, "{what}: relative error {e}");
+        }
+        let step = simclr::bench::step(&cfg, 1, 1, &device).unwrap();
+        assert_eq!(step.memory_format, MemoryFormat::ChannelsLast);
+        assert!(step.median_step_s.is_finite());
+        assert_eq!(set_memory_format(MemoryFormat::Nchw, &device).unwrap(), MemoryFormat::Nchw);
     }
 }

@@ -288,16 +288,22 @@ mod own {
         use burn::backend::tensor::FloatTensor;
         use burn::backend::{Autodiff, LibTorch};
 
-        /// libtorch's convolution; under `--precision bf16` by autocast's rule (`bfloat16` operands,
-        /// `f32` result).
+        /// libtorch's convolution; under `--precision bf16` by autocast's rule (`bfloat16` operands
+        /// in channels-last order, `f32` result); under `--memory-format channels-last` on its
+        /// input in channels-last order (oneDNN's and cuDNN's NHWC kernels), so the output and the
+        /// layers after it keep that order and later convolutions take it without a copy.
         fn torch_conv2d(x: &tch::Tensor, weight: &tch::Tensor, stride: usize, pad: usize) -> tch::Tensor {
+            use crate::ops::libtorch::{bf16, channels_last, to_channels_last};
             let conv = |x: &tch::Tensor, weight: &tch::Tensor| {
                 let (stride, pad) = (stride as i64, pad as i64);
                 tch::Tensor::conv2d(x, weight, None::<tch::Tensor>, [stride; 2], [pad; 2], [1, 1], 1)
             };
-            if crate::ops::libtorch::bf16() {
-                let x = crate::ops::libtorch::bf16_channels_last(x);
+            if bf16() {
+                let x = to_channels_last(x, tch::Kind::BFloat16);
                 return conv(&x, &weight.to_kind(tch::Kind::BFloat16)).to_kind(tch::Kind::Float);
+            }
+            if channels_last() {
+                return conv(&to_channels_last(x, x.kind()), weight);
             }
             conv(x, weight)
         }

@@ -20,6 +20,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Whether convolutions compute in `bfloat16` ([`crate::device::Precision::Bf16`]).
 static BF16: AtomicBool = AtomicBool::new(false);
 
+/// Whether convolutions take their input in channels-last order
+/// ([`crate::device::MemoryFormat::ChannelsLast`]); on until set otherwise, as `auto` has it.
+static CHANNELS_LAST: AtomicBool = AtomicBool::new(true);
+
 pub(crate) fn set_bf16(on: bool) {
     BF16.store(on, Ordering::Relaxed);
 }
@@ -28,10 +32,24 @@ pub(crate) fn bf16() -> bool {
     BF16.load(Ordering::Relaxed)
 }
 
-/// `x` (`[n, c, h, w]`) as `bfloat16` in channels-last order, in one differentiable copy.
-pub(crate) fn bf16_channels_last(x: &tch::Tensor) -> tch::Tensor {
+pub(crate) fn set_channels_last(on: bool) {
+    CHANNELS_LAST.store(on, Ordering::Relaxed);
+}
+
+pub(crate) fn channels_last() -> bool {
+    CHANNELS_LAST.load(Ordering::Relaxed)
+}
+
+/// `x` (`[n, c, h, w]`) as `kind` in channels-last order: `x` itself when it already is (the output
+/// of a channels-last convolution, and of the BN, ReLU and additions after it, which keep the
+/// layout), else one differentiable copy.
+pub(crate) fn to_channels_last(x: &tch::Tensor, kind: tch::Kind) -> tch::Tensor {
     let (n, c, h, w) = x.size4().expect("a 4-D tensor");
-    let mut y = tch::Tensor::empty_strided([n, c, h, w], [h * w * c, 1, w * c, c], (tch::Kind::BFloat16, x.device()));
+    let strides = [h * w * c, 1, w * c, c];
+    if x.kind() == kind && x.stride() == strides {
+        return x.shallow_clone();
+    }
+    let mut y = tch::Tensor::empty_strided([n, c, h, w], strides, (kind, x.device()));
     y.copy_(x);
     y
 }
