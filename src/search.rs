@@ -9,7 +9,6 @@ use crate::config::{Config, DataSettings};
 use crate::data::{self, Dataset, InMemoryDataset, Split};
 use crate::eval::{Features, Layer};
 use crate::image::Image;
-use crate::manifest::sha256_hex;
 use anyhow::{bail, Context, Result};
 use burn::tensor::Device;
 use hnsw_rs::prelude::{AnnT, Distance, HnswIo};
@@ -64,8 +63,8 @@ impl Exact {
         Self { rows: normalized(data, dim), n: data.len() / dim.max(1), dim }
     }
 
-    /// The `k` nearest rows of each query (`queries`: `m × dim`, normalised here), one batched
-    /// matrix product `Q Xᵀ` per block of queries; `exclude[i]` leaves a row out of query i's hits.
+    /// The `k` nearest rows of each query (`queries`: `m × dim`, normalised here), all scored in
+    /// one matrix product `Q Xᵀ` (`m × n` values); `exclude[i]` leaves a row out of query i's hits.
     pub fn search(&self, queries: &[f32], k: usize, exclude: &[Option<usize>]) -> Vec<Vec<Hit>> {
         let q = normalized(queries, self.dim);
         let m = q.len() / self.dim.max(1);
@@ -110,8 +109,9 @@ struct HnswMeta {
     ef_construction: usize,
 }
 
-/// The HNSW index files' base name (`hnsw.hnsw.graph`, `hnsw.hnsw.data`) and its description.
+/// The HNSW index files' base name (hnsw_rs writes `hnsw.hnsw.graph` and `hnsw.hnsw.data`).
 const HNSW: &str = "hnsw";
+/// The file beside them that says what built them ([`HnswMeta`]).
 const HNSW_META: &str = "hnsw.json";
 
 /// The distance 1 − x·y of unit vectors x, y (1 − cos, in [0, 2]). hnsw_rs's own `DistDot` asserts
@@ -183,12 +183,21 @@ impl Hnsw<'_> {
     }
 }
 
+/// SHA-256 of the rows as little-endian `f32` bytes (the data of `features.npy`), in hex.
+fn features_sha256(data: &[f32]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for chunk in data.chunks(1 << 14) {
+        hasher.update(chunk.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
+    }
+    format!("{:x}", hasher.finalize())
+}
+
 /// Runs `f` with the HNSW index of the embeddings in `dir` (`data`, `n × dim`): the saved one when
 /// it was built from these very features with `params`, else a new one, built and saved first.
 /// Returns `f`'s result and whether the index was built now.
 pub fn with_hnsw<R>(dir: &Path, data: &[f32], dim: usize, params: HnswParams, f: impl FnOnce(&Hnsw) -> R) -> Result<(R, bool)> {
-    let features = std::fs::read(dir.join("features.npy")).with_context(|| format!("reading {}", dir.join("features.npy").display()))?;
-    let sha = sha256_hex(&features);
+    let sha = features_sha256(data);
     let want = HnswMeta { features_sha256: sha.clone(), max_connections: params.max_connections, ef_construction: params.ef_construction };
     let saved: Option<HnswMeta> = std::fs::read(dir.join(HNSW_META)).ok().and_then(|b| serde_json::from_slice(&b).ok());
     if saved.as_ref() == Some(&want) {
