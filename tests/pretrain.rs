@@ -118,7 +118,7 @@ fn online_probe_learns_without_touching_the_encoder_and_knn_monitor_logs() {
     let run = |probe: bool, knn_every: usize| {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = small(dir.path());
-        (cfg.data.limit, cfg.optim.batch_size, cfg.optim.lr) = (1920, 64, 4.0);
+        (cfg.data.limit, cfg.optim.batch_size, cfg.optim.lr) = (2560, 64, 4.0);
         (cfg.monitor.online_probe, cfg.monitor.knn_every) = (probe, knn_every);
         let r = pretrain(&cfg, false, &simclr::default_device(), false).unwrap();
         let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
@@ -134,8 +134,10 @@ fn online_probe_learns_without_touching_the_encoder_and_knn_monitor_logs() {
         assert!((a.loss - b.loss).abs() <= 1e-5 * a.loss.abs(), "step {}: {} with the probe, {} without", a.step, a.loss, b.loss);
     }
     assert!(without.iter().all(|m| m.probe_acc.is_none()));
-    // 30 steps (20 gave 0.149 once the loss took the official scale, too near the bar).
-    let late: f32 = with[20..].iter().map(|m| m.probe_acc.unwrap()).sum::<f32>() / 10.0;
+    // The mean of steps 31-40 (steps 21-30 gave 0.149 and then 0.145 once global pooling became a
+    // sum and a division: the bar is near for a probe that has seen 30 batches).
+    let late: f32 = with[30..].iter().map(|m| m.probe_acc.unwrap()).sum::<f32>() / 10.0;
+    eprintln!("online probe accuracy over steps 31-40: {late}");
     assert!(late > 0.15, "online probe accuracy {late} (chance 0.1)");
     let knn: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
     assert!(knn["knn_top1"].as_f64().unwrap() > 0.3, "{knn}");
