@@ -168,7 +168,8 @@ settings! {
     OptimSettings, OptimArgs {
         /// NT-Xent temperature τ.
         [] temperature: f32 = 0.5,
-        /// Images per batch (2 views each).
+        /// Images per batch (2 views each), over all ranks: K ranks (`mpirun -np K`) take
+        /// batch-size / K each.
         [] batch_size: usize = 256,
         /// Training epochs (ignored when `max_steps` > 0).
         [] epochs: usize = 100,
@@ -186,6 +187,9 @@ settings! {
         [] weight_decay: f64 = 1e-6,
         /// Momentum (β₁ for AdamW).
         [] momentum: f64 = 0.9,
+        /// With several ranks: BN statistics over the whole batch, every rank's part (sync BN, the
+        /// official global_bn); false: each rank normalises its own part.
+        [] sync_bn: bool = true,
     }
 }
 

@@ -185,6 +185,17 @@ fn is_libtorch_cpu(device: &Device) -> bool {
     matches!(device.clone().inner().as_dispatch(), burn::backend::DispatchDevice::LibTorch(burn::backend::libtorch::LibTorchDevice::Cpu))
 }
 
+/// Whether `device` is flex's, the pure-Rust CPU backend.
+pub fn is_flex(device: &Device) -> bool {
+    #[cfg(feature = "flex")]
+    return matches!(device.clone().inner().as_dispatch(), burn::backend::DispatchDevice::Flex(_));
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = device;
+        false
+    }
+}
+
 /// `vulkan:N` / `wgpu:N` is the N-th discrete GPU; without an index, the adapter wgpu prefers.
 #[cfg(any(feature = "vulkan", feature = "wgpu"))]
 fn gpu_kind(index: Option<usize>) -> burn::tensor::DeviceKind {

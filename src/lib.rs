@@ -10,7 +10,7 @@
 //! (ours out, under torchvision's names), [`checkpoint`] (sealed by a [`manifest`]), [`config`],
 //! [`data`] (datasets and the view loader), [`curves`] (training curves as pictures).
 //! Apart from the paper's concepts: [`ops`] (our convolution and batch-norm kernels), [`device`]
-//! (backend choice), [`interrupt`] (Ctrl-C and SIGTERM) and [`malloc`] (allocator settings).
+//! (backend choice), [`distributed`] (data-parallel runs over MPI), [`interrupt`] (Ctrl-C and SIGTERM) and [`malloc`] (allocator settings).
 
 pub mod augment;
 pub mod bench;
@@ -21,6 +21,7 @@ pub mod curves;
 pub mod data;
 pub mod demo;
 pub mod device;
+pub mod distributed;
 pub mod eval;
 pub mod export;
 pub mod grid;
@@ -55,11 +56,30 @@ pub(crate) fn floats<const D: usize>(t: burn::tensor::Tensor<D>) -> Vec<f32> {
 /// Number of trainable weights of a module, as PyTorch counts them: every float parameter except
 /// BN running statistics (which Burn's `num_params` includes).
 pub fn num_trainable_params<M: burn::module::Module>(module: &M) -> usize {
-    struct Counter {
-        path: Vec<String>,
-        total: usize,
+    struct Counter(usize);
+    impl TrainableVisitor for Counter {
+        fn visit<const D: usize>(&mut self, param: &burn::module::Param<burn::tensor::Tensor<D>>) {
+            self.0 += param.shape().num_elements();
+        }
     }
-    impl burn::module::ModuleVisitor for Counter {
+    let mut counter = Counter(0);
+    visit_trainable(module, &mut counter);
+    counter.0
+}
+
+/// What [`visit_trainable`] calls for each trainable parameter.
+pub(crate) trait TrainableVisitor {
+    fn visit<const D: usize>(&mut self, param: &burn::module::Param<burn::tensor::Tensor<D>>);
+}
+
+/// Calls `visitor` with every float parameter of `module` except the BN running statistics, in
+/// the module's visiting order.
+pub(crate) fn visit_trainable<M: burn::module::Module, V: TrainableVisitor>(module: &M, visitor: &mut V) {
+    struct Trainable<'a, V> {
+        path: Vec<String>,
+        inner: &'a mut V,
+    }
+    impl<V: TrainableVisitor> burn::module::ModuleVisitor for Trainable<'_, V> {
         fn enter_module(&mut self, name: &str, _container_type: &str) {
             self.path.push(name.to_string());
         }
@@ -68,11 +88,9 @@ pub fn num_trainable_params<M: burn::module::Module>(module: &M) -> usize {
         }
         fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<burn::tensor::Tensor<D>>) {
             if !matches!(self.path.last().map(String::as_str), Some("running_mean" | "running_var")) {
-                self.total += param.shape().num_elements();
+                self.inner.visit(param);
             }
         }
     }
-    let mut counter = Counter { path: Vec::new(), total: 0 };
-    module.visit(&mut counter);
-    counter.total
+    module.visit(&mut Trainable { path: Vec::new(), inner: visitor });
 }

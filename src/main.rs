@@ -263,14 +263,28 @@ fn write_json(file: Option<PathBuf>, value: &impl serde::Serialize) -> Result<()
 
 fn main() {
     simclr::malloc::keep_freed_memory();
+    // The ranks of an `mpirun`/`srun` job (MPI is finalised when `session` drops, at the end).
+    let session = simclr::distributed::init();
+    // Rank 0 reports; the other ranks of a distributed run only warn.
+    let level = if simclr::distributed::is_writer() { "info" } else { "warn" };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,hnsw_rs=warn,anndists=warn".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| format!("{level},hnsw_rs=warn,anndists=warn").into()))
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
-    if let Err(e) = run(Cli::parse()) {
-        eprintln!("error: {e:#}");
+    let result = session.and_then(|session| match run(Cli::parse()) {
+        Ok(()) => Ok(drop(session)),
+        // A failed rank leaves without MPI_Finalize (which waits for every rank): its non-zero exit
+        // makes the launcher stop the others.
+        Err(e) => Err(e).inspect_err(|_| std::mem::forget(session)),
+    });
+    if let Err(e) = result {
+        let world = simclr::distributed::world();
+        match world.ranks() {
+            1 => eprintln!("error: {e:#}"),
+            ranks => eprintln!("error on rank {} of {ranks}: {e:#}", world.rank()),
+        }
         std::process::exit(1);
     }
 }
@@ -301,7 +315,7 @@ fn run(cli: Cli) -> Result<()> {
                 );
                 std::process::exit(130);
             }
-            if let Some(last) = done.history.last() {
+            if let Some(last) = done.history.last().filter(|_| simclr::distributed::is_writer()) {
                 println!(
                     "pretrained {} steps: loss {:.4}, contrastive acc {:.3}; checkpoint {}; peak RSS {}",
                     last.step,

@@ -5,7 +5,8 @@
 
 use crate::checkpoint::{self, TrainState};
 use crate::config::Config;
-use crate::data::loader::Loader;
+use crate::data::loader::{Loader, Shard};
+use crate::distributed;
 use crate::data::{self, BadImages, Dataset, Split};
 use crate::loss::nt_xent;
 use crate::model::SimClr;
@@ -91,8 +92,12 @@ fn view_size(cfg: &Config, ds: &dyn Dataset, bad: &BadImages) -> Result<usize> {
 
 /// Opens `OUT/metrics.jsonl` for the rows after step `start`, so that each step has one row: rows of
 /// later steps — from a run cut after its last checkpoint, or an earlier run in the same folder when
-/// starting afresh (`start` 0) — are dropped first (the kept rows are rewritten atomically).
-fn open_metrics(out: &Path, start: usize) -> Result<std::fs::File> {
+/// starting afresh (`start` 0) — are dropped first (the kept rows are rewritten atomically). Ranks
+/// other than the writer ([`distributed::is_writer`]) write nowhere.
+fn open_metrics(out: &Path, start: usize) -> Result<Box<dyn Write>> {
+    if !distributed::is_writer() {
+        return Ok(Box::new(std::io::sink()));
+    }
     let path = out.join("metrics.jsonl");
     let cannot = || format!("--out {}: cannot write metrics.jsonl", out.display());
     let text = match std::fs::read_to_string(&path) {
@@ -104,7 +109,7 @@ fn open_metrics(out: &Path, start: usize) -> Result<std::fs::File> {
     let kept: String = text.lines().filter(|l| step_of(l).is_some_and(|s| s as usize <= start)).map(|l| format!("{l}\n")).collect();
     let tmp = out.join(".metrics.jsonl.tmp");
     std::fs::write(&tmp, kept).and_then(|_| std::fs::rename(&tmp, &path)).with_context(cannot)?;
-    std::fs::OpenOptions::new().append(true).open(&path).with_context(cannot)
+    Ok(Box::new(std::fs::OpenOptions::new().append(true).open(&path).with_context(cannot)?))
 }
 
 /// Runs pretraining as `cfg` says, resuming from the latest checkpoint in `cfg.run.out` if `resume`, with
@@ -118,6 +123,9 @@ pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> 
 pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool, mut hooks: Vec<Box<dyn EpochHook>>) -> Result<Pretrained> {
     cfg.validate()?;
     crate::device::set_precision(cfg.run.precision, device)?;
+    let world = distributed::world();
+    check_ranks(cfg, device)?;
+    distributed::set_sync_bn(cfg.optim.sync_bn);
     let (ds, cfg, _lock) = open_run(cfg)?;
     let cfg = &cfg;
     let size = cfg.model.image_size;
@@ -133,10 +141,12 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
     };
     let bad = cfg.bad_images();
     let pool = (0..ds.len()).collect();
-    let loader = Loader { ds: ds.clone(), pool, views: 2, aug: cfg.augment(size), seed: cfg.run.seed, batch: cfg.optim.batch_size, bad: bad.clone() }.spawn(start, total);
+    let shard = Shard { rank: world.rank(), ranks: world.ranks() };
+    let loader = Loader { ds: ds.clone(), pool, views: 2, aug: cfg.augment(size), seed: cfg.run.seed, batch: cfg.optim.batch_size, shard, bad: bad.clone() }.spawn(start, total);
+    let local_batch = cfg.optim.batch_size / world.ranks();
     let mut metrics_file = open_metrics(&cfg.run.out, start)?;
 
-    let bar = progress_bar(progress, start, total);
+    let bar = progress_bar(progress && distributed::is_writer(), start, total);
     let mut timing = Timing::default();
     let run_start = Instant::now();
     let mut history = Vec::new();
@@ -149,15 +159,16 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
         epoch_wait += wait;
         let epoch = step / steps_per_epoch;
         let lr = schedule.lr(step);
-        let x = Tensor::<4>::from_data(TensorData::new(batch.pixels, [2 * cfg.optim.batch_size, 3, size, size]), &device);
+        let x = Tensor::<4>::from_data(TensorData::new(batch.pixels, [2 * local_batch, 3, size, size]), &device);
         let hiddens = model.forward(x);
-        let out = nt_xent(hiddens.last().expect("the head returns z").clone(), cfg.optim.temperature);
+        // The NT-Xent over the global batch: every rank's views (this rank's carry its gradient).
+        let out = nt_xent(distributed::gather_views(hiddens.last().expect("the head returns z").clone()), cfg.optim.temperature);
         let probe = model.probe_logits(hiddens[0].clone()).and_then(|logits| probe_loss(logits, &batch.images, ds.as_ref()));
         let total_loss = match &probe {
             Some((ce, _)) => out.loss.clone() + ce.clone(),
             None => out.loss.clone(),
         };
-        let grads = GradientsParams::from_grads(total_loss.backward(), &model);
+        let grads = distributed::sum_gradients(GradientsParams::from_grads(total_loss.backward(), &model), &model);
         model = optim.step(lr, model, grads);
         let loss: f32 = out.loss.into_scalar();
         timing.data_wait_s += wait;
@@ -178,7 +189,7 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
             lr,
             images_per_sec: cfg.optim.batch_size as f64 / t0.elapsed().as_secs_f64(),
             data_wait_s: wait,
-            probe_acc: probe.map(|(_, acc)| acc.into_scalar()),
+            probe_acc: probe.map(|(_, acc)| distributed::sum(acc.into_scalar())),
         };
         writeln!(metrics_file, "{}", serde_json::to_string(&m)?)?;
         bar.set_position((step + 1) as u64);
@@ -187,14 +198,17 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
 
         let done = step + 1;
         let epoch_end = done % steps_per_epoch == 0 || done == total;
-        let stop = crate::interrupt::requested() && done < total;
+        let stop = distributed::any(crate::interrupt::requested()) && done < total;
         if epoch_end || stop || (cfg.monitor.checkpoint_every > 0 && done % cfg.monitor.checkpoint_every == 0) {
             let state = TrainState { step: done, epoch: done / steps_per_epoch, seed: cfg.run.seed };
             let t = Instant::now();
-            last_checkpoint = checkpoint::save(&cfg.run.out, cfg, &model, &optim, &state)?;
+            distributed::check_same_parameters(&model, done)?;
+            if distributed::is_writer() {
+                last_checkpoint = checkpoint::save(&cfg.run.out, cfg, &model, &optim, &state)?;
+            }
             timing.checkpoint_s += t.elapsed().as_secs_f64();
         }
-        if epoch_end {
+        if epoch_end && distributed::is_writer() {
             let recent = &history[history.len().saturating_sub(steps_per_epoch)..];
             bar.suspend(|| log_epoch(epoch + 1, done, total, recent, std::mem::take(&mut epoch_wait), &bad));
             let complete = done % steps_per_epoch == 0;
@@ -219,8 +233,9 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
 
 /// Opens the pretraining images (`--limit` applied), checks them against the batch and the stem,
 /// takes the run folder's lock ([`checkpoint::lock_run`]) and writes `OUT/config.toml`: the images,
-/// the config resolved for them (view size, classes) and the lock, held while the run lasts.
-fn open_run(cfg: &Config) -> Result<(Arc<dyn Dataset>, Config, std::fs::File)> {
+/// the config resolved for them (view size, classes) and the lock, held while the run lasts (by
+/// the writing rank; the other ranks of a distributed run neither lock nor write).
+fn open_run(cfg: &Config) -> Result<(Arc<dyn Dataset>, Config, Option<std::fs::File>)> {
     let ds = data::first(data::open(&cfg.source(), Split::Pretrain)?, cfg.data.limit);
     if ds.len() < cfg.optim.batch_size {
         bail!("--batch-size {}: the dataset has only {} images; use a smaller batch", cfg.optim.batch_size, ds.len());
@@ -232,11 +247,27 @@ fn open_run(cfg: &Config) -> Result<(Arc<dyn Dataset>, Config, std::fs::File)> {
     if size < stem.min_image_size() {
         bail!("--image-size {size}: too small for the {:?} stem (needs at least {} px); use a larger --image-size or --stem cifar", stem.stem, stem.min_image_size());
     }
+    if !distributed::is_writer() {
+        return Ok((ds, cfg, None));
+    }
     std::fs::create_dir_all(&cfg.run.out).with_context(|| format!("--out {}: cannot create the folder; choose a writable path", cfg.run.out.display()))?;
     let lock = checkpoint::lock_run(&cfg.run.out)?;
     std::fs::write(cfg.run.out.join("config.toml"), cfg.to_toml())
         .with_context(|| format!("--out {}: cannot write into the folder; choose a writable path", cfg.run.out.display()))?;
-    Ok((ds, cfg, lock))
+    Ok((ds, cfg, Some(lock)))
+}
+
+/// A distributed run's constraints: the global batch splits evenly over the ranks, and sync BN runs
+/// in flex's BN operation.
+fn check_ranks(cfg: &Config, device: &Device) -> Result<()> {
+    let ranks = distributed::world().ranks();
+    if cfg.optim.batch_size % ranks != 0 {
+        bail!("--batch-size {}: the global batch must split evenly over the {ranks} ranks; use a multiple of {ranks}", cfg.optim.batch_size);
+    }
+    if ranks > 1 && cfg.optim.sync_bn && !crate::device::is_flex(device) {
+        bail!("--device {device:?}: sync BN across ranks is implemented in flex's BN operation only; use --device cpu, or --sync-bn false to normalise each rank's part alone");
+    }
+    Ok(())
 }
 
 /// The network and optimiser to start from: drawn from the seed, or with `resume` those of the
@@ -280,7 +311,7 @@ fn log_epoch(epoch: usize, done: usize, total: usize, recent: &[StepMetrics], wa
 
 /// Calls each hook in order; the values one returns become a `metrics.jsonl` row (with the epoch
 /// and step) and a log line, before the next hook runs.
-fn run_hooks(hooks: &mut [Box<dyn EpochHook>], end: &EpochEnd, metrics: &mut std::fs::File, bar: &ProgressBar) -> Result<()> {
+fn run_hooks(hooks: &mut [Box<dyn EpochHook>], end: &EpochEnd, metrics: &mut dyn Write, bar: &ProgressBar) -> Result<()> {
     for hook in hooks {
         let values = hook.after_epoch(end)?;
         if values.is_empty() {
@@ -298,7 +329,9 @@ fn run_hooks(hooks: &mut [Box<dyn EpochHook>], end: &EpochEnd, metrics: &mut std
 }
 
 /// Cross-entropy of the online probe on both views of the batch's labelled images, and its
-/// accuracy; `None` when no image of the batch has a label (e.g. STL-10's unlabelled part).
+/// accuracy; `None` when no image of the batch has a label (e.g. STL-10's unlabelled part). Both are
+/// this rank's part of the global batch's values (sums over its images divided by the labelled
+/// images of every rank), so that the ranks' parts add up to them.
 fn probe_loss(logits: Tensor<2>, images: &[usize], ds: &dyn Dataset) -> Option<(Tensor<1>, Tensor<1>)> {
     let [rows, classes] = logits.dims();
     let mut onehot = vec![0f32; rows * classes];
@@ -309,14 +342,15 @@ fn probe_loss(logits: Tensor<2>, images: &[usize], ds: &dyn Dataset) -> Option<(
             labelled += 1;
         }
     }
-    if labelled == 0 {
+    let labelled = distributed::sum(labelled as f32);
+    if labelled == 0.0 {
         return None;
     }
     let device = logits.device();
     let y = Tensor::<2>::from_data(TensorData::new(onehot, [rows, classes]), &device);
     let predicted = logits.clone().detach().argmax(1).reshape([rows]).one_hot::<2>(classes).float();
-    let acc = (predicted * y.clone()).sum().div_scalar(labelled as f32);
-    let ce = (log_softmax(logits, 1) * y).sum().neg().div_scalar(labelled as f32);
+    let acc = (predicted * y.clone()).sum().div_scalar(labelled);
+    let ce = (log_softmax(logits, 1) * y).sum().neg().div_scalar(labelled);
     Some((ce, acc))
 }
 

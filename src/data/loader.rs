@@ -74,17 +74,41 @@ pub struct Loader {
     pub aug: AugmentConfig,
     /// Seed of the data order and of every view.
     pub seed: u64,
-    /// Images a step.
+    /// Images a step (over all ranks).
     pub batch: usize,
+    /// Which part of each batch this process takes.
+    pub shard: Shard,
     /// What to do with unreadable images.
     pub bad: BadImages,
+}
+
+/// The part of every batch one rank of a data-parallel run takes ([`crate::distributed`]): of a
+/// batch of B images, rank r of K takes images `r·B/K .. (r+1)·B/K`. The order and the views
+/// depend on the image alone, so the ranks' parts are disjoint and together the whole batch.
+#[derive(Clone, Copy, Debug)]
+pub struct Shard {
+    /// This rank.
+    pub rank: usize,
+    /// Number of ranks.
+    pub ranks: usize,
+}
+
+impl Shard {
+    /// The whole batch: one process.
+    pub const WHOLE: Shard = Shard { rank: 0, ranks: 1 };
+
+    /// This rank's positions within a batch of `batch` images.
+    fn positions(&self, batch: usize) -> std::ops::Range<usize> {
+        let part = batch / self.ranks;
+        self.rank * part..(self.rank + 1) * part
+    }
 }
 
 impl Loader {
     /// Starts a producer thread for steps `start..total`; at most [`PREFETCH`] batches wait in the
     /// queue.
     pub fn spawn(self, start: usize, total: usize) -> Receiver<Result<Batch>> {
-        let Loader { ds, pool, views, aug, seed, batch, bad } = self;
+        let Loader { ds, pool, views, aug, seed, batch, shard, bad } = self;
         let (tx, rx) = sync_channel(PREFETCH);
         let steps_per_epoch = pool.len() / batch;
         std::thread::spawn(move || {
@@ -95,7 +119,8 @@ impl Loader {
                     order = (epoch, epoch_order(pool.len(), seed, epoch).into_iter().map(|i| pool[i]).collect());
                 }
                 let at = (step % steps_per_epoch) * batch;
-                let result = make_views(ds.as_ref(), &order.1[at..at + batch], views, &aug, seed, epoch, &bad);
+                let part = shard.positions(batch);
+                let result = make_views(ds.as_ref(), &order.1[at + part.start..at + part.end], views, &aug, seed, epoch, &bad);
                 if tx.send(result).is_err() {
                     return;
                 }

@@ -5,7 +5,7 @@
 //! With a randomly initialised network this is the supervised-from-scratch baseline.
 
 use crate::augment::AugmentConfig;
-use crate::data::loader::Loader;
+use crate::data::loader::{Loader, Shard};
 use crate::data::{BadImages, Dataset, Subset};
 use crate::eval::{extract, Features};
 use crate::model::SimClr;
@@ -146,7 +146,7 @@ pub fn finetune(
     let schedule = WarmupCosine { peak: peak_lr, warmup_steps: 0, total_steps: total };
     // Crop and flip only: no colour distortion (strength 0), no blur.
     let aug = AugmentConfig { blur: false, ..AugmentConfig::simclr(image_size, 0.0) };
-    let loader = Loader { ds: train.clone(), pool: subset.to_vec(), views: 1, aug, seed: cfg.seed, batch, bad: bad.clone() }.spawn(0, total);
+    let loader = Loader { ds: train.clone(), pool: subset.to_vec(), views: 1, aug, seed: cfg.seed, batch, shard: Shard::WHOLE, bad: bad.clone() }.spawn(0, total);
     let mut optim = Optimizer::new(Rule::new(OptimizerKind::Sgd, cfg.momentum, cfg.weight_decay));
     let mut epoch_loss = 0.0;
     let bar = crate::progress::bar(total as u64, "fine-tuning");

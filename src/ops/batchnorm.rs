@@ -80,6 +80,7 @@ mod own {
     #[cfg(feature = "flex")]
     mod flex {
         use super::OwnBatchNorm;
+        use crate::distributed::Collective;
         use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
         use burn::backend::autodiff::grads::Gradients;
         use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -108,18 +109,20 @@ mod own {
             values.chunks(pixels).skip(c).step_by(channels)
         }
 
-        /// Per-channel mean and biased variance of `[batch, channels, pixels]` values.
-        fn statistics(x: &[f32], channels: usize, pixels: usize) -> (Vec<f32>, Vec<f32>) {
-            let count = (x.len() / channels) as f64;
-            (0..channels)
-                .into_par_iter()
-                .map(|c| {
-                    let mean = planes(x, c, channels, pixels).map(|p| sum(p, p, |v, _| v)).sum::<f64>() / count;
-                    let m = mean as f32;
-                    let variance = planes(x, c, channels, pixels).map(|p| sum(p, p, |v, _| (v - m) * (v - m))).sum::<f64>() / count;
-                    (m, variance as f32)
-                })
-                .unzip()
+        /// Per-channel mean and biased variance of `[batch, channels, pixels]` values; with
+        /// `world` (sync BN), of every rank's values: the per-channel sums are summed over the ranks.
+        fn statistics(x: &[f32], channels: usize, pixels: usize, world: Option<&dyn Collective>) -> (Vec<f32>, Vec<f32>) {
+            let count = (x.len() / channels * world.map_or(1, |w| w.ranks())) as f64;
+            let per_channel = |f: &(dyn Fn(usize) -> f64 + Sync)| {
+                let mut sums: Vec<f64> = (0..channels).into_par_iter().map(f).collect();
+                if let Some(world) = world {
+                    world.sum_f64(&mut sums);
+                }
+                sums
+            };
+            let mean: Vec<f32> = per_channel(&|c| planes(x, c, channels, pixels).map(|p| sum(p, p, |v, _| v)).sum::<f64>()).iter().map(|s| (s / count) as f32).collect();
+            let squares = per_channel(&|c| planes(x, c, channels, pixels).map(|p| sum(p, p, |v, _| (v - mean[c]) * (v - mean[c]))).sum::<f64>());
+            (mean, squares.iter().map(|s| (s / count) as f32).collect())
         }
 
         fn floats(t: &FlexTensor) -> Vec<f32> {
@@ -145,12 +148,12 @@ mod own {
             (gamma[c] * inv[c], beta[c] - gamma[c] * inv[c] * mean[c])
         }
 
-        /// Output, mean, biased variance.
-        fn forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, epsilon: f64, relu: bool) -> (FlexTensor, FlexTensor, FlexTensor) {
+        /// Output, mean, biased variance (over every rank's batch with `world`).
+        fn forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, epsilon: f64, relu: bool, world: Option<&dyn Collective>) -> (FlexTensor, FlexTensor, FlexTensor) {
             let (channels, pixels) = layout(&x.shape());
             let contiguous = x.to_contiguous();
             let xs = contiguous.as_slice::<f32>().expect("f32 input");
-            let (mean, variance) = statistics(xs, channels, pixels);
+            let (mean, variance) = statistics(xs, channels, pixels, world);
             let (gamma, beta, inv) = (floats(gamma), floats(beta), inv_std(&variance, epsilon));
             let mut out = vec![0f32; xs.len()];
             out.par_chunks_mut(pixels).zip(xs.par_chunks(pixels)).enumerate().for_each(|(plane, (o, x))| {
@@ -164,7 +167,7 @@ mod own {
 
         impl OwnBatchNorm for Flex {
             fn batch_norm_train_own(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64, relu: bool) -> (FlexTensor, FlexTensor, FlexTensor) {
-                forward(&x, &gamma, &beta, epsilon, relu)
+                forward(&x, &gamma, &beta, epsilon, relu, crate::distributed::sync_bn_world())
             }
         }
 
@@ -173,13 +176,13 @@ mod own {
 
         impl Backward<Flex, 3> for FusedBatchNorm {
             /// Checkpointed input and γ; β (a few floats, for the ReLU's mask), the batch mean and
-            /// variance, ε, whether a ReLU follows.
-            type State = (NodeId, NodeId, FlexTensor, FlexTensor, FlexTensor, f64, bool);
+            /// variance, ε, whether a ReLU follows, whether the statistics were every rank's.
+            type State = (NodeId, NodeId, FlexTensor, FlexTensor, FlexTensor, f64, bool, bool);
 
             fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
                 let [node_x, node_gamma, node_beta] = ops.parents;
                 let grad = grads.consume::<Flex>(&ops.node);
-                let (x_state, gamma_state, beta, mean, variance, epsilon, relu) = ops.state;
+                let (x_state, gamma_state, beta, mean, variance, epsilon, relu, sync) = ops.state;
                 let x: FlexTensor = checkpointer.retrieve_node_output(x_state);
                 let gamma: FlexTensor = checkpointer.retrieve_node_output(gamma_state);
                 let (shape, (channels, pixels)) = (x.shape(), layout(&x.shape()));
@@ -191,8 +194,8 @@ mod own {
                     let (scale, shift) = scale_shift(&gamma, &beta, &inv, &mean, c);
                     move |x: f32, dy: f32| if !relu || x * scale + shift > 0.0 { dy } else { 0.0 }
                 };
-                // Σ dy and Σ dy·x̂ per channel.
-                let (dbeta, dgamma): (Vec<f32>, Vec<f32>) = (0..channels)
+                // Σ dy and Σ dy·(x − μ) per channel, over this rank's values.
+                let sums: Vec<(f64, f64)> = (0..channels)
                     .into_par_iter()
                     .map(|c| {
                         let (mut total, mut dot, mask) = (0f64, 0f64, masked(c));
@@ -200,15 +203,29 @@ mod own {
                             total += sum(x, dy, mask);
                             dot += sum(x, dy, |x, dy| (x - mean[c]) * mask(x, dy));
                         }
-                        (total as f32, (dot * inv[c] as f64) as f32)
+                        (total, dot)
                     })
-                    .unzip();
+                    .collect();
+                // β's and γ's gradients: Σ dy and Σ dy·x̂ (this rank's part; the ranks' parts are
+                // summed with the other parameters' gradients).
+                let gradients = |sums: &[(f64, f64)]| -> (Vec<f32>, Vec<f32>) { sums.iter().enumerate().map(|(c, &(total, dot))| (total as f32, (dot * inv[c] as f64) as f32)).unzip() };
+                let (dbeta, dgamma) = gradients(&sums);
                 if let Some(node) = node_x {
-                    let count = (xs.len() / channels) as f32;
+                    // dx takes them over every value normalised together: every rank's with sync BN.
+                    let world = sync.then(crate::distributed::world);
+                    let (all_beta, all_gamma) = match world {
+                        Some(world) => {
+                            let mut flat: Vec<f64> = sums.iter().flat_map(|&(total, dot)| [total, dot]).collect();
+                            world.sum_f64(&mut flat);
+                            gradients(&flat.chunks(2).map(|p| (p[0], p[1])).collect::<Vec<_>>())
+                        }
+                        None => (dbeta.clone(), dgamma.clone()),
+                    };
+                    let count = (xs.len() / channels * world.map_or(1, |w| w.ranks())) as f32;
                     let mut dx = vec![0f32; xs.len()];
                     dx.par_chunks_mut(pixels).zip(xs.par_chunks(pixels).zip(dys.par_chunks(pixels))).enumerate().for_each(|(plane, (dx, (x, dy)))| {
                         let c = plane % channels;
-                        let (scale, mean_dy, mean_dot, mask) = (gamma[c] * inv[c], dbeta[c] / count, dgamma[c] / count, masked(c));
+                        let (scale, mean_dy, mean_dot, mask) = (gamma[c] * inv[c], all_beta[c] / count, all_gamma[c] / count, masked(c));
                         for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
                             *dx = scale * (mask(x, dy) - mean_dy - (x - mean[c]) * inv[c] * mean_dot);
                         }
@@ -226,16 +243,17 @@ mod own {
 
         impl<C: CheckpointStrategy> OwnBatchNorm for Autodiff<Flex, C> {
             fn batch_norm_train_own(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64, relu: bool) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+                let world = crate::distributed::sync_bn_world();
                 match FusedBatchNorm.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
                     OpsKind::Tracked(mut prep) => {
                         let (x_state, gamma_state) = (prep.checkpoint(&x), prep.checkpoint(&gamma));
                         let beta = beta.into_primitive();
-                        let (out, mean, variance) = forward(&x.into_primitive(), &gamma.into_primitive(), &beta, epsilon, relu);
-                        let out = prep.finish((x_state, gamma_state, beta, mean.clone(), variance.clone(), epsilon, relu), out);
+                        let (out, mean, variance) = forward(&x.into_primitive(), &gamma.into_primitive(), &beta, epsilon, relu, world);
+                        let out = prep.finish((x_state, gamma_state, beta, mean.clone(), variance.clone(), epsilon, relu, world.is_some()), out);
                         (out, <FloatTensor<Self>>::new(mean), <FloatTensor<Self>>::new(variance))
                     }
                     OpsKind::UnTracked(prep) => {
-                        let (out, mean, variance) = forward(&x.into_primitive(), &gamma.into_primitive(), &beta.into_primitive(), epsilon, relu);
+                        let (out, mean, variance) = forward(&x.into_primitive(), &gamma.into_primitive(), &beta.into_primitive(), epsilon, relu, world);
                         (prep.finish(out), <FloatTensor<Self>>::new(mean), <FloatTensor<Self>>::new(variance))
                     }
                 }

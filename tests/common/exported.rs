@@ -1,0 +1,37 @@
+//! What the checks of exported networks share (tests/export.rs, onnx-tract/tests/tract.rs): a
+//! network pretrained for a few steps, the fixture scripts' input, our outputs on it, and the
+//! comparison.
+
+use burn::tensor::{Tensor, TensorData};
+use simclr::resnet::Arch;
+use std::path::Path;
+
+/// The fixture scripts' input: `n` images of 3 × size × size, x[i] = 0.5 + 0.5 sin(0.001 i).
+pub fn input(n: usize, size: usize) -> Vec<f32> {
+    (0..n * 3 * size * size).map(|i| (0.5 + 0.5 * (0.001 * i as f64).sin()) as f32).collect()
+}
+
+/// Output `layer` (index into h, head layers…) of the network in `checkpoint` for [`input`]`(n, size)`.
+pub fn our_output(checkpoint: &Path, size: usize, n: usize, layer: usize) -> Vec<f32> {
+    let device = simclr::default_device();
+    let loaded = simclr::eval::load(Some(checkpoint), &simclr::config::Config::default(), size, &device).unwrap();
+    let x = Tensor::<4>::from_data(TensorData::new(input(n, size), [n, 3, size, size]), &device);
+    loaded.model.forward(x).swap_remove(layer).into_data().try_to_vec::<f32>().unwrap()
+}
+
+/// A network of shape `arch` pretrained for a few steps on `size` px views (so BN statistics are
+/// not the initial ones) into `run`; at 16 px it has the CIFAR stem, over 32 px ImageNet's.
+pub fn pretrained(run: &Path, arch: Arch, size: usize) {
+    let mut cfg = crate::common::small(run);
+    (cfg.optim.max_steps, cfg.model.zero_init_residual, cfg.model.arch, cfg.model.image_size) = (3, false, arch, size);
+    simclr::pretrain::pretrain(&cfg, false, &simclr::default_device(), false).unwrap();
+}
+
+/// Equal within `tolerance`, relative to values over 1.
+pub fn assert_close(got: &[f32], want: &[f32], tolerance: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= tolerance * w.abs().max(1.0), "{what}, feature {i}: {g} vs {w}");
+    }
+}
+

@@ -1,0 +1,147 @@
+//! Data-parallel pretraining over MPI (feature `mpi`; `.ci/run` installs Open MPI): `mpirun -np 2`
+//! and `-np 4` reproduce the one-process run on the same global batch (losses and parameters within
+//! 1e-5) with sync BN, and differ from it without (so the comparison can fail); a global batch that
+//! does not split over the ranks is refused; a killed rank stops the run with a non-zero exit and
+//! its last checkpoint resumes.
+#![cfg(feature = "mpi")]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const SIMCLR: &str = env!("CARGO_BIN_EXE_simclr");
+
+/// A small run: ResNet-18 at width 1/8 on 16 px views of 64 images, global batch 16, `steps` steps.
+fn run_args(out: &Path, steps: usize) -> Vec<String> {
+    let args = "pretrain --limit 64 --batch-size 16 --width 0.125 --image-size 16 --proj-dim 32 --quiet --max-steps";
+    args.split(' ').map(String::from).chain([steps.to_string(), "--out".into(), out.display().to_string()]).collect()
+}
+
+/// `mpirun -np ranks` (as root too, more ranks than cores allowed) with one thread per rank.
+fn mpirun(ranks: usize) -> Command {
+    let mut cmd = Command::new("mpirun");
+    cmd.args(["--allow-run-as-root", "--oversubscribe", "-x", "RAYON_NUM_THREADS=1", "-np", &ranks.to_string(), SIMCLR]);
+    cmd
+}
+
+fn output(mut cmd: Command) -> Output {
+    cmd.output().expect("mpirun runs (Open MPI: `apt-get install -y openmpi-bin libopenmpi-dev`)")
+}
+
+fn succeeded(out: Output) {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The loss of each step in `run`'s metrics.jsonl.
+fn losses(run: &Path) -> Vec<f64> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).filter_map(|row| row["loss"].as_f64()).collect()
+}
+
+/// The parameters of `run`'s checkpoint after step 5, by name.
+fn parameters(run: &Path) -> BTreeMap<String, Vec<f32>> {
+    let bytes = std::fs::read(run.join("checkpoints/step-00000005/model.safetensors")).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    file.tensors()
+        .into_iter()
+        .filter(|(_, t)| t.dtype() == safetensors::Dtype::F32)
+        .map(|(name, t)| (name, t.data().chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()))
+        .collect()
+}
+
+/// Largest difference between the same-named values of `a` and `b`.
+fn max_difference(a: &BTreeMap<String, Vec<f32>>, b: &BTreeMap<String, Vec<f32>>) -> f32 {
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    a.iter().flat_map(|(name, x)| x.iter().zip(&b[name]).map(|(x, y)| (x - y).abs())).fold(0.0, f32::max)
+}
+
+#[test]
+fn two_and_four_ranks_reproduce_one_process_with_sync_bn_and_differ_without() {
+    let dir = tempfile::tempdir().unwrap();
+    let alone = dir.path().join("one");
+    let mut one = Command::new(SIMCLR);
+    one.args(run_args(&alone, 5)).env("RAYON_NUM_THREADS", "1");
+    succeeded(output(one));
+    let (want_losses, want) = (losses(&alone), parameters(&alone));
+    assert_eq!(want_losses.len(), 5);
+
+    for ranks in [2, 4] {
+        let run = dir.path().join(format!("np{ranks}"));
+        let mut cmd = mpirun(ranks);
+        cmd.args(run_args(&run, 5));
+        succeeded(output(cmd));
+        let got = losses(&run);
+        assert_eq!(got.len(), 5, "rank 0 alone writes one row a step");
+        for (step, (g, w)) in got.iter().zip(&want_losses).enumerate() {
+            assert!((g - w).abs() < 1e-5, "{ranks} ranks, step {}: loss {g} vs {w} in one process", step + 1);
+        }
+        let difference = max_difference(&parameters(&run), &want);
+        assert!(difference < 1e-5, "{ranks} ranks: parameters {difference} away from one process's");
+    }
+
+    // Each rank normalising its own 8 images: other losses from the second step on (the first
+    // step's differs too, as its BN statistics are those of 8 images).
+    let run = dir.path().join("np2-own-bn");
+    let mut cmd = mpirun(2);
+    cmd.args(run_args(&run, 5)).args(["--sync-bn", "false"]);
+    succeeded(output(cmd));
+    let got = losses(&run);
+    assert!((got[0] - want_losses[0]).abs() > 1e-3, "per-rank BN gave the one-process loss {} at step 1", got[0]);
+    assert!(max_difference(&parameters(&run), &want) > 1e-3);
+}
+
+#[test]
+fn a_batch_that_does_not_split_over_the_ranks_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = mpirun(3);
+    cmd.args(run_args(&dir.path().join("run"), 5));
+    let out = output(cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("--batch-size 16") && stderr.contains("3 ranks"), "{stderr}");
+}
+
+#[test]
+fn a_killed_rank_stops_every_rank_and_the_last_checkpoint_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut cmd = mpirun(2);
+    cmd.args(run_args(&run, 1000)).args(["--checkpoint-every", "2"]);
+    let mut job = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let started = Instant::now();
+    while !run.join("checkpoints/latest").exists() {
+        assert!(job.try_wait().unwrap().is_none(), "the run ended before its first checkpoint");
+        assert!(started.elapsed() < Duration::from_secs(120), "no checkpoint after 2 minutes");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The ranks are mpirun's children: kill the last one.
+    let children = Command::new("pgrep").args(["-P", &job.id().to_string()]).output().unwrap();
+    let ranks: Vec<String> = String::from_utf8_lossy(&children.stdout).lines().map(String::from).collect();
+    assert_eq!(ranks.len(), 2, "mpirun's children: {ranks:?}");
+    assert!(Command::new("kill").args(["-9", &ranks[1]]).status().unwrap().success());
+    let killed = Instant::now();
+    let status = loop {
+        if let Some(status) = job.try_wait().unwrap() {
+            break status;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(60), "the other rank still runs a minute after the kill");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(job.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("signal 9") || stderr.contains("Killed"), "mpirun names the killed rank: {stderr}");
+
+    // One process resumes the two ranks' run from its last intact checkpoint, two steps further.
+    let last = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str()?.strip_prefix("step-")?.parse::<usize>().ok())
+        .max()
+        .unwrap();
+    let mut resume = Command::new(SIMCLR);
+    resume.args(["pretrain", "--resume", "--quiet", "--max-steps", &(last + 2).to_string(), "--out"]).arg(&run);
+    let out = output(resume);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(run.join(format!("checkpoints/step-{:08}", last + 2)).exists());
+}
