@@ -185,14 +185,16 @@ fn is_libtorch_cpu(device: &Device) -> bool {
     matches!(device.clone().inner().as_dispatch(), burn::backend::DispatchDevice::LibTorch(burn::backend::libtorch::LibTorchDevice::Cpu))
 }
 
-/// Whether `device` is flex's, the pure-Rust CPU backend.
-pub fn is_flex(device: &Device) -> bool {
-    #[cfg(feature = "flex")]
-    return matches!(device.clone().inner().as_dispatch(), burn::backend::DispatchDevice::Flex(_));
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = device;
-        false
+/// Whether `device`'s backend runs the project's own convolution and batch-norm operations
+/// ([`crate::ops`]): flex and libtorch.
+pub fn has_own_kernels(device: &Device) -> bool {
+    use burn::backend::DispatchDevice;
+    match device.clone().inner().as_dispatch() {
+        #[cfg(feature = "flex")]
+        DispatchDevice::Flex(_) => true,
+        #[cfg(feature = "tch")]
+        DispatchDevice::LibTorch(_) => true,
+        _ => false,
     }
 }
 

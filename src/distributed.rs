@@ -21,7 +21,7 @@
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 /// The collective operations the data-parallel run needs, on host buffers. Every rank calls each
@@ -136,6 +136,33 @@ impl crate::TrainableVisitor for Fingerprint {
     }
 }
 
+/// Time this rank spent in collectives and the bytes it handed them, since the last [`take_traffic`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Traffic {
+    /// Seconds inside collective operations: the transfers and the wait for the other ranks.
+    pub seconds: f64,
+    /// Bytes of this rank's buffers handed to collective operations.
+    pub bytes: u64,
+}
+
+static TRAFFIC_NANOS: AtomicU64 = AtomicU64::new(0);
+static TRAFFIC_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Runs the collective `f` over a `bytes`-byte buffer, adding its time and size to the traffic.
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+fn counted<T>(bytes: usize, f: impl FnOnce() -> T) -> T {
+    let start = std::time::Instant::now();
+    let out = f();
+    TRAFFIC_NANOS.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    TRAFFIC_BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
+    out
+}
+
+/// The traffic since the last call, and a fresh count from now.
+pub fn take_traffic() -> Traffic {
+    Traffic { seconds: TRAFFIC_NANOS.swap(0, Ordering::Relaxed) as f64 * 1e-9, bytes: TRAFFIC_BYTES.swap(0, Ordering::Relaxed) }
+}
+
 /// What keeps MPI initialised: MPI is finalised when it drops, at the end of `main`.
 pub struct Session {
     #[cfg(feature = "mpi")]
@@ -174,7 +201,7 @@ fn launched_by_mpi() -> bool {
 
 #[cfg(feature = "mpi")]
 mod mpi_world {
-    use super::Collective;
+    use super::{counted, Collective};
     use mpi::collective::SystemOperation;
     use mpi::topology::SimpleCommunicator;
     use mpi::traits::*;
@@ -207,19 +234,19 @@ mod mpi_world {
         }
         fn sum_f32(&self, values: &mut [f32]) {
             let local = values.to_vec();
-            self.world.all_reduce_into(&local[..], values, SystemOperation::sum());
+            counted(std::mem::size_of_val(values), || self.world.all_reduce_into(&local[..], values, SystemOperation::sum()));
         }
         fn sum_f64(&self, values: &mut [f64]) {
             let local = values.to_vec();
-            self.world.all_reduce_into(&local[..], values, SystemOperation::sum());
+            counted(std::mem::size_of_val(values), || self.world.all_reduce_into(&local[..], values, SystemOperation::sum()));
         }
         fn max_f64(&self, values: &mut [f64]) {
             let local = values.to_vec();
-            self.world.all_reduce_into(&local[..], values, SystemOperation::max());
+            counted(std::mem::size_of_val(values), || self.world.all_reduce_into(&local[..], values, SystemOperation::max()));
         }
         fn gather_f32(&self, local: &[f32]) -> Vec<f32> {
             let mut all = vec![0f32; local.len() * self.ranks];
-            self.world.all_gather_into(local, &mut all[..]);
+            counted(std::mem::size_of_val(local), || self.world.all_gather_into(local, &mut all[..]));
             all
         }
     }

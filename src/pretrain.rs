@@ -47,6 +47,12 @@ pub struct StepMetrics {
     /// Batch accuracy of the online linear probe (when the data has labels).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probe_acc: Option<f32>,
+    /// With several ranks: seconds rank 0 spent in collective operations this step (transfers and
+    /// waiting for the other ranks), and the MiB of its buffers they exchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm_mib: Option<f64>,
 }
 
 /// Where the wall time of a run went.
@@ -152,6 +158,7 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
     let mut history = Vec::new();
     let mut epoch_wait = 0.0;
     let mut interrupted = false;
+    distributed::take_traffic();
     for step in start..total {
         let t0 = Instant::now();
         let batch = loader.recv().context("the data loader stopped")??;
@@ -171,6 +178,7 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
         let grads = distributed::sum_gradients(GradientsParams::from_grads(total_loss.backward(), &model), &model);
         model = optim.step(lr, model, grads);
         let loss: f32 = out.loss.into_scalar();
+        let traffic = distributed::take_traffic();
         timing.data_wait_s += wait;
         timing.step_s += t0.elapsed().as_secs_f64() - wait;
         if !loss.is_finite() {
@@ -190,6 +198,8 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
             images_per_sec: cfg.optim.batch_size as f64 / t0.elapsed().as_secs_f64(),
             data_wait_s: wait,
             probe_acc: probe.map(|(_, acc)| distributed::sum(acc.into_scalar())),
+            comm_s: distributed::is_distributed().then_some(traffic.seconds),
+            comm_mib: distributed::is_distributed().then_some(traffic.bytes as f64 / (1 << 20) as f64),
         };
         writeln!(metrics_file, "{}", serde_json::to_string(&m)?)?;
         bar.set_position((step + 1) as u64);
@@ -258,14 +268,14 @@ fn open_run(cfg: &Config) -> Result<(Arc<dyn Dataset>, Config, Option<std::fs::F
 }
 
 /// A distributed run's constraints: the global batch splits evenly over the ranks, and sync BN runs
-/// in flex's BN operation.
+/// in our BN operation (flex and libtorch).
 fn check_ranks(cfg: &Config, device: &Device) -> Result<()> {
     let ranks = distributed::world().ranks();
     if cfg.optim.batch_size % ranks != 0 {
         bail!("--batch-size {}: the global batch must split evenly over the {ranks} ranks; use a multiple of {ranks}", cfg.optim.batch_size);
     }
-    if ranks > 1 && cfg.optim.sync_bn && !crate::device::is_flex(device) {
-        bail!("--device {device:?}: sync BN across ranks is implemented in flex's BN operation only; use --device cpu, or --sync-bn false to normalise each rank's part alone");
+    if ranks > 1 && cfg.optim.sync_bn && !crate::device::has_own_kernels(device) {
+        bail!("--device {device:?}: sync BN across ranks runs in the flex and libtorch BN operations only; use --device cpu, tch-cpu or cuda, or --sync-bn false to normalise each rank's part alone");
     }
     Ok(())
 }

@@ -95,14 +95,15 @@ fn device_names_are_checked() {
 }
 
 #[test]
+#[cfg(feature = "flex")]
 fn resume_keeps_the_recorded_precision() {
-    // A run recorded as bf16 resumes in bf16 unless --precision says otherwise: on a build whose
-    // device is not libtorch that is the bf16 error, naming the flag.
+    // A run recorded as bf16 resumes in bf16 unless --precision says otherwise: on flex, which
+    // has no bf16, that is the bf16 error, naming the flag.
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("config.toml"), "[run]\nprecision = \"bf16\"\n[optim]\nmax_steps = 1\n").unwrap();
-    let (code, err) = simclr(&["--device", "cpu", "pretrain", "--resume", "--out", out.to_str().unwrap(), "--quiet"]);
+    let (code, err) = simclr(&["--device", "flex", "pretrain", "--resume", "--out", out.to_str().unwrap(), "--quiet"]);
     assert_ne!(code, 0);
     assert!(err.contains("--precision bf16"), "{err}");
 }

@@ -1,8 +1,8 @@
-//! Data-parallel pretraining over MPI (feature `mpi`; `.ci/run` installs Open MPI): `mpirun -np 2`
-//! and `-np 4` reproduce the one-process run on the same global batch (losses and parameters within
-//! 1e-5) with sync BN, and differ from it without (so the comparison can fail); a global batch that
-//! does not split over the ranks is refused; a killed rank stops the run with a non-zero exit and
-//! its last checkpoint resumes.
+//! Data-parallel pretraining over MPI (feature `mpi`; `.ci/run` installs Open MPI and runs this on
+//! flex and on libtorch): `mpirun -np 2` and `-np 4` reproduce the one-process run on the same
+//! global batch (losses and parameters within [`TOLERANCE`]) with sync BN, and differ from it
+//! without (so the comparison can fail); a global batch that does not split over the ranks is
+//! refused; a killed rank stops the run with a non-zero exit and its last checkpoint resumes.
 #![cfg(feature = "mpi")]
 
 use std::collections::BTreeMap;
@@ -11,6 +11,14 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const SIMCLR: &str = env!("CARGO_BIN_EXE_simclr");
+
+/// How close K ranks come to one process: on flex the one-process BN is the same kernel as the
+/// synced one (measured 6e-8 after 5 steps); on libtorch it is libtorch's own, which sums in
+/// another order (measured 1e-5 on the parameters, 6e-6 on the losses).
+const TOLERANCE: f64 = if cfg!(feature = "flex") { 1e-5 } else { 5e-5 };
+
+/// One compute thread per rank (rayon's for flex, OpenMP's for libtorch).
+const THREADS: [(&str, &str); 2] = [("RAYON_NUM_THREADS", "1"), ("OMP_NUM_THREADS", "1")];
 
 /// A small run: ResNet-18 at width 1/8 on 16 px views of 64 images, global batch 16, `steps` steps.
 fn run_args(out: &Path, steps: usize) -> Vec<String> {
@@ -21,7 +29,11 @@ fn run_args(out: &Path, steps: usize) -> Vec<String> {
 /// `mpirun -np ranks` (as root too, more ranks than cores allowed) with one thread per rank.
 fn mpirun(ranks: usize) -> Command {
     let mut cmd = Command::new("mpirun");
-    cmd.args(["--allow-run-as-root", "--oversubscribe", "-x", "RAYON_NUM_THREADS=1", "-np", &ranks.to_string(), SIMCLR]);
+    cmd.args(["--allow-run-as-root", "--oversubscribe", "-np", &ranks.to_string()]);
+    for (name, value) in THREADS {
+        cmd.args(["-x", &format!("{name}={value}")]);
+    }
+    cmd.arg(SIMCLR);
     cmd
 }
 
@@ -61,7 +73,7 @@ fn two_and_four_ranks_reproduce_one_process_with_sync_bn_and_differ_without() {
     let dir = tempfile::tempdir().unwrap();
     let alone = dir.path().join("one");
     let mut one = Command::new(SIMCLR);
-    one.args(run_args(&alone, 5)).env("RAYON_NUM_THREADS", "1");
+    one.args(run_args(&alone, 5)).envs(THREADS);
     succeeded(output(one));
     let (want_losses, want) = (losses(&alone), parameters(&alone));
     assert_eq!(want_losses.len(), 5);
@@ -74,21 +86,20 @@ fn two_and_four_ranks_reproduce_one_process_with_sync_bn_and_differ_without() {
         let got = losses(&run);
         assert_eq!(got.len(), 5, "rank 0 alone writes one row a step");
         for (step, (g, w)) in got.iter().zip(&want_losses).enumerate() {
-            assert!((g - w).abs() < 1e-5, "{ranks} ranks, step {}: loss {g} vs {w} in one process", step + 1);
+            assert!((g - w).abs() < TOLERANCE, "{ranks} ranks, step {}: loss {g} vs {w} in one process", step + 1);
         }
         let difference = max_difference(&parameters(&run), &want);
-        assert!(difference < 1e-5, "{ranks} ranks: parameters {difference} away from one process's");
+        assert!((difference as f64) < TOLERANCE, "{ranks} ranks: parameters {difference} away from one process's");
     }
 
-    // Each rank normalising its own 8 images: other losses from the second step on (the first
-    // step's differs too, as its BN statistics are those of 8 images).
+    // Each rank normalising its own 8 images: other losses and parameters, far beyond the tolerance.
     let run = dir.path().join("np2-own-bn");
     let mut cmd = mpirun(2);
     cmd.args(run_args(&run, 5)).args(["--sync-bn", "false"]);
     succeeded(output(cmd));
-    let got = losses(&run);
-    assert!((got[0] - want_losses[0]).abs() > 1e-3, "per-rank BN gave the one-process loss {} at step 1", got[0]);
-    assert!(max_difference(&parameters(&run), &want) > 1e-3);
+    let loss_gap = losses(&run).iter().zip(&want_losses).map(|(g, w)| (g - w).abs()).fold(0.0, f64::max);
+    assert!(loss_gap > 100.0 * TOLERANCE, "per-rank BN gave the one-process losses within {loss_gap}");
+    assert!(max_difference(&parameters(&run), &want) as f64 > 100.0 * TOLERANCE);
 }
 
 #[test]
