@@ -9,7 +9,7 @@ mod common;
 #[path = "common/exported.rs"]
 mod exported;
 
-use exported::{assert_close, our_output, pretrained};
+use exported::{assert_close, check_onnx_exports, our_output, pretrained};
 use simclr::config::{ModelArgs, RunArgs};
 use simclr::eval::Layer;
 use simclr::export::Format;
@@ -112,28 +112,16 @@ fn python(module: &str, script: &str, args: &[&std::ffi::OsStr]) -> Option<Vec<f
 
 #[test]
 fn the_onnx_export_computes_our_h_and_z_in_onnx_runtime() {
-    // ResNet-18 with the CIFAR stem at 16 px (h and z); ResNet-50 with ImageNet's (max-pool) at 40 px.
-    for (arch, size) in [(Arch::Resnet18, 16), (Arch::Resnet50, 40)] {
-        let dir = tempfile::tempdir().unwrap();
-        let run = dir.path().join("run");
-        pretrained(&run, arch, size);
-        let heads = simclr::checkpoint::read_config(&simclr::checkpoint::resolve(&run).unwrap().dir).unwrap().model.head_layers;
-        let layers = if arch == Arch::Resnet18 { vec![(Layer::H, 0), (Layer::Z, heads)] } else { vec![(Layer::H, 0)] };
-        for (layer, index) in layers {
-            let file = dir.path().join(format!("{layer}.onnx"));
-            let line = simclr::export::run(&run, Format::Onnx, layer, &file).unwrap();
-            assert!(line.contains(&format!("[N, 3, {size}, {size}]")) && line.contains(&format!("output \"{layer}\"")), "{line}");
-            // Two batch sizes through one file: the batch axis is dynamic.
-            for n in [1, 3] {
-                let what = format!("{arch:?} layer {layer}, batch {n}");
-                let ours = our_output(&run, size, n, index);
-                let (size, batch) = (size.to_string(), n.to_string());
-                if let Some(theirs) = python("onnxruntime", "check-onnx-export.py", &[file.as_os_str(), size.as_ref(), batch.as_ref()]) {
-                    assert_close(&theirs, &ours, 1e-4, &format!("ONNX Runtime, {what}"));
-                }
+    check_onnx_exports(|file, run, size, index, what| {
+        // Two batch sizes through one file: the batch axis is dynamic.
+        for n in [1, 3] {
+            let ours = our_output(run, size, n, index);
+            let (size, batch) = (size.to_string(), n.to_string());
+            if let Some(theirs) = python("onnxruntime", "check-onnx-export.py", &[file.as_os_str(), size.as_ref(), batch.as_ref()]) {
+                assert_close(&theirs, &ours, 1e-4, &format!("ONNX Runtime, {what}, batch {n}"));
             }
         }
-    }
+    });
 }
 
 #[test]

@@ -7,10 +7,7 @@ mod common;
 #[path = "../../tests/common/exported.rs"]
 mod exported;
 
-use exported::{assert_close, input, our_output, pretrained};
-use simclr::eval::Layer;
-use simclr::export::Format;
-use simclr::resnet::Arch;
+use exported::{assert_close, check_onnx_exports, input, our_output};
 use std::path::Path;
 
 /// The ONNX model in `file` run by tract on [`input`]`(n, size)`.
@@ -29,19 +26,9 @@ fn tract_output(file: &Path, size: usize, n: usize) -> Vec<f32> {
 
 #[test]
 fn the_onnx_export_computes_our_h_and_z_in_tract() {
-    for (arch, size) in [(Arch::Resnet18, 16), (Arch::Resnet50, 40)] {
-        let dir = tempfile::tempdir().unwrap();
-        let run = dir.path().join("run");
-        pretrained(&run, arch, size);
-        let heads = simclr::checkpoint::read_config(&simclr::checkpoint::resolve(&run).unwrap().dir).unwrap().model.head_layers;
-        let layers = if arch == Arch::Resnet18 { vec![(Layer::H, 0), (Layer::Z, heads)] } else { vec![(Layer::H, 0)] };
-        for (layer, index) in layers {
-            let file = dir.path().join(format!("{layer}.onnx"));
-            simclr::export::run(&run, Format::Onnx, layer, &file).unwrap();
-            for n in [1, 3] {
-                let what = format!("tract, {arch:?} layer {layer}, batch {n}");
-                assert_close(&tract_output(&file, size, n), &our_output(&run, size, n, index), 1e-4, &what);
-            }
+    check_onnx_exports(|file, run, size, index, what| {
+        for n in [1, 3] {
+            assert_close(&tract_output(file, size, n), &our_output(run, size, n, index), 1e-4, &format!("tract, {what}, batch {n}"));
         }
-    }
+    });
 }

@@ -11,6 +11,10 @@
 //!   `dx = γ/√(σ² + ε) · (dy − Σdy/M − x̂·Σ(dy·x̂)/M)` (M values per channel).
 //! - libtorch: `native_batch_norm` recorded in libtorch's autograd graph, as PyTorch runs it.
 //!
+//! In a data-parallel run with sync BN ([`crate::distributed`]) the statistics and the backward's
+//! per-channel sums are over every rank's part of the batch: flex sums them inside its two passes,
+//! libtorch takes an operation of ours (libtorch's SyncBatchNorm kernels are CUDA-only).
+//!
 //! [`batch_norm_relu`] folds the ReLU that follows most BNs of the ResNet into the same operation
 //! (on flex the backward recomputes `y` from `x` to mask `dy`; no extra tensor is kept).
 //!

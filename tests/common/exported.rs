@@ -3,6 +3,8 @@
 //! comparison.
 
 use burn::tensor::{Tensor, TensorData};
+use simclr::eval::Layer;
+use simclr::export::Format;
 use simclr::resnet::Arch;
 use std::path::Path;
 
@@ -35,3 +37,23 @@ pub fn assert_close(got: &[f32], want: &[f32], tolerance: f32, what: &str) {
     }
 }
 
+
+/// The ONNX exports an ONNX runtime is checked on: ResNet-18 with the CIFAR stem at 16 px (h and
+/// z) and ResNet-50 with ImageNet's (max-pool) at 40 px (h), each pretrained for a few steps.
+/// `check` gets each file, its run folder, the image size, the index of the layer among our
+/// forward's outputs and a description.
+pub fn check_onnx_exports(mut check: impl FnMut(&Path, &Path, usize, usize, &str)) {
+    for (arch, size) in [(Arch::Resnet18, 16), (Arch::Resnet50, 40)] {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        pretrained(&run, arch, size);
+        let heads = simclr::checkpoint::read_config(&simclr::checkpoint::resolve(&run).unwrap().dir).unwrap().model.head_layers;
+        let layers = if arch == Arch::Resnet18 { vec![(Layer::H, 0), (Layer::Z, heads)] } else { vec![(Layer::H, 0)] };
+        for (layer, index) in layers {
+            let file = dir.path().join(format!("{layer}.onnx"));
+            let line = simclr::export::run(&run, Format::Onnx, layer, &file).unwrap();
+            assert!(line.contains(&format!("[N, 3, {size}, {size}]")) && line.contains(&format!("output \"{layer}\"")), "{line}");
+            check(&file, &run, size, index, &format!("{arch:?} layer {layer}"));
+        }
+    }
+}
