@@ -2,7 +2,9 @@
 //! flex and on libtorch): `mpirun -np 2` and `-np 4` reproduce the one-process run on the same
 //! global batch (losses and parameters within [`TOLERANCE`]) with sync BN, and differ from it
 //! without (so the comparison can fail); a global batch that does not split over the ranks is
-//! refused; a killed rank stops the run with a non-zero exit and its last checkpoint resumes.
+//! refused; a killed rank stops the run with a non-zero exit and its last checkpoint resumes. The
+//! gradient each rank's z receives from the gathered NT-Xent is the one-process gradient on its
+//! rows (examples/gathered_gradient.rs under mpirun).
 #![cfg(feature = "mpi")]
 
 use std::collections::BTreeMap;
@@ -100,6 +102,22 @@ fn two_and_four_ranks_reproduce_one_process_with_sync_bn_and_differ_without() {
     let loss_gap = losses(&run).iter().zip(&want_losses).map(|(g, w)| (g - w).abs()).fold(0.0, f64::max);
     assert!(loss_gap > 100.0 * TOLERANCE, "per-rank BN gave the one-process losses within {loss_gap}");
     assert!(max_difference(&parameters(&run), &want) as f64 > 100.0 * TOLERANCE);
+}
+
+#[test]
+fn the_gathered_negatives_give_each_rank_the_one_process_gradient_on_its_rows() {
+    // examples/gathered_gradient.rs, which `cargo test` builds beside the test binaries.
+    let deps = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
+    let example = deps.parent().unwrap().join("examples").join("gathered_gradient");
+    assert!(example.exists(), "{} is built by `cargo test`", example.display());
+    for ranks in [2, 4] {
+        let mut cmd = Command::new("mpirun");
+        cmd.args(["--allow-run-as-root", "--oversubscribe", "-np", &ranks.to_string()]).arg(&example);
+        let out = output(cmd);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(stdout.lines().filter(|l| l.contains("largest gradient difference")).count(), ranks, "{stdout}");
+    }
 }
 
 #[test]
