@@ -6,8 +6,8 @@
 use crate::checkpoint::{self, TrainState};
 use crate::config::Config;
 use crate::data::loader::{Loader, Shard};
-use crate::distributed;
 use crate::data::{self, BadImages, Dataset, Split};
+use crate::distributed;
 use crate::loss::nt_xent;
 use crate::model::SimClr;
 use crate::monitor::{EpochEnd, EpochHook};
@@ -48,9 +48,10 @@ pub struct StepMetrics {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probe_acc: Option<f32>,
     /// With several ranks: seconds rank 0 spent in collective operations this step (transfers and
-    /// waiting for the other ranks), and the MiB of its buffers they exchanged.
+    /// waiting for the other ranks).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub comm_s: Option<f64>,
+    /// With several ranks: MiB of rank 0's buffers the collective operations exchanged this step.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub comm_mib: Option<f64>,
 }
