@@ -123,6 +123,13 @@ settings! {
         [] coarse_labels: bool = false,
         /// Stop at the first unreadable image instead of skipping it with a warning.
         [] strict: bool = false,
+        /// Labelled folders without a test/ sub-folder: hold out this share of each class as the
+        /// test split, drawn with --split-seed (0: no test split).
+        [] test_fraction: f64 = 0.0,
+        /// Seed of the --test-fraction draw.
+        [] split_seed: u64 = 0,
+        /// Labelled folders: leave out the classes with fewer images (0 keeps all).
+        [] min_class_images: usize = 0,
     }
 }
 
@@ -392,6 +399,12 @@ impl Config {
 impl DataSettings {
     /// Checks that a dataset other than `builtin` has its folder.
     pub fn validate(&self) -> Result<()> {
+        if !(0.0..1.0).contains(&self.test_fraction) {
+            bail!("--test-fraction {}: must be at least 0 and below 1 (e.g. 0.2 holds out a fifth of each class)", self.test_fraction);
+        }
+        if self.test_fraction > 0.0 && self.dataset != DatasetKind::Folder {
+            bail!("--test-fraction is for --dataset folder (a labelled folder without a test/ split); {} has its own test split", self.dataset.name());
+        }
         if self.dataset != DatasetKind::Builtin && self.data.is_none() {
             bail!(
                 "--dataset {} needs --data DIR (Fashion-MNIST: `apt-get install -y dataset-fashion-mnist`, then --data /usr/share/datasets/fashion-mnist)",
@@ -412,6 +425,8 @@ impl DataSettings {
                 size: self.cache_size,
             }),
             coarse_labels: self.coarse_labels,
+            min_class_images: self.min_class_images,
+            hold_out: (self.test_fraction > 0.0).then_some(crate::data::HoldOut { fraction: self.test_fraction, seed: self.split_seed }),
         }
     }
 }

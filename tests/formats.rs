@@ -175,7 +175,61 @@ fn unlabelled_tree_with_mixed_formats_and_modes() {
     assert_eq!(grey.at(0, 2, 3), grey.at(2, 2, 3));
     let deep = ds.image(2).unwrap();
     assert_eq!((deep.at(0, 0, 0) * 255.0).round() as u8, 255, "16-bit → 8-bit");
+    assert_eq!((deep.at(2, 0, 0) * 255.0).round() as u8, 251, "blue 0 at alpha 1000/65535 (4/255 in 8 bits) on white");
     assert!(data::open(&src(DatasetKind::UnlabelledFolder, root), Split::Test).is_err(), "no labels to evaluate with");
+}
+
+#[test]
+fn a_labelled_folder_without_a_test_split_holds_out_part_of_each_class_with_a_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let sizes = [("a", 5), ("b", 10), ("tiny", 1)];
+    for (class, n) in sizes {
+        (0..n).for_each(|i| save(&root.join(format!("{class}/nested/{i}.png")), 4, 4, i));
+    }
+    let held = |fraction, seed| Source {
+        min_class_images: 2,
+        hold_out: Some(data::HoldOut { fraction, seed }),
+        ..src(DatasetKind::Folder, root)
+    };
+    let files = |ds: &dyn Dataset| -> Vec<String> { (0..ds.len()).map(|i| ds.file(i).unwrap().display().to_string()).collect() };
+    let (train, test) = (data::open(&held(0.2, 3), Split::Train).unwrap(), data::open(&held(0.2, 3), Split::Test).unwrap());
+    // "tiny" (1 image) left out, the others relabelled 0 and 1; a fifth of each class held out.
+    assert_eq!((train.num_classes(), test.num_classes()), (2, 2));
+    let count = |ds: &dyn Dataset, label| (0..ds.len()).filter(|&i| ds.label(i) == Some(label)).count();
+    assert_eq!([count(test.as_ref(), 0), count(test.as_ref(), 1)], [1, 2]);
+    assert_eq!([count(train.as_ref(), 0), count(train.as_ref(), 1)], [4, 8]);
+    let (mut all, test_files) = (files(train.as_ref()), files(test.as_ref()));
+    all.extend(test_files.clone());
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 15, "disjoint, and together every image of a and b");
+    assert!(all.iter().all(|f| !f.contains("tiny")));
+    // Pretraining reads the training part; the same seed draws the same split, another seed another.
+    assert_eq!(files(data::open(&held(0.2, 3), Split::Pretrain).unwrap().as_ref()), files(train.as_ref()));
+    assert_eq!(files(data::open(&held(0.2, 3), Split::Test).unwrap().as_ref()), test_files);
+    let mut other = files(data::open(&held(0.2, 4), Split::Test).unwrap().as_ref());
+    let mut same = test_files.clone();
+    (other.sort(), same.sort());
+    assert_ne!(other, same);
+    // A folder with its own test/ split refuses a drawn one.
+    save(&root.join("test/a/0.png"), 4, 4, 0);
+    let e = data::open(&held(0.2, 3), Split::Train).err().unwrap().to_string();
+    assert!(e.contains("--test-fraction") && e.contains("test/"), "{e}");
+}
+
+#[test]
+fn transparent_pixels_are_composited_on_white() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // Invisible black, half-transparent orange (alpha 128), opaque blue.
+    let pixels = [[0, 0, 0, 0], [200, 100, 0, 128], [0, 0, 255, 255]];
+    image::RgbaImage::from_fn(3, 1, |x, _| image::Rgba(pixels[x as usize])).save(root.join("clip.png")).unwrap();
+    let ds = data::open(&src(DatasetKind::UnlabelledFolder, root), Split::Pretrain).unwrap();
+    let img = ds.image(0).unwrap();
+    let rgb = |x: usize| [0, 1, 2].map(|c| (img.at(c, 0, x) * 255.0).round() as u8);
+    // c·a + 255·(255 − a), over 255, rounded: (200·128 + 255·127 + 127) / 255 = 227, …
+    assert_eq!([rgb(0), rgb(1), rgb(2)], [[255, 255, 255], [227, 177, 127], [0, 0, 255]]);
 }
 
 #[test]

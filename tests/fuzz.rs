@@ -113,7 +113,7 @@ fn fuzz(name: &str, seeds: &[Vec<u8>], mut read: impl FnMut(&[u8])) -> usize {
 }
 
 fn source(kind: DatasetKind, dir: &Path) -> Source {
-    Source { kind: Some(kind), data: Some(dir.to_path_buf()), file_list: None, cache: None, coarse_labels: false }
+    Source { kind: Some(kind), data: Some(dir.to_path_buf()), ..Default::default() }
 }
 
 /// Opens the split and reads every image and label, as training would.

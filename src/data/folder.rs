@@ -1,5 +1,7 @@
 //! Folders of image files: labelled (one sub-folder per class, the ImageNet layout) or unlabelled
-//! (any tree). JPEG, PNG, WebP and BMP in any mode (grey, RGBA, 16-bit) are decoded to RGB8.
+//! (any tree). JPEG, PNG, WebP and BMP in any mode (grey, RGBA, 16-bit) are decoded to RGB8;
+//! transparent pixels are composited on white (clip art's transparent background is white to the
+//! eye, whatever colour its invisible pixels hold).
 //!
 //! Images are decoded when asked for (in the loader's worker threads), never all at once. With a
 //! cache folder, each image is stored after its first decode resized so its shorter side is
@@ -128,6 +130,32 @@ impl ImageFolder {
         Ok(())
     }
 
+    /// Leaves out the classes with fewer than `min` images (labels renumbered in the same order),
+    /// naming them in a warning; an error when none is left.
+    pub fn drop_small_classes(&mut self, min: usize) -> Result<(), DataError> {
+        let Some(labels) = &self.labels else { return Ok(()) };
+        let mut counts = vec![0usize; self.classes.len()];
+        labels.iter().for_each(|&l| counts[l] += 1);
+        let small: Vec<String> = (0..counts.len()).filter(|&c| counts[c] < min).map(|c| format!("{} ({})", self.classes[c], counts[c])).collect();
+        if small.is_empty() {
+            return Ok(());
+        }
+        let mut renumbered = vec![None; counts.len()];
+        let mut kept = Vec::new();
+        for c in (0..counts.len()).filter(|&c| counts[c] >= min) {
+            renumbered[c] = Some(kept.len());
+            kept.push(self.classes[c].clone());
+        }
+        if kept.is_empty() {
+            return Err(DataError::Invalid(format!("--min-class-images {min}: no class of {} has that many images", self.root.display())));
+        }
+        tracing::warn!("{}: left out {} classes with fewer than {min} images: {}", self.root.display(), small.len(), small.join(", "));
+        let (files, labels): (Vec<PathBuf>, Vec<usize>) =
+            self.files.iter().zip(labels).filter_map(|(f, &l)| Some((f.clone(), renumbered[l]?))).unzip();
+        (self.files, self.labels, self.classes) = (files, Some(labels), kept);
+        Ok(())
+    }
+
     /// Class names in label order (empty when unlabelled).
     pub fn classes(&self) -> &[String] {
         &self.classes
@@ -157,8 +185,20 @@ impl ImageFolder {
             return Err(DataError::Corrupt { path: path.clone(), why: "empty file".into() });
         }
         let img = image::load_from_memory(&bytes).map_err(|e| DataError::Corrupt { path: path.clone(), why: format!("cannot decode ({e})") })?;
-        Ok(img.to_rgb8())
+        Ok(on_white(img))
     }
+}
+
+/// `img` as RGB8, pixels with an alpha channel composited on white: c·a + 255·(1 − a), rounded.
+fn on_white(img: image::DynamicImage) -> image::RgbImage {
+    if !img.color().has_alpha() {
+        return img.to_rgb8();
+    }
+    let rgba = img.to_rgba8();
+    image::RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+        let [r, g, b, a] = rgba.get_pixel(x, y).0.map(u32::from);
+        image::Rgb([r, g, b].map(|c| ((c * a + 255 * (255 - a) + 127) / 255) as u8))
+    })
 }
 
 fn read_cached(file: &Path) -> Option<image::RgbImage> {

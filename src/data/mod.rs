@@ -12,6 +12,9 @@ pub mod loader;
 pub mod stl10;
 
 use crate::image::Image;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -394,6 +397,42 @@ pub struct Source {
     pub cache: Option<folder::Cache>,
     /// CIFAR-100: the 20 coarse labels instead of the 100 fine ones.
     pub coarse_labels: bool,
+    /// Labelled folders: leave out the classes with fewer images than this (0 keeps all).
+    pub min_class_images: usize,
+    /// Labelled folders without `test/`: hold out part of each class as the test split.
+    pub hold_out: Option<HoldOut>,
+}
+
+/// A test split drawn from a labelled folder that has none: of each class, in an order shuffled
+/// with `seed`, the first `fraction` of its images (rounded; at least one, and one left to train
+/// on) are the test split, the rest the training split (pretraining's too).
+#[derive(Clone, Copy, Debug)]
+pub struct HoldOut {
+    /// Share of each class held out, in (0, 1).
+    pub fraction: f64,
+    /// Seed of the draw.
+    pub seed: u64,
+}
+
+impl HoldOut {
+    /// The images of `ds` (labelled) in `split`, in one order shuffled with the seed, so that
+    /// `--limit` takes a sample of every class rather than the first classes.
+    fn select(&self, ds: Arc<dyn Dataset>, split: Split) -> Arc<dyn Dataset> {
+        let mut by_class = vec![Vec::new(); ds.num_classes()];
+        (0..ds.len()).for_each(|i| by_class[ds.label(i).expect("a labelled folder")].push(i));
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        let (mut test, mut train) = (Vec::new(), Vec::new());
+        for class in &mut by_class {
+            class.shuffle(&mut rng);
+            let n = class.len();
+            let held = ((self.fraction * n as f64).round() as usize).max(1).min(n.saturating_sub(1));
+            test.extend_from_slice(&class[..held]);
+            train.extend_from_slice(&class[held..]);
+        }
+        let mut picked = if split == Split::Test { test } else { train };
+        picked.shuffle(&mut rng);
+        Arc::new(Subset::new(ds, picked))
+    }
 }
 
 /// For a labelled folder, `DIR/train` or `DIR/test` when they exist, else `DIR` itself for training.
@@ -429,7 +468,21 @@ pub fn open(src: &Source, split: Split) -> Result<Arc<dyn Dataset>, DataError> {
         DatasetKind::Cifar100 => Arc::new(cifar::load(dir, cifar::Cifar::Hundred { coarse: src.coarse_labels }, split)?),
         DatasetKind::Stl10 => stl10::load(dir, split)?,
         DatasetKind::Folder => {
-            Arc::new(folder::ImageFolder::open(&split_folder(dir, split)?, true, src.file_list.as_deref(), src.cache.clone())?)
+            let labelled = |root: &Path| -> Result<Arc<dyn Dataset>, DataError> {
+                let mut images = folder::ImageFolder::open(root, true, src.file_list.as_deref(), src.cache.clone())?;
+                images.drop_small_classes(src.min_class_images)?;
+                Ok(Arc::new(images))
+            };
+            match src.hold_out {
+                None => labelled(&split_folder(dir, split)?)?,
+                Some(_) if dir.join("test").is_dir() => {
+                    return Err(DataError::Invalid(format!(
+                        "--test-fraction: {} has a test/ split of its own; drop --test-fraction to use it",
+                        dir.display()
+                    )))
+                }
+                Some(hold_out) => hold_out.select(labelled(dir)?, split),
+            }
         }
         DatasetKind::UnlabelledFolder => {
             if split == Split::Pretrain {
