@@ -167,6 +167,11 @@ settings! {
         [] crop_min_area: f32 = crate::augment::PAPER_MIN_CROP_AREA,
         /// Gaussian blur on/off (unset: on for images > 32 px, as the paper).
         [] blur: Option<bool>,
+        /// The augmentation ablation's one-branch protocol (paper §3.1, Fig. 5): both views share
+        /// one random crop, and only the second gets these transformations, in order
+        /// (comma-separated among crop, cutout, color, sobel, noise, blur, rotate; unset: the
+        /// standard pipeline on both views).
+        [] one_branch: Option<crate::augment::ablation::Transforms>,
     }
 }
 
@@ -451,6 +456,7 @@ impl AugmentSettings {
         if let Some(blur) = self.blur {
             aug.blur = blur;
         }
+        aug.one_branch = self.one_branch.as_ref().map(|t| t.0.clone()).unwrap_or_default();
         aug
     }
 }

@@ -123,7 +123,7 @@ enum Command {
         run: RunArgs,
     },
     /// Render a PNG grid of augmented views of one image (paper Fig. 3/4).
-    #[command(mut_arg("limit", |a| a.hide(true)), mut_arg("strict", |a| a.hide(true)))]
+    #[command(mut_arg("limit", |a| a.hide(true)), mut_arg("strict", |a| a.hide(true)), mut_arg("one_branch", |a| a.hide(true)))]
     Augment {
         /// An image file; without it, image --index of the dataset is used.
         #[arg(long)]

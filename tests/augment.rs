@@ -3,6 +3,7 @@
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use simclr::augment::*;
+use simclr::augment::ablation;
 use simclr::image::Image;
 
 fn test_image(h: usize, w: usize) -> Image {
@@ -296,4 +297,109 @@ fn evaluation_takes_the_official_centre_crop_above_32_px() {
     let small = test_image(32, 32);
     assert_eq!(augment(&small, &AugmentConfig::eval(32), &mut view_rng(0, 0, 0, 0)), augment(&small, &AugmentConfig::identity(32), &mut view_rng(0, 0, 0, 0)));
     assert_eq!(simclr::augment::center_square(50, 30, 0.875), simclr::augment::Crop { top: 12, left: 2, height: 26, width: 26 });
+}
+
+// The ablation's transformations (paper §3.1, Fig. 4) against hand-computed pixels.
+
+fn grey(h: usize, w: usize, values: &[f32]) -> Image {
+    let mut img = Image::zeros(h, w);
+    for c in 0..3 {
+        img.data[c * h * w..(c + 1) * h * w].copy_from_slice(values);
+    }
+    img
+}
+
+fn plane(img: &Image, c: usize) -> &[f32] {
+    &img.data[c * img.plane()..(c + 1) * img.plane()]
+}
+
+#[test]
+fn cutout_zeroes_the_square_clipped_at_the_border() {
+    let img = grey(4, 4, &[1.0; 16]);
+    // Side 2 centred at (1, 2): rows 0..2, columns 1..3.
+    let out = ablation::cutout(&img, 1, 2, 2);
+    let expected = [1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
+    for c in 0..3 {
+        assert_eq!(plane(&out, c), &expected);
+    }
+    // Side 3 centred in the corner: only the part inside the image, rows and columns 0..2.
+    let corner = ablation::cutout(&img, 0, 0, 3);
+    assert_eq!(plane(&corner, 0), &[0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]);
+}
+
+#[test]
+fn sobel_is_the_edge_magnitude_of_the_luma() {
+    // A vertical step 0 → 1 between columns 1 and 2, in every row.
+    let img = grey(3, 4, &[0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0]);
+    let luma = 0.2989f32 + 0.5870 + 0.1140;
+    // Columns 1 and 2: gx = (1 + 2 + 1)·luma, gy = 0 (rows replicated), / (4√2); columns 0 and 3: 0.
+    let edge = 4.0 * luma / (4.0 * std::f32::consts::SQRT_2);
+    let out = ablation::sobel(&img);
+    for c in 0..3 {
+        for (got, want) in plane(&out, c).iter().zip([0.0, edge, edge, 0.0].repeat(3)) {
+            assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        }
+    }
+    // A constant image has no edges.
+    assert!(ablation::sobel(&grey(3, 3, &[0.7; 9])).data.iter().all(|&v| v.abs() < 1e-6));
+}
+
+#[test]
+fn rotations_move_pixels_counter_clockwise() {
+    // a b c / d e f
+    let img = grey(2, 3, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    let quarter = ablation::rotate90(&img, 1);
+    assert_eq!((quarter.height, quarter.width), (3, 2));
+    assert_eq!(plane(&quarter, 2), &[3.0, 6.0, 2.0, 5.0, 1.0, 4.0]); // c f / b e / a d
+    assert_eq!(plane(&ablation::rotate90(&img, 2), 1), &[6.0, 5.0, 4.0, 3.0, 2.0, 1.0]); // f e d / c b a
+    assert_eq!(plane(&ablation::rotate90(&img, 3), 0), &[4.0, 1.0, 5.0, 2.0, 6.0, 3.0]); // d a / e b / f c
+    assert_eq!(ablation::rotate90(&quarter, 3), img);
+}
+
+#[test]
+fn noise_has_the_stated_spread_and_stays_in_range() {
+    let img = grey(64, 64, &[0.5; 64 * 64]);
+    let out = ablation::gaussian_noise(&img, 0.1, &mut ChaCha8Rng::seed_from_u64(5));
+    let diffs: Vec<f64> = out.data.iter().zip(&img.data).map(|(a, b)| f64::from(a - b)).collect();
+    let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
+    let std = (diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / diffs.len() as f64).sqrt();
+    // 12,288 draws: the mean within 4 standard errors of 0, the spread within 3% of 0.1.
+    assert!(mean.abs() < 4.0 * 0.1 / (diffs.len() as f64).sqrt(), "mean {mean}");
+    assert!((std - 0.1).abs() < 0.003, "std {std}");
+    assert_ne!(plane(&out, 0), plane(&out, 1), "each value draws its own noise");
+    let clipped = ablation::gaussian_noise(&grey(8, 8, &[0.0; 64]), 0.5, &mut ChaCha8Rng::seed_from_u64(6));
+    assert!(clipped.data.iter().all(|v| (0.0..=1.0).contains(v)) && clipped.data.iter().any(|&v| v > 0.0));
+}
+
+#[test]
+fn one_branch_views_share_the_crop_and_only_the_second_is_transformed() {
+    let img = test_image(40, 40);
+    let cfg = AugmentConfig { one_branch: vec![ablation::Transform::Rotate], ..AugmentConfig::simclr(24, 1.0) };
+    for index in 0..8 {
+        let first = draw_view(&img, &cfg, 3, 0, index, 0);
+        let second = draw_view(&img, &cfg, 3, 0, index, 1);
+        assert_eq!((first.height, first.width), (24, 24));
+        // The first view is the shared crop itself: no flip, no colour, no blur.
+        let crop_only = AugmentConfig { crop: true, ..AugmentConfig::identity(24) };
+        assert!(first.data.iter().all(|v| (0.0..=1.0).contains(v)));
+        assert_ne!(first, augment(&img, &crop_only, &mut view_rng(3, 0, index, 0)), "the shared crop has a stream of its own");
+        assert!((1..=3).any(|q| ablation::rotate90(&first, q) == second), "view 1 is a rotation of view 0");
+    }
+    // Without one_branch the two views are drawn independently, as before.
+    let standard = AugmentConfig::simclr(24, 1.0);
+    assert_eq!(draw_view(&img, &standard, 3, 0, 1, 1), augment(&img, &standard, &mut view_rng(3, 0, 1, 1)));
+}
+
+#[test]
+fn transform_lists_parse_and_name_the_choices() {
+    let t: ablation::Transforms = "crop,colour".parse().unwrap();
+    assert_eq!(t.0, vec![ablation::Transform::Crop, ablation::Transform::Color]);
+    assert_eq!(t.to_string(), "crop,color");
+    let err = "crop,warp".parse::<ablation::Transforms>().unwrap_err();
+    assert!(err.contains("`warp`") && err.contains("cutout") && err.contains("rotate"), "{err}");
+    for t in ablation::Transform::ALL {
+        let out = t.apply(&test_image(24, 24), &AugmentConfig::simclr(24, 1.0), &mut ChaCha8Rng::seed_from_u64(1));
+        assert_eq!((out.height, out.width), (24, 24), "{t}");
+        assert!(out.data.iter().all(|v| (0.0..=1.0).contains(v)), "{t}");
+    }
 }

@@ -260,6 +260,31 @@ fn bad_files_are_skipped_and_counted_or_fail_with_strict() {
     assert!(err.contains("garbage.jpg") && err.contains("cannot decode"), "{err}");
 }
 
+/// A PNG whose header declares `side × side` RGBA pixels (no image data follows): what a decoder
+/// sees first of a huge drawing.
+fn huge_png_header(side: u32) -> Vec<u8> {
+    let chunk = |kind: &[u8], data: &[u8]| {
+        let mut crc = flate2::Crc::new();
+        crc.update(kind);
+        crc.update(data);
+        [&(data.len() as u32).to_be_bytes()[..], kind, data, &crc.sum().to_be_bytes()].concat()
+    };
+    let ihdr = [&side.to_be_bytes()[..], &side.to_be_bytes(), &[8, 6, 0, 0, 0]].concat();
+    [&b"\x89PNG\r\n\x1a\n"[..], &chunk(b"IHDR", &ihdr), &chunk(b"IDAT", &[]), &chunk(b"IEND", &[])].concat()
+}
+
+#[test]
+fn an_image_over_the_decoders_memory_limit_is_skipped_with_advice_to_shrink_it() {
+    let dir = tempfile::tempdir().unwrap();
+    save(&dir.path().join("a.png"), 8, 8, 1);
+    // 30,000² RGBA pixels are 3.6 GB, over the decoder's 512 MiB limit (openclipart has such files).
+    std::fs::write(dir.path().join("b.png"), huge_png_header(30_000)).unwrap();
+    let ds = ImageFolder::open(dir.path(), false, None, None).unwrap();
+    let err = ds.image(1).err().unwrap().to_string();
+    assert!(err.contains("b.png") && err.contains("too large") && err.contains("shrink") && !err.contains("re-download"), "{err}");
+    assert_eq!(BadImages::new(false).read(&ds, 1).unwrap().0, 0, "skipped like any unreadable image");
+}
+
 #[test]
 fn file_lists_pick_subsets() {
     let dir = tempfile::tempdir().unwrap();

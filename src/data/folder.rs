@@ -184,7 +184,10 @@ impl ImageFolder {
         if bytes.is_empty() {
             return Err(DataError::Corrupt { path: path.clone(), why: "empty file".into() });
         }
-        let img = image::load_from_memory(&bytes).map_err(|e| DataError::Corrupt { path: path.clone(), why: format!("cannot decode ({e})") })?;
+        let img = image::load_from_memory(&bytes).map_err(|e| match e {
+            image::ImageError::Limits(_) => DataError::TooLarge { path: path.clone(), why: format!("too large to decode ({e})") },
+            e => DataError::Corrupt { path: path.clone(), why: format!("cannot decode ({e})") },
+        })?;
         Ok(on_white(img))
     }
 }

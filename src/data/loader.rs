@@ -7,7 +7,7 @@
 //! run sees exactly the batches an unbroken run would.
 
 use super::{BadImages, DataError, Dataset};
-use crate::augment::{augment, splitmix64, view_rng, AugmentConfig};
+use crate::augment::{draw_view, splitmix64, AugmentConfig};
 use crate::image::Image;
 use anyhow::Result;
 use rand::seq::SliceRandom;
@@ -46,8 +46,7 @@ pub fn make_views(
         .into_par_iter()
         .map(|v| {
             let (index, img) = &read[v % n];
-            let mut rng = view_rng(seed, epoch as u64, *index as u64, (v / n) as u64);
-            augment(img, aug, &mut rng).data
+            draw_view(img, aug, seed, epoch as u64, *index as u64, (v / n) as u64).data
         })
         .collect();
     Ok(Batch { images: read.into_iter().map(|(i, _)| i).collect(), pixels: pixels.concat() })

@@ -46,6 +46,14 @@ pub enum DataError {
         /// What is wrong.
         why: String,
     },
+    /// An image larger than the decoder's memory limit (512 MiB): read, not decoded.
+    #[error("{path}: {why}; shrink the image (e.g. `convert FILE -resize 4096x4096 FILE`) or leave it out with --file-list")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's words.
+        why: String,
+    },
     /// Anything else about the request (index out of range, inconsistent shapes).
     #[error("{0}")]
     Invalid(String),

@@ -20,6 +20,11 @@
 //!
 //! Every view is drawn from its own RNG seeded by `(seed, epoch, index, view)`, so the views do not
 //! depend on thread scheduling and a resumed run sees exactly the views an unbroken run would.
+//!
+//! [`ablation`] holds the paper's augmentation ablation (§3.1): its seven transformations and the
+//! one-branch protocol, chosen by [`AugmentConfig::one_branch`].
+
+pub mod ablation;
 
 use crate::image::Image;
 use multiversion::multiversion;
@@ -56,6 +61,11 @@ pub struct AugmentConfig {
     pub blur: bool,
     /// Probability of blurring (paper: 0.5).
     pub blur_prob: f32,
+    /// The ablation's one-branch protocol ([`ablation`]) when not empty: both views share one
+    /// random crop and only the second gets these transformations, in order; the fields above
+    /// other than the size, crop area and colour strength are then unused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub one_branch: Vec<ablation::Transform>,
 }
 
 impl AugmentConfig {
@@ -74,6 +84,7 @@ impl AugmentConfig {
             gray_prob: if color_strength > 0.0 { 0.2 } else { 0.0 },
             blur: image_size > 32,
             blur_prob: 0.5,
+            one_branch: Vec::new(),
         }
     }
 
@@ -90,6 +101,7 @@ impl AugmentConfig {
             gray_prob: 0.0,
             blur: false,
             blur_prob: 0.0,
+            one_branch: Vec::new(),
         }
     }
 
@@ -125,6 +137,20 @@ pub fn splitmix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// The RNG stream of the crop that both views share under the one-branch protocol.
+const SHARED_VIEW: u64 = u64::MAX;
+
+/// View `view` of image `index` in `epoch`: the configured pipeline drawn from
+/// [`view_rng`]`(seed, epoch, index, view)`, or under the one-branch protocol
+/// ([`AugmentConfig::one_branch`]) the crop shared by both views, transformed on view 1 only.
+pub fn draw_view(img: &Image, cfg: &AugmentConfig, seed: u64, epoch: u64, index: u64, view: u64) -> Image {
+    let mut rng = view_rng(seed, epoch, index, view);
+    match cfg.one_branch.is_empty() {
+        true => augment(img, cfg, &mut rng),
+        false => ablation::one_branch_view(img, cfg, view, &mut view_rng(seed, epoch, index, SHARED_VIEW), &mut rng),
+    }
 }
 
 /// Applies the configured pipeline to `img` once.
