@@ -15,7 +15,7 @@
 use crate::augment::{augment, view_rng, AugmentConfig};
 use crate::config::Config;
 use crate::image::Image;
-use crate::loss::nt_xent;
+use crate::loss::nt_xent_with;
 use crate::optim::Optimizer;
 use anyhow::Result;
 use burn::optim::GradientsParams;
@@ -147,7 +147,7 @@ pub fn step(cfg: &Config, steps: usize, warmup: usize, device: &Device) -> Resul
     for i in 0..warmup + steps {
         let x = Tensor::<4>::random([2 * cfg.optim.batch_size, 3, size, size], Distribution::Uniform(0.0, 1.0), &ad);
         let t0 = Instant::now();
-        let out = nt_xent(model.forward(x).pop().expect("z"), cfg.optim.temperature);
+        let out = nt_xent_with(model.forward(x).pop().expect("z"), cfg.optim.temperature, cfg.optim.l2_normalize);
         let grads = GradientsParams::from_grads(out.loss.backward(), &model);
         model = optim.step(0.1, model, grads);
         let _: f32 = out.loss.into_scalar();

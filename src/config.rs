@@ -180,6 +180,9 @@ settings! {
     OptimSettings, OptimArgs {
         /// NT-Xent temperature τ.
         [] temperature: f32 = 0.5,
+        /// Compare ℓ2-normalised z (cosine similarity, NT-Xent); false: raw dot products (paper
+        /// Table 5).
+        [] l2_normalize: bool = true,
         /// Images per batch (2 views each), over all ranks: K ranks (`mpirun -np K`) take
         /// batch-size / K each.
         [] batch_size: usize = 256,

@@ -12,6 +12,7 @@
 //! Apart from the paper's concepts: [`ops`] (our convolution and batch-norm kernels), [`device`]
 //! (backend choice), [`distributed`] (data-parallel runs over MPI), [`interrupt`] (Ctrl-C and SIGTERM) and [`malloc`] (allocator settings).
 
+pub mod ablate;
 pub mod augment;
 pub mod bench;
 pub mod checkpoint;

@@ -44,11 +44,17 @@ pub fn l2_normalize(z: Tensor<2>) -> Tensor<2> {
 
 /// NT-Xent of `z` (`[2N, D]`, views of image `i` at rows `i` and `i + N`) at temperature `tau`.
 pub fn nt_xent(z: Tensor<2>, tau: f32) -> NtXent {
+    nt_xent_with(z, tau, true)
+}
+
+/// [`nt_xent`], or without `l2_normalize` the same objective on raw dot products `z_iᵀz_k / τ`
+/// (paper Table 5's "ℓ2 norm: no" rows).
+pub fn nt_xent_with(z: Tensor<2>, tau: f32, l2_normalize: bool) -> NtXent {
     let [rows, _] = z.dims();
     assert!(rows >= 4 && rows % 2 == 0, "NT-Xent needs 2N rows with N >= 2, got {rows}");
     let n = rows / 2;
     let device = z.device();
-    let z = l2_normalize(z);
+    let z = if l2_normalize { self::l2_normalize(z) } else { z };
     let logits = z.clone().matmul(z.transpose()).div_scalar(tau) - self_mask(rows, &device).mul_scalar(LARGE_NUM);
     let logits_ab = logits.clone().detach().slice([0..n, n..rows]);
     let log_prob = log_softmax(logits, 1);

@@ -185,6 +185,10 @@ enum Command {
         #[arg(long, default_value = "curves.png")]
         png: PathBuf,
     },
+    /// Reproduce one of the paper's findings as a grid of pretraining + linear-evaluation cells:
+    /// OUT/report.md (tables beside the paper's numbers, whether each direction holds), PNG
+    /// figures, results.json; finished cells are kept, a killed cell resumes from its checkpoint.
+    Ablate(simclr::ablate::AblateArgs),
     /// Pretrain on the built-in Fashion-MNIST subset, then compare a linear probe with random init.
     Demo {
         /// Output folder.
@@ -415,6 +419,10 @@ fn run(cli: Cli) -> Result<()> {
             let curves = runs.iter().map(|r| simclr::curves::RunCurves::read(r)).collect::<Result<Vec<_>>>()?;
             simclr::curves::plot(&curves, &png)?;
             println!("wrote {} ({} runs)", png.display(), curves.len());
+        }
+        Command::Ablate(args) => {
+            simclr::interrupt::install()?;
+            println!("{}", simclr::ablate::run(&args, cli.precision.unwrap_or_default(), &device, progress)?);
         }
         Command::Demo { out, epochs } => {
             let mut cfg = simclr::demo::demo_config(out, epochs);

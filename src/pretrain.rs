@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::data::loader::{Loader, Shard};
 use crate::data::{self, BadImages, Dataset, Split};
 use crate::distributed;
-use crate::loss::nt_xent;
+use crate::loss::nt_xent_with;
 use crate::model::SimClr;
 use crate::monitor::{EpochEnd, EpochHook};
 use crate::optim::Optimizer;
@@ -54,6 +54,20 @@ pub struct StepMetrics {
     /// With several ranks: MiB of rank 0's buffers the collective operations exchanged this step.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub comm_mib: Option<f64>,
+}
+
+/// The error of a run whose loss stopped being a finite number.
+#[derive(Debug, thiserror::Error)]
+#[error("the loss became {loss} at step {step} (lr {lr:.4}); lower --lr or raise --temperature. The last good checkpoint is {last_good}")]
+pub struct Diverged {
+    /// The loss (NaN or infinite).
+    pub loss: f32,
+    /// The step it was computed at (1-based).
+    pub step: usize,
+    /// The learning rate of that step.
+    pub lr: f64,
+    /// The last checkpoint written, or "none".
+    pub last_good: String,
 }
 
 /// Where the wall time of a run went.
@@ -170,7 +184,8 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
         let x = Tensor::<4>::from_data(TensorData::new(batch.pixels, [2 * local_batch, 3, size, size]), &device);
         let hiddens = model.forward(x);
         // The NT-Xent over the global batch: every rank's views (this rank's carry its gradient).
-        let out = nt_xent(distributed::gather_views(hiddens.last().expect("the head returns z").clone()), cfg.optim.temperature);
+        let z = distributed::gather_views(hiddens.last().expect("the head returns z").clone());
+        let out = nt_xent_with(z, cfg.optim.temperature, cfg.optim.l2_normalize);
         let probe = model.probe_logits(hiddens[0].clone()).and_then(|logits| probe_loss(logits, &batch.images, ds.as_ref()));
         let total_loss = match &probe {
             Some((ce, _)) => out.loss.clone() + ce.clone(),
@@ -183,11 +198,8 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
         timing.data_wait_s += wait;
         timing.step_s += t0.elapsed().as_secs_f64() - wait;
         if !loss.is_finite() {
-            bail!(
-                "the loss became {loss} at step {} (lr {lr:.4}); lower --lr or raise --temperature. The last good checkpoint is {}",
-                step + 1,
-                if last_checkpoint.as_os_str().is_empty() { "none".into() } else { last_checkpoint.display().to_string() }
-            );
+            let last_good = if last_checkpoint.as_os_str().is_empty() { "none".into() } else { last_checkpoint.display().to_string() };
+            return Err(Diverged { loss, step: step + 1, lr, last_good }.into());
         }
         let m = StepMetrics {
             step: step + 1,

@@ -1,7 +1,7 @@
 //! NT-Xent: exact values on hand-computed examples and gradients against finite differences.
 
 use burn::tensor::{Tensor, TensorData};
-use simclr::loss::nt_xent;
+use simclr::loss::{nt_xent, nt_xent_with};
 
 fn tensor(rows: &[[f32; 2]]) -> Tensor<2> {
     let data: Vec<f32> = rows.iter().flatten().copied().collect();
@@ -15,11 +15,16 @@ fn scalar(t: Tensor<1>) -> f32 {
 /// Reference NT-Xent in f64 straight from eq. 1 of the paper, at the official code's scale: the sum
 /// of ℓ over the 2N anchors divided by N (`mean(loss_a + loss_b)`).
 fn reference(z: &[[f32; 2]], tau: f64) -> f64 {
+    reference_with(z, tau, true)
+}
+
+/// [`reference`], on raw dot products without `l2_normalize` (paper Table 5, "ℓ2 norm: no").
+fn reference_with(z: &[[f32; 2]], tau: f64, l2_normalize: bool) -> f64 {
     let n2 = z.len();
     let unit: Vec<[f64; 2]> = z
         .iter()
         .map(|r| {
-            let norm = ((r[0] as f64).powi(2) + (r[1] as f64).powi(2)).sqrt();
+            let norm = if l2_normalize { ((r[0] as f64).powi(2) + (r[1] as f64).powi(2)).sqrt() } else { 1.0 };
             [r[0] as f64 / norm, r[1] as f64 / norm]
         })
         .collect();
@@ -100,6 +105,21 @@ fn gradient_matches_finite_differences() {
             analytic[k]
         );
     }
+}
+
+#[test]
+fn without_l2_normalisation_the_logits_are_raw_dot_products() {
+    let rows = [[3.0, 0.5], [-1.0, 2.0], [2.0, 1.0], [0.5, -1.5]];
+    for tau in [1.0, 10.0] {
+        let got = scalar(nt_xent_with(tensor(&rows), tau as f32, false).loss) as f64;
+        let want = reference_with(&rows, tau, false);
+        assert!((got - want).abs() < 1e-4 * want.max(1.0), "tau {tau}: got {got}, want {want}");
+        assert!((want - reference(&rows, tau)).abs() > 0.01, "the two objectives differ on these rows");
+    }
+    // Unit rows: normalising changes nothing.
+    let unit = [[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [-0.8, 0.6]];
+    let (a, b) = (scalar(nt_xent_with(tensor(&unit), 0.5, false).loss), scalar(nt_xent(tensor(&unit), 0.5).loss));
+    assert!((a - b).abs() < 1e-6, "{a} vs {b}");
 }
 
 #[test]
