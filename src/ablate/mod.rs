@@ -186,17 +186,19 @@ pub fn run(args: &AblateArgs, precision: crate::device::Precision, device: &Devi
         bail!("simclr ablate evaluates with labels, and --dataset {} has none; use a labelled dataset", base.data.dataset.name());
     }
     let start = Instant::now();
-    let mut results = Vec::with_capacity(cells.len());
+    let (mut results, mut kept) = (Vec::with_capacity(cells.len()), 0);
     for (i, cell) in cells.iter().enumerate() {
-        let result = run_cell(cell, &out.join("cells").join(&cell.id), &data, device, progress)?;
-        tracing::info!("[{}/{}] {}: {} ({:.0} s)", i + 1, cells.len(), cell.id, summary(&result), result.seconds);
+        let (result, earlier) = run_cell(cell, &out.join("cells").join(&cell.id), &data, device, progress)?;
+        let when = if earlier { "finished before".to_string() } else { format!("{:.0} s", result.seconds) };
+        tracing::info!("[{}/{}] {}: {} ({when})", i + 1, cells.len(), cell.id, summary(&result));
+        kept += earlier as usize;
         results.push(result);
         report::write(&out, args.study, args.preset, &cells, &results, &base)?;
     }
     Ok(format!(
-        "ablate {}: {} cells in {:.1} min; report {}",
+        "ablate {}: {} cells run in {:.1} min, {kept} kept from before; report {}",
         args.study.name(),
-        results.len(),
+        results.len() - kept,
         start.elapsed().as_secs_f64() / 60.0,
         out.join("report.md").display()
     ))
@@ -226,17 +228,18 @@ fn summary(r: &CellResult) -> String {
     }
 }
 
-/// Runs one cell in `dir`, or reads its result when an earlier invocation finished it.
-fn run_cell(cell: &Cell, dir: &Path, data: &EvalData, device: &Device, progress: bool) -> Result<CellResult> {
+/// Runs one cell in `dir`, or reads its result when an earlier invocation finished it (then
+/// `true`).
+fn run_cell(cell: &Cell, dir: &Path, data: &EvalData, device: &Device, progress: bool) -> Result<(CellResult, bool)> {
     let mut cfg = cell.config.clone();
     cfg.run.out = dir.to_path_buf();
     let file = dir.join("result.json");
     if let Ok(text) = std::fs::read_to_string(&file) {
         let done: CellResult = serde_json::from_str(&text).with_context(|| format!("{}: not a cell result; delete it to run the cell again", file.display()))?;
-        if done.config != cfg {
+        if !same_settings(&done.config, &cfg) {
             bail!("{}: this cell was run with other settings (another --preset, --seed or data?); use another --out, or delete the folder to run it again", dir.display());
         }
-        return Ok(done);
+        return Ok((done, true));
     }
     let start = Instant::now();
     let mut result = CellResult {
@@ -266,7 +269,18 @@ fn run_cell(cell: &Cell, dir: &Path, data: &EvalData, device: &Device, progress:
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the folder", dir.display()))?;
     let tmp = dir.join(".result.json.tmp");
     std::fs::write(&tmp, serde_json::to_string_pretty(&result)?).and_then(|_| std::fs::rename(&tmp, &file)).with_context(|| format!("{}: cannot write", file.display()))?;
-    Ok(result)
+    Ok((result, false))
+}
+
+/// Whether two cell configs train the same network: equal but for where the run and the image
+/// cache are kept (so a study folder can be moved and still resumed).
+fn same_settings(a: &Config, b: &Config) -> bool {
+    let located = |c: &Config| {
+        let mut c = c.clone();
+        (c.run.out, c.data.cache_dir) = (PathBuf::new(), None);
+        c
+    };
+    located(a) == located(b)
 }
 
 /// Pretrains (resuming from the cell's last checkpoint, if any), then evaluates each layer with

@@ -350,8 +350,11 @@ fn figures(out: &Path, study: Study, results: &[CellResult]) -> Result<Vec<Strin
             let names: Vec<&str> = Transform::ALL.iter().map(|t| t.name()).collect();
             heatmap(&out.join("pairs.png"), "linear top-1 %, one branch transformed (row: 1st, column: 2nd)", &names, &grid)?;
             files.push("pairs.png".into());
-            let strength: Vec<(f64, f64)> = results.iter().filter(|r| r.table == "strength" && !r.column.contains("blur")).filter_map(|r| Some((r.config.augment.color_strength as f64, r.main_top1()?))).collect();
-            lines(&out.join("strength.png"), "colour distortion strength (crop + colour)", "strength s", &[("SimCLR".into(), strength)])?;
+            let strength = |blur: bool| -> Vec<(f64, f64)> {
+                let cells = results.iter().filter(|r| r.table == "strength" && r.config.augment.blur == Some(blur));
+                cells.filter_map(|r| Some((r.config.augment.color_strength as f64, r.main_top1()?))).collect()
+            };
+            lines(&out.join("strength.png"), "colour distortion strength", "strength s", &[("crop + colour".into(), strength(false)), ("crop + colour + blur".into(), strength(true))])?;
             files.push("strength.png".into());
         }
         Study::Head => {
@@ -461,7 +464,16 @@ fn lines(file: &Path, title: &str, x_desc: &str, series: &[(String, Vec<(f64, f6
             .y_label_area_size(50)
             .build_cartesian_2d((x0..x1).log_scale(), y0..y1)
             .map_err(draw_error)?;
-        chart.configure_mesh().x_desc(x_desc).y_desc("top-1 %").label_style(("sans-serif", 13)).draw().map_err(draw_error)?;
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc("top-1 %")
+            .x_labels(6)
+            .x_label_formatter(&|x| short(*x))
+            .max_light_lines(1)
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(draw_error)?;
         for (i, (name, s)) in series.iter().enumerate().filter(|(_, (_, s))| !s.is_empty()) {
             let colour = Palette99::pick(i).to_rgba();
             let mut s = s.clone();
@@ -473,8 +485,18 @@ fn lines(file: &Path, title: &str, x_desc: &str, series: &[(String, Vec<(f64, f6
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2)));
             chart.draw_series(s.iter().map(|&p| Circle::new(p, 4, colour.filled()))).map_err(draw_error)?;
         }
+        // The log axis labels only decades: each x of the data is written under the plot area.
+        let mut xs: Vec<f64> = points().map(|p| p.0).collect();
+        xs.sort_by(f64::total_cmp);
+        xs.dedup();
+        chart.draw_series(xs.iter().map(|&x| Text::new(short(x), (x, y0 + 0.02 * (y1 - y0)), ("sans-serif", 12).into_font().color(&RGBColor(90, 90, 90))))).map_err(draw_error)?;
         chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 13)).draw().map_err(draw_error)?;
         root.present().map_err(draw_error)?;
     }
     save(file, size, buf)
+}
+
+/// `x` with at most three decimals and no trailing zeros.
+fn short(x: f64) -> String {
+    format!("{x:.3}").trim_end_matches('0').trim_end_matches('.').to_string()
 }
