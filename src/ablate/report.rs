@@ -140,21 +140,10 @@ fn tables(study: Study, results: &[CellResult]) -> String {
     }
     match study {
         Study::Augment => {
-            s += "### Transformations on one branch (paper Fig. 5): row = first, column = second, diagonal = alone\n\n| 1st \\ 2nd |";
-            for t in Transform::ALL {
-                let _ = write!(s, " {t} |");
-            }
-            s += " mean |\n|---|";
-            s += &"---|".repeat(Transform::ALL.len() + 1);
-            s += "\n";
-            for a in Transform::ALL {
-                let _ = write!(s, "| **{a}** |");
-                let row: Vec<Option<&CellResult>> = Transform::ALL.iter().map(|b| find(results, "pairs", a.name(), b.name())).collect();
-                for r in &row {
-                    let _ = write!(s, " {} |", ours_and_paper(*r));
-                }
-                let _ = writeln!(s, " {} |", pct(mean(row.iter().filter_map(|r| r.and_then(CellResult::main_top1)))));
-            }
+            s += "### Transformations on one branch (paper Fig. 5): row = first, column = second, diagonal = alone\n\n";
+            s += &pairs_table(results, ours_and_paper, CellResult::main_top1);
+            s += "\n### Contrastive accuracy of the last epoch (%), same layout: how easily each pair's task was solved\n\n";
+            s += &pairs_table(results, |r| pct(r.and_then(|r| r.contrast_acc).map(|a| 100.0 * a)), |r| r.contrast_acc.map(|a| 100.0 * a));
             s += "\n### Colour distortion strength, crop + colour on both views (paper Table 1)\n\n| strength | top-1 (paper) |\n|---|---|\n";
             for r in results.iter().filter(|r| r.table == "strength") {
                 let _ = writeln!(s, "| {} | {} |", r.column, ours_and_paper(Some(r)));
@@ -203,6 +192,27 @@ fn tables(study: Study, results: &[CellResult]) -> String {
     s + "\n"
 }
 
+/// The 7 × 7 table of the pairs (row: first transformation, column: second) with a mean column:
+/// `cell` writes an entry, `value` gives the number averaged.
+fn pairs_table(results: &[CellResult], cell: impl Fn(Option<&CellResult>) -> String, value: impl Fn(&CellResult) -> Option<f64>) -> String {
+    let mut s = String::from("| 1st \\ 2nd |");
+    for t in Transform::ALL {
+        let _ = write!(s, " {t} |");
+    }
+    s += " mean |\n|---|";
+    s += &"---|".repeat(Transform::ALL.len() + 1);
+    s += "\n";
+    for a in Transform::ALL {
+        let _ = write!(s, "| **{a}** |");
+        let row: Vec<Option<&CellResult>> = Transform::ALL.iter().map(|b| find(results, "pairs", a.name(), b.name())).collect();
+        for r in &row {
+            let _ = write!(s, " {} |", cell(*r));
+        }
+        let _ = writeln!(s, " {} |", pct(mean(row.iter().filter_map(|r| r.and_then(&value)))));
+    }
+    s
+}
+
 /// Trainable parameters of the encoder of `cfg` (counted on an initialised network).
 fn params(cfg: &Config) -> usize {
     let device = crate::default_device();
@@ -236,6 +246,19 @@ fn verdict(holds: bool) -> &'static str {
 fn findings(study: Study, results: &[CellResult]) -> String {
     let mut s = String::from("## The paper's findings at this scale\n\n");
     let top = |table: &str, row: &str, col: &str| find(results, table, row, col).and_then(CellResult::main_top1);
+    if let Some(base) = top("baseline", "random init", "-") {
+        let trained: Vec<f64> = results.iter().filter(|r| !matches!(r.table.as_str(), "baseline") && r.top1.contains_key("h")).filter_map(|r| r.top1.get("h").copied()).collect();
+        if let (Some(best), Some(avg)) = (trained.iter().copied().reduce(f64::max), mean(trained.iter().copied())) {
+            let beat = trained.iter().filter(|&&v| v > base).count();
+            let _ = writeln!(
+                s,
+                "- How much the cells learnt: h of {beat} of {} pretrained networks beats the untrained network's {base:.1}; the best by {:+.1} points, the mean cell by {:+.1}. Where these margins are a few points, pretraining has learnt little at this budget and differences between cells of a point or two are within seed noise: the verdicts below are then weak evidence either way.",
+                trained.len(),
+                best - base,
+                avg - base
+            );
+        }
+    }
     match study {
         Study::Augment => {
             let mut pairs: Vec<(String, f64)> = results
