@@ -193,7 +193,7 @@ pub fn run(args: &AblateArgs, precision: crate::device::Precision, device: &Devi
         tracing::info!("[{}/{}] {}: {} ({when})", i + 1, cells.len(), cell.id, summary(&result));
         kept += earlier as usize;
         results.push(result);
-        report::write(&out, args.study, args.preset, &cells, &results, &base)?;
+        report::write(&out, args.study, args.preset, &cells, &results, &base, data.test.len())?;
     }
     Ok(format!(
         "ablate {}: {} cells run in {:.1} min, {kept} kept from before; report {}",

@@ -12,7 +12,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 /// Writes `OUT/results.json`, `OUT/report.md` and the study's figures for the cells finished so far.
-pub fn write(out: &Path, study: Study, preset: Preset, cells: &[Cell], results: &[CellResult], base: &Config) -> Result<()> {
+/// `test_images` is the size of the test split, which sets how far apart two cells must be to differ.
+pub fn write(out: &Path, study: Study, preset: Preset, cells: &[Cell], results: &[CellResult], base: &Config, test_images: usize) -> Result<()> {
     let json = serde_json::to_string_pretty(results)?;
     std::fs::write(out.join("results.json"), json).with_context(|| format!("--out {}: cannot write results.json", out.display()))?;
     let figures = figures(out, study, results)?;
@@ -23,7 +24,7 @@ pub fn write(out: &Path, study: Study, preset: Preset, cells: &[Cell], results: 
     if results.len() < cells.len() {
         let _ = writeln!(md, "**Partial: {} of {} cells finished; the verdicts below are on those only.**\n", results.len(), cells.len());
     }
-    md += &findings(study, results);
+    md += &findings(study, results, Noise::of(results, test_images));
     for f in figures {
         let _ = writeln!(md, "![{f}]({f})\n");
     }
@@ -234,6 +235,28 @@ fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
+/// How far apart two test accuracies must be before a verdict is drawn: twice the standard error of
+/// the difference of two accuracies near the cells' mean `p`, each measured on the `n` test images
+/// (2·√2·√(p(1 − p)/n), in points; about 95% for sampling noise alone — seed noise adds to it).
+#[derive(Clone, Copy)]
+struct Noise(f64);
+
+impl Noise {
+    fn of(results: &[CellResult], n: usize) -> Noise {
+        let p = mean(results.iter().filter_map(CellResult::main_top1)).unwrap_or(50.0) / 100.0;
+        Noise(100.0 * 2.0 * std::f64::consts::SQRT_2 * (p * (1.0 - p) / n.max(1) as f64).sqrt())
+    }
+
+    /// The verdict on a claim whose margin here is `diff` points (positive: the paper's direction).
+    fn verdict(self, diff: f64) -> String {
+        match diff {
+            d if d > self.0 => "**holds here**".into(),
+            d if d < -self.0 => "**does not hold here**".into(),
+            _ => format!("**too close to call here** (within ±{:.1} points)", self.0),
+        }
+    }
+}
+
 fn verdict(holds: bool) -> &'static str {
     if holds {
         "**holds here**"
@@ -243,8 +266,9 @@ fn verdict(holds: bool) -> &'static str {
 }
 
 /// Whether each of the paper's directions holds in these results, with the numbers.
-fn findings(study: Study, results: &[CellResult]) -> String {
+fn findings(study: Study, results: &[CellResult], noise: Noise) -> String {
     let mut s = String::from("## The paper's findings at this scale\n\n");
+    let _ = writeln!(s, "Test accuracies closer than ±{:.1} points are not told apart: that is twice the standard error of the difference of two cells' accuracies from the size of the test split alone; training with another seed moves a cell further.\n", noise.0);
     let top = |table: &str, row: &str, col: &str| find(results, table, row, col).and_then(CellResult::main_top1);
     if let Some(base) = top("baseline", "random init", "-") {
         let trained: Vec<f64> = results.iter().filter(|r| !matches!(r.table.as_str(), "baseline") && r.top1.contains_key("h")).filter_map(|r| r.top1.get("h").copied()).collect();
@@ -269,11 +293,14 @@ fn findings(study: Study, results: &[CellResult]) -> String {
             pairs.sort_by(|a, b| b.1.total_cmp(&a.1));
             if let Some((best, acc)) = pairs.first() {
                 let rank = |name: &str| pairs.iter().position(|p| p.0 == name).map_or("—".into(), |i| format!("#{} ({:.1})", i + 1, pairs[i].1));
-                let holds = best == "crop→color" || best == "color→crop";
+                let is_crop_colour = |name: &str| name == "crop→color" || name == "color→crop";
+                let ours = pairs.iter().filter(|p| is_crop_colour(&p.0)).map(|p| p.1).reduce(f64::max);
+                let others = pairs.iter().filter(|p| !is_crop_colour(&p.0)).map(|p| p.1).reduce(f64::max);
+                let margin = ours.zip(others).map_or(0.0, |(a, b)| a - b);
                 let _ = writeln!(
                     s,
-                    "- Crop + colour is the best pair (paper: crop→colour 56.3, colour→crop 55.8, every other pair ≤ 46.2): {}. Best pair here {best} at {acc:.1}; crop→colour ranks {}, colour→crop {} of {} pairs.",
-                    verdict(holds),
+                    "- Crop + colour is the best pair (paper: crop→colour 56.3, colour→crop 55.8, every other pair ≤ 46.2): {}. Best pair here {best} at {acc:.1}; crop→colour ranks {}, colour→crop {} of {} pairs (best crop + colour pair − best other pair: {margin:+.1}).",
+                    noise.verdict(margin),
                     rank("crop→color"),
                     rank("color→crop"),
                     pairs.len()
@@ -282,25 +309,27 @@ fn findings(study: Study, results: &[CellResult]) -> String {
             let singles = mean(results.iter().filter(|r| r.table == "pairs" && r.row == r.column).filter_map(CellResult::main_top1));
             let composed = mean(pairs.iter().map(|p| p.1));
             if let (Some(a), Some(b)) = (singles, composed) {
-                let _ = writeln!(s, "- Composing transformations helps (paper: no single transformation suffices): mean of the pairs {b:.1} vs of single transformations {a:.1}: {}.", verdict(b > a));
+                let _ = writeln!(s, "- Composing transformations helps (paper: no single transformation suffices): mean of the pairs {b:.1} vs of single transformations {a:.1}: {}.", noise.verdict(b - a));
             }
             let strength: Vec<(String, f64)> = results.iter().filter(|r| r.table == "strength").filter_map(|r| Some((r.column.clone(), r.main_top1()?))).collect();
             if strength.len() >= 2 {
                 let (weak, strong) = (&strength[0], strength.iter().filter(|s| !s.0.contains("blur")).last().expect("a strength without blur"));
-                let _ = writeln!(s, "- Stronger colour distortion helps SimCLR (paper: 59.6 at 1/8 → 63.2 at 1 → 64.5 with blur): {} at {} vs {} at {}: {}.", fmt1(weak.1), weak.0, fmt1(strong.1), strong.0, verdict(strong.1 > weak.1));
+                let _ = writeln!(s, "- Stronger colour distortion helps SimCLR (paper: 59.6 at 1/8 → 63.2 at 1 → 64.5 with blur): {} at {} vs {} at {}: {}.", fmt1(weak.1), weak.0, fmt1(strong.1), strong.0, noise.verdict(strong.1 - weak.1));
             }
         }
         Study::Head => {
             let best = |row: &str, layer: &str| results.iter().filter(|r| r.table == "head" && r.row == row).filter_map(|r| r.top1.get(layer).copied()).fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
             if let (Some(none), Some(lin), Some(non)) = (best("none", "h"), best("linear", "h"), best("nonlinear", "h")) {
-                let _ = writeln!(s, "- Nonlinear > linear > no head, evaluated on h (paper: nonlinear +3% over linear, >10% over none): best over output sizes nonlinear {non:.1}, linear {lin:.1}, none {none:.1}: {}.", verdict(non > lin && lin > none));
+                let _ = writeln!(s, "- A nonlinear head beats a linear one, evaluated on h (paper: by 3%): best over output sizes {non:.1} vs {lin:.1}: {}.", noise.verdict(non - lin));
+                let _ = writeln!(s, "- A linear head beats no head (paper: the nonlinear head by > 10%): {lin:.1} vs {none:.1}: {}.", noise.verdict(lin - none));
             }
             for mode in ["linear", "nonlinear"] {
                 let cells: Vec<&CellResult> = results.iter().filter(|r| r.table == "head" && r.row == mode).collect();
                 let wins = cells.iter().filter(|r| r.top1.get("h").zip(r.top1.get("z")).is_some_and(|(h, z)| h > z)).count();
                 if !cells.is_empty() {
                     let gaps: Vec<String> = cells.iter().filter_map(|r| Some(format!("{:+.1} at {}", r.top1.get("h")? - r.top1.get("z")?, r.column))).collect();
-                    let _ = writeln!(s, "- h beats z with a {mode} head (paper: by >10% with the nonlinear head): in {wins} of {} output sizes (h − z: {}): {}.", cells.len(), gaps.join(", "), verdict(wins == cells.len()));
+                    let gap = mean(cells.iter().filter_map(|r| Some(r.top1.get("h")? - r.top1.get("z")?))).unwrap_or(0.0);
+                    let _ = writeln!(s, "- h beats z with a {mode} head (paper: by >10% with the nonlinear head): in {wins} of {} output sizes (h − z: {}; mean {gap:+.1}): {}.", cells.len(), gaps.join(", "), noise.verdict(gap));
                 }
             }
         }
@@ -309,13 +338,16 @@ fn findings(study: Study, results: &[CellResult]) -> String {
                 results.iter().filter(|r| r.table == "temperature" && r.row == row && r.diverged.is_none()).filter_map(|r| Some((r.column.clone(), r.main_top1()?, r.contrast_acc))).collect()
             };
             let best = |row: &str| rows(row).into_iter().max_by(|a, b| a.1.total_cmp(&b.1));
-            if let Some((tau, acc, _)) = best("ℓ2-normalised") {
-                let _ = writeln!(s, "- The best τ with ℓ2 normalisation (paper: 0.1 at 64.4, with 0.05 at 59.7 and 0.5 at 60.7, an interior optimum): here τ {tau} at {acc:.1}: {}.", verdict(tau != "0.05" && tau != "1"));
+            let normalised = rows("ℓ2-normalised");
+            if let (Some((tau, acc, _)), true) = (best("ℓ2-normalised"), normalised.len() >= 3) {
+                // Interior optimum: the best inner τ against the better end, positive when inside wins.
+                let ends = normalised[0].1.max(normalised[normalised.len() - 1].1);
+                let inner = normalised[1..normalised.len() - 1].iter().map(|r| r.1).fold(f64::NEG_INFINITY, f64::max);
+                let _ = writeln!(s, "- τ has an interior optimum with ℓ2 normalisation (paper: 0.1 at 64.4, with 0.05 at 59.7 and 1 at 58.0): here the best is τ {tau} at {acc:.1}, best inner τ − better end {:+.1}: {}.", inner - ends, noise.verdict(inner - ends));
             }
             if let (Some(n), Some(d)) = (best("ℓ2-normalised"), best("raw dot product")) {
-                let _ = writeln!(s, "- ℓ2 normalisation helps (paper: 64.4 vs ≤ 57.2 without): best normalised {:.1} (τ {}) vs best raw dot product {:.1} (τ {}): {}.", n.1, n.0, d.1, d.0, verdict(n.1 > d.1));
+                let _ = writeln!(s, "- ℓ2 normalisation helps (paper: 64.4 vs ≤ 57.2 without): best normalised {:.1} (τ {}) vs best raw dot product {:.1} (τ {}): {}.", n.1, n.0, d.1, d.0, noise.verdict(n.1 - d.1));
             }
-            let normalised = rows("ℓ2-normalised");
             if let (Some(first), Some(last)) = (normalised.first(), normalised.last()) {
                 if let (Some(a), Some(b)) = (first.2, last.2) {
                     let _ = writeln!(s, "- Lower τ, higher contrastive accuracy (paper: 90.5% at 0.05, 59.1% at 1): {:.1}% at τ {} vs {:.1}% at τ {}: {}.", 100.0 * a, first.0, 100.0 * b, last.0, verdict(a > b));
@@ -333,18 +365,20 @@ fn findings(study: Study, results: &[CellResult]) -> String {
                 let gaps: Vec<(String, f64)> = epochs.iter().filter_map(|e| Some((e.clone(), top("batch-epochs", e, large)? - top("batch-epochs", e, small)?))).collect();
                 if let (Some(first), Some(last)) = (gaps.first(), gaps.last()) {
                     let text: Vec<String> = gaps.iter().map(|(e, g)| format!("{g:+.1} at {e}")).collect();
-                    let _ = writeln!(s, "- A bigger batch helps, most when training is short (paper Fig. 9): batch {large} − batch {small}: {}: {}; the gap {} with longer training.", text.join(", "), verdict(first.1 > 0.0), if last.1 < first.1 { "narrows" } else { "does not narrow" });
+                    let _ = writeln!(s, "- A bigger batch helps, most when training is short (paper Fig. 9): batch {large} − batch {small}: {}: {}; the gap {} with longer training.", text.join(", "), noise.verdict(first.1), if last.1 < first.1 { "narrows" } else { "does not narrow" });
                 }
             }
             if let (Some(short), Some(long)) = (epochs.first(), epochs.last()) {
-                let wins = batches.iter().filter(|b| top("batch-epochs", long, b).zip(top("batch-epochs", short, b)).is_some_and(|(l, s)| l > s)).count();
-                let _ = writeln!(s, "- Longer training helps (paper Fig. 9): {long} beats {short} at {wins} of {} batch sizes: {}.", batches.len(), verdict(wins == batches.len()));
+                let gains: Vec<f64> = batches.iter().filter_map(|b| Some(top("batch-epochs", long, b)? - top("batch-epochs", short, b)?)).collect();
+                let wins = gains.iter().filter(|&&g| g > 0.0).count();
+                let gain = mean(gains.iter().copied()).unwrap_or(0.0);
+                let _ = writeln!(s, "- Longer training helps (paper Fig. 9): {long} beats {short} at {wins} of {} batch sizes, by {gain:+.1} on average: {}.", gains.len(), noise.verdict(gain));
             }
             let nets = distinct(results, "size", |r| &r.row);
             if let (Some(small), Some(big)) = (nets.first(), nets.iter().max_by_key(|n| find(results, "size", n, "SimCLR").map_or(0, |r| params(&r.config)))) {
                 let gain = |col: &str| Some(top("size", big, col)? - top("size", small, col)?);
                 if let (Some(u), Some(sup)) = (gain("SimCLR"), gain("supervised")) {
-                    let _ = writeln!(s, "- A bigger network helps SimCLR more than supervised training (paper Fig. 7): from {small} to {big}, SimCLR {u:+.1}, supervised {sup:+.1}: {}.", verdict(u > sup));
+                    let _ = writeln!(s, "- A bigger network helps SimCLR more than supervised training (paper Fig. 7): from {small} to {big}, SimCLR {u:+.1}, supervised {sup:+.1}: {}.", noise.verdict(u - sup));
                 }
             }
         }
