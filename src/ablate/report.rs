@@ -376,7 +376,7 @@ fn findings(study: Study, results: &[CellResult], noise: Noise) -> String {
                 let gaps: Vec<(String, f64)> = epochs.iter().filter_map(|e| Some((e.clone(), top("batch-epochs", e, large)? - top("batch-epochs", e, small)?))).collect();
                 if let (Some(first), Some(last)) = (gaps.first(), gaps.last()) {
                     let text: Vec<String> = gaps.iter().map(|(e, g)| format!("{g:+.1} at {e}")).collect();
-                    let _ = writeln!(s, "- A bigger batch helps, most when training is short (paper Fig. 9): batch {large} − batch {small}: {}: {}; the gap {} with longer training.", text.join(", "), noise.verdict(first.1), if last.1 < first.1 { "narrows" } else { "does not narrow" });
+                    let _ = writeln!(s, "- A bigger batch helps, most when training is short (paper Fig. 9): batch {large} − batch {small}: {}: {} at {}; the paper's gap shrinks with longer training, here it moves from {:+.1} to {:+.1}.", text.join(", "), noise.verdict(first.1), first.0, first.1, last.1);
                 }
             }
             if let (Some(short), Some(long)) = (epochs.first(), epochs.last()) {
