@@ -1,8 +1,10 @@
-//! Per-layer convolution timing behind `docs/performance.md`: Burn's flex conv forward, input and
-//! weight gradients, and `simclr::ops::conv::weight_grad`, with its maximum relative difference.
-//! `cargo run --release --example convprof -- [images, default 128]`
+//! Per-layer convolution timing behind `docs/performance.md`: Burn's flex conv forward and input
+//! gradient, `simclr::ops::conv::weight_grad` (GEMM), and the direct channels-last kernels of
+//! `simclr::ops::direct` (forward, backward), with their maximum relative difference from Burn.
+//! `cargo run --release --example convprof -- [images, default 128] [side, default 32]`
 use burn::tensor::{module::conv2d, Distribution, Tensor};
 use simclr::ops::conv::{self, Geometry};
+use simclr::ops::direct;
 use std::time::Instant;
 
 fn time<F: FnMut()>(mut f: F) -> f64 {
@@ -11,7 +13,9 @@ fn time<F: FnMut()>(mut f: F) -> f64 {
     f();
     t.elapsed().as_secs_f64()
 }
-fn v(t: Tensor<4>) -> Vec<f32> { t.into_data().try_to_vec::<f32>().expect("f32") }
+fn v(t: Tensor<4>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().expect("f32")
+}
 fn err(a: &[f32], b: &[f32]) -> f32 {
     let m = b.iter().fold(0f32, |m, x| m.max(x.abs()));
     a.iter().zip(b).fold(0f32, |e, (x, y)| e.max((x - y).abs())) / m
@@ -20,37 +24,50 @@ fn err(a: &[f32], b: &[f32]) -> f32 {
 fn main() {
     let dev = burn::tensor::Device::default();
     let ad = dev.clone().autodiff();
-    let n: usize = std::env::args().nth(1).map(|s| s.parse().unwrap()).unwrap_or(128);
-    let mut tot = [0f64; 4];
-    for &(cin, cout, side, stride, k) in &[(3usize, 64usize, 28usize, 1usize, 3usize), (64, 64, 28, 1, 3), (64, 64, 28, 1, 3), (64, 128, 28, 2, 3), (64, 128, 28, 2, 1), (128, 128, 14, 1, 3), (128, 256, 14, 2, 3), (256, 256, 7, 1, 3), (256, 512, 7, 2, 3), (512, 512, 4, 1, 3)] {
+    let arg = |i: usize, default: usize| std::env::args().nth(i).map(|s| s.parse().unwrap()).unwrap_or(default);
+    let (n, s) = (arg(1, 128), arg(2, 32));
+    let mut tot = [0f64; 6];
+    for &(cin, cout, side, stride, k) in &[(3usize, 64usize, s, 1usize, 3usize), (64, 64, s, 1, 3), (64, 128, s, 2, 3), (64, 128, s, 2, 1), (128, 128, s / 2, 1, 3), (128, 256, s / 2, 2, 3), (256, 256, s / 4, 1, 3), (256, 512, s / 4, 2, 3), (512, 512, s / 8, 1, 3)] {
         let g = Geometry { batch: n, cin, h: side, w: side, cout, k, stride, pad: k / 2 };
         let opts = g.options();
         let x = Tensor::<4>::random([n, cin, side, side], Distribution::Normal(0.0, 1.0), &dev);
         let w = Tensor::<4>::random([cout, cin, k, k], Distribution::Normal(0.0, 0.1), &dev);
         let gr = Tensor::<4>::random([n, cout, g.ho(), g.wo()], Distribution::Normal(0.0, 1.0), &dev);
-        let (xs, gs) = (v(x.clone()), v(gr.clone()));
-        let fwd = time(|| { let _ = conv2d(x.clone(), w.clone(), None, opts.clone()).into_data(); });
-        let mut wref = vec![];
+        let (xs, ws, gs) = (v(x.clone()), v(w.clone()), v(gr.clone()));
+        let mut yref = vec![];
+        let fwd = time(|| yref = v(conv2d(x.clone(), w.clone(), None, opts.clone())));
+        let (mut xref, mut wref) = (vec![], vec![]);
         let xg = time(|| {
             let xa = Tensor::<4>::from_data(x.to_data(), &ad).require_grad();
-            let wa = Tensor::<4>::from_data(w.to_data(), &ad);
-            let y = conv2d(xa.clone(), wa, None, opts.clone());
-            let gg = (y * Tensor::<4>::from_data(gr.to_data(), &ad)).sum().backward();
-            let _ = v(xa.grad(&gg).unwrap());
-        }) - fwd;
-        let wg = time(|| {
-            let xa = Tensor::<4>::from_data(x.to_data(), &ad);
             let wa = Tensor::<4>::from_data(w.to_data(), &ad).require_grad();
-            let y = conv2d(xa, wa.clone(), None, opts.clone());
+            let y = conv2d(xa.clone(), wa.clone(), None, opts.clone());
             let gg = (y * Tensor::<4>::from_data(gr.to_data(), &ad)).sum().backward();
+            xref = v(xa.grad(&gg).unwrap());
             wref = v(wa.grad(&gg).unwrap());
         }) - fwd;
         let mut wo = vec![];
         let wg2 = time(|| wo = conv::weight_grad(&xs, &gs, &g));
+        let mut yd = vec![];
+        let dfwd = time(|| yd = direct::forward(&xs, &ws, &g));
+        let input = direct::takes_input_grad(&g);
+        let mut gd = (None, vec![]);
+        let dbwd = time(|| gd = direct::backward(&xs, &ws, &gs, &g, input));
         let gf = 2.0 * (n * cout * g.ho() * g.wo() * cin * k * k) as f64 / 1e9;
-        println!("{cin:>4}->{cout:<4} {side:>2}px k{k} s{stride} GF/s burn fwd {:>4.0} x {:>4.0} w {:>4.0} | gemm w {:>4.0} | err {:.1e}",
-            gf / fwd, gf / xg, gf / wg, gf / wg2, err(&wo, &wref));
-        for (t, d) in tot.iter_mut().zip([fwd, xg, wg, wg2]) { *t += d; }
+        println!(
+            "{cin:>4}->{cout:<4} {side:>2}px k{k} s{stride} GF/s burn fwd {:>4.0} bwd(x+w) {:>4.0} gemm w {:>4.0} | direct fwd {:>4.0} bwd {:>4.0} ({}) | err y {:.0e} x {:.0e} w {:.0e}",
+            gf / fwd,
+            2.0 * gf / xg,
+            gf / wg2,
+            gf / dfwd,
+            if input { 2.0 } else { 1.0 } * gf / dbwd,
+            if input { "x+w" } else { "w" },
+            err(&yd, &yref),
+            gd.0.as_ref().map(|d| err(d, &xref)).unwrap_or(0.0),
+            err(&gd.1, &wref)
+        );
+        for (t, d) in tot.iter_mut().zip([fwd, xg, wg2, dfwd, dbwd]) {
+            *t += d;
+        }
     }
-    println!("total s: burn fwd {:.3} x {:.3} w {:.3} | gemm w {:.3}", tot[0], tot[1], tot[2], tot[3]);
+    println!("total s: burn fwd {:.3} bwd {:.3} gemm w {:.3} | direct fwd {:.3} bwd {:.3}", tot[0], tot[1], tot[2], tot[3], tot[4]);
 }

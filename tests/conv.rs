@@ -1,10 +1,13 @@
-//! The encoder's convolution (`simclr::ops::conv`): its gradients equal Burn's generic ones (relative
-//! error < 1e-5; on flex the output and input gradient are Burn's own, bit for bit; on libtorch
-//! both gradients are libtorch's), and the GEMM weight gradient equals a central finite difference.
+//! The encoder's convolution (`simclr::ops::conv`): its output and gradients equal Burn's generic
+//! ones (relative error < 1e-5; on flex, shapes the direct channels-last kernels of
+//! `simclr::ops::direct` do not take are Burn's own forward and input gradient, bit for bit; on
+//! libtorch both gradients are libtorch's), and the GEMM weight gradient and the direct kernels'
+//! gradients equal central finite differences.
 
 use burn::tensor::module::conv2d;
 use burn::tensor::{Distribution, Tensor, TensorData};
 use simclr::ops::conv::{self, Geometry};
+use simclr::ops::direct;
 
 /// Output of `f` and the gradients of Σ f(x, w)·r with respect to x (empty unless `input_grad`, as
 /// for the images entering the stem) and w, on an autodiff device.
@@ -33,13 +36,29 @@ fn relative_error(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[test]
-fn weight_gradient_equals_burns_generic_one() {
+fn output_and_gradients_equal_burns_generic_ones() {
     let device = simclr::default_device();
     // (batch, cin, side, cout, kernel, stride): CIFAR stem, 3×3 at both strides, the 1×1 shortcut,
-    // the ImageNet stem's 7×7/2, odd sides, a batch larger than one GEMM chunk.
-    for (batch, cin, side, cout, k, stride) in
-        [(3, 3, 9, 5, 3, 1), (2, 4, 8, 6, 3, 2), (3, 5, 7, 4, 1, 2), (2, 3, 11, 4, 7, 2), (2, 6, 5, 3, 3, 1), (40, 2, 12, 3, 3, 1)]
-    {
+    // the ImageNet stem's 7×7/2, odd sides, a batch larger than one GEMM chunk; then shapes the
+    // direct kernels take (output channels in 16-lane vectors): the stem, both strides, 1×1 at
+    // both strides, 48 channels (a 32-wide and a 16-wide panel), the 7×7/2 stem, blocks of 12
+    // pixels running across images, more pixels than one task.
+    for (batch, cin, side, cout, k, stride) in [
+        (3, 3, 9, 5, 3, 1),
+        (2, 4, 8, 6, 3, 2),
+        (3, 5, 7, 4, 1, 2),
+        (2, 3, 11, 4, 7, 2),
+        (2, 6, 5, 3, 3, 1),
+        (40, 2, 12, 3, 3, 1),
+        (2, 3, 9, 16, 3, 1),
+        (2, 16, 6, 32, 3, 1),
+        (3, 32, 7, 16, 3, 2),
+        (2, 16, 5, 48, 1, 2),
+        (2, 32, 5, 16, 1, 1),
+        (2, 3, 11, 16, 7, 2),
+        (13, 16, 4, 32, 3, 1),
+        (3, 16, 13, 32, 3, 1),
+    ] {
         let pad = k / 2;
         let g = Geometry { batch, cin, h: side, w: side, cout, k, stride, pad };
         let x = Tensor::<4>::random([batch, cin, side, side], Distribution::Normal(0.0, 1.0), &device).into_data();
@@ -49,60 +68,119 @@ fn weight_gradient_equals_burns_generic_one() {
             let ours = grads(|x, w| conv::conv2d(x, w, stride, pad), &x, &w, &r, input_grad);
             let burn = grads(|x, w| conv2d(x, w, None, g.options()), &x, &w, &r, input_grad);
             let case = format!("batch {batch} cin {cin} side {side} cout {cout} k {k} stride {stride} input grad {input_grad}");
-            assert_eq!(ours.0, burn.0, "forward differs: {case}");
             assert_eq!(ours.1.len(), burn.1.len(), "input gradient present in one only: {case}");
-            if on_flex(&device) {
+            // Burn's own forward and input gradient on flex unless the direct kernels take them.
+            let direct_forward = on_flex(&device) && direct::takes(&g);
+            let direct_input = direct_forward && direct::takes_input_grad(&g);
+            if on_flex(&device) && !direct_forward {
+                assert_eq!(ours.0, burn.0, "forward differs: {case}");
+            } else {
+                assert!(relative_error(&ours.0, &burn.0) < 1e-5, "forward: {case}: {}", relative_error(&ours.0, &burn.0));
+            }
+            if on_flex(&device) && !direct_input {
                 assert_eq!(ours.1, burn.1, "input gradient differs: {case}");
             } else if input_grad {
                 assert!(relative_error(&ours.1, &burn.1) < 1e-5, "input gradient: {case}: {}", relative_error(&ours.1, &burn.1));
             }
             assert!(relative_error(&ours.2, &burn.2) < 1e-5, "weight gradient: {case}: {}", relative_error(&ours.2, &burn.2));
-            // The slice function on its own gives the same numbers: bit for bit on flex, where
-            // `conv2d` uses it; libtorch computes its own.
-            let direct = conv::weight_grad(&x.try_to_vec::<f32>().expect("f32"), &r.try_to_vec::<f32>().expect("f32"), &g);
-            if on_flex(&device) {
-                assert_eq!(direct, ours.2, "{case}");
+            // The GEMM weight gradient on its own gives the same numbers: bit for bit on flex
+            // where `conv2d` uses it; the direct kernels and libtorch compute their own.
+            let gemm = conv::weight_grad(&x.try_to_vec::<f32>().expect("f32"), &r.try_to_vec::<f32>().expect("f32"), &g);
+            if on_flex(&device) && !direct_forward {
+                assert_eq!(gemm, ours.2, "{case}");
             } else {
-                assert!(relative_error(&direct, &ours.2) < 1e-5, "{case}");
+                assert!(relative_error(&gemm, &ours.2) < 1e-5, "{case}");
             }
         }
     }
 }
 
-#[test]
-fn weight_gradient_matches_finite_differences() {
-    // f(w) = Σ conv(x, w)·r is linear in w, so a central difference in f64 is exact up to rounding.
-    let (batch, cin, side, cout, k, stride, pad) = (2, 2, 6, 3, 3, 2, 1);
-    let g = Geometry { batch, cin, h: side, w: side, cout, k, stride, pad };
-    let x: Vec<f32> = (0..batch * cin * side * side).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
-    let r: Vec<f32> = (0..batch * cout * g.ho() * g.wo()).map(|i| ((i * 17 % 13) as f32 - 6.0) / 5.0).collect();
-    let f = |w: &[f64]| -> f64 {
-        let mut total = 0.0;
-        for (n, co, oy, ox) in positions(batch, cout, g.ho(), g.wo()) {
-            let mut y = 0.0;
-            for ci in 0..cin {
-                for ky in 0..k {
-                    for kx in 0..k {
-                        let (iy, ix) = ((oy * stride + ky) as isize - pad as isize, (ox * stride + kx) as isize - pad as isize);
-                        if (0..side as isize).contains(&iy) && (0..side as isize).contains(&ix) {
-                            y += w[((co * cin + ci) * k + ky) * k + kx] * x[((n * cin + ci) * side + iy as usize) * side + ix as usize] as f64;
-                        }
+/// f(x, w) = Σ conv(x, w)·r in f64: linear in x and in w, so a central difference is exact up to
+/// rounding.
+fn objective(x: &[f64], w: &[f64], r: &[f32], g: &Geometry) -> f64 {
+    let (side, k) = (g.h, g.k);
+    let mut total = 0.0;
+    for (n, co, oy, ox) in positions(g.batch, g.cout, g.ho(), g.wo()) {
+        let mut y = 0.0;
+        for ci in 0..g.cin {
+            for ky in 0..k {
+                for kx in 0..k {
+                    let (iy, ix) = ((oy * g.stride + ky) as isize - g.pad as isize, (ox * g.stride + kx) as isize - g.pad as isize);
+                    if (0..side as isize).contains(&iy) && (0..side as isize).contains(&ix) {
+                        y += w[((co * g.cin + ci) * k + ky) * k + kx] * x[((n * g.cin + ci) * side + iy as usize) * side + ix as usize];
                     }
                 }
             }
-            total += y * r[((n * cout + co) * g.ho() + oy) * g.wo() + ox] as f64;
         }
-        total
-    };
-    let w0 = vec![0.1f64; cout * cin * k * k];
+        total += y * r[((n * g.cout + co) * g.ho() + oy) * g.wo() + ox] as f64;
+    }
+    total
+}
+
+/// Central difference of [`objective`] along coordinate `i` of `x` (`along_x`) or of `w`.
+fn finite_difference(x: &[f32], w: &[f32], r: &[f32], g: &Geometry, along_x: bool, i: usize) -> f64 {
+    let (mut x, mut w): (Vec<f64>, Vec<f64>) = (x.iter().map(|&v| v as f64).collect(), w.iter().map(|&v| v as f64).collect());
+    let at = |x: &[f64], w: &[f64]| objective(x, w, r, g);
+    let v = if along_x { &mut x } else { &mut w };
+    v[i] += 1e-3;
+    let v_plus = v.clone();
+    v[i] -= 2e-3;
+    let (plus, minus) = if along_x { (at(&v_plus, &w), at(&x, &w)) } else { (at(&x, &v_plus), at(&x, &w)) };
+    (plus - minus) / 2e-3
+}
+
+fn assert_close(analytic: f32, numeric: f64, what: &str) {
+    assert!((analytic as f64 - numeric).abs() < 1e-4 * numeric.abs().max(1.0), "{what}: {analytic} vs {numeric}");
+}
+
+fn pattern(len: usize, a: usize, b: usize, offset: f32, scale: f32) -> Vec<f32> {
+    (0..len).map(|i| ((i * a % b) as f32 - offset) / scale).collect()
+}
+
+#[test]
+fn weight_gradient_matches_finite_differences() {
+    let (batch, cin, side, cout, k, stride, pad) = (2, 2, 6, 3, 3, 2, 1);
+    let g = Geometry { batch, cin, h: side, w: side, cout, k, stride, pad };
+    let x = pattern(batch * cin * side * side, 37, 23, 11.0, 7.0);
+    let r = pattern(batch * cout * g.ho() * g.wo(), 17, 13, 6.0, 5.0);
+    let w = vec![0.1f32; cout * cin * k * k];
     let dw = conv::weight_grad(&x, &r, &g);
     for (i, &analytic) in dw.iter().enumerate() {
-        let (mut plus, mut minus) = (w0.clone(), w0.clone());
-        plus[i] += 1e-3;
-        minus[i] -= 1e-3;
-        let numeric = (f(&plus) - f(&minus)) / 2e-3;
-        assert!((analytic as f64 - numeric).abs() < 1e-4 * numeric.abs().max(1.0), "dW[{i}]: {analytic} vs {numeric}");
+        assert_close(analytic, finite_difference(&x, &w, &r, &g, false, i), &format!("dW[{i}]"));
     }
+}
+
+#[test]
+fn direct_kernels_match_finite_differences() {
+    if !direct::available() {
+        eprintln!("skipped: this CPU has no AVX-512F, the direct kernels do not run");
+        return;
+    }
+    // 3×3 at stride 1 (both gradients direct) and 2 (weight gradient), the 1×1 shortcut.
+    for (batch, cin, side, cout, k, stride) in [(2, 16, 5, 32, 3, 1), (1, 16, 6, 16, 3, 2), (2, 16, 4, 16, 1, 1)] {
+        let g = Geometry { batch, cin, h: side, w: side, cout, k, stride, pad: k / 2 };
+        let x = pattern(batch * cin * side * side, 37, 23, 11.0, 7.0);
+        let w = pattern(cout * cin * k * k, 29, 19, 9.0, 40.0);
+        let r = pattern(batch * cout * g.ho() * g.wo(), 17, 13, 6.0, 5.0);
+        let case = format!("batch {batch} cin {cin} side {side} cout {cout} k {k} stride {stride}");
+        let (y, reference) = (direct::forward(&x, &w, &g), objective(&to_f64(&x), &to_f64(&w), &r, &g));
+        let total: f64 = y.iter().zip(&r).map(|(y, r)| *y as f64 * *r as f64).sum();
+        assert!((total - reference).abs() < 1e-4 * reference.abs().max(1.0), "forward: {case}: {total} vs {reference}");
+        let input = direct::takes_input_grad(&g);
+        let (dx, dw) = direct::backward(&x, &w, &r, &g, input);
+        assert_eq!(dx.is_some(), stride == 1, "{case}");
+        // Every 7th coordinate: the finite difference re-runs the whole f64 convolution.
+        for i in (0..dw.len()).step_by(7) {
+            assert_close(dw[i], finite_difference(&x, &w, &r, &g, false, i), &format!("dW[{i}]: {case}"));
+        }
+        for (i, &analytic) in dx.iter().flatten().enumerate().step_by(7) {
+            assert_close(analytic, finite_difference(&x, &w, &r, &g, true, i), &format!("dX[{i}]: {case}"));
+        }
+    }
+}
+
+fn to_f64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&v| v as f64).collect()
 }
 
 fn positions(a: usize, b: usize, c: usize, d: usize) -> impl Iterator<Item = (usize, usize, usize, usize)> {

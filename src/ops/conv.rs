@@ -223,6 +223,7 @@ mod own {
     #[cfg(feature = "flex")]
     mod flex {
         use super::super::{options, weight_grad, Geometry};
+        use crate::ops::direct;
         use super::OwnBackwardConv;
         use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
         use burn::backend::autodiff::grads::Gradients;
@@ -234,9 +235,31 @@ mod own {
         use burn::backend::{Autodiff, Flex, TensorMetadata};
         use burn::tensor::TensorData;
 
+        /// The geometry of `conv2d(x, weight)`.
+        fn geometry(x: &FlexTensor, weight: &FlexTensor, stride: usize, pad: usize) -> Geometry {
+            let ([batch, cin, h, w], [cout, _, k, _]) = (x.shape().dims(), weight.shape().dims());
+            Geometry { batch, cin, h, w, cout, k, stride, pad }
+        }
+
+        /// `f` of the contiguous `f32` contents of `tensors`.
+        fn on_slices<const N: usize, T>(tensors: [&FlexTensor; N], f: impl FnOnce([&[f32]; N]) -> T) -> T {
+            let contiguous = tensors.map(|t| t.clone().to_contiguous());
+            f(std::array::from_fn(|i| contiguous[i].as_slice().expect("f32 tensor")))
+        }
+
+        /// The convolution: the direct channels-last kernels where they apply, else Burn's.
+        fn forward(x: FlexTensor, weight: FlexTensor, stride: usize, pad: usize) -> FlexTensor {
+            let g = geometry(&x, &weight, stride, pad);
+            if !direct::takes(&g) {
+                return Flex::conv2d(x, weight, None, options(stride, pad));
+            }
+            let y = on_slices([&x, &weight], |[x, weight]| direct::forward(x, weight, &g));
+            FlexTensor::from_data(TensorData::new(y, [g.batch, g.cout, g.ho(), g.wo()]))
+        }
+
         impl OwnBackwardConv for Flex {
             fn conv2d_own_backward(x: FlexTensor, weight: FlexTensor, stride: usize, pad: usize) -> FlexTensor {
-                Flex::conv2d(x, weight, None, options(stride, pad))
+                forward(x, weight, stride, pad)
             }
         }
 
@@ -253,14 +276,21 @@ mod own {
                 let (x_state, weight_state, stride, pad) = ops.state;
                 let x: FlexTensor = checkpointer.retrieve_node_output(x_state);
                 let weight: FlexTensor = checkpointer.retrieve_node_output(weight_state);
+                let g = geometry(&x, &weight, stride, pad);
+                // The direct kernels give the weight gradient, and the input gradient at stride 1.
+                let direct_x = node_x.is_some() && direct::takes_input_grad(&g);
+                let (dx, dw) = match direct::takes(&g) {
+                    true => on_slices([&x, &weight, &grad], |[x, weight, grad]| direct::backward(x, weight, grad, &g, direct_x)),
+                    false => (None, on_slices([&x, &grad], |[x, grad]| weight_grad(x, grad, &g))),
+                };
                 if let Some(node) = node_x {
-                    grads.register::<Flex>(node.id, Flex::conv2d_x_backward(x.clone(), weight.clone(), grad.clone(), options(stride, pad)));
+                    let dx = match dx {
+                        Some(dx) => FlexTensor::from_data(TensorData::new(dx, x.shape())),
+                        None => Flex::conv2d_x_backward(x.clone(), weight.clone(), grad, options(stride, pad)),
+                    };
+                    grads.register::<Flex>(node.id, dx);
                 }
                 if let Some(node) = node_weight {
-                    let ([batch, cin, h, w], [cout, _, k, _]) = (x.shape().dims(), weight.shape().dims());
-                    let g = Geometry { batch, cin, h, w, cout, k, stride, pad };
-                    let (x, grad) = (x.to_contiguous(), grad.to_contiguous());
-                    let dw = weight_grad(x.as_slice().expect("f32 input"), grad.as_slice().expect("f32 gradient"), &g);
                     grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dw, weight.shape())));
                 }
             }
@@ -271,9 +301,9 @@ mod own {
                 match GemmConv.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
                     OpsKind::Tracked(mut prep) => {
                         let state = (prep.checkpoint(&x), prep.checkpoint(&weight), stride, pad);
-                        prep.finish(state, Flex::conv2d(x.into_primitive(), weight.into_primitive(), None, options(stride, pad)))
+                        prep.finish(state, forward(x.into_primitive(), weight.into_primitive(), stride, pad))
                     }
-                    OpsKind::UnTracked(prep) => prep.finish(Flex::conv2d(x.into_primitive(), weight.into_primitive(), None, options(stride, pad))),
+                    OpsKind::UnTracked(prep) => prep.finish(forward(x.into_primitive(), weight.into_primitive(), stride, pad)),
                 }
             }
         }

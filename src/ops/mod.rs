@@ -3,5 +3,6 @@
 
 pub mod batchnorm;
 pub mod conv;
+pub mod direct;
 #[cfg(feature = "tch")]
 pub(crate) mod libtorch;
