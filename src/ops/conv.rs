@@ -1,18 +1,20 @@
-//! The encoder's 2-D convolution with a GEMM backward for the `flex` backend.
+//! The encoder's 2-D convolution on the CPU backends, with its own backward.
 //!
 //! Convolutions are nearly all of a ResNet's arithmetic (§2.1, App. B.9). Burn 0.22.1's `flex`
-//! computes the forward pass by im2col + GEMM, but its backward comes from Burn's generic rule: the
+//! computes the forward pass by im2col + GEMM, and its backward comes from Burn's generic rule: the
 //! input gradient as a transposed convolution and the weight gradient as a second convolution with
-//! the output gradient as its kernel — per input channel a GEMM only k² rows tall over a
-//! reduction of every pixel of the batch. Measured per layer of ResNet-18 (`docs/performance.md`)
-//! that weight gradient ran at 3–65 GFLOP/s where the forward reaches 60–110. Here it is one large
-//! GEMM per chunk of images:
+//! the output gradient as its kernel. On flex, where the CPU has AVX-512, the forward, the weight
+//! gradient and the stride-1 input gradient are [`crate::ops::direct`]'s blocked direct kernels on
+//! channels-last copies (output channels in whole 16-lane vectors; the stride-2 input gradient
+//! stays Burn's). Elsewhere on flex the weight gradient is one large GEMM per chunk of images
+//! ([`weight_grad`]), which ran 1.3–10× faster than Burn's per-input-channel GEMMs only k² rows
+//! tall (`docs/performance.md`):
 //!
 //! `dW = Σ_chunks G_c · im2col(X_c)ᵀ` (`C_out × C_in·k²`, the reduction over the chunk's pixels),
 //!
-//! where `G_c` is the chunk's output gradient as a `C_out × (images·pixels)` matrix. The input
-//! gradient (GEMM + col2im in flex already) and the forward stay Burn's. [`weight_grad`] works on
-//! slices; [`conv2d`] routes a flex tensor through a Burn autodiff operation that calls it.
+//! where `G_c` is the chunk's output gradient as a `C_out × (images·pixels)` matrix; the forward
+//! and input gradient stay Burn's there. [`conv2d`] routes a flex tensor through a Burn autodiff
+//! operation that calls these.
 //!
 //! The `tch` backend has the same gap (Burn gives libtorch no convolution backward either), so on a
 //! libtorch device [`conv2d`] records the convolution in libtorch's own autograd graph and takes
@@ -187,9 +189,9 @@ pub fn weight_grad(x: &[f32], grad: &[f32], g: &Geometry) -> Vec<f32> {
 }
 
 /// A convolution of the encoder: square kernel, no bias, zero padding `pad` on every side. On a
-/// flex device of `f32` tensors the weight gradient comes from [`weight_grad`] (the input gradient
-/// stays Burn's, which is as fast); on a libtorch device both gradients come from libtorch;
-/// elsewhere this is Burn's `conv2d`.
+/// flex device of `f32` tensors the direct kernels of [`crate::ops::direct`] where they apply,
+/// else Burn's forward and input gradient with the [`weight_grad`] GEMM; on a libtorch device both
+/// gradients come from libtorch; elsewhere this is Burn's `conv2d`.
 pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize, pad: usize) -> Tensor<4> {
     #[cfg(any(feature = "flex", feature = "tch"))]
     if crate::device::has_own_ops(&x) {
@@ -219,7 +221,8 @@ mod own {
         fn conv2d_own_backward(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, pad: usize) -> FloatTensor<Self>;
     }
 
-    /// Flex: Burn's forward and input gradient, the GEMM weight gradient.
+    /// Flex: the direct kernels where they apply; else Burn's forward and input gradient and the
+    /// GEMM weight gradient.
     #[cfg(feature = "flex")]
     mod flex {
         use super::super::{options, weight_grad, Geometry};
@@ -263,10 +266,12 @@ mod own {
             }
         }
 
+        /// The backward of [`forward`]: the direct kernels' gradients, or Burn's input gradient and
+        /// the GEMM weight gradient.
         #[derive(Debug)]
-        struct GemmConv;
+        struct CpuConv;
 
-        impl Backward<Flex, 2> for GemmConv {
+        impl Backward<Flex, 2> for CpuConv {
             /// Checkpointed input and weight, stride, padding.
             type State = (NodeId, NodeId, usize, usize);
 
@@ -279,9 +284,13 @@ mod own {
                 let g = geometry(&x, &weight, stride, pad);
                 // The direct kernels give the weight gradient, and the input gradient at stride 1.
                 let direct_x = node_x.is_some() && direct::takes_input_grad(&g);
-                let (dx, dw) = match direct::takes(&g) {
-                    true => on_slices([&x, &weight, &grad], |[x, weight, grad]| direct::backward(x, weight, grad, &g, direct_x)),
-                    false => (None, on_slices([&x, &grad], |[x, grad]| weight_grad(x, grad, &g))),
+                let (dx, dw) = match (direct::takes(&g), &node_weight) {
+                    (true, _) => {
+                        let (dx, dw) = on_slices([&x, &weight, &grad], |[x, weight, grad]| direct::backward(x, weight, grad, &g, direct_x));
+                        (dx, Some(dw))
+                    }
+                    (false, Some(_)) => (None, Some(on_slices([&x, &grad], |[x, grad]| weight_grad(x, grad, &g)))),
+                    (false, None) => (None, None),
                 };
                 if let Some(node) = node_x {
                     let dx = match dx {
@@ -290,7 +299,7 @@ mod own {
                     };
                     grads.register::<Flex>(node.id, dx);
                 }
-                if let Some(node) = node_weight {
+                if let (Some(node), Some(dw)) = (node_weight, dw) {
                     grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dw, weight.shape())));
                 }
             }
@@ -298,7 +307,7 @@ mod own {
 
         impl<C: CheckpointStrategy> OwnBackwardConv for Autodiff<Flex, C> {
             fn conv2d_own_backward(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, pad: usize) -> FloatTensor<Self> {
-                match GemmConv.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
+                match CpuConv.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
                     OpsKind::Tracked(mut prep) => {
                         let state = (prep.checkpoint(&x), prep.checkpoint(&weight), stride, pad);
                         prep.finish(state, forward(x.into_primitive(), weight.into_primitive(), stride, pad))
