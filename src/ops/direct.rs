@@ -62,6 +62,7 @@ pub fn takes_input_grad(g: &Geometry) -> bool {
 /// The convolution of `x` (`[batch, cin, h, w]`) by Burn's weight (`[cout, cin, k, k]`), in
 /// Burn's layout `[batch, cout, ho, wo]`.
 pub fn forward(x: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
+    assert!(takes(g), "the direct kernels do not take {g:?} on this CPU");
     let xp = Padded::of(x, g.batch, g.cin, g.h, g.w, g.pad);
     forward_packed(&xp, &pack_weight(weight, g.cout, g.cin, g.k, false), g)
 }
@@ -70,7 +71,7 @@ pub fn forward(x: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
 /// layout: the input gradient when `input` (requires [`takes_input_grad`]) and the weight gradient
 /// `[cout, cin, k, k]`.
 pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], g: &Geometry, input: bool) -> (Option<Vec<f32>>, Vec<f32>) {
-    assert!(takes(g) && (!input || takes_input_grad(g)));
+    assert!(takes(g) && (!input || takes_input_grad(g)), "the direct kernels do not take {g:?} (input gradient: {input}) on this CPU");
     // The input gradient is the stride-1 convolution of dy padded by k − 1 − pad with the kernel
     // flipped and its channels swapped; the weight gradient reads the same padded copy.
     let dy_pad = if input { g.k - 1 - g.pad } else { 0 };
@@ -88,7 +89,7 @@ pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], g: &Geometry, input: bool
 /// w + 2·pad, c]`.
 struct Padded {
     data: Vec<f32>,
-    /// Pixels per image, rows and columns, each with the border.
+    /// Rows and columns of each image with the border, channels, border width.
     h: usize,
     w: usize,
     c: usize,
@@ -123,6 +124,7 @@ fn transpose(src: &[f32], src_stride: usize, rows: usize, cols: usize, dst: &mut
     if rows == 0 || cols == 0 {
         return;
     }
+    assert!(available(), "the register transpose needs AVX-512F");
     assert!(src.len() > (rows - 1) * src_stride + cols - 1 && dst.len() > (cols - 1) * dst_stride + rows - 1);
     // SAFETY: the assert keeps every index inside `dst`, which this call borrows whole.
     unsafe { transpose_into(src, src_stride, rows, cols, dst.as_mut_ptr(), dst_stride) }
