@@ -185,19 +185,6 @@ fn is_libtorch_cpu(device: &Device) -> bool {
     matches!(device.clone().inner().as_dispatch(), burn::backend::DispatchDevice::LibTorch(burn::backend::libtorch::LibTorchDevice::Cpu))
 }
 
-/// Whether `device`'s backend runs the project's own convolution and batch-norm operations
-/// ([`crate::ops`]): flex and libtorch.
-pub fn has_own_kernels(device: &Device) -> bool {
-    use burn::backend::DispatchDevice;
-    match device.clone().inner().as_dispatch() {
-        #[cfg(feature = "flex")]
-        DispatchDevice::Flex(_) => true,
-        #[cfg(feature = "tch")]
-        DispatchDevice::LibTorch(_) => true,
-        _ => false,
-    }
-}
-
 /// `vulkan:N` / `wgpu:N` is the N-th discrete GPU; without an index, the adapter wgpu prefers.
 #[cfg(any(feature = "vulkan", feature = "wgpu"))]
 fn gpu_kind(index: Option<usize>) -> burn::tensor::DeviceKind {

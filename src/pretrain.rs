@@ -145,7 +145,7 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
     cfg.validate()?;
     crate::device::set_precision(cfg.run.precision, device)?;
     let world = distributed::world();
-    check_ranks(cfg, device)?;
+    check_ranks(cfg)?;
     distributed::set_sync_bn(cfg.optim.sync_bn);
     let (ds, cfg, _lock) = open_run(cfg)?;
     let cfg = &cfg;
@@ -280,15 +280,11 @@ fn open_run(cfg: &Config) -> Result<(Arc<dyn Dataset>, Config, Option<std::fs::F
     Ok((ds, cfg, Some(lock)))
 }
 
-/// A distributed run's constraints: the global batch splits evenly over the ranks, and sync BN runs
-/// in our BN operation (flex and libtorch).
-fn check_ranks(cfg: &Config, device: &Device) -> Result<()> {
+/// A distributed run's constraint: the global batch splits evenly over the ranks.
+fn check_ranks(cfg: &Config) -> Result<()> {
     let ranks = distributed::world().ranks();
     if cfg.optim.batch_size % ranks != 0 {
         bail!("--batch-size {}: the global batch must split evenly over the {ranks} ranks; use a multiple of {ranks}", cfg.optim.batch_size);
-    }
-    if ranks > 1 && cfg.optim.sync_bn && !crate::device::has_own_kernels(device) {
-        bail!("--device {device:?}: sync BN across ranks runs in the flex and libtorch BN operations only; use --device cpu, tch-cpu or cuda, or --sync-bn false to normalise each rank's part alone");
     }
     Ok(())
 }

@@ -4,7 +4,8 @@
 //! without (so the comparison can fail); a global batch that does not split over the ranks is
 //! refused; a killed rank stops the run with a non-zero exit and its last checkpoint resumes. The
 //! gradient each rank's z receives from the gathered NT-Xent is the one-process gradient on its
-//! rows (examples/gathered_gradient.rs under mpirun).
+//! rows (examples/gathered_gradient.rs under mpirun), and so are sync BN's output and gradients on
+//! both of its paths (examples/sync_bn_gradient.rs).
 #![cfg(feature = "mpi")]
 
 use std::collections::BTreeMap;
@@ -104,11 +105,11 @@ fn two_and_four_ranks_reproduce_one_process_with_sync_bn_and_differ_without() {
     assert!(max_difference(&parameters(&run), &want) as f64 > 100.0 * TOLERANCE);
 }
 
-#[test]
-fn the_gathered_negatives_give_each_rank_the_one_process_gradient_on_its_rows() {
-    // examples/gathered_gradient.rs, which `cargo test` builds beside the test binaries.
+/// Runs `examples/NAME.rs` (which `cargo test` builds beside the test binaries) under `mpirun -np 2`
+/// and `-np 4`; each run must succeed and print `lines_per_rank` lines containing `report` per rank.
+fn example_agrees_on_two_and_four_ranks(name: &str, report: &str, lines_per_rank: usize) {
     let deps = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
-    let example = deps.parent().unwrap().join("examples").join("gathered_gradient");
+    let example = deps.parent().unwrap().join("examples").join(name);
     assert!(example.exists(), "{} is built by `cargo test`", example.display());
     for ranks in [2, 4] {
         let mut cmd = Command::new("mpirun");
@@ -116,8 +117,19 @@ fn the_gathered_negatives_give_each_rank_the_one_process_gradient_on_its_rows() 
         let out = output(cmd);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(stdout.lines().filter(|l| l.contains("largest gradient difference")).count(), ranks, "{stdout}");
+        assert_eq!(stdout.lines().filter(|l| l.contains(report)).count(), ranks * lines_per_rank, "{stdout}");
     }
+}
+
+#[test]
+fn the_gathered_negatives_give_each_rank_the_one_process_gradient_on_its_rows() {
+    example_agrees_on_two_and_four_ranks("gathered_gradient", "largest gradient difference", 1);
+}
+
+#[test]
+fn sync_bn_gives_each_rank_the_one_process_output_and_gradients() {
+    // Both sync-BN paths (the device's own and the composed one of wgpu/vulkan), with and without ReLU.
+    example_agrees_on_two_and_four_ranks("sync_bn_gradient", "largest differences from one process", 4);
 }
 
 #[test]

@@ -151,6 +151,10 @@ pub struct CellResult {
     pub seconds: f64,
     /// The paper's number, where it has one.
     pub paper: Option<f64>,
+    /// Trainable parameters of the cell's encoder (the size study's x axis); 0 in results written
+    /// before it was recorded, counted again when such a result is read.
+    #[serde(default)]
+    pub encoder_params: usize,
     /// The cell's settings (a rerun with other settings in the same folder is refused).
     pub config: Config,
 }
@@ -228,6 +232,11 @@ fn summary(r: &CellResult) -> String {
     }
 }
 
+/// Trainable parameters of the encoder of `cfg` (counted on a network initialised on the CPU).
+fn encoder_params(cfg: &Config) -> usize {
+    crate::num_trainable_params(&cfg.model(cfg.model.image_size).encoder.init(&crate::default_device()))
+}
+
 /// Runs one cell in `dir`, or reads its result when an earlier invocation finished it (then
 /// `true`).
 fn run_cell(cell: &Cell, dir: &Path, data: &EvalData, device: &Device, progress: bool) -> Result<(CellResult, bool)> {
@@ -235,9 +244,12 @@ fn run_cell(cell: &Cell, dir: &Path, data: &EvalData, device: &Device, progress:
     cfg.run.out = dir.to_path_buf();
     let file = dir.join("result.json");
     if let Ok(text) = std::fs::read_to_string(&file) {
-        let done: CellResult = serde_json::from_str(&text).with_context(|| format!("{}: not a cell result; delete it to run the cell again", file.display()))?;
+        let mut done: CellResult = serde_json::from_str(&text).with_context(|| format!("{}: not a cell result; delete it to run the cell again", file.display()))?;
         if !same_settings(&done.config, &cfg) {
             bail!("{}: this cell was run with other settings (another --preset, --seed or data?); use another --out, or delete the folder to run it again", dir.display());
+        }
+        if done.encoder_params == 0 {
+            done.encoder_params = encoder_params(&cfg);
         }
         return Ok((done, true));
     }
@@ -255,6 +267,7 @@ fn run_cell(cell: &Cell, dir: &Path, data: &EvalData, device: &Device, progress:
         steps: 0,
         seconds: 0.0,
         paper: cell.paper,
+        encoder_params: encoder_params(&cfg),
         config: cfg.clone(),
     };
     match &cell.kind {

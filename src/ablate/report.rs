@@ -185,7 +185,7 @@ fn tables(study: Study, results: &[CellResult]) -> String {
             for net in distinct(results, "size", |r| &r.row) {
                 let (a, b) = (find(results, "size", &net, "SimCLR"), find(results, "size", &net, "supervised"));
                 let gap = a.and_then(CellResult::main_top1).zip(b.and_then(CellResult::main_top1)).map(|(x, y)| x - y);
-                let params = a.or(b).map_or("—".into(), |r| format!("{:.2} M", params(&r.config) as f64 / 1e6));
+                let params = a.or(b).map_or("—".into(), |r| format!("{:.2} M", r.encoder_params as f64 / 1e6));
                 let _ = writeln!(s, "| {net} | {params} | {} | {} | {} |", ours_and_paper(a), ours_and_paper(b), gap.map_or("—".into(), |g| format!("{g:+.1}")));
             }
         }
@@ -212,12 +212,6 @@ fn pairs_table(results: &[CellResult], cell: impl Fn(Option<&CellResult>) -> Str
         let _ = writeln!(s, " {} |", pct(mean(row.iter().filter_map(|r| r.and_then(&value)))));
     }
     s
-}
-
-/// Trainable parameters of the encoder of `cfg` (counted on an initialised network).
-fn params(cfg: &Config) -> usize {
-    let device = crate::default_device();
-    crate::num_trainable_params(&cfg.model(cfg.model.image_size).encoder.init(&device))
 }
 
 fn distinct(results: &[CellResult], table: &str, key: impl Fn(&CellResult) -> &String) -> Vec<String> {
@@ -386,7 +380,7 @@ fn findings(study: Study, results: &[CellResult], noise: Noise) -> String {
                 let _ = writeln!(s, "- Longer training helps (paper Fig. 9): {long} beats {short} at {wins} of {} batch sizes, by {gain:+.1} on average: {}.", gains.len(), noise.verdict(gain));
             }
             let nets = distinct(results, "size", |r| &r.row);
-            if let (Some(small), Some(big)) = (nets.first(), nets.iter().max_by_key(|n| find(results, "size", n, "SimCLR").map_or(0, |r| params(&r.config)))) {
+            if let (Some(small), Some(big)) = (nets.first(), nets.iter().max_by_key(|n| find(results, "size", n, "SimCLR").map_or(0, |r| r.encoder_params))) {
                 let gain = |col: &str| Some(top("size", big, col)? - top("size", small, col)?);
                 if let (Some(u), Some(sup)) = (gain("SimCLR"), gain("supervised")) {
                     let _ = writeln!(s, "- A bigger network helps SimCLR more than supervised training (paper Fig. 7): from {small} to {big}, SimCLR {u:+.1}, supervised {sup:+.1}: {}.", noise.verdict(u - sup));
@@ -453,7 +447,7 @@ fn figures(out: &Path, study: Study, results: &[CellResult]) -> Result<Vec<Strin
             lines(&out.join("batch-epochs.png"), "batch size and training length: linear top-1 %", "batch size", &all)?;
             files.push("batch-epochs.png".into());
             let size = |col: &str, layer: &str| -> Vec<(f64, f64)> {
-                results.iter().filter(|r| r.table == "size" && r.column == col).filter_map(|r| Some((params(&r.config) as f64 / 1e6, *r.top1.get(layer)?))).collect()
+                results.iter().filter(|r| r.table == "size" && r.column == col).filter_map(|r| Some((r.encoder_params as f64 / 1e6, *r.top1.get(layer)?))).collect()
             };
             lines(&out.join("size.png"), "width and depth: top-1 % against encoder parameters", "encoder parameters (millions)", &[("SimCLR (linear eval)".into(), size("SimCLR", "h")), ("supervised".into(), size("supervised", "supervised"))])?;
             files.push("size.png".into());

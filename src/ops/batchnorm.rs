@@ -13,15 +13,18 @@
 //!
 //! In a data-parallel run with sync BN ([`crate::distributed`]) the statistics and the backward's
 //! per-channel sums are over every rank's part of the batch: flex sums them inside its two passes,
-//! libtorch takes an operation of ours (libtorch's SyncBatchNorm kernels are CUDA-only).
+//! libtorch takes an operation of ours (libtorch's SyncBatchNorm kernels are CUDA-only), and every
+//! other backend (wgpu, vulkan) composes the BN of tensor operations around a differentiable sum
+//! over the ranks ([`synced_train`]), whose backward autodiff derives.
 //!
 //! [`batch_norm_relu`] folds the ReLU that follows most BNs of the ResNet into the same operation
 //! (on flex the backward recomputes `y` from `x` to mask `dy`; no extra tensor is kept).
 //!
 //! The running statistics are updated exactly as Burn's `BatchNorm` updates them (momentum on the
 //! biased batch variance), so checkpoints and evaluation do not depend on the backend. Every other
-//! case — another backend, evaluation, a frozen layer — is Burn's `BatchNorm::forward`.
+//! case — another backend on one rank, evaluation, a frozen layer — is Burn's `BatchNorm::forward`.
 
+use crate::ops::all_reduce::all_reduce_sum;
 use burn::nn::BatchNorm;
 use burn::tensor::Tensor;
 
@@ -36,12 +39,58 @@ pub fn batch_norm_relu<const D: usize>(norm: &BatchNorm, x: Tensor<D>) -> Tensor
 }
 
 fn normalize<const D: usize>(norm: &BatchNorm, x: Tensor<D>, relu: bool) -> Tensor<D> {
+    let training = x.device().is_autodiff() && norm.training.is_enabled();
     #[cfg(any(feature = "flex", feature = "tch"))]
-    if x.device().is_autodiff() && norm.training.is_enabled() && crate::device::has_own_ops(&x) {
+    if training && crate::device::has_own_ops(&x) {
         return own::train(norm, x, relu);
+    }
+    if training && crate::distributed::sync_bn_world().is_some() {
+        return synced_train(norm, x, relu);
     }
     let y = norm.forward(x);
     if relu { burn::tensor::activation::relu(y) } else { y }
+}
+
+/// Training-mode BN (and ReLU if `relu`) of `x` with the statistics of every rank's part of the
+/// batch, on any backend: per-channel sums of this rank's values summed over the ranks by
+/// [`all_reduce_sum`], then `y = γ·(x − μ)/√(σ² + ε) + β` in tensor operations. Autodiff gives the
+/// sync-BN backward: the sum over the ranks' gradients that reaches each rank's statistics is
+/// `Σdy` and `Σdy·(x − μ)` over the whole batch. On one rank it is plain training-mode BN.
+pub fn synced_train<const D: usize>(norm: &BatchNorm, x: Tensor<D>, relu: bool) -> Tensor<D> {
+    let channels = x.dims()[1];
+    let count = (x.shape().num_elements() / channels * crate::distributed::world().ranks()) as f64;
+    let mean = all_reduce_sum(per_channel_sum(x.clone())).div_scalar(count);
+    let centred = x - along_channels::<D>(mean.clone());
+    let variance = all_reduce_sum(per_channel_sum(centred.clone().square())).div_scalar(count);
+    let scale = norm.gamma.val() * variance.clone().add_scalar(norm.epsilon).sqrt().recip();
+    let y = centred * along_channels::<D>(scale) + along_channels::<D>(norm.beta.val());
+    update_running(norm, mean, variance);
+    if relu { burn::tensor::activation::relu(y) } else { y }
+}
+
+/// Per-channel sums of `[batch, channels, ...]` values, as `[channels]`.
+fn per_channel_sum<const D: usize>(x: Tensor<D>) -> Tensor<1> {
+    let channels = x.dims()[1];
+    (0..D).filter(|&d| d != 1).fold(x, |t, d| t.sum_dim(d)).reshape([channels])
+}
+
+/// A `[channels]` vector shaped `[1, channels, 1, …]` to broadcast against a `D`-dimensional batch.
+fn along_channels<const D: usize>(v: Tensor<1>) -> Tensor<D> {
+    let mut dims = [1; D];
+    dims[1] = v.dims()[0];
+    v.reshape(dims)
+}
+
+/// `norm`'s running statistics moved towards the batch `mean` and biased `variance` by its
+/// momentum, as Burn's `BatchNorm` moves them.
+fn update_running(norm: &BatchNorm, mean: Tensor<1>, variance: Tensor<1>) {
+    let device = mean.device();
+    let running = |state: &burn::module::RunningState<Tensor<1>>, batch: Tensor<1>| {
+        let old = state.value_sync().to_device(&device);
+        state.update(old.mul_scalar(1.0 - norm.momentum).add(batch.detach().mul_scalar(norm.momentum)).detach());
+    };
+    running(&norm.running_mean, mean);
+    running(&norm.running_var, variance);
 }
 
 #[cfg(any(feature = "flex", feature = "tch"))]
@@ -55,7 +104,6 @@ mod own {
     /// Training-mode BN of `x` by [`OwnBatchNorm`]; the running statistics as Burn's `BatchNorm`
     /// (`burn-nn`'s `forward_train`) updates them.
     pub(super) fn train<const D: usize>(norm: &BatchNorm, x: Tensor<D>, relu: bool) -> Tensor<D> {
-        let device = x.device();
         let (out, mean, variance) = <burn::backend::Dispatch as OwnBatchNorm>::batch_norm_train_own(
             x.into_dispatch(),
             norm.gamma.val().into_dispatch(),
@@ -63,12 +111,7 @@ mod own {
             norm.epsilon,
             relu,
         );
-        let running = |state: &burn::module::RunningState<Tensor<1>>, batch: FloatTensor<burn::backend::Dispatch>| {
-            let old = state.value_sync().to_device(&device);
-            state.update(old.mul_scalar(1.0 - norm.momentum).add(Tensor::<1>::from_dispatch(batch).mul_scalar(norm.momentum)).detach());
-        };
-        running(&norm.running_mean, mean);
-        running(&norm.running_var, variance);
+        super::update_running(norm, Tensor::from_dispatch(mean), Tensor::from_dispatch(variance));
         Tensor::from_dispatch(out)
     }
 
