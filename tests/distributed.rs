@@ -1,5 +1,5 @@
 //! Data-parallel pretraining over MPI (feature `mpi`; `.ci/run` installs Open MPI and runs this on
-//! flex, on libtorch, and the backend-dependent tests on wgpu): `mpirun -np 2` and `-np 4`
+//! flex, on libtorch, and its sync-BN check on wgpu): `mpirun -np 2` and `-np 4`
 //! reproduce the one-process run on the same global batch (losses and parameters within
 //! [`TOLERANCE`]) with sync BN, and differ from it without (so the comparison can fail); a global
 //! batch that does not split over the ranks is refused; a killed rank stops the run with a non-zero
