@@ -1,27 +1,31 @@
-//! With the `tch` feature, record libtorch's library folder as the binaries' run-time search path
-//! (rpath), so `simclr` and the tests start without LD_LIBRARY_PATH. The folder is found as
-//! torch-sys finds it: `$LIBTORCH/lib`, or the Python torch's `lib` with LIBTORCH_USE_PYTORCH=1.
+//! With the `tch` feature: compile `src/ops/libtorch_grad.cpp` (libtorch's autograd with given
+//! output gradients, which tch does not expose) against the libtorch torch-sys links, and record
+//! that libtorch's library folder as the binaries' run-time search path (rpath), so `simclr` and
+//! the tests start without LD_LIBRARY_PATH. torch-sys passes the folder on as
+//! `DEP_TCH_LIBTORCH_LIB` (`$LIBTORCH/lib`, or the Python torch's `lib` with
+//! LIBTORCH_USE_PYTORCH=1); the headers are beside it in `include`.
 
 fn main() {
-    println!("cargo:rerun-if-env-changed=LIBTORCH");
-    println!("cargo:rerun-if-env-changed=LIBTORCH_USE_PYTORCH");
-    if std::env::var_os("CARGO_FEATURE_TCH").is_none() {
-        return;
-    }
-    let lib = if let Some(root) = std::env::var_os("LIBTORCH") {
-        Some(std::path::PathBuf::from(root).join("lib"))
-    } else if std::env::var_os("LIBTORCH_USE_PYTORCH").is_some() {
-        let script = "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))";
-        std::process::Command::new("python3")
-            .args(["-c", script])
-            .output()
-            .ok()
-            .filter(|out| out.status.success())
-            .map(|out| String::from_utf8_lossy(&out.stdout).trim().into())
-    } else {
-        None
-    };
-    if let Some(lib) = lib {
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
-    }
+    #[cfg(feature = "tch")]
+    libtorch();
+}
+
+#[cfg(feature = "tch")]
+fn libtorch() {
+    let source = "src/ops/libtorch_grad.cpp";
+    println!("cargo:rerun-if-changed={source}");
+    let lib = std::path::PathBuf::from(std::env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys gives its libtorch folder"));
+    let include = lib.parent().expect("libtorch's lib folder has a parent").join("include");
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .warnings(false)
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .flag("-std=c++17")
+        // Every PyTorch wheel since 2.7 uses the C++11 string ABI, as torch-sys assumes too.
+        .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
+        .file(source)
+        .compile("simclr_libtorch_grad");
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
 }

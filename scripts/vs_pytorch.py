@@ -9,6 +9,9 @@ round's images/s and, at the end, the median over rounds of each ours / PyTorch 
     python3 scripts/vs_pytorch.py --simclr target/tch/release/simclr --device tch-cpu
     python3 scripts/vs_pytorch.py --simclr target/release/simclr --device cpu --formats auto
     python3 scripts/vs_pytorch.py --arch resnet50 --batch-size 64 --image-size 64 --rounds 2
+    python3 scripts/vs_pytorch.py --simclr BIN --device cuda:0 --formats auto --arch resnet50 --image-size 224 --batch-size 256
+
+PyTorch runs on the CPU, or on CUDA when our `--device` is `cuda[:N]` (`--torch-device` overrides).
 
 Needs torch and torchvision (e.g. `pip install torch==2.9.0 torchvision==0.24.0 pillow`).
 """
@@ -36,7 +39,8 @@ def ours(a, memory_format: str) -> float:
 def pytorch(a, channels_last: bool) -> float:
     """Images/s of `scripts/torch_step.py`, NCHW or channels-last."""
     cmd = [sys.executable, os.path.join(HERE, "torch_step.py"), "--arch", a.arch, "--batch-size", str(a.batch_size),
-           "--image-size", str(a.image_size), "--steps", str(a.steps), "--warmup", str(a.warmup)]
+           "--image-size", str(a.image_size), "--steps", str(a.steps), "--warmup", str(a.warmup),
+           "--device", a.torch_device]
     if channels_last:
         cmd.append("--channels-last")
     if a.precision == "bf16":
@@ -57,11 +61,15 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--torch-device", help="PyTorch's device (default: cuda:N for our cuda:N, else cpu)")
     p.add_argument("--json", help="also write every measurement and the ratios to this file")
     a = p.parse_args()
+    if a.torch_device is None:
+        a.torch_device = a.device if a.device.startswith("cuda") else "cpu"
 
     columns = [f"ours {f}" for f in a.formats] + ["pytorch nchw", "pytorch channels-last"]
-    print(f"{a.arch}, batch {a.batch_size} of {a.image_size} px, SGD, {a.precision}; images/s", flush=True)
+    print(f"{a.arch}, batch {a.batch_size} of {a.image_size} px, SGD, {a.precision}, ours on {a.device}, "
+          f"PyTorch on {a.torch_device}; images/s", flush=True)
     print("round  " + "  ".join(f"{c:>22}" for c in columns), flush=True)
     rounds = []
     for r in range(a.rounds):

@@ -92,10 +92,11 @@ pub enum Precision {
     /// `f32` throughout.
     #[default]
     F32,
-    /// Mixed precision as PyTorch's autocast does it for convolutions: `bfloat16` operands with
-    /// `f32` accumulation and an `f32` result, the input in channels-last order (the layout of
-    /// oneDNN's AMX / AVX-512-BF16 kernels and of cuDNN); batch norm, the head, the loss and the
-    /// optimiser stay `f32`. libtorch devices only.
+    /// Mixed precision as PyTorch's autocast does it: convolutions on `bfloat16` operands with
+    /// `f32` accumulation, channels-last (the layout of oneDNN's AMX / AVX-512-BF16 kernels and of
+    /// cuDNN), and the encoder's activations `bfloat16` from there to the pooling (BN with `f32`
+    /// statistics and parameters, ReLU, residual sums); h, the head, the loss, the weights and
+    /// the optimiser stay `f32`. libtorch devices only.
     Bf16,
 }
 
@@ -175,7 +176,7 @@ pub fn precision() -> Precision {
 }
 
 #[cfg(feature = "tch")]
-fn is_libtorch(device: &Device) -> bool {
+pub(crate) fn is_libtorch(device: &Device) -> bool {
     matches!(device.clone().inner().as_dispatch(), burn::backend::DispatchDevice::LibTorch(_))
 }
 

@@ -13,12 +13,12 @@
 //! 2048·w for bottlenecks).
 
 use crate::ops::batchnorm::{batch_norm, batch_norm_relu};
+use crate::ops::residual::add_relu;
 use burn::module::{Initializer, Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
-use burn::tensor::activation::relu;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// ResNet depth.
@@ -182,13 +182,13 @@ impl Block {
             Block::Basic(b) => {
                 let y = batch_norm_relu(&b.bn1, convolve(&b.conv1, x.clone()));
                 let y = batch_norm(&b.bn2, convolve(&b.conv2, y));
-                relu(y + Shortcut::apply(&b.shortcut, x))
+                add_relu(y, Shortcut::apply(&b.shortcut, x))
             }
             Block::Bottleneck(b) => {
                 let y = batch_norm_relu(&b.bn1, convolve(&b.conv1, x.clone()));
                 let y = batch_norm_relu(&b.bn2, convolve(&b.conv2, y));
                 let y = batch_norm(&b.bn3, convolve(&b.conv3, y));
-                relu(y + Shortcut::apply(&b.shortcut, x))
+                add_relu(y, Shortcut::apply(&b.shortcut, x))
             }
         }
     }
@@ -270,6 +270,11 @@ impl ResNet {
         }
         for block in &self.blocks {
             x = block.forward(x);
+        }
+        // Under `--precision bf16` the activations are bfloat16 up to here (as under autocast);
+        // h, the head and the loss are f32.
+        if x.dtype() != DType::F32 {
+            x = x.cast(FloatDType::F32);
         }
         // Global average pooling, as a sum and a division: ONNX export (burn-onnx 0.22) lowers
         // `sum_dim` but not `mean_dim`.

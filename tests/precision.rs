@@ -1,6 +1,7 @@
 //! `--precision bf16` (`simclr::device::set_precision`): on libtorch the encoder's convolution
-//! computes in bfloat16 — output and both gradients within bfloat16's rounding of the f32 ones yet
-//! not equal to them (the bfloat16 kernels really ran), and a whole training step runs; any other
+//! computes in bfloat16 — output (bfloat16) and both gradients within bfloat16's rounding of the
+//! f32 ones yet not equal to them (the bfloat16 kernels really ran), and a whole training step runs
+//! (bfloat16 activations through BN, ReLU, residual sums and pooling); any other
 //! device refuses it with an error naming the fix. `--memory-format channels-last` on libtorch gives
 //! the NCHW output and gradients to float rounding, and a whole step runs in it; elsewhere `auto`
 //! is NCHW and `channels-last` an error. One test in this binary: both are settings of the process.
@@ -20,7 +21,7 @@ fn conv_and_grads(device: &Device, x: &TensorData, w: &TensorData, r: &TensorDat
     let w = Tensor::<4>::from_data(w.clone(), &device).require_grad();
     let y = simclr::ops::conv::conv2d(x.clone(), w.clone(), 2, 1);
     let g = (y.clone() * Tensor::<4>::from_data(r.clone(), &device)).sum().backward();
-    let v = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().expect("f32");
+    let v = |t: Tensor<4>| t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
     [v(y), v(x.grad(&g).unwrap()), v(w.grad(&g).unwrap())]
 }
 
@@ -53,6 +54,9 @@ fn bf16_convolutions_are_close_to_f32_on_libtorch_and_refused_elsewhere() {
         set_precision(Precision::Bf16, &device).unwrap();
         assert_eq!(precision(), Precision::Bf16);
         let mixed = conv_and_grads(&device, &x, &w, &r);
+        // As under autocast, the output stays bfloat16 (for the BN, ReLU and sums after it).
+        let y = simclr::ops::conv::conv2d(Tensor::<4>::from_data(x.clone(), &device), Tensor::<4>::from_data(w.clone(), &device), 2, 1);
+        assert_eq!(y.dtype(), burn::tensor::DType::BF16);
         for (what, (a, b)) in ["output", "input gradient", "weight gradient"].iter().zip(mixed.iter().zip(&exact)) {
             // bfloat16 keeps 8 significant bits (relative rounding 2⁻⁹ ≈ 0.002 per operand).
             let e = relative_error(a, b);

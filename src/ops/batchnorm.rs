@@ -318,9 +318,19 @@ mod own {
         use burn::backend::tensor::FloatTensor;
         use burn::backend::{Autodiff, LibTorch};
 
+        /// cuDNN's smallest ε (`CUDNN_BN_MIN_EPSILON`).
+        const CUDNN_MIN_EPSILON: f64 = 1e-5;
+
         /// libtorch's BN (and ReLU): output, mean, biased variance (from its saved `1/√(var + ε)`).
+        /// On a GPU, `f32` activations take cuDNN's BN, as PyTorch's `batch_norm` picks it
+        /// (`bfloat16` ones, as under autocast, libtorch's own kernels).
         fn torch_batch_norm(x: &tch::Tensor, gamma: &tch::Tensor, beta: &tch::Tensor, epsilon: f64, relu: bool) -> (tch::Tensor, tch::Tensor, tch::Tensor) {
-            let (out, mean, inv_std) = x.internal_native_batch_norm_legit_no_stats(Some(gamma), Some(beta), true, 0.0, epsilon);
+            let (out, mean, inv_std) = if x.device().is_cuda() && x.kind() == tch::Kind::Float && epsilon >= CUDNN_MIN_EPSILON {
+                let (out, mean, inv_std, _reserve) = x.cudnn_batch_norm(gamma, Some(beta), None::<&tch::Tensor>, None, true, 0.0, epsilon);
+                (out, mean, inv_std)
+            } else {
+                x.internal_native_batch_norm_legit_no_stats(Some(gamma), Some(beta), true, 0.0, epsilon)
+            };
             let out = if relu { out.relu() } else { out };
             // Fresh tensors: libtorch keeps `mean` and `inv_std` for its backward, and Burn may
             // update the statistics it is handed in place.

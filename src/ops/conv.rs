@@ -328,7 +328,8 @@ mod own {
         use burn::backend::{Autodiff, LibTorch};
 
         /// libtorch's convolution; under `--precision bf16` by autocast's rule (`bfloat16` operands
-        /// in channels-last order, `f32` result); under `--memory-format channels-last` on its
+        /// in channels-last order, a `bfloat16` result, which BN, ReLU and the residual sums keep
+        /// up to the pooling); under `--memory-format channels-last` on its
         /// input in channels-last order (oneDNN's and cuDNN's NHWC kernels), so the output and the
         /// layers after it keep that order and later convolutions take it without a copy.
         fn torch_conv2d(x: &tch::Tensor, weight: &tch::Tensor, stride: usize, pad: usize) -> tch::Tensor {
@@ -339,7 +340,7 @@ mod own {
             };
             if bf16() {
                 let x = to_channels_last(x, tch::Kind::BFloat16);
-                return conv(&x, &weight.to_kind(tch::Kind::BFloat16)).to_kind(tch::Kind::Float);
+                return conv(&x, &weight.to_kind(tch::Kind::BFloat16));
             }
             if channels_last() {
                 return conv(&to_channels_last(x, x.kind()), weight);

@@ -4,8 +4,8 @@
 //! on every backend, also on libtorch, where they cost several extra kernels and fresh tensors per
 //! call. [`record`] runs a forward written in `tch` on libtorch leaves that share the storage of
 //! Burn's input tensors, keeps that small libtorch graph as the state of one Burn operation, and in
-//! Burn's backward asks it for the gradients (`torch.autograd.grad` of Σ out·grad, whose gradient
-//! with respect to `out` is exactly Burn's output gradient): the kernels PyTorch itself runs.
+//! Burn's backward asks it for the gradients (`torch.autograd.grad(out, leaves, grad)` with Burn's
+//! output gradient, through src/ops/libtorch_grad.cpp): the kernels PyTorch itself runs.
 
 #![allow(deprecated)] // Burn 0.22 marks burn-tch deprecated; it is still our libtorch backend.
 
@@ -54,12 +54,32 @@ pub(crate) fn to_channels_last(x: &tch::Tensor, kind: tch::Kind) -> tch::Tensor 
     y
 }
 
-/// The dimensions of `t` from the outermost in memory to the innermost (largest stride first).
-fn memory_order(t: &tch::Tensor) -> Vec<i64> {
-    let stride = t.stride();
-    let mut order: Vec<i64> = (0..stride.len() as i64).collect();
-    order.sort_by_key(|&d| std::cmp::Reverse(stride[d as usize]));
-    order
+unsafe extern "C" {
+    /// src/ops/libtorch_grad.cpp: `torch::autograd::grad(outputs, inputs, grad_outputs)`.
+    fn simclr_autograd_grad(
+        outputs: *const *const torch_sys::C_tensor,
+        grad_outputs: *const *const torch_sys::C_tensor,
+        noutputs: std::ffi::c_int,
+        inputs: *const *const torch_sys::C_tensor,
+        ninputs: std::ffi::c_int,
+        results: *mut *mut torch_sys::C_tensor,
+    ) -> *const std::ffi::c_char;
+}
+
+/// The gradients of `out` with respect to `leaves` when `grad` arrives at `out`: libtorch's
+/// backward kernels from `grad` as it is, as PyTorch's autograd runs them.
+fn gradients_of(out: &tch::Tensor, grad: &tch::Tensor, leaves: &[&tch::Tensor]) -> Vec<tch::Tensor> {
+    let inputs: Vec<_> = leaves.iter().map(|t| t.as_ptr()).collect();
+    let mut results = vec![std::ptr::null_mut(); leaves.len()];
+    // SAFETY: every pointer is a live tch handle for the duration of the call; the function
+    // writes one new handle per input, which `from_ptr` takes ownership of, or returns an error.
+    unsafe {
+        let error = simclr_autograd_grad(&out.as_ptr(), &grad.as_ptr(), 1, inputs.as_ptr(), inputs.len() as _, results.as_mut_ptr());
+        if !error.is_null() {
+            panic!("libtorch's backward failed: {}", std::ffi::CStr::from_ptr(error).to_string_lossy());
+        }
+        results.into_iter().map(|t| tch::Tensor::from_ptr(t)).collect()
+    }
 }
 
 /// A float tensor of the libtorch autodiff backend.
@@ -118,16 +138,18 @@ impl<const N: usize> Backward<LibTorch, N> for TorchOp<N> {
         if wanted.is_empty() {
             return;
         }
-        // Σ out·grad as one dot product: no product tensor, and its backward is grad · 1. Both
-        // are read in the order `out` lies in memory (channels-last under `--precision bf16`), so
-        // that `out` is flattened without a copy and its gradient reaches libtorch in its layout.
-        let order = memory_order(&graph.out);
-        let flat = |t: &tch::Tensor| t.permute(&order[..]).flatten(0, -1);
-        let surrogate = flat(&graph.out).dot(&flat(&grad.tensor));
         let leaves: Vec<&tch::Tensor> = wanted.iter().map(|(_, leaf)| *leaf).collect();
-        let gradients = tch::Tensor::run_backward(&[surrogate], &leaves, false, false);
+        let gradients = gradients_of(&graph.out, &grad.tensor, &leaves);
+        // libtorch may hand several leaves one tensor (a sum's addends); Burn must see them share
+        // their storage, or it could update one in place under the other.
+        let mut given: Vec<TchTensor> = Vec::new();
         for ((id, _), gradient) in wanted.into_iter().zip(gradients) {
-            grads.register::<LibTorch>(id, TchTensor::new(gradient));
+            let tensor = match given.iter().find(|g| g.tensor.data_ptr() == gradient.data_ptr()) {
+                Some(same) => TchTensor { tensor: gradient, storage: same.storage.clone() },
+                None => TchTensor::new(gradient),
+            };
+            given.push(tensor.clone());
+            grads.register::<LibTorch>(id, tensor);
         }
     }
 }
