@@ -104,7 +104,7 @@ pub struct StepResult {
     pub image_size: usize,
     /// Backend device.
     pub device: String,
-    /// Arithmetic of the convolutions.
+    /// Arithmetic of the encoder.
     pub precision: crate::device::Precision,
     /// Memory order of the activations.
     pub memory_format: crate::device::MemoryFormat,

@@ -215,7 +215,7 @@ settings! {
         [] seed: u64 = 0,
         /// Output folder.
         [] out: PathBuf = PathBuf::from("runs/simclr"),
-        /// Arithmetic of the convolutions: the global `--precision`, recorded so that `--resume` and a
+        /// Arithmetic of the encoder: the global `--precision`, recorded so that `--resume` and a
         /// `--config` rerun compute as the run did.
         [skip] precision: Precision = Precision::F32,
     }

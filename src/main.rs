@@ -17,9 +17,10 @@ struct Cli {
     /// tch), vulkan[:N] (feature vulkan), wgpu[:N] (feature wgpu).
     #[arg(long, global = true, default_value = "auto")]
     device: String,
-    /// Arithmetic of the convolutions: f32 (the default), or bf16 (bfloat16 operands, f32 results,
-    /// as PyTorch's autocast; libtorch devices only; about 2x faster on CPUs with AMX and on GPUs,
-    /// but slower than f32 on CPUs without AMX, where it warns at start-up).
+    /// Arithmetic of the encoder: f32 (the default), or bf16 (bfloat16 convolutions and
+    /// activations, f32 accumulation, weights, head and loss, as under PyTorch's autocast; libtorch
+    /// devices only; measured 1.5x faster than f32 on a GPU and 2.7x on a CPU with AMX, but slower
+    /// than f32 on CPUs without AMX, where it warns at start-up).
     /// Pretraining records it in OUT/config.toml: --resume and --config reruns keep it unless given.
     #[arg(long, global = true, value_enum)]
     precision: Option<simclr::device::Precision>,
