@@ -70,7 +70,7 @@ pub fn save(out: &Path, cfg: &Config, model: &SimClr, optim: &Optimizer, state: 
     std::fs::write(&pointer_tmp, &name)?;
     std::fs::rename(&pointer_tmp, root.join("latest"))?;
     manifest::sync_dir(&root)?;
-    prune(&root, cfg.monitor.keep_checkpoints)?;
+    prune(&root, cfg.monitor.keep_checkpoints, &dst)?;
     Ok(dst)
 }
 
@@ -83,6 +83,16 @@ fn write_files(dir: &Path, cfg: &Config, model: &SimClr, optim: &Optimizer, stat
     write("state.json", serde_json::to_string_pretty(state)?)?;
     write("config.toml", cfg.to_toml())?;
     manifest::seal(dir, &FILES)
+}
+
+/// An error naming the first weight or BN statistic of `model`, read from `source`, that holds a NaN
+/// or an infinity: such a network scores as anything (a NaN compares false both ways), so it is
+/// never evaluated, resumed or written.
+pub fn ensure_finite(model: &SimClr, source: &Path) -> Result<()> {
+    match first_non_finite(model) {
+        Some(name) => bail!("{}: {name} holds a NaN or an infinity; these weights cannot be used (re-import them, or use another checkpoint)", source.display()),
+        None => Ok(()),
+    }
 }
 
 /// The path of the first parameter of `model` holding a NaN or an infinity, if any.
@@ -143,15 +153,76 @@ pub fn lock_run(out: &Path) -> Result<std::fs::File> {
     Ok(file)
 }
 
-/// Deletes all but the newest `keep` checkpoint folders.
-fn prune(root: &Path, keep: usize) -> Result<()> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)?
+/// What `out` holds of an earlier run, in words, if anything: its checkpoints or its metrics.
+/// (A folder with only `config.toml`, a run stopped before its first step, holds nothing to lose.)
+pub fn existing_run(out: &Path) -> Result<Option<String>> {
+    if let Some(newest) = newest_first(out)?.first() {
+        return Ok(Some(format!("the checkpoint {}", newest.display())));
+    }
+    let metrics = out.join("metrics.jsonl");
+    match std::fs::metadata(&metrics) {
+        Ok(m) if m.len() > 0 => Ok(Some(format!("{} of {} bytes", metrics.display(), m.len()))),
+        _ => Ok(None),
+    }
+}
+
+/// The config a `--resume` of the run in `out` starts from: `OUT/config.toml`, or where that is
+/// gone, the one stored with its newest intact checkpoint; `None` for a folder without either.
+pub fn resume_config(out: &Path) -> Result<Option<PathBuf>> {
+    let saved = out.join("config.toml");
+    if crate::files::is_regular(&saved) {
+        return Ok(Some(saved));
+    }
+    let Some(Verified { dir, .. }) = latest_intact(out)? else { return Ok(None) };
+    tracing::warn!("{}: missing; resuming with the config of {}", saved.display(), dir.display());
+    Ok(Some(dir.join("config.toml")))
+}
+
+/// Checks that `cfg` can continue the checkpoint `dir`, trained with `saved`: the same network
+/// (every `[model]` setting, the online probe and its classes) and the same optimiser, whose state
+/// the checkpoint holds. Each difference is named with the checkpoint's value.
+pub fn check_resumable(cfg: &Config, saved: &Config, dir: &Path) -> Result<()> {
+    let flags = |c: &Config| -> Result<Vec<(String, serde_json::Value)>> {
+        let serde_json::Value::Object(model) = serde_json::to_value(&c.model)? else { bail!("a model config is a table") };
+        let mut all: Vec<(String, serde_json::Value)> = model.into_iter().map(|(k, v)| (format!("--{}", k.replace('_', "-")), v)).collect();
+        all.push(("--optimizer".into(), serde_json::to_value(c.optim.optimizer)?));
+        all.push(("--online-probe".into(), c.monitor.online_probe.into()));
+        all.push(("classes of the dataset".into(), c.monitor.num_classes.into()));
+        Ok(all)
+    };
+    let differ: Vec<String> = flags(cfg)?
+        .into_iter()
+        .zip(flags(saved)?)
+        .filter(|((_, ours), (_, theirs))| ours != theirs)
+        .map(|((name, ours), (_, theirs))| format!("{name} {theirs}, not {ours}"))
+        .collect();
+    if !differ.is_empty() {
+        bail!(
+            "--resume: {} was trained with {}; resume it with its own settings (drop those flags), or start a new run with a fresh --out",
+            dir.display(),
+            differ.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The `step-*` folders of the checkpoint folder `root`, oldest first (by step: a longer name is a
+/// later step, past step 99,999,999).
+fn step_dirs(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
+        .with_context(|| format!("cannot list {}", root.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("step-")))
         .collect();
-    dirs.sort();
+    dirs.sort_by_key(|p| (p.as_os_str().len(), p.clone()));
+    Ok(dirs)
+}
+
+/// Deletes all but the newest `keep` checkpoint folders; never `current`, the one just written.
+fn prune(root: &Path, keep: usize, current: &Path) -> Result<()> {
+    let dirs = step_dirs(root)?;
     let excess = dirs.len().saturating_sub(keep);
-    for old in &dirs[..excess] {
+    for old in dirs[..excess].iter().filter(|d| *d != current) {
         std::fs::remove_dir_all(old)?;
     }
     Ok(())
@@ -164,16 +235,18 @@ fn newest_first(out: &Path) -> Result<Vec<PathBuf>> {
     if !root.is_dir() {
         return Ok(vec![]);
     }
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .with_context(|| format!("cannot list {}", root.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("step-")))
-        .collect();
-    dirs.sort_by(|a, b| b.cmp(a));
-    if let Ok(name) = std::fs::read_to_string(root.join("latest")) {
-        let pointed = root.join(name.trim());
-        dirs.retain(|d| *d != pointed);
-        dirs.insert(0, pointed);
+    let mut dirs = step_dirs(&root)?;
+    dirs.reverse();
+    if let Ok(name) = crate::files::read_to_string(&root.join("latest")) {
+        let name = name.trim();
+        // A pointer is a folder name of this folder: anything else (a path, `..`) is damage.
+        if name.starts_with("step-") && !name.contains('/') {
+            let pointed = root.join(name);
+            dirs.retain(|d| *d != pointed);
+            dirs.insert(0, pointed);
+        } else {
+            tracing::warn!("{}: names {name:?}, not a checkpoint of this folder (damaged); ignoring it", root.join("latest").display());
+        }
     }
     Ok(dirs)
 }
@@ -240,7 +313,7 @@ pub fn resolve(path: &Path) -> Result<Verified> {
 
 /// Reads a checkpoint's training state.
 pub fn read_state(dir: &Path) -> Result<TrainState> {
-    let text = std::fs::read_to_string(dir.join("state.json")).with_context(|| format!("{}: no state.json", dir.display()))?;
+    let text = crate::files::read_to_string(&dir.join("state.json")).with_context(|| format!("{}: no state.json", dir.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{}/state.json is corrupt", dir.display()))
 }
 
@@ -258,7 +331,7 @@ pub fn save_model(model: &SimClr, file: &Path) -> Result<()> {
 
 /// Loads weights saved by [`save_model`] into `model` (which must have the same shape).
 pub fn load_model(mut model: SimClr, file: &Path) -> Result<SimClr> {
-    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let bytes = crate::files::read(file, crate::files::ARRAY).with_context(|| format!("reading {}", file.display()))?;
     let mut store = SafetensorsStore::from_bytes(Some(bytes));
     let result = model.load_from(&mut store).map_err(|e| {
         anyhow::anyhow!("{}: cannot load ({e}); was it written for another --arch/--width/--head?", file.display())
@@ -272,5 +345,6 @@ pub fn load_model(mut model: SimClr, file: &Path) -> Result<SimClr> {
             result.errors.iter().take(3).collect::<Vec<_>>()
         );
     }
+    ensure_finite(&model, file)?;
     Ok(model)
 }

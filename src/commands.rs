@@ -85,6 +85,7 @@ struct Prepared {
 /// `features`, the layer and feature cache of a feature protocol (else h, no cache).
 fn prepare(args: &EvalArgs, features: Option<&FeatureArgs>, default_out: &str, device: &Device) -> Result<Prepared> {
     let flags = args.config(default_out);
+    flags.validate()?;
     let train = data::first(data::open(&flags.source(), Split::Train)?, flags.data.limit);
     let test = data::open(&flags.source(), Split::Test)?;
     let first = train.image(0)?;
@@ -123,9 +124,11 @@ fn frozen_features(p: &Prepared, split: SplitArg, device: &Device) -> Result<eva
     }
     tracing::info!("extracting the features of the {split:?} split (cached in {})", dir.display());
     let f = extract()?;
-    crate::eval::embed::write(&f, &dir)?;
     let files: &[&str] = if f.is_labelled() { &["features.npy", "labels.npy"] } else { &["features.npy"] };
-    crate::manifest::seal(&dir, files)?;
+    // A cache that cannot be written (a read-only checkpoint) costs a second extraction next time, nothing more.
+    if let Err(e) = crate::eval::embed::write(&f, &dir).and_then(|_| crate::manifest::seal(&dir, files)) {
+        tracing::warn!("feature cache {}: not written ({e:#}); pass --feature-cache DIR to keep the features", dir.display());
+    }
     Ok(f)
 }
 
@@ -171,18 +174,17 @@ pub struct ClassMetrics {
 
 fn classification(p: &Prepared, scores: &[f32], labels: &[usize], train_top1: Option<f64>, layer: Layer, extra: serde_json::Value) -> Result<ClassMetrics> {
     let classes = p.train.num_classes();
-    if scores.len() != labels.len() * classes {
-        bail!("internal error: {} score rows of {classes} classes for {} labels", scores.len() / classes.max(1), labels.len());
-    }
-    confusion_png(&eval::confusion(scores, classes, labels), &p.out.join("confusion.png"))?;
-    Ok(ClassMetrics {
-        top1: eval::topk_accuracy(scores, classes, labels, 1),
-        top5: eval::topk_accuracy(scores, classes, labels, 5.min(classes)),
+    let matrix = eval::confusion(scores, classes, labels)?;
+    let m = ClassMetrics {
+        top1: eval::topk_accuracy(scores, classes, labels, 1)?,
+        top5: eval::topk_accuracy(scores, classes, labels, 5.min(classes))?,
         test_images: labels.len(),
         train_top1,
         layer: layer.to_string(),
         extra,
-    })
+    };
+    confusion_png(&matrix, &p.out.join("confusion.png"))?;
+    Ok(m)
 }
 
 fn require_labels(p: &Prepared, protocol: &str) -> Result<()> {
@@ -201,15 +203,16 @@ fn labelled_features(p: &Prepared, protocol: &str, device: &Device) -> Result<(e
 /// `simclr linear-eval`.
 pub fn linear_eval(args: &EvalArgs, features: &FeatureArgs, solver: Solver, sgd: SgdProbe, device: &Device) -> Result<String> {
     let start = Instant::now();
+    sgd.validate()?;
     let p = prepare(args, Some(features), "runs/linear-eval", device)?;
     let (f_train, f_test) = labelled_features(&p, "linear evaluation", device)?;
     let classes = p.train.num_classes();
     let inner = device.clone().inner();
     let (clf, grid) = match solver {
-        Solver::Lbfgs => linear::fit_lbfgs(&f_train, classes, p.flags.run.seed, &inner),
+        Solver::Lbfgs => linear::fit_lbfgs(&f_train, classes, p.flags.run.seed, &inner)?,
         Solver::Sgd => (linear::fit_sgd(&f_train, classes, sgd, p.flags.run.seed, &inner), vec![]),
     };
-    let train_top1 = eval::topk_accuracy(&clf.scores(&f_train, &inner), classes, &f_train.labels, 1);
+    let train_top1 = eval::topk_accuracy(&clf.scores(&f_train, &inner), classes, &f_train.labels, 1)?;
     let scores = clf.scores(&f_test, &inner);
     let extra = serde_json::json!({ "solver": solver, "l2": clf.l2, "l2_validation": grid, "feature_dim": f_train.dim });
     let m = classification(&p, &scores, &f_test.labels, Some(train_top1), features.layer, extra)?;
@@ -229,6 +232,7 @@ pub fn linear_eval(args: &EvalArgs, features: &FeatureArgs, solver: Solver, sgd:
 /// `simclr knn`.
 pub fn knn(args: &EvalArgs, features: &FeatureArgs, knn: Knn, device: &Device) -> Result<String> {
     let start = Instant::now();
+    knn.validate()?;
     let p = prepare(args, Some(features), "runs/knn", device)?;
     let (f_train, f_test) = labelled_features(&p, "kNN", device)?;
     let classes = p.train.num_classes();

@@ -313,7 +313,7 @@ impl Config {
 
     /// Reads a full or partial config from TOML (missing fields keep their defaults).
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("--config {}: cannot read the file", path.display()))?;
+        let text = crate::files::read_to_string(path).with_context(|| format!("--config {}: cannot read the file", path.display()))?;
         let args: ConfigArgs = toml::from_str(&text).with_context(|| {
             format!(
                 "--config {}: not a valid simclr config: settings go in the sections {SECTIONS}, under the names of their flags (`simclr pretrain --help` lists them by section; any run's OUT/config.toml is an example)",
@@ -333,6 +333,16 @@ impl Config {
     /// Checks every value that can be checked without the data; errors name the flag and the fix.
     pub fn validate(&self) -> Result<()> {
         let (m, a, o) = (&self.model, &self.augment, &self.optim);
+        self.check_integers()?;
+        check::at_most("--image-size", m.image_size, check::MAX_IMAGE_SIZE, "pixels a side")?;
+        check::at_most("--head-layers", m.head_layers, 16, "layers (v1: 2, v2: 3)")?;
+        check::at_most("--proj-dim", m.proj_dim, 1 << 16, "dimensions (the paper: 128)")?;
+        if m.width > 16.0 {
+            bail!("--width {}: at most 16 (the paper goes to 4; ResNet-50 4x has 375M weights)", m.width);
+        }
+        check::finite_at_least("--warmup-epochs", o.warmup_epochs, 0.0)?;
+        check::finite_at_least("--weight-decay", o.weight_decay, 0.0)?;
+        check::finite_at_least("--color-strength", a.color_strength as f64, 0.0)?;
         if o.batch_size < 2 {
             bail!("--batch-size {}: NT-Xent needs at least 2 images per batch (negatives come from the batch); use 2 or more", o.batch_size);
         }
@@ -354,18 +364,7 @@ impl Config {
         if !(o.lr > 0.0 && o.lr.is_finite()) {
             bail!("--lr {}: must be a positive number", o.lr);
         }
-        if !(o.warmup_epochs >= 0.0) {
-            bail!("--warmup-epochs {}: must be 0 or more", o.warmup_epochs);
-        }
-        if !(o.weight_decay >= 0.0) {
-            bail!("--weight-decay {}: must be 0 or more", o.weight_decay);
-        }
-        if !(0.0..1.0).contains(&o.momentum) {
-            bail!("--momentum {}: must be in [0, 1)", o.momentum);
-        }
-        if !(a.color_strength >= 0.0) {
-            bail!("--color-strength {}: must be 0 or more", a.color_strength);
-        }
+        check::momentum("--momentum", o.momentum)?;
         if !(a.crop_min_area > 0.0 && a.crop_min_area <= 1.0) {
             bail!("--crop-min-area {}: must be in (0, 1] (a fraction of the image area; the paper uses 0.08)", a.crop_min_area);
         }
@@ -373,6 +372,17 @@ impl Config {
             bail!("--keep-checkpoints 0: at least the latest checkpoint must be kept");
         }
         self.data.validate()
+    }
+
+    /// Every integer setting fits the TOML file it is recorded in (at most 2⁶³ − 1).
+    fn check_integers(&self) -> Result<()> {
+        let serde_json::Value::Object(sections) = serde_json::to_value(self)? else { return Ok(()) };
+        for (key, value) in sections.values().filter_map(|s| s.as_object()).flatten() {
+            if value.as_u64().is_some_and(|n| n > i64::MAX as u64) {
+                bail!("--{} {value}: at most {} (the largest integer a config file holds)", key.replace('_', "-"), i64::MAX);
+            }
+        }
+        Ok(())
     }
 
     /// The network shape for input images of side `image_size`, with the online probe when the
@@ -436,6 +446,54 @@ impl DataSettings {
             min_class_images: self.min_class_images,
             hold_out: (self.test_fraction > 0.0).then_some(crate::data::HoldOut { fraction: self.test_fraction, seed: self.split_seed }),
         }
+    }
+}
+
+/// Checks of single settings that every command shares; each error names the flag and what it takes.
+pub mod check {
+    use anyhow::{bail, Result};
+
+    /// Largest image side any command builds a network or a picture for.
+    pub const MAX_IMAGE_SIZE: usize = 1024;
+
+    /// `value` is a finite number above 0.
+    pub fn positive(flag: &str, value: f64) -> Result<()> {
+        if !(value > 0.0 && value.is_finite()) {
+            bail!("{flag} {value}: must be a finite number above 0");
+        }
+        Ok(())
+    }
+
+    /// `value` is a finite number of at least `min`.
+    pub fn finite_at_least(flag: &str, value: f64, min: f64) -> Result<()> {
+        if !(value >= min && value.is_finite()) {
+            bail!("{flag} {value}: must be a finite number of at least {min}");
+        }
+        Ok(())
+    }
+
+    /// `value` is at least 1.
+    pub fn nonzero(flag: &str, value: usize) -> Result<()> {
+        if value == 0 {
+            bail!("{flag} 0: must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// `value` is at most `max` (`unit` says of what).
+    pub fn at_most(flag: &str, value: usize, max: usize, unit: &str) -> Result<()> {
+        if value > max {
+            bail!("{flag} {value}: at most {max} {unit}");
+        }
+        Ok(())
+    }
+
+    /// `value` is a momentum: in [0, 1).
+    pub fn momentum(flag: &str, value: f64) -> Result<()> {
+        if !(0.0..1.0).contains(&value) {
+            bail!("{flag} {value}: must be in [0, 1)");
+        }
+        Ok(())
     }
 }
 

@@ -33,8 +33,9 @@ impl RunCurves {
     /// objects with a `step` are an error naming the line.
     pub fn read(run: &Path) -> Result<Self> {
         let file = run.join("metrics.jsonl");
-        let text = std::fs::read_to_string(&file)
+        let bytes = crate::files::read(&file, crate::files::ARRAY)
             .with_context(|| format!("{}: cannot read; give a pretraining run's --out folder", file.display()))?;
+        let text = String::from_utf8_lossy(&bytes);
         let name = run.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| run.display().to_string());
         let mut curves = RunCurves { name, ..Default::default() };
         for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {

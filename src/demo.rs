@@ -44,8 +44,8 @@ pub fn probe_accuracy(model: &SimClr, image_size: usize, device: &Device) -> Res
     let bad = crate::data::BadImages::Fail;
     let f_train = extract(model, 0, &train, image_size, 500, &bad, device)?;
     let f_test = extract(model, 0, &test, image_size, 500, &bad, device)?;
-    let (clf, _) = fit_lbfgs(&f_train, 10, 0, device);
-    Ok(topk_accuracy(&clf.scores(&f_test, device), 10, &f_test.labels, 1))
+    let (clf, _) = fit_lbfgs(&f_train, 10, 0, device)?;
+    topk_accuracy(&clf.scores(&f_test, device), 10, &f_test.labels, 1)
 }
 
 /// Runs the demo: pretraining as `cfg` says, then the two probes.

@@ -165,7 +165,7 @@ fn torchvision(checkpoint_arg: &Path, out: &Path) -> Result<String> {
     let cfg = checkpoint::read_config(&dir)?;
     let size = if cfg.model.image_size > 0 { cfg.model.image_size } else { 224 };
     let (arch, stem) = (cfg.model.arch, cfg.model.stem.resolve(size));
-    let bytes = std::fs::read(dir.join("model.safetensors")).with_context(|| format!("reading {}", dir.display()))?;
+    let bytes = crate::files::read(&dir.join("model.safetensors"), crate::files::ARRAY).with_context(|| format!("reading {}", dir.display()))?;
     let ours = safetensors::SafeTensors::deserialize(&bytes).with_context(|| format!("{}/model.safetensors", dir.display()))?;
     let ours: BTreeMap<String, safetensors::tensor::TensorView> = ours.tensors().into_iter().filter(|(k, _)| k.starts_with("encoder.")).collect();
 

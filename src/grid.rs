@@ -63,6 +63,9 @@ pub fn render(img: &Image, full: &AugmentConfig, samples: usize, seed: u64) -> i
 
 /// Renders the grid and writes it as PNG to `file`.
 pub fn write(img: &Image, full: &AugmentConfig, samples: usize, seed: u64, file: &Path) -> Result<()> {
+    crate::config::check::nonzero("--samples", samples)?;
+    crate::config::check::at_most("--samples", samples, 64, "augmentations a row")?;
+    crate::config::check::at_most("--image-size", full.image_size, crate::config::check::MAX_IMAGE_SIZE, "pixels a side")?;
     if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -71,7 +74,7 @@ pub fn write(img: &Image, full: &AugmentConfig, samples: usize, seed: u64, file:
 
 /// Reads an image file as an [`Image`].
 pub fn load_file(file: &Path) -> Result<Image> {
-    let img = image::open(file).with_context(|| format!("--image {}: cannot read it as an image", file.display()))?.to_rgb8();
+    let img = crate::data::folder::read_image(file).with_context(|| format!("--image {}: cannot read it as an image", file.display()))?;
     let (w, h) = img.dimensions();
     Ok(Image::from_u8_hwc(img.as_raw(), h as usize, w as usize, 3))
 }

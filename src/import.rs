@@ -34,9 +34,10 @@ pub fn read_tensors(path: &Path) -> Result<BTreeMap<String, TensorData>> {
     if !path.exists() {
         bail!("--weights {}: no such file", path.display());
     }
+    crate::files::open(path, crate::files::ARRAY).with_context(|| format!("--weights {}: cannot read", path.display()))?;
     let mut out = BTreeMap::new();
     if path.extension().is_some_and(|e| e == "safetensors") {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let bytes = crate::files::read(path, crate::files::ARRAY).with_context(|| format!("reading {}", path.display()))?;
         let file = safetensors::SafeTensors::deserialize(&bytes)
             .with_context(|| format!("--weights {}: not a valid safetensors file", path.display()))?;
         for (name, view) in file.tensors() {
@@ -51,6 +52,11 @@ pub fn read_tensors(path: &Path) -> Result<BTreeMap<String, TensorData>> {
         }
     } else {
         use burn::store::pytorch_reader::{DType as Pt, PytorchReader};
+        if let Ok(pickle) = PytorchReader::read_pickle_data(path, None) {
+            if let Some(name) = foreign_call(&pickle) {
+                bail!("--weights {}: its pickle calls {name}, which builds no PyTorch, NumPy or Python data; refused (nothing was called)", path.display());
+            }
+        }
         let reader = PytorchReader::new(path).map_err(|e| {
             anyhow::anyhow!("--weights {}: cannot read it as a PyTorch file ({e}); give a torch.save file or a .safetensors", path.display())
         })?;
@@ -67,6 +73,26 @@ pub fn read_tensors(path: &Path) -> Result<BTreeMap<String, TensorData>> {
         }
     }
     Ok(out)
+}
+
+/// The first callable in a pickle that is not a data type of PyTorch, NumPy or Python's standard
+/// containers (`argparse.Namespace`, `collections.OrderedDict`, …). The reader never calls it
+/// (it keeps only its name), but a file that asks for `os.system` or `builtins.eval` is not a
+/// checkpoint: it is refused, naming the callable, rather than loaded with that entry dropped.
+fn foreign_call(value: &burn::store::pytorch_reader::PickleValue) -> Option<String> {
+    use burn::store::pytorch_reader::PickleValue;
+    const DATA: [&str; 6] = ["torch.", "numpy.", "collections.", "argparse.", "copyreg._reconstructor", "_codecs.encode"];
+    const BUILTIN_DATA: [&str; 6] = ["set", "frozenset", "slice", "complex", "bytearray", "object"];
+    match value {
+        PickleValue::Unsupported(name) => {
+            let builtin = name.strip_prefix("builtins.").or_else(|| name.strip_prefix("__builtin__."));
+            let data = !name.contains('.') || DATA.iter().any(|p| name.starts_with(p)) || builtin.is_some_and(|b| BUILTIN_DATA.contains(&b));
+            (!data).then(|| name.clone())
+        }
+        PickleValue::List(items) => items.iter().find_map(foreign_call),
+        PickleValue::Dict(entries) => entries.values().find_map(foreign_call),
+        _ => None,
+    }
 }
 
 fn as_f32(bytes: Vec<u8>, shape: Vec<usize>, dtype: DType) -> TensorData {
@@ -285,6 +311,7 @@ fn load_encoder(mut model: SimClr, tensors: &BTreeMap<String, &TensorData>) -> R
             result.unused.iter().take(3).collect::<Vec<_>>()
         );
     }
+    checkpoint::ensure_finite(&model, Path::new("the imported weights"))?;
     Ok(model)
 }
 
@@ -292,6 +319,7 @@ fn load_encoder(mut model: SimClr, tensors: &BTreeMap<String, &TensorData>) -> R
 /// `OUT/config.toml` and `OUT/import.json`. Returns a one-line summary.
 pub fn run(weights: &Path, prefix: Option<&str>, model: &ModelArgs, run: &RunArgs, device: &Device) -> Result<String> {
     let (model, mut cfg, report) = import(weights, prefix, model, run, device)?;
+    cfg.validate()?;
     let out: PathBuf = run.out.clone().unwrap_or_else(|| PathBuf::from("runs/imported"));
     cfg.run.out = out.clone();
     std::fs::create_dir_all(&out).with_context(|| format!("--out {}: cannot create the folder; choose a writable path", out.display()))?;

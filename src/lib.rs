@@ -25,6 +25,7 @@ pub mod device;
 pub mod distributed;
 pub mod eval;
 pub mod export;
+pub mod files;
 pub mod grid;
 pub mod head;
 pub mod image;

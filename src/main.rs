@@ -1,6 +1,6 @@
 //! The `simclr` command line: a thin layer over the library.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use simclr::commands::{EvalArgs, FeatureArgs, FinetuneOptimArgs, Solver, SplitArg, SubsetArgs};
 use simclr::config::{AugmentArgs, Config, ConfigArgs, DataArgs, ModelArgs, RunArgs};
@@ -39,7 +39,8 @@ enum Command {
         /// TOML config file (flags override its values).
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Continue from the latest checkpoint in --out (its config.toml is used unless --config is given).
+        /// Continue from the latest checkpoint in --out (its config.toml is used unless --config is
+        /// given; where it is gone, the checkpoint's own). Without it, an --out holding a run is refused.
         #[arg(long)]
         resume: bool,
         #[command(flatten)]
@@ -211,7 +212,7 @@ enum BenchCommand {
     },
     /// One real pretraining epoch (or --max-steps), wall time split into data wait, step,
     /// checkpoint; e.g. `--dataset fashion-mnist --data /usr/share/datasets/fashion-mnist`.
-    #[command(mut_arg("out", |a| a.help("Output folder [default: runs/bench-epoch]")), mut_arg("epochs", |a| a.hide(true)))]
+    #[command(mut_arg("out", |a| a.help("Output folder, which must not hold a run [default: a scratch folder, removed afterwards]")), mut_arg("epochs", |a| a.hide(true)))]
     Epoch {
         /// Every setting of `pretrain`.
         #[command(flatten)]
@@ -305,8 +306,11 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Pretrain { config, resume, mut args } => {
             let out = args.run.out.clone().unwrap_or_else(|| Config::default().run.out);
-            let saved = out.join("config.toml");
-            let file = config.or_else(|| (resume && saved.exists()).then_some(saved));
+            let file = match config {
+                Some(file) => Some(file),
+                None if resume => simclr::checkpoint::resume_config(&out)?,
+                None => None,
+            };
             args.run.precision = cli.precision;
             let cfg = Config::resolve(file.as_deref(), &args)?;
             simclr::interrupt::install()?;
@@ -379,8 +383,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench { what: BenchCommand::Epoch { mut args }, json } => {
             args.run.precision = cli.precision;
             let mut cfg = Config::resolve(None, &args)?;
-            if args.run.out.is_none() {
-                cfg.run.out = PathBuf::from("runs/bench-epoch");
+            // Without --out, a scratch folder of its own (removed afterwards): each bench is a new run.
+            let scratch = args.run.out.is_none().then(tempfile::tempdir).transpose().context("cannot create a scratch folder for the bench run")?;
+            if let Some(dir) = &scratch {
+                cfg.run.out = dir.path().to_path_buf();
             }
             cfg.optim.epochs = 1;
             let done = simclr::pretrain::pretrain(&cfg, false, &device, progress)?;

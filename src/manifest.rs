@@ -57,10 +57,14 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// Checks every file the manifest of `dir` lists against its size and SHA-256; returns the entries.
 pub fn verify(dir: &Path) -> Result<BTreeMap<String, Entry>, Damaged> {
     let damaged = |reason: String| Damaged { dir: dir.to_path_buf(), reason };
-    let text = std::fs::read_to_string(dir.join(MANIFEST))
+    let text = crate::files::read_to_string(&dir.join(MANIFEST))
         .map_err(|e| damaged(format!("its {MANIFEST} cannot be read ({e}): it was not completely written, or by a simclr older than manifests")))?;
     let entries: BTreeMap<String, Entry> =
         serde_json::from_str(&text).map_err(|e| damaged(format!("its {MANIFEST} is not a manifest ({e})")))?;
+    // Each entry is a file of `dir` itself: a path elsewhere (`../x`, `/etc/passwd`) is damage.
+    if let Some(name) = entries.keys().find(|n| n.is_empty() || n.contains('/') || n.starts_with('.')) {
+        return Err(damaged(format!("its {MANIFEST} names {name:?}, not a file of the folder")));
+    }
     // Sizes first (cheap: a truncated file is named without hashing the others), then contents.
     for (name, want) in &entries {
         let bytes = std::fs::metadata(dir.join(name)).map_err(|e| damaged(format!("{name} cannot be read ({e})")))?.len();
@@ -81,7 +85,7 @@ pub fn verify(dir: &Path) -> Result<BTreeMap<String, Entry>, Damaged> {
 fn entry_of(path: &Path) -> Result<Entry> {
     use sha2::Digest;
     let mut hasher = sha2::Sha256::new();
-    let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let (mut file, _) = crate::files::open(path, crate::files::ARRAY).with_context(|| format!("opening {}", path.display()))?;
     let bytes = std::io::copy(&mut file, &mut hasher).with_context(|| format!("reading {}", path.display()))?;
     Ok(Entry { bytes, sha256: hex(&hasher.finalize()) })
 }

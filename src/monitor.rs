@@ -93,7 +93,7 @@ impl EpochHook for KnnMonitor {
         let bank = extract(end.model, 0, &self.bank, size, 256, &bad, end.device)?;
         let queries = extract(end.model, 0, self.test.as_ref(), size, 256, &bad, end.device)?;
         let scores = Knn::default().scores(&bank, &queries, self.classes, &end.device.clone().inner());
-        Ok(vec![("knn_top1", topk_accuracy(&scores, self.classes, &queries.labels, 1))])
+        Ok(vec![("knn_top1", topk_accuracy(&scores, self.classes, &queries.labels, 1)?)])
     }
 }
 

@@ -11,7 +11,7 @@
 //! [`Optimizer::save`]) whatever the parameter ids.
 
 use crate::lars::Lars;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use burn::module::{Module, ModuleMapper, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -156,9 +156,11 @@ impl Optimizer {
         Ok(())
     }
 
-    /// Reads state written by [`Optimizer::save`] onto `device`.
-    pub fn load(rule: Rule, file: &Path, device: &Device) -> Result<Self> {
-        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    /// Reads state written by [`Optimizer::save`] onto `device`, for the parameters of `module`:
+    /// each state's tensors must be those of `rule` (as many, each the size of its parameter, finite)
+    /// and name a parameter of `module`; anything else is an error naming the tensor.
+    pub fn load<M: Module>(rule: Rule, file: &Path, module: &M, device: &Device) -> Result<Self> {
+        let bytes = crate::files::read(file, crate::files::ARRAY).with_context(|| format!("reading {}", file.display()))?;
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).with_context(|| format!("{}: not a safetensors file", file.display()))?;
         let steps = meta
             .metadata()
@@ -175,10 +177,48 @@ impl Optimizer {
             let values: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
             let n = values.len();
             let (path, _) = name.rsplit_once('.').context("malformed optimiser state key")?;
+            if values.iter().any(|v| !v.is_finite()) {
+                bail!("{}: {name} holds a NaN or an infinity", file.display());
+            }
             state.entry(path.to_string()).or_default().push(Tensor::from_data(TensorData::new(values, [n]), device));
+        }
+        let sizes = parameter_sizes(module);
+        for (path, buffers) in &state {
+            let Some(&numel) = sizes.get(path) else { bail!("{}: state for {path}, which the model does not have", file.display()) };
+            if buffers.len() != rule.buffers() || buffers.iter().any(|b| b.dims()[0] != numel) {
+                bail!(
+                    "{}: the state of {path} is {} tensors of {:?} values where this --optimizer needs {} of {numel}; was it written for another optimizer or model?",
+                    file.display(),
+                    buffers.len(),
+                    buffers.iter().map(|b| b.dims()[0]).collect::<Vec<_>>(),
+                    rule.buffers()
+                );
+            }
         }
         Ok(Self { rule, state, steps })
     }
+}
+
+/// The number of values of every float parameter of `module`, by path (the keys of the state).
+fn parameter_sizes<M: Module>(module: &M) -> HashMap<String, usize> {
+    struct Sizes {
+        path: Vec<String>,
+        sizes: HashMap<String, usize>,
+    }
+    impl burn::module::ModuleVisitor for Sizes {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.sizes.insert(self.path.join("."), param.shape().num_elements());
+        }
+    }
+    let mut sizes = Sizes { path: Vec::new(), sizes: HashMap::new() };
+    module.visit(&mut sizes);
+    sizes.sizes
 }
 
 /// Walks a module and updates each parameter in place of the old one.

@@ -147,14 +147,23 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
     let world = distributed::world();
     check_ranks(cfg)?;
     distributed::set_sync_bn(cfg.optim.sync_bn);
-    let (ds, cfg, _lock) = open_run(cfg)?;
+    let (ds, cfg, _lock) = open_run(cfg, resume)?;
     let cfg = &cfg;
     let size = cfg.model.image_size;
     let device = device.clone().autodiff();
-    let (mut model, mut optim, start, mut last_checkpoint) = restore(cfg, resume, &device)?;
-
     let steps_per_epoch = ds.len() / cfg.optim.batch_size;
-    let total = if cfg.optim.max_steps > 0 { cfg.optim.max_steps } else { cfg.optim.epochs * steps_per_epoch };
+    let total = match cfg.optim.max_steps {
+        0 => cfg.optim.epochs.checked_mul(steps_per_epoch).with_context(|| {
+            format!("--epochs {}: that many epochs of {steps_per_epoch} steps is more steps than can be counted; use fewer epochs", cfg.optim.epochs)
+        })?,
+        steps => steps,
+    };
+    // The checkpoint loads (and matches these settings) before the run's config is written.
+    let (mut model, mut optim, start, mut last_checkpoint) = restore(cfg, resume, &device)?;
+    if distributed::is_writer() {
+        std::fs::write(cfg.run.out.join("config.toml"), cfg.to_toml())
+            .with_context(|| format!("--out {}: cannot write into the folder; choose a writable path", cfg.run.out.display()))?;
+    }
     let schedule = WarmupCosine {
         peak: cfg.optim.lr_scaling.scale(cfg.optim.lr, cfg.optim.batch_size),
         warmup_steps: (cfg.optim.warmup_epochs * ds.len() as f64 / cfg.optim.batch_size as f64).round() as usize,
@@ -255,10 +264,11 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
 }
 
 /// Opens the pretraining images (`--limit` applied), checks them against the batch and the stem,
-/// takes the run folder's lock ([`checkpoint::lock_run`]) and writes `OUT/config.toml`: the images,
-/// the config resolved for them (view size, classes) and the lock, held while the run lasts (by
-/// the writing rank; the other ranks of a distributed run neither lock nor write).
-fn open_run(cfg: &Config) -> Result<(Arc<dyn Dataset>, Config, Option<std::fs::File>)> {
+/// and takes the run folder's lock ([`checkpoint::lock_run`]): the images, the config resolved for
+/// them (view size, classes) and the lock, held while the run lasts (by the writing rank; the other
+/// ranks of a distributed run neither lock nor write). Without `resume`, a folder that holds a run
+/// is refused: two runs never share one folder's checkpoints and metrics.
+fn open_run(cfg: &Config, resume: bool) -> Result<(Arc<dyn Dataset>, Config, Option<std::fs::File>)> {
     let ds = data::first(data::open(&cfg.source(), Split::Pretrain)?, cfg.data.limit);
     if ds.len() < cfg.optim.batch_size {
         bail!("--batch-size {}: the dataset has only {} images; use a smaller batch", cfg.optim.batch_size, ds.len());
@@ -275,8 +285,13 @@ fn open_run(cfg: &Config) -> Result<(Arc<dyn Dataset>, Config, Option<std::fs::F
     }
     std::fs::create_dir_all(&cfg.run.out).with_context(|| format!("--out {}: cannot create the folder; choose a writable path", cfg.run.out.display()))?;
     let lock = checkpoint::lock_run(&cfg.run.out)?;
-    std::fs::write(cfg.run.out.join("config.toml"), cfg.to_toml())
-        .with_context(|| format!("--out {}: cannot write into the folder; choose a writable path", cfg.run.out.display()))?;
+    if let Some(run) = checkpoint::existing_run(&cfg.run.out)?.filter(|_| !resume) {
+        bail!(
+            "--out {}: the folder already holds a run ({run}); continue it with `simclr pretrain --resume --out {}`, or start a new run with a fresh --out",
+            cfg.run.out.display(),
+            cfg.run.out.display()
+        );
+    }
     Ok((ds, cfg, Some(lock)))
 }
 
@@ -302,9 +317,10 @@ fn restore(cfg: &Config, resume: bool, device: &Device) -> Result<(SimClr, Optim
         tracing::info!("--resume: no checkpoint in {}, starting from scratch", cfg.run.out.display());
         return Ok((model, fresh, 0, PathBuf::new()));
     };
+    checkpoint::check_resumable(cfg, &checkpoint::read_config(&dir)?, &dir)?;
     let state = checkpoint::read_state(&dir)?;
     let model = checkpoint::load_model(model, &dir.join("model.safetensors"))?;
-    let optim = Optimizer::load(cfg.rule(), &dir.join("optimizer.safetensors"), device)?;
+    let optim = Optimizer::load(cfg.rule(), &dir.join("optimizer.safetensors"), &model, device)?;
     tracing::info!("resuming from {} at step {}", dir.display(), state.step);
     Ok((model, optim, state.step, dir))
 }

@@ -199,7 +199,7 @@ fn features_sha256(data: &[f32]) -> String {
 pub fn with_hnsw<R>(dir: &Path, data: &[f32], dim: usize, params: HnswParams, f: impl FnOnce(&Hnsw) -> R) -> Result<(R, bool)> {
     let sha = features_sha256(data);
     let want = HnswMeta { features_sha256: sha.clone(), max_connections: params.max_connections, ef_construction: params.ef_construction };
-    let saved: Option<HnswMeta> = std::fs::read(dir.join(HNSW_META)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let saved: Option<HnswMeta> = crate::files::read(&dir.join(HNSW_META), crate::files::TEXT).ok().and_then(|b| serde_json::from_slice(&b).ok());
     if saved.as_ref() == Some(&want) {
         let mut io = HnswIo::new(dir, HNSW);
         let loaded = io.load_hnsw::<f32, UnitCosine>();
@@ -289,7 +289,7 @@ impl Embeddings {
             Some(index) => bail!("{}: {} entries for {} rows of features.npy; run `simclr embed` again", dir.join("index.npy").display(), index.len(), features.n),
             None => (0..features.n).collect(),
         };
-        let report = std::fs::read(dir.join("report.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(serde_json::Value::Null);
+        let report = crate::files::read(&dir.join("report.json"), crate::files::TEXT).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(serde_json::Value::Null);
         Ok(Self { features, image, report, dir: dir.to_path_buf() })
     }
 

@@ -36,7 +36,7 @@ fn logistic_regression_recovers_a_linear_separator() {
     }
     let f = Features { n: labels.len(), dim: 4, data, labels };
     let clf = fit_lbfgs_fixed(&f, 3, 1e-6, None, &device());
-    assert_eq!(topk_accuracy(&clf.scores(&f, &device()), 3, &f.labels, 1), 1.0);
+    assert_eq!(topk_accuracy(&clf.scores(&f, &device()), 3, &f.labels, 1).unwrap(), 1.0);
 }
 
 #[test]

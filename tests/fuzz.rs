@@ -14,6 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use simclr::data::{self, DatasetKind, Source, Split};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Refuses any single allocation over 1 GiB: a reader that trusts a declared size aborts here
@@ -343,4 +344,189 @@ fn a_gzip_idx_file_that_expands_without_bound_is_refused() {
     // Real data is far below the ratio: a gzip of varied bytes reads back.
     let images = idx(8, &[4, 8, 8], &(0..256).map(|i| (i * 37 % 251) as u8).collect::<Vec<u8>>());
     assert_eq!(simclr::data::idx::parse_idx(&gzip(&images)).unwrap().dims, vec![4, 8, 8]);
+}
+
+/// A random folder tree under `root`: class folders with unicode and non-UTF-8 names, real images,
+/// empty and garbage files named like images, links to ancestors, siblings, files, nowhere and
+/// `/dev/zero`, and FIFOs named like images. Returns the number of regular files named like images
+/// (the most a scan may list: a folder reached twice is scanned once).
+fn random_tree(root: &Path, rng: &mut ChaCha8Rng) -> usize {
+    use std::os::unix::ffi::OsStrExt;
+    let names: [&std::ffi::OsStr; 5] = [
+        "cat".as_ref(),
+        "chat noir ü".as_ref(),
+        "猫".as_ref(),
+        std::ffi::OsStr::from_bytes(b"bad\xff\xfename"),
+        "dog".as_ref(),
+    ];
+    let mut folders = vec![root.to_path_buf()];
+    let mut most = 0;
+    for _ in 0..rng.random_range(1..8) {
+        let parent = folders[rng.random_range(0..folders.len())].clone();
+        let dir = parent.join(names[rng.random_range(0..names.len())]).join(format!("{}", rng.random_range(0..3)));
+        if parent.components().count() < root.components().count() + 3 && std::fs::create_dir_all(&dir).is_ok() {
+            folders.push(dir);
+        }
+    }
+    for (k, dir) in folders.iter().enumerate() {
+        for j in 0..rng.random_range(0..4) {
+            let file = dir.join(format!("{k}-{j}.png"));
+            match rng.random_range(0..8) {
+                0 | 1 => {
+                    // Named like an image: listed, then refused when decoded.
+                    std::fs::write(&file, if rng.random() { &b""[..] } else { b"not an image" }).unwrap();
+                    most += 1;
+                }
+                2 => {
+                    Command::new("mkfifo").arg(&file).status().unwrap();
+                }
+                3 => std::os::unix::fs::symlink("/dev/zero", &file).unwrap(),
+                4 => std::os::unix::fs::symlink(&folders[rng.random_range(0..folders.len())], dir.join(format!("link{j}"))).unwrap(),
+                5 => std::os::unix::fs::symlink(dir.join("nowhere.png"), &file).unwrap(),
+                _ => {
+                    std::fs::write(&file, png(4, 3)).unwrap();
+                    most += 1;
+                }
+            }
+        }
+    }
+    most
+}
+
+#[test]
+fn folder_trees_with_links_special_files_and_odd_names_are_scanned_safely() {
+    // Every scan ends within 2 s, never panics, never reads a FIFO or a device, and never finds
+    // more images than the tree holds (a loop followed would multiply them).
+    for seed in 0..24 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let most = random_tree(dir.path(), &mut rng);
+        for kind in [DatasetKind::Folder, DatasetKind::UnlabelledFolder] {
+            let split = if kind == DatasetKind::Folder { Split::Train } else { Split::Pretrain };
+            let t = Instant::now();
+            let outcome = std::panic::catch_unwind(|| {
+                let ds = data::open(&source(kind, dir.path()), split).ok()?;
+                (0..ds.len()).for_each(|i| drop(ds.image(i)));
+                Some(ds.len())
+            });
+            let found = outcome.unwrap_or_else(|_| panic!("tree {seed} ({kind:?}): the scan panicked"));
+            assert!(t.elapsed() < Duration::from_secs(2), "tree {seed} ({kind:?}): {:?}", t.elapsed());
+            assert!(found.unwrap_or(0) <= most, "tree {seed} ({kind:?}): {found:?} images of at most {most}");
+        }
+    }
+}
+
+#[test]
+fn settings_at_the_edges_of_their_types_are_refused_or_recorded() {
+    // Every number of a config file set to the edges of its type: the config is refused by
+    // `validate` with the setting's flag named, or it is valid, finite and written back.
+    use simclr::config::Config;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    let defaults = serde_json::to_value(Config::default()).unwrap();
+    let edges = ["nan", "inf", "-inf", "-1", "0", "1e308", "5e-324", "9223372036854775807", "-9223372036854775808", "4611686018427387904"];
+    let mut checked = 0;
+    for (section, table) in defaults.as_object().unwrap() {
+        for key in table.as_object().unwrap().iter().filter(|(_, v)| v.is_number()).map(|(k, _)| k) {
+            for edge in edges {
+                std::fs::write(&file, format!("[{section}]\n{key} = {edge}\n")).unwrap();
+                let outcome = std::panic::catch_unwind(|| {
+                    let Ok(cfg) = Config::from_file(&file) else { return Ok(()) };
+                    match cfg.validate() {
+                        Err(e) => Err(format!("{e:#}")),
+                        Ok(()) => {
+                            let json = serde_json::to_value(&cfg).unwrap();
+                            assert!(!json[section][key].is_null(), "{section}.{key} = {edge} passed validation but is not finite");
+                            let _ = cfg.to_toml();
+                            Ok(())
+                        }
+                    }
+                });
+                let verdict = outcome.unwrap_or_else(|_| panic!("[{section}] {key} = {edge}: a panic"));
+                if let Err(e) = verdict {
+                    let flag = key.replace('_', "-");
+                    // Validation stops at the first problem, which is this setting's (the rest are defaults).
+                    assert!(e.contains(&flag) || e.contains("nothing to train"), "[{section}] {key} = {edge}: the error does not name --{flag}: {e}");
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 150, "{checked} settings checked");
+}
+
+/// `bytes` (a safetensors file of f32 tensors) with the value at a random position of a random
+/// tensor set to `bad`, re-serialised.
+fn poison_safetensors(bytes: &[u8], bad: f32, rng: &mut ChaCha8Rng) -> Vec<u8> {
+    let file = safetensors::SafeTensors::deserialize(bytes).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> =
+        file.tensors().into_iter().filter(|(_, v)| v.dtype() == safetensors::Dtype::F32).map(|(n, v)| (n, v.shape().to_vec(), v.data().to_vec())).collect();
+    tensors.sort();
+    let pick = rng.random_range(0..tensors.len());
+    let (_, _, data) = &mut tensors[pick];
+    let at = 4 * rng.random_range(0..data.len() / 4);
+    data[at..at + 4].copy_from_slice(&bad.to_le_bytes());
+    let views: Vec<(String, safetensors::tensor::TensorView)> =
+        tensors.iter().map(|(n, s, d)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap())).collect();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).unwrap();
+    safetensors::serialize(views, meta.metadata().clone()).unwrap()
+}
+
+#[test]
+fn a_non_finite_value_in_any_tensor_file_is_refused() {
+    // A NaN or an infinity at a random place of every kind of tensor file we read — checkpoint
+    // weights and BN statistics, optimiser state, weights to import, features — is an error, never
+    // a network or features to score.
+    use simclr::checkpoint;
+    use simclr::config::{Config, ModelArgs, ModelSettings, RunArgs};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let device = simclr::default_device();
+    let cfg = Config { model: ModelSettings { width: 0.0625, proj_dim: 8, image_size: 16, ..Default::default() }, ..Config::default() };
+    let ad = device.clone().autodiff();
+    let model = cfg.model(16).init_seeded(0, &ad);
+    let z = model.forward(burn::tensor::Tensor::ones([2, 3, 16, 16], &ad));
+    let grads = burn::optim::GradientsParams::from_grads(z.last().unwrap().clone().sum().backward(), &model);
+    let mut optim = simclr::optim::Optimizer::new(cfg.rule());
+    let model = optim.step(0.1, model, grads);
+    let ckpt = checkpoint::save(d, &cfg, &model, &optim, &checkpoint::TrainState { step: 1, epoch: 0, seed: 0 }).unwrap();
+    let weights = std::fs::read(ckpt.join("model.safetensors")).unwrap();
+    let state = std::fs::read(ckpt.join("optimizer.safetensors")).unwrap();
+    let fresh = cfg.model(16).init(&device);
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    // An imported file of torchvision names: the fixture, re-saved as safetensors.
+    let fixture = simclr::import::read_tensors(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/resnet18-w0.125.pth")).unwrap();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = fixture
+        .iter()
+        .map(|(n, t)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.shape().to_vec(), t.as_bytes()).unwrap()))
+        .collect();
+    let import_seed = safetensors::serialize(views, None).unwrap();
+    let import_file = d.join("import.safetensors");
+    std::fs::write(&import_file, &import_seed).unwrap();
+    let import = |file: &Path| simclr::import::import(file, None, &ModelArgs::default(), &RunArgs::default(), &device).map(|_| ());
+    import(&import_file).expect("the unpoisoned file imports");
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        for round in 0..8 {
+            let file = d.join("poisoned.safetensors");
+            std::fs::write(&file, poison_safetensors(&weights, bad, &mut rng)).unwrap();
+            let e = format!("{:#}", checkpoint::load_model(fresh.clone(), &file).err().unwrap_or_else(|| panic!("weights with {bad} (round {round}) loaded")));
+            assert!(e.contains("NaN or an infinity"), "{e}");
+            std::fs::write(&file, poison_safetensors(&state, bad, &mut rng)).unwrap();
+            assert!(simclr::optim::Optimizer::load(cfg.rule(), &file, &fresh, &device).is_err(), "optimiser state with {bad} (round {round}) loaded");
+            std::fs::write(&import_file, poison_safetensors(&import_seed, bad, &mut rng)).unwrap();
+            // A poisoned fc (left out by the import) is no harm; every tensor the network takes is checked.
+            if let Ok(()) = import(&import_file) {
+                let bytes = std::fs::read(&import_file).unwrap();
+                let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap().tensors();
+                let poisoned: Vec<String> = tensors.iter().filter(|(_, v)| v.data().chunks_exact(4).any(|b| !f32::from_le_bytes(b.try_into().unwrap()).is_finite())).map(|(n, _)| n.clone()).collect();
+                assert!(poisoned.iter().all(|n| n.contains("fc.")), "an import with {bad} in {poisoned:?} succeeded");
+            }
+            let n = rng.random_range(1..6);
+            let mut values: Vec<f32> = (0..n * 3).map(|i| i as f32 * 0.1).collect();
+            values[rng.random_range(0..n * 3)] = bad;
+            let npy = d.join("npy");
+            simclr::eval::embed::write(&simclr::eval::Features { n, dim: 3, data: values, labels: vec![] }, &npy).unwrap();
+            assert!(simclr::eval::embed::read(&npy).is_err(), "features with {bad} (round {round}) read");
+        }
+    }
 }

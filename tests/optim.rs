@@ -126,7 +126,7 @@ fn state_survives_save_and_load() {
     let g = grads(&model);
     let model = a.step(2.0, model, g);
     a.save(&file).unwrap();
-    let mut b = Optimizer::load(rule, &file, &simclr::default_device()).unwrap();
+    let mut b = Optimizer::load(rule, &file, &model, &simclr::default_device()).unwrap();
     assert_eq!(b.steps(), 1);
     let (g1, g2) = (grads(&model), grads(&model));
     let next_a = a.step(2.0, model.clone(), g1);

@@ -243,7 +243,7 @@ fn run_cell(cell: &Cell, dir: &Path, data: &EvalData, device: &Device, progress:
     let mut cfg = cell.config.clone();
     cfg.run.out = dir.to_path_buf();
     let file = dir.join("result.json");
-    if let Ok(text) = std::fs::read_to_string(&file) {
+    if let Ok(text) = crate::files::read_to_string(&file) {
         let mut done: CellResult = serde_json::from_str(&text).with_context(|| format!("{}: not a cell result; delete it to run the cell again", file.display()))?;
         if !same_settings(&done.config, &cfg) {
             bail!("{}: this cell was run with other settings (another --preset, --seed or data?); use another --out, or delete the folder to run it again", dir.display());
@@ -330,8 +330,8 @@ fn linear_top1(model: &crate::model::SimClr, layer: Layer, cfg: &Config, data: &
     let index = layer.index(model.head.len())?;
     let train = eval::extract(model, index, data.train.as_ref(), cfg.model.image_size, 256, &bad, device)?;
     let test = eval::extract(model, index, data.test.as_ref(), cfg.model.image_size, 256, &bad, device)?;
-    let (clf, _) = eval::linear::fit_lbfgs(&train, classes, cfg.run.seed, &inner);
-    Ok(100.0 * eval::topk_accuracy(&clf.scores(&test, &inner), classes, &test.labels, 1))
+    let (clf, _) = eval::linear::fit_lbfgs(&train, classes, cfg.run.seed, &inner)?;
+    Ok(100.0 * eval::topk_accuracy(&clf.scores(&test, &inner), classes, &test.labels, 1)?)
 }
 
 /// The supervised baseline: the cell's network with torchvision's initialisation, trained with
@@ -355,7 +355,7 @@ fn supervised(cfg: &Config, data: &EvalData, device: &Device, result: &mut CellR
     };
     let done = finetune::finetune(model, size, data.train.clone(), &every, data.test.as_ref(), &settings, &cfg.bad_images(), device)?;
     let classes = data.train.num_classes();
-    result.top1.insert("supervised".into(), 100.0 * eval::topk_accuracy(&done.test_scores, classes, &done.test_labels, 1));
+    result.top1.insert("supervised".into(), 100.0 * eval::topk_accuracy(&done.test_scores, classes, &done.test_labels, 1)?);
     (result.steps, result.loss) = (epochs * steps_per_epoch, Some(done.final_loss));
     Ok(())
 }
@@ -371,7 +371,7 @@ struct LastEpoch {
 
 fn last_epoch(run: &Path) -> Result<LastEpoch> {
     let file = run.join("metrics.jsonl");
-    let text = std::fs::read_to_string(&file).with_context(|| format!("{}: cannot read", file.display()))?;
+    let text = crate::files::read_to_string(&file).with_context(|| format!("{}: cannot read", file.display()))?;
     let rows: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).filter(|r: &serde_json::Value| r["loss"].is_number()).collect();
     let last = rows.iter().filter_map(|r| r["epoch"].as_u64()).max().with_context(|| format!("{}: no training step recorded", file.display()))?;
     let epoch: Vec<&serde_json::Value> = rows.iter().filter(|r| r["epoch"].as_u64() == Some(last)).collect();

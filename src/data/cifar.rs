@@ -40,7 +40,7 @@ pub fn load(dir: &Path, which: Cifar, split: Split) -> Result<InMemoryDataset, D
     let mut labels = Vec::new();
     for name in files {
         let path = dir.join(&name);
-        let raw = std::fs::read(&path).map_err(|e| match e.kind() {
+        let raw = crate::files::read(&path, crate::files::ARRAY).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => DataError::Missing {
                 path: path.clone(),
                 hint: "download the CIFAR binary version and point --data at the folder holding its .bin files".into(),

@@ -29,6 +29,8 @@ pub struct ImageFolder {
     files: Vec<PathBuf>,
     labels: Option<Vec<usize>>,
     classes: Vec<String>,
+    /// Classes left out by [`ImageFolder::drop_small_classes`].
+    dropped: Vec<String>,
     cache: Option<Cache>,
     decodes: AtomicUsize,
 }
@@ -37,21 +39,64 @@ fn is_image(path: &Path) -> bool {
     path.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-/// Every image file under `dir`, sorted, recursively.
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| DataError::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            walk(&p, out)?;
-        } else if is_image(&p) {
-            out.push(p);
+/// A scan of a folder tree that visits each folder once, by device and inode: a link back up the
+/// tree (`class/up -> ..`) or a second path to a folder already scanned is skipped with a warning,
+/// never followed into a loop. Only regular files (or links to them) are taken as images: a FIFO,
+/// device or socket named like an image is left out with a warning, never opened. A signal
+/// ([`crate::interrupt`]) stops the scan.
+#[derive(Default)]
+struct Scan {
+    visited: std::collections::HashSet<(u64, u64)>,
+    skipped: Vec<String>,
+}
+
+impl Scan {
+    /// Marks the folder `dir` as scanned; false if it was already.
+    fn enter(&mut self, dir: &Path) -> Result<bool, DataError> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(dir).map_err(|e| DataError::io(dir, e))?;
+        Ok(self.visited.insert((meta.dev(), meta.ino())))
+    }
+
+    /// Every image file under `dir` (already entered), sorted, recursively.
+    fn walk(&mut self, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
+        if crate::interrupt::requested() {
+            return Err(DataError::Invalid(format!("stopped on request while scanning {}", dir.display())));
+        }
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| DataError::io(dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        for p in entries {
+            let Ok(meta) = std::fs::metadata(&p) else {
+                self.skipped.push(format!("{} (a broken link)", p.display()));
+                continue;
+            };
+            if meta.is_dir() {
+                if self.enter(&p)? {
+                    self.walk(&p, out)?;
+                } else {
+                    self.skipped.push(format!("{} (a folder already scanned: a link loop or a second path to it)", p.display()));
+                }
+            } else if is_image(&p) {
+                if meta.is_file() {
+                    out.push(p);
+                } else {
+                    self.skipped.push(format!("{} (not a regular file)", p.display()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Warns once about everything the scan of `root` left out.
+    fn report(&self, root: &Path) {
+        if !self.skipped.is_empty() {
+            let shown: Vec<&str> = self.skipped.iter().take(5).map(String::as_str).collect();
+            tracing::warn!("{}: left out {} entries: {}{}", root.display(), self.skipped.len(), shown.join("; "), if self.skipped.len() > 5 { "; …" } else { "" });
         }
     }
-    Ok(())
 }
 
 impl ImageFolder {
@@ -65,6 +110,8 @@ impl ImageFolder {
         let mut files = Vec::new();
         let mut labels = Vec::new();
         let mut classes = Vec::new();
+        let mut scan = Scan::default();
+        scan.enter(root)?;
         if labelled {
             let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
                 .map_err(|e| DataError::io(root, e))?
@@ -72,9 +119,19 @@ impl ImageFolder {
                 .filter(|p| p.is_dir())
                 .collect();
             dirs.sort();
-            for (label, d) in dirs.iter().enumerate() {
+            // Every class folder is entered before any is scanned: a link from one class into
+            // another is skipped, never scanned under the wrong label.
+            let mut entered = Vec::new();
+            for d in dirs {
+                if scan.enter(&d)? {
+                    entered.push(d);
+                } else {
+                    scan.skipped.push(format!("{} (a link to a folder already scanned)", d.display()));
+                }
+            }
+            for (label, d) in entered.iter().enumerate() {
                 let start = files.len();
-                walk(d, &mut files)?;
+                scan.walk(d, &mut files)?;
                 labels.extend(std::iter::repeat_n(label, files.len() - start));
                 classes.push(d.file_name().unwrap().to_string_lossy().to_string());
             }
@@ -85,9 +142,10 @@ impl ImageFolder {
                 )));
             }
         } else {
-            walk(root, &mut files)?;
+            scan.walk(root, &mut files)?;
         }
-        let mut folder = Self { root: root.to_path_buf(), files, labels: labelled.then_some(labels), classes, cache, decodes: AtomicUsize::new(0) };
+        scan.report(root);
+        let mut folder = Self { root: root.to_path_buf(), files, labels: labelled.then_some(labels), classes, dropped: vec![], cache, decodes: AtomicUsize::new(0) };
         if let Some(list) = file_list {
             folder.keep_listed(list)?;
         }
@@ -101,16 +159,16 @@ impl ImageFolder {
     }
 
     fn keep_listed(&mut self, list: &Path) -> Result<(), DataError> {
-        let text = std::fs::read_to_string(list).map_err(|e| DataError::io(list, e))?;
+        let text = crate::files::read_to_string(list).map_err(|e| DataError::io(list, e))?;
         let mut by_name: std::collections::HashMap<String, Vec<usize>> = Default::default();
         for (i, f) in self.files.iter().enumerate() {
             by_name.entry(f.file_name().unwrap().to_string_lossy().to_string()).or_default().push(i);
         }
+        let by_path: std::collections::HashMap<&Path, usize> = self.files.iter().enumerate().map(|(i, f)| (f.as_path(), i)).collect();
         let mut keep = Vec::new();
         for (n, line) in text.lines().map(str::trim).enumerate().filter(|(_, l)| !l.is_empty()) {
             let found = if line.contains('/') {
-                let want = self.root.join(line);
-                self.files.iter().position(|f| *f == want).map(|i| vec![i])
+                by_path.get(self.root.join(line).as_path()).map(|&i| vec![i])
             } else {
                 by_name.get(line).cloned()
             };
@@ -152,7 +210,36 @@ impl ImageFolder {
         tracing::warn!("{}: left out {} classes with fewer than {min} images: {}", self.root.display(), small.len(), small.join(", "));
         let (files, labels): (Vec<PathBuf>, Vec<usize>) =
             self.files.iter().zip(labels).filter_map(|(f, &l)| Some((f.clone(), renumbered[l]?))).unzip();
+        self.dropped = (0..counts.len()).filter(|&c| counts[c] < min).map(|c| self.classes[c].clone()).collect();
         (self.files, self.labels, self.classes) = (files, Some(labels), kept);
+        Ok(())
+    }
+
+    /// Labels this (test) folder's images by the class names of `train`, another folder of the same
+    /// dataset: a class `train` left out (`--min-class-images`) is left out here too; a class that
+    /// `train` has no folder for is an error naming it. Classes `train` has and this folder lacks
+    /// just have no image here.
+    pub fn relabel_as(&mut self, train: &ImageFolder) -> Result<(), DataError> {
+        let Some(labels) = &self.labels else { return Ok(()) };
+        let index: std::collections::HashMap<&str, usize> = train.classes.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
+        let mut mapped = Vec::with_capacity(self.classes.len());
+        for class in &self.classes {
+            let found = index.get(class.as_str()).copied();
+            if found.is_none() && !train.dropped.contains(class) {
+                return Err(DataError::Invalid(format!(
+                    "{}: class {class:?} has no folder in the training split {} (its classes: {}); add its training images or remove the folder",
+                    self.root.display(),
+                    train.root.display(),
+                    train.classes.join(", ")
+                )));
+            }
+            mapped.push(found);
+        }
+        let (files, labels): (Vec<PathBuf>, Vec<usize>) = self.files.iter().zip(labels).filter_map(|(f, &l)| Some((f.clone(), mapped[l]?))).unzip();
+        if files.is_empty() {
+            return Err(DataError::Invalid(format!("{}: none of its images is of a class the training split has", self.root.display())));
+        }
+        (self.files, self.labels, self.classes) = (files, Some(labels), train.classes.clone());
         Ok(())
     }
 
@@ -178,18 +265,42 @@ impl ImageFolder {
     }
 
     fn decode(&self, index: usize) -> Result<image::RgbImage, DataError> {
-        let path = &self.files[index];
         self.decodes.fetch_add(1, Ordering::Relaxed);
-        let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-        if bytes.is_empty() {
-            return Err(DataError::Corrupt { path: path.clone(), why: "empty file".into() });
-        }
-        let img = image::load_from_memory(&bytes).map_err(|e| match e {
-            image::ImageError::Limits(_) => DataError::TooLarge { path: path.clone(), why: format!("too large to decode ({e})") },
-            e => DataError::Corrupt { path: path.clone(), why: format!("cannot decode ({e})") },
-        })?;
-        Ok(on_white(img))
+        read_image(&self.files[index])
     }
+}
+
+/// The image file `path` (a regular file, [`crate::files`]) decoded to RGB8, transparent pixels on
+/// white, at most [`MAX_PIXELS`] pixels.
+pub fn read_image(path: &Path) -> Result<image::RgbImage, DataError> {
+    let bytes = crate::files::read(path, crate::files::IMAGE).map_err(|e| DataError::io(path, e))?;
+    if bytes.is_empty() {
+        return Err(DataError::Corrupt { path: path.to_path_buf(), why: "empty file".into() });
+    }
+    let img = image::load_from_memory(&bytes).map_err(|e| match e {
+        image::ImageError::Limits(_) => DataError::TooLarge { path: path.to_path_buf(), why: format!("too large to decode ({e})") },
+        e => DataError::Corrupt { path: path.to_path_buf(), why: format!("cannot decode ({e})") },
+    })?;
+    Ok(within_pixel_limit(on_white(img)))
+}
+
+/// Most pixels an image keeps once decoded: 2²² (2048 × 2048; 48 MiB as the f32 image the
+/// augmentation reads). The decoder's own limit (512 MiB) bounds the transient decode; a larger
+/// image is shrunk right after it, so a loader thread holds at most those two.
+pub const MAX_PIXELS: u64 = 1 << 22;
+
+/// `img`, shrunk (aspect kept) to at most [`MAX_PIXELS`] pixels. Views are at most 1,024 px a side
+/// and a crop keeps at least a few percent of the image, so nothing a view can show is lost.
+fn within_pixel_limit(img: image::RgbImage) -> image::RgbImage {
+    let (w, h) = img.dimensions();
+    let pixels = w as u64 * h as u64;
+    if pixels <= MAX_PIXELS {
+        return img;
+    }
+    let scale = (MAX_PIXELS as f64 / pixels as f64).sqrt();
+    let (nw, nh) = (((w as f64 * scale) as u32).max(1), ((h as f64 * scale) as u32).max(1));
+    // `thumbnail` averages integer pixel areas: no f32 copy of the large image.
+    image::imageops::thumbnail(&img, nw, nh)
 }
 
 /// `img` as RGB8, pixels with an alpha channel composited on white: c·a + 255·(1 − a), rounded.
@@ -205,7 +316,7 @@ fn on_white(img: image::DynamicImage) -> image::RgbImage {
 }
 
 fn read_cached(file: &Path) -> Option<image::RgbImage> {
-    let raw = std::fs::read(file).ok()?;
+    let raw = crate::files::read(file, crate::files::ARRAY).ok()?;
     let (w, h) = (u32::from_le_bytes(raw.get(0..4)?.try_into().ok()?), u32::from_le_bytes(raw.get(4..8)?.try_into().ok()?));
     image::RgbImage::from_raw(w, h, raw.get(8..)?.to_vec())
 }

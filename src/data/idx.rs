@@ -24,7 +24,7 @@ pub struct IdxArray {
 
 /// Reads a (possibly gzip-compressed) IDX file of unsigned bytes.
 pub fn read_idx(path: &Path) -> Result<IdxArray, DataError> {
-    let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let raw = crate::files::read(path, crate::files::ARRAY).map_err(|e| DataError::io(path, e))?;
     parse_idx(&raw).map_err(|why| DataError::Corrupt { path: path.to_path_buf(), why })
 }
 

@@ -476,20 +476,29 @@ pub fn open(src: &Source, split: Split) -> Result<Arc<dyn Dataset>, DataError> {
         DatasetKind::Cifar100 => Arc::new(cifar::load(dir, cifar::Cifar::Hundred { coarse: src.coarse_labels }, split)?),
         DatasetKind::Stl10 => stl10::load(dir, split)?,
         DatasetKind::Folder => {
-            let labelled = |root: &Path| -> Result<Arc<dyn Dataset>, DataError> {
-                let mut images = folder::ImageFolder::open(root, true, src.file_list.as_deref(), src.cache.clone())?;
-                images.drop_small_classes(src.min_class_images)?;
-                Ok(Arc::new(images))
+            let open_folder = |root: &Path| folder::ImageFolder::open(root, true, src.file_list.as_deref(), src.cache.clone());
+            // One class list for the dataset, the training folder's (less its small classes):
+            // the test folder's classes are matched to it by name.
+            let train_classes = || -> Result<folder::ImageFolder, DataError> {
+                let mut train = open_folder(&split_folder(dir, Split::Train)?)?;
+                train.drop_small_classes(src.min_class_images)?;
+                Ok(train)
             };
             match src.hold_out {
-                None => labelled(&split_folder(dir, split)?)?,
+                None if split == Split::Test => {
+                    let train = train_classes()?;
+                    let mut test = open_folder(&split_folder(dir, split)?)?;
+                    test.relabel_as(&train)?;
+                    Arc::new(test)
+                }
+                None => Arc::new(train_classes()?),
                 Some(_) if dir.join("test").is_dir() => {
                     return Err(DataError::Invalid(format!(
                         "--test-fraction: {} has a test/ split of its own; drop --test-fraction to use it",
                         dir.display()
                     )))
                 }
-                Some(hold_out) => hold_out.select(labelled(dir)?, split),
+                Some(hold_out) => hold_out.select(Arc::new(train_classes()?), split),
             }
         }
         DatasetKind::UnlabelledFolder => {

@@ -12,7 +12,7 @@ const SIDE: usize = 96;
 const IMAGE_BYTES: usize = 3 * SIDE * SIDE;
 
 fn read(path: &Path) -> Result<Vec<u8>, DataError> {
-    std::fs::read(path).map_err(|e| match e.kind() {
+    crate::files::read(path, crate::files::ARRAY).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => DataError::Missing {
             path: path.to_path_buf(),
             hint: "download the STL-10 binary version and point --data at the folder holding its .bin files".into(),

@@ -29,10 +29,11 @@ fn write_npy(file: &Path, descr: &str, shape: &[usize], data: &[u8]) -> Result<(
     Ok(())
 }
 
-/// Reads a C-order `.npy` written by [`write_npy`]: its shape and raw data, checked against `descr`
-/// (elements of `size` bytes).
+/// Reads a `.npy` of the dtype `descr` (elements of `size` bytes), as [`write_npy`] writes it or as
+/// NumPy does: its shape and raw data, in C order (a 2-D array saved in Fortran order, as NumPy
+/// does for a transposed array, is transposed back).
 fn read_npy(file: &Path, descr: &str, size: usize) -> Result<(Vec<usize>, Vec<u8>)> {
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let bytes = crate::files::read(file, crate::files::ARRAY).with_context(|| format!("cannot read {}", file.display()))?;
     let bad = || anyhow::anyhow!("{}: not a .npy file this tool wrote; delete it to recompute", file.display());
     if bytes.len() < 10 || &bytes[..8] != b"\x93NUMPY\x01\x00" {
         return Err(bad());
@@ -44,11 +45,31 @@ fn read_npy(file: &Path, descr: &str, size: usize) -> Result<(Vec<usize>, Vec<u8
     }
     let dims = header.split_once("'shape': (").and_then(|(_, rest)| rest.split_once(')')).ok_or_else(bad)?.0;
     let shape = dims.split(',').map(str::trim).filter(|d| !d.is_empty()).map(|d| d.parse().map_err(|_| bad())).collect::<Result<Vec<usize>>>()?;
-    let data = bytes[end..].to_vec();
+    let mut data = bytes[end..].to_vec();
     if Some(data.len()) != shape.iter().try_fold(size, |n, &d| n.checked_mul(d)) {
         return Err(bad());
     }
+    if header.contains("'fortran_order': True") {
+        match shape[..] {
+            [rows, cols] => data = transposed(&data, cols, rows, size),
+            [_] | [] => {}
+            _ => anyhow::bail!("{}: a Fortran-order array of {} dimensions; save it in C order (numpy.ascontiguousarray)", file.display(), shape.len()),
+        }
+    } else if !header.contains("'fortran_order': False") {
+        return Err(bad());
+    }
     Ok((shape, data))
+}
+
+/// The `rows × cols` matrix of `size`-byte elements `data` (row-major), transposed.
+fn transposed(data: &[u8], rows: usize, cols: usize, size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len());
+    for c in 0..cols {
+        for r in 0..rows {
+            out.extend_from_slice(&data[(r * cols + c) * size..(r * cols + c + 1) * size]);
+        }
+    }
+    out
 }
 
 /// Reads what [`write`] wrote into `dir`.
@@ -62,7 +83,9 @@ pub fn read(dir: &Path) -> Result<Features> {
     } else {
         vec![]
     };
-    Ok(Features { data, n, dim, labels })
+    let features = Features { data, n, dim, labels };
+    features.ensure_finite(&dir.join("features.npy").display().to_string())?;
+    Ok(features)
 }
 
 /// Reads `index.npy` from `dir`, if there is one.

@@ -45,7 +45,7 @@ pub fn write_subset(file: &Path, subset: &[usize]) -> Result<()> {
 
 /// Reads a subset written by [`write_subset`], checking every index is below `len`.
 pub fn read_subset(file: &Path, len: usize) -> Result<Vec<usize>> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("--subset {}: cannot read", file.display()))?;
+    let text = crate::files::read_to_string(file).with_context(|| format!("--subset {}: cannot read", file.display()))?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let i: usize = line.trim().parse().with_context(|| format!("--subset {} line {}: not an image index", file.display(), n + 1))?;
@@ -54,7 +54,22 @@ pub fn read_subset(file: &Path, len: usize) -> Result<Vec<usize>> {
         }
         out.push(i);
     }
+    if out.is_empty() {
+        bail!("--subset {}: names no image (one training-image index per line); give a subset file with at least one index", file.display());
+    }
     Ok(out)
+}
+
+impl Finetune {
+    /// Checks the settings, naming the flag of each.
+    pub fn validate(&self) -> Result<()> {
+        use crate::config::check;
+        check::nonzero("--epochs", self.epochs)?;
+        check::nonzero("--batch-size", self.batch)?;
+        check::positive("--lr", self.lr)?;
+        check::momentum("--momentum", self.momentum)?;
+        check::finite_at_least("--weight-decay", self.weight_decay, 0.0)
+    }
 }
 
 /// Fine-tuning settings.
@@ -130,6 +145,7 @@ pub fn finetune(
     bad: &BadImages,
     device: &Device,
 ) -> Result<Finetuned> {
+    cfg.validate()?;
     let classes = train.num_classes();
     if classes == 0 {
         bail!("fine-tuning needs a labelled dataset");
@@ -187,6 +203,6 @@ pub fn finetune(
     let score = |f: &Features| head.scores(f, &inner);
     let test_f = extract(&clf.net, layer, test, image_size, 256, bad, device)?;
     let train_f = extract(&clf.net, layer, &Subset::new(train.clone(), subset.to_vec()), image_size, 256, bad, device)?;
-    let train_accuracy = crate::eval::topk_accuracy(&score(&train_f), classes, &train_f.labels, 1);
+    let train_accuracy = crate::eval::topk_accuracy(&score(&train_f), classes, &train_f.labels, 1)?;
     Ok(Finetuned { test_scores: score(&test_f), test_labels: test_f.labels, train_accuracy, final_loss: epoch_loss, peak_lr })
 }

@@ -27,6 +27,12 @@ fn normalized(f: &Features, device: &Device) -> Tensor<2> {
 }
 
 impl Knn {
+    /// Checks the settings: at least one neighbour, a finite temperature above 0.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        crate::config::check::nonzero("--k", self.k)?;
+        crate::config::check::positive("--knn-temperature", self.temperature as f64)
+    }
+
     /// Class scores (summed vote weights), `test.n × classes` row-major, of each test row against
     /// the labelled `train` rows.
     pub fn scores(&self, train: &Features, test: &Features, classes: usize, device: &Device) -> Vec<f32> {

@@ -194,7 +194,7 @@ pub const L2_GRID: [f64; 7] = [1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6];
 /// Logistic regression by L-BFGS with the L2 strength chosen on a held-out 10% of `train`
 /// (split by `seed`), refitted on all of `train`. Returns the classifier and each grid value's
 /// validation accuracy.
-pub fn fit_lbfgs(train: &Features, classes: usize, seed: u64, device: &Device) -> (LinearClassifier, Vec<(f64, f64)>) {
+pub fn fit_lbfgs(train: &Features, classes: usize, seed: u64, device: &Device) -> anyhow::Result<(LinearClassifier, Vec<(f64, f64)>)> {
     let mut order: Vec<usize> = (0..train.n).collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
     let held = (train.n / 10).max(1);
@@ -206,7 +206,7 @@ pub fn fit_lbfgs(train: &Features, classes: usize, seed: u64, device: &Device) -
     for &l2 in &L2_GRID {
         bar.set_message(format!("L2 {l2:.0e}"));
         let clf = fit_lbfgs_fixed(&fit, classes, l2, prev.as_ref(), device);
-        let acc = crate::eval::topk_accuracy(&clf.scores(&val, device), classes, &val.labels, 1);
+        let acc = crate::eval::topk_accuracy(&clf.scores(&val, device), classes, &val.labels, 1)?;
         scores.push((l2, acc));
         prev = Some(clf);
         bar.inc(1);
@@ -215,7 +215,7 @@ pub fn fit_lbfgs(train: &Features, classes: usize, seed: u64, device: &Device) -
     bar.set_message(format!("L2 {best:.0e} on all of train"));
     let clf = fit_lbfgs_fixed(train, classes, best, None, device);
     bar.finish_and_clear();
-    (clf, scores)
+    Ok((clf, scores))
 }
 
 /// Settings of the SGD solver.
@@ -236,6 +236,18 @@ pub struct SgdProbe {
 impl Default for SgdProbe {
     fn default() -> Self {
         Self { epochs: 30, batch: 256, lr: 0.1, momentum: 0.9, weight_decay: 0.0 }
+    }
+}
+
+impl SgdProbe {
+    /// Checks the settings, naming the flag of each.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        use crate::config::check;
+        check::nonzero("--sgd-epochs", self.epochs)?;
+        check::nonzero("the SGD probe's batch size", self.batch)?;
+        check::positive("--sgd-lr", self.lr)?;
+        check::momentum("the SGD probe's momentum", self.momentum)?;
+        check::finite_at_least("the SGD probe's weight decay", self.weight_decay, 0.0)
     }
 }
 

@@ -52,6 +52,18 @@ impl Features {
     pub fn is_labelled(&self) -> bool {
         self.labels.len() == self.n
     }
+
+    /// An error naming the first row holding a NaN or an infinity, and `what` the rows are (these
+    /// would score as anything: a NaN compares false both ways), or rows with no dimension.
+    pub fn ensure_finite(&self, what: &str) -> Result<()> {
+        if self.n > 0 && self.dim == 0 {
+            bail!("{what}: {} rows of 0 dimensions; there is nothing to compare", self.n);
+        }
+        match self.data.chunks(self.dim.max(1)).position(|row| row.iter().any(|v| !v.is_finite())) {
+            Some(row) => bail!("{what}: row {row} holds a NaN or an infinity; refusing to score non-finite features"),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Which representation to evaluate: h (before the head), z (after it), or head layer K.
@@ -196,7 +208,13 @@ pub fn extract_indexed(
         }
         let f = hiddens.swap_remove(layer);
         dim = f.dims()[1];
-        data.extend(crate::floats(f));
+        let values = crate::floats(f);
+        if let Some(at) = values.iter().position(|v| !v.is_finite()) {
+            let i = idx[at / dim.max(1)];
+            let image = ds.file(i).map_or_else(|| format!("image {i}"), |f| f.display().to_string());
+            bail!("the network's output at layer {layer} is not finite (NaN or infinity) for {image}: its weights or BN statistics are broken; evaluate another checkpoint");
+        }
+        data.extend(values);
         labels.extend(idx.iter().filter_map(|&i| ds.label(i)));
         rows.extend(idx);
     }
@@ -208,23 +226,45 @@ pub fn extract_indexed(
     Ok((Features { n, dim, data, labels }, rows))
 }
 
+/// The one gate before anything is scored: one row of `classes` finite scores per label, at least
+/// one label, every label one of the classes. A NaN compares false both ways, so an unchecked NaN
+/// row would count as a hit; a label past the classes is a test class the classifier never saw.
+pub fn check_scores(scores: &[f32], classes: usize, labels: &[usize]) -> Result<()> {
+    if labels.is_empty() {
+        bail!("no labelled image to score: the test split is empty or none of its images could be read");
+    }
+    if classes == 0 || scores.len() != labels.len() * classes {
+        bail!("{} scores do not make one row of {classes} classes for each of {} labels", scores.len(), labels.len());
+    }
+    if let Some(&l) = labels.iter().find(|&&l| l >= classes) {
+        bail!("label {l} is not one of the {classes} classes the classifier was trained on: the test split has a class the training split lacks");
+    }
+    if let Some(row) = scores.chunks(classes).position(|r| r.iter().any(|s| !s.is_finite())) {
+        bail!("the scores of test row {row} are not finite (NaN or infinity): the classifier's fit diverged or its input is not finite; no accuracy is reported from them");
+    }
+    Ok(())
+}
+
 /// Fraction of rows whose label is among the `k` highest of `scores` (`n × classes`, row-major).
-/// Ties count against the label.
-pub fn topk_accuracy(scores: &[f32], classes: usize, labels: &[usize], k: usize) -> f64 {
+/// Ties count against the label. Refuses what [`check_scores`] refuses.
+pub fn topk_accuracy(scores: &[f32], classes: usize, labels: &[usize], k: usize) -> Result<f64> {
+    check_scores(scores, classes, labels)?;
     let hits = scores
         .chunks(classes)
         .zip(labels)
         .filter(|(row, &l)| row.iter().filter(|&&s| s >= row[l]).count() <= k)
         .count();
-    hits as f64 / labels.len().max(1) as f64
+    Ok(hits as f64 / labels.len() as f64)
 }
 
-/// Row-normalisable confusion counts: `matrix[true][predicted]`.
-pub fn confusion(scores: &[f32], classes: usize, labels: &[usize]) -> Vec<Vec<usize>> {
+/// Row-normalisable confusion counts: `matrix[true][predicted]`. Refuses what [`check_scores`]
+/// refuses.
+pub fn confusion(scores: &[f32], classes: usize, labels: &[usize]) -> Result<Vec<Vec<usize>>> {
+    check_scores(scores, classes, labels)?;
     let mut m = vec![vec![0; classes]; classes];
     for (row, &l) in scores.chunks(classes).zip(labels) {
         let pred = row.iter().enumerate().fold(0, |b, (i, &s)| if s > row[b] { i } else { b });
         m[l][pred] += 1;
     }
-    m
+    Ok(m)
 }
