@@ -63,12 +63,13 @@ pub fn save(out: &Path, cfg: &Config, model: &SimClr, optim: &Optimizer, state: 
     }
     let dst = root.join(&name);
     if dst.exists() {
-        std::fs::remove_dir_all(&dst)?;
+        std::fs::remove_dir_all(&dst).with_context(|| format!("cannot replace {}", dst.display()))?;
     }
     std::fs::rename(&tmp, &dst).with_context(|| format!("cannot move the checkpoint into {}", dst.display()))?;
     let pointer_tmp = root.join(".latest.tmp");
-    std::fs::write(&pointer_tmp, &name)?;
-    std::fs::rename(&pointer_tmp, root.join("latest"))?;
+    std::fs::write(&pointer_tmp, &name)
+        .and_then(|_| std::fs::rename(&pointer_tmp, root.join("latest")))
+        .with_context(|| format!("cannot point {} at {name}", root.join("latest").display()))?;
     manifest::sync_dir(&root)?;
     prune(&root, cfg.monitor.keep_checkpoints, &dst)?;
     Ok(dst)
@@ -85,12 +86,21 @@ fn write_files(dir: &Path, cfg: &Config, model: &SimClr, optim: &Optimizer, stat
     manifest::seal(dir, &FILES)
 }
 
-/// An error naming the first weight or BN statistic of `model`, read from `source`, that holds a NaN
-/// or an infinity: such a network scores as anything (a NaN compares false both ways), so it is
-/// never evaluated, resumed or written.
-pub fn ensure_finite(model: &SimClr, source: &Path) -> Result<()> {
-    match first_non_finite(model) {
-        Some(name) => bail!("{}: {name} holds a NaN or an infinity; these weights cannot be used (re-import them, or use another checkpoint)", source.display()),
+/// An error naming the first tensor of `tensors` (name, dtype, little-endian bytes) that holds a NaN
+/// or an infinity, read from `source`: such a network scores as anything (a NaN compares false both
+/// ways), so it is never evaluated, resumed or imported. Checked on the bytes, before any device sees them.
+pub fn ensure_finite<'a>(tensors: impl IntoIterator<Item = (&'a str, burn::tensor::DType, &'a [u8])>, source: &str) -> Result<()> {
+    use burn::tensor::DType;
+    let finite = |dtype: DType, b: &[u8]| match dtype {
+        DType::F64 => b.chunks_exact(8).all(|v| f64::from_le_bytes(v.try_into().expect("8 bytes")).is_finite()),
+        DType::F32 => b.chunks_exact(4).all(|v| f32::from_le_bytes(v.try_into().expect("4 bytes")).is_finite()),
+        // An all-ones exponent is an infinity or a NaN.
+        DType::F16 => b.chunks_exact(2).all(|v| u16::from_le_bytes([v[0], v[1]]) & 0x7c00 != 0x7c00),
+        DType::BF16 => b.chunks_exact(2).all(|v| u16::from_le_bytes([v[0], v[1]]) & 0x7f80 != 0x7f80),
+        _ => true,
+    };
+    match tensors.into_iter().find(|&(_, dtype, bytes)| !finite(dtype, bytes)) {
+        Some((name, ..)) => bail!("{source}: {name} holds a NaN or an infinity; these weights cannot be used (re-import them, or use another checkpoint)"),
         None => Ok(()),
     }
 }
@@ -223,7 +233,7 @@ fn prune(root: &Path, keep: usize, current: &Path) -> Result<()> {
     let dirs = step_dirs(root)?;
     let excess = dirs.len().saturating_sub(keep);
     for old in dirs[..excess].iter().filter(|d| *d != current) {
-        std::fs::remove_dir_all(old)?;
+        std::fs::remove_dir_all(old).with_context(|| format!("cannot delete the old checkpoint {}", old.display()))?;
     }
     Ok(())
 }
@@ -332,6 +342,18 @@ pub fn save_model(model: &SimClr, file: &Path) -> Result<()> {
 /// Loads weights saved by [`save_model`] into `model` (which must have the same shape).
 pub fn load_model(mut model: SimClr, file: &Path) -> Result<SimClr> {
     let bytes = crate::files::read(file, crate::files::ARRAY).with_context(|| format!("reading {}", file.display()))?;
+    if let Ok(tensors) = safetensors::SafeTensors::deserialize(&bytes) {
+        let dtype = |d: safetensors::Dtype| match d {
+            safetensors::Dtype::F64 => burn::tensor::DType::F64,
+            safetensors::Dtype::F16 => burn::tensor::DType::F16,
+            safetensors::Dtype::BF16 => burn::tensor::DType::BF16,
+            safetensors::Dtype::F32 => burn::tensor::DType::F32,
+            _ => burn::tensor::DType::U8,
+        };
+        let mut all = tensors.tensors();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        ensure_finite(all.iter().map(|(name, view)| (name.as_str(), dtype(view.dtype()), view.data())), &file.display().to_string())?;
+    }
     let mut store = SafetensorsStore::from_bytes(Some(bytes));
     let result = model.load_from(&mut store).map_err(|e| {
         anyhow::anyhow!("{}: cannot load ({e}); was it written for another --arch/--width/--head?", file.display())
@@ -345,6 +367,5 @@ pub fn load_model(mut model: SimClr, file: &Path) -> Result<SimClr> {
             result.errors.iter().take(3).collect::<Vec<_>>()
         );
     }
-    ensure_finite(&model, file)?;
     Ok(model)
 }

@@ -295,6 +295,7 @@ fn check_flag(flag: &str, differs: Option<bool>, shape: &Shape) -> Result<()> {
 /// Loads the tensors named by [`our_name`] into `model`'s encoder; every encoder tensor must be
 /// given, with its shape.
 fn load_encoder(mut model: SimClr, tensors: &BTreeMap<String, &TensorData>) -> Result<SimClr> {
+    checkpoint::ensure_finite(tensors.iter().map(|(name, data)| (name.as_str(), data.dtype(), data.as_bytes())), "the weights")?;
     let views = tensors
         .iter()
         .map(|(name, data)| Ok((name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, data.shape().to_vec(), data.as_bytes())?)))
@@ -311,7 +312,6 @@ fn load_encoder(mut model: SimClr, tensors: &BTreeMap<String, &TensorData>) -> R
             result.unused.iter().take(3).collect::<Vec<_>>()
         );
     }
-    checkpoint::ensure_finite(&model, Path::new("the imported weights"))?;
     Ok(model)
 }
 
@@ -325,9 +325,10 @@ pub fn run(weights: &Path, prefix: Option<&str>, model: &ModelArgs, run: &RunArg
     std::fs::create_dir_all(&out).with_context(|| format!("--out {}: cannot create the folder; choose a writable path", out.display()))?;
     let tmp = out.join(".model.safetensors.tmp");
     checkpoint::save_model(&model, &tmp)?;
-    std::fs::write(out.join("config.toml"), cfg.to_toml())?;
-    std::fs::write(out.join("import.json"), serde_json::to_string_pretty(&report)?)?;
-    std::fs::rename(&tmp, out.join("model.safetensors"))?;
+    let cannot = || format!("--out {}: cannot write into the folder", out.display());
+    std::fs::write(out.join("config.toml"), cfg.to_toml()).with_context(cannot)?;
+    std::fs::write(out.join("import.json"), serde_json::to_string_pretty(&report)?).with_context(cannot)?;
+    std::fs::rename(&tmp, out.join("model.safetensors")).with_context(cannot)?;
     crate::manifest::seal(&out, &["model.safetensors", "config.toml", "import.json"])?;
     Ok(format!(
         "imported {:?} width {} ({:?} stem, {} tensors, prefix {:?}, {} ignored) into {}: use --checkpoint {}",

@@ -223,7 +223,7 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
             comm_s: distributed::is_distributed().then_some(traffic.seconds),
             comm_mib: distributed::is_distributed().then_some(traffic.bytes as f64 / (1 << 20) as f64),
         };
-        writeln!(metrics_file, "{}", serde_json::to_string(&m)?)?;
+        writeln!(metrics_file, "{}", serde_json::to_string(&m)?).with_context(|| format!("--out {}: cannot write metrics.jsonl", cfg.run.out.display()))?;
         bar.set_position((step + 1) as u64);
         bar.set_message(format!("epoch {} loss {:.4} acc {:.3} lr {:.4} {:.1} img/s", epoch + 1, m.loss, m.contrast_acc, lr, m.images_per_sec));
         history.push(m);
@@ -356,7 +356,7 @@ fn run_hooks(hooks: &mut [Box<dyn EpochHook>], end: &EpochEnd, metrics: &mut dyn
         for (name, v) in &values {
             row[*name] = serde_json::json!(v);
         }
-        writeln!(metrics, "{row}")?;
+        writeln!(metrics, "{row}").context("cannot write metrics.jsonl")?;
         let text: Vec<String> = values.iter().map(|(name, v)| format!("{name} {v:.4}")).collect();
         bar.suspend(|| tracing::info!("epoch {}: {}", end.epoch, text.join(", ")));
     }

@@ -19,14 +19,16 @@ fn write_npy(file: &Path, descr: &str, shape: &[usize], data: &[u8]) -> Result<(
     header.push_str(&" ".repeat(pad % 64));
     header.push('\n');
     let tmp = file.with_extension("npy.tmp");
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?);
-    f.write_all(b"\x93NUMPY\x01\x00")?;
-    f.write_all(&(header.len() as u16).to_le_bytes())?;
-    f.write_all(header.as_bytes())?;
-    f.write_all(data)?;
-    f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    std::fs::rename(&tmp, file)?;
-    Ok(())
+    let written = (|| -> std::io::Result<()> {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        f.write_all(b"\x93NUMPY\x01\x00")?;
+        f.write_all(&(header.len() as u16).to_le_bytes())?;
+        f.write_all(header.as_bytes())?;
+        f.write_all(data)?;
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&tmp, file)
+    })();
+    written.with_context(|| format!("cannot write {}", file.display()))
 }
 
 /// Reads a `.npy` of the dtype `descr` (elements of `size` bytes), as [`write_npy`] writes it or as

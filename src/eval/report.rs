@@ -32,7 +32,7 @@ impl<M: Serialize> Report<M> {
         std::fs::create_dir_all(out).with_context(|| format!("--out {}: cannot create the folder", out.display()))?;
         let tmp = out.join(".report.json.tmp");
         std::fs::write(&tmp, serde_json::to_string_pretty(self)?).with_context(|| format!("--out {}: cannot write", out.display()))?;
-        std::fs::rename(&tmp, out.join("report.json"))?;
+        std::fs::rename(&tmp, out.join("report.json")).with_context(|| format!("--out {}: cannot write report.json", out.display()))?;
         Ok(())
     }
 }
