@@ -1,25 +1,30 @@
 //! The gathered-negatives gradient, checked by hand under `mpirun -np K` (feature `mpi`;
 //! `tests/distributed.rs` runs it): every rank builds the same global projections z (`[2B, D]`, B =
 //! 4K images, from a formula), computes the one-process NT-Xent and its gradient on all 2B rows,
-//! then the distributed loss from its own 2B/K rows (`simclr::distributed::gather_views`, as
-//! pretraining does). Prints the largest differences of the loss and of this rank's gradient rows
+//! then its part of the distributed loss from its own 2B/K rows (`simclr::views::Views::gather` and
+//! `simclr::loss::nt_xent_gathered`, as pretraining does), the parts summed over the ranks. Prints the largest differences of the loss and of this rank's gradient rows
 //! from the one-process ones, and exits 1 when one is over 1e-6.
 //! `mpirun -np 2 target/release/examples/gathered_gradient`
 use burn::tensor::{Tensor, TensorData};
-use simclr::distributed::{self, gather_views};
-use simclr::loss::nt_xent;
+use simclr::distributed;
+use simclr::loss::{nt_xent, nt_xent_gathered};
+use simclr::views::Views;
 
 fn values(t: Tensor<2>) -> Vec<f32> {
     t.into_data().try_to_vec::<f32>().expect("f32")
 }
 
-/// Loss and gradient of the NT-Xent of `z` (τ 0.5) with respect to `z`'s own rows.
+/// Loss and gradient of the NT-Xent of `z` (τ 0.5) with respect to `z`'s own rows: of `z` alone,
+/// or `gathered` with every rank's rows (the loss summed over the ranks).
 fn loss_and_gradient(z: Tensor<2>, gathered: bool) -> (f32, Vec<f32>) {
     let z = z.require_grad();
-    let all = if gathered { gather_views(z.clone()) } else { z.clone() };
-    let loss = nt_xent(all, 0.5).loss;
+    let loss = match gathered {
+        true => nt_xent_gathered(&Views::new(z.clone()).gather(), 0.5, true).loss,
+        false => nt_xent(z.clone(), 0.5).loss,
+    };
     let grads = loss.backward();
-    (loss.into_scalar(), values(z.grad(&grads).expect("z takes part in the loss")))
+    let [loss] = if gathered { distributed::sums([loss.into_scalar()]) } else { [loss.into_scalar()] };
+    (loss, values(z.grad(&grads).expect("z takes part in the loss")))
 }
 
 fn main() -> anyhow::Result<()> {

@@ -5,7 +5,8 @@
 //!   32 px (PNG source 32×32) and 224 px (JPEG source 500×375, and the raw 341×256 RGB8 the
 //!   `--cache-size 256` cache serves from epoch 2 on). As in pretraining ([`make_views`]), each
 //!   decoded image gives its two views.
-//! - `step`: one training step (forward, NT-Xent, backward, optimiser update) on random images;
+//! - `step`: `pretrain`'s training step ([`crate::train::step`]: forward, NT-Xent, online probe,
+//!   backward, gradient sum over the ranks, optimiser update) on random images;
 //!   median over the timed steps after warm-up, and the process's peak RSS.
 //! - `search`: [`crate::search`]'s exact and HNSW indexes on random vectors: query latency, HNSW
 //!   build time and recall@k.
@@ -15,11 +16,12 @@
 use crate::augment::{augment, view_rng, AugmentConfig};
 use crate::config::Config;
 use crate::image::Image;
-use crate::loss::nt_xent_with;
+use crate::data::loader::Shard;
 use crate::optim::Optimizer;
 use anyhow::Result;
-use burn::optim::GradientsParams;
-use burn::tensor::{Device, Distribution, Tensor};
+use crate::train::simclr::{SimClrObjective, ViewBatch};
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
@@ -136,21 +138,41 @@ pub fn rss_mib() -> Option<f64> {
     status_mib("VmRSS:")
 }
 
-/// Times `steps` training steps after `warmup` untimed ones, for the model and batch of `cfg`.
+/// Classes of the online probe's random labels when the config names none (pretraining takes the
+/// dataset's).
+const PROBE_CLASSES: usize = 10;
+
+/// Times `steps` training steps after `warmup` untimed ones, for the model and batch of `cfg`: the
+/// step `pretrain` runs ([`crate::train::step`] with [`SimClrObjective`], the online probe
+/// included where `cfg` has it, on random labels), on random views made on the host as the loader
+/// makes them; each timed step starts from the host buffer, as `pretrain`'s does. Under `mpirun`,
+/// each rank takes its part of the batch and the step gathers views and sums gradients over them.
 pub fn step(cfg: &Config, steps: usize, warmup: usize, device: &Device) -> Result<StepResult> {
     cfg.validate()?;
+    let mut cfg = cfg.clone();
+    if cfg.monitor.online_probe && cfg.monitor.num_classes == 0 {
+        cfg.monitor.num_classes = PROBE_CLASSES;
+    }
     let size = if cfg.model.image_size > 0 { cfg.model.image_size } else { 32 };
     let ad = device.clone().autodiff();
+    let world = crate::distributed::world();
+    let part = Shard { rank: world.rank(), ranks: world.ranks() }.part(cfg.optim.batch_size);
     let mut model = cfg.model(size).init_seeded(cfg.run.seed, &ad);
     let mut optim = Optimizer::new(cfg.rule());
+    let objective = SimClrObjective { temperature: cfg.optim.temperature, l2_normalize: cfg.optim.l2_normalize };
+    let classes = cfg.monitor.num_classes;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.run.seed);
     let mut times = Vec::new();
     for i in 0..warmup + steps {
-        let x = Tensor::<4>::random([2 * cfg.optim.batch_size, 3, size, size], Distribution::Uniform(0.0, 1.0), &ad);
+        let pixels: Vec<f32> = (0..2 * part * 3 * size * size).map(|_| rng.random::<f32>()).collect();
+        let labels = (0..part).map(|image| (classes > 0).then_some(image % classes.max(1))).collect();
         let t0 = Instant::now();
-        let out = nt_xent_with(model.forward(x).pop().expect("z"), cfg.optim.temperature, cfg.optim.l2_normalize);
-        let grads = GradientsParams::from_grads(out.loss.backward(), &model);
-        model = optim.step(0.1, model, grads);
-        let _: f32 = out.loss.into_scalar();
+        let batch = ViewBatch { pixels: Tensor::<4>::from_data(TensorData::new(pixels, [2 * part, 3, size, size]), &ad), labels };
+        let logged;
+        (model, logged) = crate::train::step(model, &mut optim, &objective, batch, 0.1, world)?;
+        if !logged.get("loss").is_some_and(f32::is_finite) {
+            anyhow::bail!("bench step: the loss became {:?} at step {}", logged.get("loss"), i + 1);
+        }
         if i >= warmup {
             times.push(t0.elapsed().as_secs_f64());
         }
@@ -203,7 +225,6 @@ pub struct SearchBench {
 /// else row i is centre i mod `clusters` (drawn once from `seed`, uniform in [-1, 1)) plus uniform
 /// noise in [-0.5, 0.5), structure like that of learned embeddings (classes, near-duplicates).
 pub fn random_vectors(n: usize, dim: usize, clusters: usize, seed: u64) -> Vec<f32> {
-    use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     if clusters == 0 {
         return (0..n * dim).map(|_| rng.random_range(-1.0f32..1.0)).collect();

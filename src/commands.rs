@@ -89,7 +89,7 @@ fn prepare(args: &EvalArgs, features: Option<&FeatureArgs>, default_out: &str, d
     let train = data::first(data::open(&flags.source(), Split::Train)?, flags.data.limit);
     let test = data::open(&flags.source(), Split::Test)?;
     let first = train.image(0)?;
-    let loaded = eval::load(args.checkpoint.as_deref(), &flags, first.height.max(first.width).min(224), device)?;
+    let loaded = eval::load(args.checkpoint.as_deref(), &flags, crate::augment::default_view_side(first.height, first.width), device)?;
     let layer_index = features.map_or(Ok(0), |f| f.layer.index(loaded.model.head.len()))?;
     let out = flags.run.out.clone();
     std::fs::create_dir_all(&out).with_context(|| format!("--out {}: cannot create the folder; choose a writable path", out.display()))?;

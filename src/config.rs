@@ -145,8 +145,8 @@ settings! {
         /// Zero-initialise the γ of each residual block's last BN (true: official code; false: every
         /// γ = 1, torchvision's default init, the random-init baseline itself).
         [] zero_init_residual: bool = true,
-        /// Side of the input images (the training views) in pixels (0 = the dataset's own size,
-        /// at most 224).
+        /// Side of the input images (the training views) in pixels (0 = the dataset's own size:
+        /// its first image's longer side, at most 224).
         [] image_size: usize = 0,
         /// Projection head kind.
         [value_enum] head: HeadMode = HeadMode::Nonlinear,

@@ -6,6 +6,8 @@
 
 use anyhow::{bail, Result};
 use burn::tensor::Device;
+#[cfg(feature = "tch")]
+use crate::ops::libtorch::is_libtorch;
 
 /// The device names `--device` accepts, with the cargo feature each needs.
 pub const DEVICE_HELP: &str =
@@ -85,6 +87,22 @@ pub fn parse(spec: &str) -> Result<Device> {
     }
 }
 
+/// The backend of `device` as `BURN_DEVICE` names it: `flex`, `tch` (libtorch) or `wgpu` (the
+/// CubeCL runtimes, Vulkan included).
+pub fn backend_name(device: &Device) -> &'static str {
+    use burn::backend::DispatchDevice;
+    match device.clone().inner().as_dispatch() {
+        #[cfg(feature = "flex")]
+        DispatchDevice::Flex(_) => "flex",
+        #[cfg(feature = "tch")]
+        DispatchDevice::LibTorch(_) => "tch",
+        #[cfg(any(feature = "wgpu", feature = "vulkan"))]
+        DispatchDevice::Cube(_) => "wgpu",
+        #[allow(unreachable_patterns)]
+        _ => "other",
+    }
+}
+
 /// Arithmetic of the encoder's convolutions (`--precision`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -106,7 +124,7 @@ pub fn set_precision(precision: Precision, device: &Device) -> Result<()> {
     if precision == Precision::Bf16 {
         #[cfg(feature = "tch")]
         if is_libtorch(device) {
-            if is_libtorch_cpu(device) && !cpu_has_amx_bf16() {
+            if crate::ops::libtorch::is_cpu(device) && !cpu_has_amx_bf16() {
                 tracing::warn!("--precision bf16 on a CPU without AMX (no amx_bf16 in /proc/cpuinfo): bfloat16 convolutions are emulated and slower than f32 here (measured 0.7-0.8x); use --precision f32");
             }
             crate::ops::libtorch::set_bf16(true);
@@ -175,17 +193,6 @@ pub fn precision() -> Precision {
     Precision::F32
 }
 
-#[cfg(feature = "tch")]
-pub(crate) fn is_libtorch(device: &Device) -> bool {
-    matches!(device.clone().inner().as_dispatch(), burn::backend::DispatchDevice::LibTorch(_))
-}
-
-#[cfg(feature = "tch")]
-#[allow(deprecated)] // Burn 0.22 marks burn-tch deprecated; it is still our libtorch backend.
-fn is_libtorch_cpu(device: &Device) -> bool {
-    matches!(device.clone().inner().as_dispatch(), burn::backend::DispatchDevice::LibTorch(burn::backend::libtorch::LibTorchDevice::Cpu))
-}
-
 /// `vulkan:N` / `wgpu:N` is the N-th discrete GPU; without an index, the adapter wgpu prefers.
 #[cfg(any(feature = "vulkan", feature = "wgpu"))]
 fn gpu_kind(index: Option<usize>) -> burn::tensor::DeviceKind {
@@ -193,19 +200,4 @@ fn gpu_kind(index: Option<usize>) -> burn::tensor::DeviceKind {
         burn::tensor::DeviceKind::DefaultDevice,
         burn::tensor::DeviceKind::DiscreteGpu,
     )
-}
-
-/// Whether `x` lives where the encoder's convolution ([`crate::ops::conv`]) and batch norm
-/// ([`crate::ops::batchnorm`]) run as operations of ours rather than Burn's generic ones: flex with
-/// `f32` tensors (the slice kernels are `f32`) or libtorch (any float type).
-#[cfg(any(feature = "flex", feature = "tch"))]
-pub(crate) fn has_own_ops<const D: usize>(x: &burn::tensor::Tensor<D>) -> bool {
-    use burn::backend::DispatchDevice;
-    match x.device().inner().as_dispatch() {
-        #[cfg(feature = "flex")]
-        DispatchDevice::Flex(_) => x.dtype() == burn::tensor::DType::F32,
-        #[cfg(feature = "tch")]
-        DispatchDevice::LibTorch(_) => true,
-        _ => false,
-    }
 }

@@ -2,10 +2,10 @@
 //! "Global BN"; official `run.py` with TPU replicas): K ranks, started by `mpirun -np K` (or
 //! `srun`), each take a K-th of every global batch; the network stays identical on every rank.
 //!
-//! - **Gathered negatives**: every rank gathers the projections z of all ranks and computes the
-//!   NT-Xent over all 2B views ([`gather_rows`]); only its own rows carry gradient, and as each rank
-//!   differentiates the same global loss, its gradient on its own rows is exactly the one-process
-//!   gradient on those rows.
+//! - **Gathered negatives**: every rank gathers the projections z of all ranks
+//!   ([`crate::views::Views::gather`]) and computes its own views' rows of the NT-Xent against all
+//!   2B views ([`crate::loss::nt_xent_gathered`]); the gather's backward sums the gradient of the
+//!   gathered rows over the ranks, so each rank's z receives the one-process gradient on its rows.
 //! - **Gradients** are summed over the ranks before the optimiser step ([`sum_gradients`]): the
 //!   paths from the parameters to the loss through each rank's images partition the one-process
 //!   graph, so the sum is the one-process gradient on the global batch, and LARS sees the same
@@ -60,6 +60,11 @@ impl Collective for Alone {
 }
 
 static WORLD: OnceLock<Box<dyn Collective>> = OnceLock::new();
+
+/// This process alone, whatever the launcher: for work each rank does by itself.
+pub fn alone() -> &'static dyn Collective {
+    &Alone
+}
 
 /// The ranks of this run: those MPI started ([`init`]), or this process alone.
 pub fn world() -> &'static dyn Collective {
@@ -252,38 +257,14 @@ mod mpi_world {
     }
 }
 
-/// `x` (`[n, d]` on every rank) and the rows of every other rank, as `[K·n, d]` in rank order;
-/// only this rank's rows carry gradient.
-pub fn gather_rows(x: Tensor<2>) -> Tensor<2> {
-    let world = world();
-    if world.ranks() == 1 {
-        return x;
-    }
-    let [n, d] = x.dims();
-    let device = x.device();
-    let all = world.gather_f32(&crate::floats(x.clone().detach()));
-    let block = |r: usize| Tensor::<2>::from_data(TensorData::new(all[r * n * d..(r + 1) * n * d].to_vec(), [n, d]), &device);
-    let rows: Vec<Tensor<2>> = (0..world.ranks()).map(|r| if r == world.rank() { x.clone() } else { block(r) }).collect();
-    Tensor::cat(rows, 0)
+/// `values` each summed over the ranks, in one exchange.
+pub fn sums<const N: usize>(mut values: [f32; N]) -> [f32; N] {
+    world().sum_f32(&mut values);
+    values
 }
 
-/// The views of a `[2n, d]` batch (first views, then second views) gathered from every rank as
-/// `[2Kn, d]`: all first views in rank order, then all second views — the rows one process would
-/// have for the global batch.
-pub fn gather_views(z: Tensor<2>) -> Tensor<2> {
-    if world().ranks() == 1 {
-        return z;
-    }
-    let [rows, d] = z.dims();
-    let n = rows / 2;
-    let first = gather_rows(z.clone().slice([0..n, 0..d]));
-    let second = gather_rows(z.slice([n..rows, 0..d]));
-    Tensor::cat(vec![first, second], 0)
-}
-
-/// Sums `grads` of `module`'s parameters over the ranks, in one exchange.
-pub fn sum_gradients<M: Module>(mut grads: GradientsParams, module: &M) -> GradientsParams {
-    let world = world();
+/// Sums `grads` of `module`'s parameters over the ranks of `world`, in one exchange.
+pub fn sum_gradients<M: Module>(mut grads: GradientsParams, module: &M, world: &dyn Collective) -> GradientsParams {
     if world.ranks() == 1 {
         return grads;
     }

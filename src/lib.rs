@@ -3,8 +3,8 @@
 //!
 //! The modules follow the paper and the official code's layout:
 //! [`augment`] (data augmentation, §3 / App. A), [`resnet`] (base encoder f), [`head`] (projection
-//! head g), [`model`] (the whole network), [`loss`] (NT-Xent, eq. 1), [`lars`] and [`optim`]
-//! (optimisers), [`schedule`] (LR scaling, warm-up + cosine), [`pretrain`] (the training loop) and
+//! head g), [`model`] (the whole network), [`views`] (the two views' layout, gathered over the ranks), [`loss`] (NT-Xent, eq. 1), [`lars`] and [`optim`]
+//! (optimisers), [`schedule`] (LR scaling, warm-up + cosine), [`train`] (the training step and its objectives), [`pretrain`] (the training loop) and
 //! its per-epoch [`monitor`]s, [`eval`] (the evaluation protocols: linear evaluation, kNN,
 //! fine-tuning, embeddings, reports), [`import`] (pretrained weights from PyTorch) and [`export`]
 //! (ours out, under torchvision's names), [`checkpoint`] (sealed by a [`manifest`]), [`config`],
@@ -44,6 +44,8 @@ pub mod progress;
 pub mod resnet;
 pub mod schedule;
 pub mod search;
+pub mod train;
+pub mod views;
 
 /// The compute device of this build: the first enabled backend (`flex`, pure-Rust CPU, by default).
 pub fn default_device() -> burn::tensor::Device {

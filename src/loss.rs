@@ -17,7 +17,12 @@
 //! `logits_ab` alone: each first view against the N second views. The accuracy is the fraction of
 //! first views whose own second view has the highest similarity; the entropy the mean entropy of
 //! `softmax(logits_ab)` over those N candidates.
+//!
+//! **Several ranks** ([`nt_xent_gathered`]): each rank computes the rows of its own views against
+//! the columns of every rank's views, as the official `tf2/objective.py` does, and the ranks' parts
+//! add up to the one-process values.
 
+use crate::views::{Gathered, Views};
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
@@ -52,44 +57,47 @@ pub fn nt_xent(z: Tensor<2>, tau: f32) -> NtXent {
 pub fn nt_xent_with(z: Tensor<2>, tau: f32, l2_normalize: bool) -> NtXent {
     let [rows, _] = z.dims();
     assert!(rows >= 4 && rows % 2 == 0, "NT-Xent needs 2N rows with N >= 2, got {rows}");
-    let n = rows / 2;
-    let device = z.device();
-    let z = if l2_normalize { self::l2_normalize(z) } else { z };
-    let logits = z.clone().matmul(z.transpose()).div_scalar(tau) - self_mask(rows, &device).mul_scalar(LARGE_NUM);
-    let logits_ab = logits.clone().detach().slice([0..n, n..rows]);
-    let log_prob = log_softmax(logits, 1);
-    let positives = positive_mask(rows, &device);
-    let loss = (log_prob * positives).sum().neg().div_scalar(n as f32);
-    let (accuracy, entropy) = contrast_stats(logits_ab);
+    nt_xent_gathered(&Gathered::whole(Views::new(z)), tau, l2_normalize)
+}
+
+/// This rank's part of the NT-Xent of a global batch gathered over the ranks (official
+/// `tf2/objective.py`): its own 2n views are the anchors, against the 2N views of every rank, so
+/// the logits are `[2n, 2N]` on each rank rather than `[2N, 2N]`. Every value returned (the loss,
+/// the accuracy and the entropy) is this rank's share of the global one — a sum over its anchors
+/// divided by the global N — so the ranks' values add up to the one-process values; with one
+/// process they are those values.
+pub fn nt_xent_gathered(views: &Gathered, tau: f32, l2_normalize: bool) -> NtXent {
+    let (n, total) = (views.local_images(), views.images());
+    let device = views.local.device();
+    let unit = |z: &Tensor<2>| if l2_normalize { self::l2_normalize(z.clone()) } else { z.clone() };
+    let (anchors, all) = (unit(&views.local), unit(&views.all));
+    let own: Vec<usize> = (0..2 * n).map(|row| views.global_row(row)).collect();
+    let positives: Vec<usize> = own.iter().map(|&row| views.partner(row)).collect();
+    let logits = anchors.matmul(all.transpose()).div_scalar(tau) - mask(&own, 2 * total, &device).mul_scalar(LARGE_NUM);
+    let logits_ab = logits.clone().detach().slice([0..n, total..2 * total]);
+    let loss = (log_softmax(logits, 1) * mask(&positives, 2 * total, &device)).sum().neg().div_scalar(total as f32);
+    let (accuracy, entropy) = contrast_stats(logits_ab, views.offset, total);
     NtXent { loss, accuracy, entropy }
 }
 
-/// The official `contrast_acc` and `contrast_entropy` of `logits_ab` (`[N, N]`, row i's positive
-/// at column i): argmax hits, and `−mean Σ p log(p + 1e-8)` of the row softmax.
-fn contrast_stats(logits_ab: Tensor<2>) -> (Tensor<1>, Tensor<1>) {
+/// The official `contrast_acc` and `contrast_entropy` of `logits_ab` (`[n, N]`: row i is the first
+/// view of global image `offset + i`, whose positive is column `offset + i`): argmax hits, and
+/// `−Σ p log(p + 1e-8)` of the row softmax, each summed over the rows and divided by `total` (N).
+fn contrast_stats(logits_ab: Tensor<2>, offset: usize, total: usize) -> (Tensor<1>, Tensor<1>) {
     let [n, _] = logits_ab.dims();
-    let own: Vec<i64> = (0..n as i64).collect();
+    let own: Vec<i64> = (offset as i64..(offset + n) as i64).collect();
     let own = Tensor::<1, Int>::from_data(TensorData::new(own, [n]), &logits_ab.device()).reshape([n, 1]);
-    let accuracy = logits_ab.clone().argmax(1).equal(own).float().mean();
+    let accuracy = logits_ab.clone().argmax(1).equal(own).float().sum().div_scalar(total as f32);
     let p = softmax(logits_ab, 1);
-    let entropy = (p.clone() * p.add_scalar(1e-8).log()).sum().neg().div_scalar(n as f32);
+    let entropy = (p.clone() * p.add_scalar(1e-8).log()).sum().neg().div_scalar(total as f32);
     (accuracy, entropy)
 }
 
-/// `[rows, rows]` with ones on the diagonal.
-fn self_mask(rows: usize, device: &Device) -> Tensor<2> {
-    mask_from(rows, |i| i, device)
-}
-
-/// `[rows, rows]` with a one at each anchor's positive, `(i + N) mod 2N`.
-fn positive_mask(rows: usize, device: &Device) -> Tensor<2> {
-    mask_from(rows, |i| (i + rows / 2) % rows, device)
-}
-
-fn mask_from(rows: usize, col: impl Fn(usize) -> usize, device: &Device) -> Tensor<2> {
-    let mut data = vec![0f32; rows * rows];
-    for i in 0..rows {
-        data[i * rows + col(i)] = 1.0;
+/// `[cols.len(), width]` with a one in each row `i` at column `cols[i]`.
+fn mask(cols: &[usize], width: usize, device: &Device) -> Tensor<2> {
+    let mut data = vec![0f32; cols.len() * width];
+    for (i, &col) in cols.iter().enumerate() {
+        data[i * width + col] = 1.0;
     }
-    Tensor::from_data(TensorData::new(data, [rows, rows]), device)
+    Tensor::from_data(TensorData::new(data, [cols.len(), width]), device)
 }

@@ -139,7 +139,7 @@ enum Command {
         /// Output PNG file.
         #[arg(long, default_value = "augment.png")]
         png: PathBuf,
-        /// Side of the views in pixels (0: the image's shorter side, at most 224).
+        /// Side of the views in pixels (0: the image's longer side, at most 224, as `pretrain`).
         #[arg(long, default_value_t = 0)]
         image_size: usize,
         /// Seed of the views.
@@ -359,7 +359,7 @@ fn run(cli: Cli) -> Result<()> {
                     ds.image(index)?
                 }
             };
-            let size = if image_size > 0 { image_size } else { img.height.min(img.width).min(224) };
+            let size = if image_size > 0 { image_size } else { simclr::augment::default_view_side(img.height, img.width) };
             simclr::grid::write(&img, &cfg.augment(size), samples, seed, &png)?;
             println!("wrote {} (rows: original + crop, colour, blur, crop+colour, full pipeline, view pairs)", png.display());
         }

@@ -8,16 +8,14 @@ use crate::config::Config;
 use crate::data::loader::{Loader, Shard};
 use crate::data::{self, BadImages, Dataset, Split};
 use crate::distributed;
-use crate::loss::nt_xent_with;
 use crate::model::SimClr;
 use crate::monitor::{EpochEnd, EpochHook};
 use crate::optim::Optimizer;
 use crate::schedule::WarmupCosine;
+use crate::train::{self, simclr::{SimClrObjective, ViewBatch}};
 use anyhow::{bail, Context, Result};
 use burn::module::Module;
-use burn::optim::GradientsParams;
-use burn::tensor::activation::log_softmax;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Device;
 use indicatif::ProgressBar;
 use serde::Serialize;
 use std::io::Write;
@@ -102,13 +100,13 @@ pub struct Pretrained {
 }
 
 /// Side of the training views: the configured one, or the dataset's own (that of its first
-/// readable image), at most 224 px as the paper's ImageNet setting.
+/// readable image; [`crate::augment::default_view_side`]).
 fn view_size(cfg: &Config, ds: &dyn Dataset, bad: &BadImages) -> Result<usize> {
     if cfg.model.image_size > 0 {
         return Ok(cfg.model.image_size);
     }
     let (_, first) = bad.read(ds, 0)?;
-    Ok(first.height.max(first.width).min(224))
+    Ok(crate::augment::default_view_side(first.height, first.width))
 }
 
 /// Opens `OUT/metrics.jsonl` for the rows after step `start`, so that each step has one row: rows of
@@ -151,7 +149,10 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
     let cfg = &cfg;
     let size = cfg.model.image_size;
     let device = device.clone().autodiff();
-    let steps_per_epoch = ds.len() / cfg.optim.batch_size;
+    let shard = Shard { rank: world.rank(), ranks: world.ranks() };
+    let bad = cfg.bad_images();
+    let loader = Loader { ds: ds.clone(), pool: (0..ds.len()).collect(), views: 2, aug: cfg.augment(size), seed: cfg.run.seed, batch: cfg.optim.batch_size, shard, bad: bad.clone() };
+    let steps_per_epoch = loader.steps_per_epoch();
     let total = match cfg.optim.max_steps {
         0 => cfg.optim.epochs.checked_mul(steps_per_epoch).with_context(|| {
             format!("--epochs {}: that many epochs of {steps_per_epoch} steps is more steps than can be counted; use fewer epochs", cfg.optim.epochs)
@@ -169,11 +170,8 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
         warmup_steps: (cfg.optim.warmup_epochs * ds.len() as f64 / cfg.optim.batch_size as f64).round() as usize,
         total_steps: total,
     };
-    let bad = cfg.bad_images();
-    let pool = (0..ds.len()).collect();
-    let shard = Shard { rank: world.rank(), ranks: world.ranks() };
-    let loader = Loader { ds: ds.clone(), pool, views: 2, aug: cfg.augment(size), seed: cfg.run.seed, batch: cfg.optim.batch_size, shard, bad: bad.clone() }.spawn(start, total);
-    let local_batch = cfg.optim.batch_size / world.ranks();
+    let loader = loader.spawn(start, total);
+    let objective = SimClrObjective { temperature: cfg.optim.temperature, l2_normalize: cfg.optim.l2_normalize };
     let mut metrics_file = open_metrics(&cfg.run.out, start)?;
 
     let bar = progress_bar(progress && distributed::is_writer(), start, total);
@@ -190,19 +188,11 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
         epoch_wait += wait;
         let epoch = step / steps_per_epoch;
         let lr = schedule.lr(step);
-        let x = Tensor::<4>::from_data(TensorData::new(batch.pixels, [2 * local_batch, 3, size, size]), &device);
-        let hiddens = model.forward(x);
-        // The NT-Xent over the global batch: every rank's views (this rank's carry its gradient).
-        let z = distributed::gather_views(hiddens.last().expect("the head returns z").clone());
-        let out = nt_xent_with(z, cfg.optim.temperature, cfg.optim.l2_normalize);
-        let probe = model.probe_logits(hiddens[0].clone()).and_then(|logits| probe_loss(logits, &batch.images, ds.as_ref()));
-        let total_loss = match &probe {
-            Some((ce, _)) => out.loss.clone() + ce.clone(),
-            None => out.loss.clone(),
-        };
-        let grads = distributed::sum_gradients(GradientsParams::from_grads(total_loss.backward(), &model), &model);
-        model = optim.step(lr, model, grads);
-        let loss: f32 = out.loss.into_scalar();
+        let batch = ViewBatch::new(batch, ds.as_ref(), size, &device);
+        let logged;
+        (model, logged) = train::step(model, &mut optim, &objective, batch, lr, world)?;
+        let value = |name| logged.get(name).expect("the SimCLR objective logs it");
+        let loss = value("loss");
         let traffic = distributed::take_traffic();
         timing.data_wait_s += wait;
         timing.step_s += t0.elapsed().as_secs_f64() - wait;
@@ -214,12 +204,12 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
             step: step + 1,
             epoch,
             loss,
-            contrast_acc: out.accuracy.into_scalar(),
-            contrast_entropy: out.entropy.into_scalar(),
+            contrast_acc: value("contrast_acc"),
+            contrast_entropy: value("contrast_entropy"),
             lr,
             images_per_sec: cfg.optim.batch_size as f64 / t0.elapsed().as_secs_f64(),
             data_wait_s: wait,
-            probe_acc: probe.map(|(_, acc)| distributed::sum(acc.into_scalar())),
+            probe_acc: logged.get("probe_acc"),
             comm_s: distributed::is_distributed().then_some(traffic.seconds),
             comm_mib: distributed::is_distributed().then_some(traffic.bytes as f64 / (1 << 20) as f64),
         };
@@ -361,32 +351,6 @@ fn run_hooks(hooks: &mut [Box<dyn EpochHook>], end: &EpochEnd, metrics: &mut dyn
         bar.suspend(|| tracing::info!("epoch {}: {}", end.epoch, text.join(", ")));
     }
     Ok(())
-}
-
-/// Cross-entropy of the online probe on both views of the batch's labelled images, and its
-/// accuracy; `None` when no image of the batch has a label (e.g. STL-10's unlabelled part). Both are
-/// this rank's part of the global batch's values (sums over its images divided by the labelled
-/// images of every rank), so that the ranks' parts add up to them.
-fn probe_loss(logits: Tensor<2>, images: &[usize], ds: &dyn Dataset) -> Option<(Tensor<1>, Tensor<1>)> {
-    let [rows, classes] = logits.dims();
-    let mut onehot = vec![0f32; rows * classes];
-    let mut labelled = 0usize;
-    for r in 0..rows {
-        if let Some(label) = ds.label(images[r % images.len()]) {
-            onehot[r * classes + label] = 1.0;
-            labelled += 1;
-        }
-    }
-    let labelled = distributed::sum(labelled as f32);
-    if labelled == 0.0 {
-        return None;
-    }
-    let device = logits.device();
-    let y = Tensor::<2>::from_data(TensorData::new(onehot, [rows, classes]), &device);
-    let predicted = logits.clone().detach().argmax(1).reshape([rows]).one_hot::<2>(classes).float();
-    let acc = (predicted * y.clone()).sum().div_scalar(labelled);
-    let ce = (log_softmax(logits, 1) * y).sum().neg().div_scalar(labelled);
-    Some((ce, acc))
 }
 
 fn progress_bar(show: bool, start: usize, total: usize) -> ProgressBar {

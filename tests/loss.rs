@@ -127,3 +127,24 @@ fn without_l2_normalisation_the_logits_are_raw_dot_products() {
 fn rejects_a_single_pair() {
     nt_xent(tensor(&[[1.0, 0.0], [0.0, 1.0]]), 0.5);
 }
+
+#[test]
+fn each_ranks_rows_add_up_to_the_one_process_objective() {
+    // Six images (12 views) as three ranks of two images would hold them: rank r's anchors are its
+    // images' first and second views, rows 2r, 2r+1 and 6+2r, 7+2r of the global batch.
+    let rows: Vec<[f32; 2]> = (0..12).map(|i| [((i * 7) % 5) as f32 - 2.0, ((i * 3) % 7) as f32 * 0.5 - 1.0]).collect();
+    let whole = nt_xent(tensor(&rows), 0.5);
+    let (mut loss, mut accuracy, mut entropy) = (0.0, 0.0, 0.0);
+    for rank in 0..3 {
+        let own: Vec<[f32; 2]> = [2 * rank, 2 * rank + 1, 6 + 2 * rank, 7 + 2 * rank].iter().map(|&r| rows[r]).collect();
+        let views = simclr::views::Gathered { all: tensor(&rows), local: tensor(&own), offset: 2 * rank };
+        assert_eq!((views.global_row(1), views.global_row(2)), (2 * rank + 1, 6 + 2 * rank));
+        let part = simclr::loss::nt_xent_gathered(&views, 0.5, true);
+        loss += scalar(part.loss);
+        accuracy += scalar(part.accuracy);
+        entropy += scalar(part.entropy);
+    }
+    let close = |a: f32, b: f32| (a - b).abs() < 1e-5 * b.abs().max(1.0);
+    assert!(close(loss, scalar(whole.loss)) && (loss as f64 - reference(&rows, 0.5)).abs() < 1e-4, "loss {loss}");
+    assert!(close(accuracy, scalar(whole.accuracy)) && close(entropy, scalar(whole.entropy)), "{accuracy} {entropy}");
+}

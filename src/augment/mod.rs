@@ -114,6 +114,15 @@ impl AugmentConfig {
 
 /// The official `CROP_PROPORTION`: evaluation's centre crop keeps 87.5% of the shorter side.
 pub const EVAL_CROP_PROPORTION: f32 = 0.875;
+/// The paper's view side on ImageNet, and the largest the views take by default.
+pub const MAX_DEFAULT_VIEW_SIDE: usize = 224;
+
+/// The side of the square views of images of `height` × `width` when `--image-size` is 0 (the
+/// dataset's own size): the image's longer side, at most [`MAX_DEFAULT_VIEW_SIDE`].
+pub fn default_view_side(height: usize, width: usize) -> usize {
+    height.max(width).min(MAX_DEFAULT_VIEW_SIDE)
+}
+
 
 /// The centred square the official `center_crop` takes for square outputs: side
 /// `rint(proportion · shorter side)`, offsets `(excess + 1) / 2`.

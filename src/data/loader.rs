@@ -96,20 +96,30 @@ impl Shard {
     /// The whole batch: one process.
     pub const WHOLE: Shard = Shard { rank: 0, ranks: 1 };
 
+    /// Images of a batch of `batch` this rank takes.
+    pub fn part(&self, batch: usize) -> usize {
+        batch / self.ranks
+    }
+
     /// This rank's positions within a batch of `batch` images.
     fn positions(&self, batch: usize) -> std::ops::Range<usize> {
-        let part = batch / self.ranks;
+        let part = self.part(batch);
         self.rank * part..(self.rank + 1) * part
     }
 }
 
 impl Loader {
+    /// Steps of an epoch: the whole batches of the pool.
+    pub fn steps_per_epoch(&self) -> usize {
+        self.pool.len() / self.batch
+    }
+
     /// Starts a producer thread for steps `start..total`; at most [`PREFETCH`] batches wait in the
     /// queue.
     pub fn spawn(self, start: usize, total: usize) -> Receiver<Result<Batch>> {
+        let steps_per_epoch = self.steps_per_epoch();
         let Loader { ds, pool, views, aug, seed, batch, shard, bad } = self;
         let (tx, rx) = sync_channel(PREFETCH);
-        let steps_per_epoch = pool.len() / batch;
         std::thread::spawn(move || {
             let mut order: (usize, Vec<usize>) = (usize::MAX, Vec::new());
             for step in start..total {

@@ -12,11 +12,11 @@ use crate::model::SimClr;
 use crate::eval::linear::LinearClassifier;
 use crate::optim::{Optimizer, OptimizerKind, Rule};
 use crate::schedule::{LrScaling, WarmupCosine};
+use crate::train::{self, supervised::{Classify, CrossEntropy, Labelled}};
+use crate::distributed;
 use anyhow::{bail, Context, Result};
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::optim::GradientsParams;
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::Serialize;
 use std::path::Path;
@@ -115,7 +115,10 @@ impl Classifier {
         Ok(Classifier { net, fc })
     }
 
-    fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+}
+
+impl Classify<4> for Classifier {
+    fn logits(&self, x: Tensor<4>) -> Tensor<2> {
         self.fc.forward(self.net.forward(x).pop().expect("the network returns h at least"))
     }
 }
@@ -172,10 +175,9 @@ pub fn finetune(
         let labels: Vec<usize> =
             b.images.iter().map(|&i| train.label(i).context("an image of the subset has no label")).collect::<Result<_>>()?;
         let y = crate::eval::linear::one_hot(&labels, classes, &ad);
-        let loss = (log_softmax(clf.forward(x), 1) * y).sum().neg().div_scalar(batch as f32);
-        let grads = GradientsParams::from_grads(loss.backward(), &clf);
-        clf = optim.step(schedule.lr(step), clf, grads);
-        let value: f32 = loss.into_scalar();
+        let logged;
+        (clf, logged) = train::step(clf, &mut optim, &CrossEntropy::<4>, Labelled { x, y }, schedule.lr(step), distributed::alone())?;
+        let value = logged.get("loss").expect("the cross-entropy logs its loss");
         if !value.is_finite() {
             bail!("fine-tuning loss became {value} at step {}; lower --lr", step + 1);
         }

@@ -10,9 +10,10 @@
 use crate::eval::Features;
 use crate::optim::{Optimizer, OptimizerKind, Rule};
 use crate::schedule::WarmupCosine;
+use crate::train::{self, supervised::{CrossEntropy, Labelled}};
+use crate::distributed;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::optim::GradientsParams;
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::seq::SliceRandom;
@@ -267,9 +268,8 @@ pub fn fit_sgd(train: &Features, classes: usize, cfg: SgdProbe, seed: u64, devic
             let part = train.subset(chunk);
             let x = standardized(&part, &mean, &std, &ad);
             let y = one_hot(&part.labels, classes, &ad);
-            let loss = (log_softmax(linear.forward(x), 1) * y).sum().neg().div_scalar(chunk.len() as f32);
-            let grads = GradientsParams::from_grads(loss.backward(), &linear);
-            linear = optim.step(schedule.lr(step), linear, grads);
+            (linear, _) = train::step(linear, &mut optim, &CrossEntropy::<2>, Labelled { x, y }, schedule.lr(step), distributed::alone())
+                .expect("the cross-entropy of a linear layer has no failure of its own");
             step += 1;
         }
     }

@@ -6,8 +6,12 @@
 //! with ordinary tensor operations it gives statistics over the whole global batch with the exact
 //! one-process gradient (sync BN, paper §2.2 "Global BN"; [`crate::ops::batchnorm`]).
 //!
+//! The same sum, over `x` placed among zeros, gathers rows from every rank differentiably
+//! ([`gather_rows`], the gathered negatives of the NT-Xent).
+//!
 //! The values travel through the host ([`crate::distributed::Collective::sum_f64`], summed in
-//! `f64`): the operation is meant for per-channel statistics, a few hundred floats.
+//! `f64`): the operation is meant for per-channel statistics, a few hundred floats, and the
+//! projections of a batch (2B × 128 floats).
 
 use burn::tensor::Tensor;
 
@@ -17,6 +21,25 @@ pub fn all_reduce_sum<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         return x;
     }
     Tensor::from_dispatch(<burn::backend::Dispatch as own::AllReduce>::all_reduce_sum(x.into_dispatch()))
+}
+
+/// `x` (`[n, d]` on every rank) and the rows of every other rank, as `[K·n, d]` in rank order. It is
+/// differentiable as one process's rows would be (the official `tpu_cross_replica_concat`): this
+/// rank's rows carry their gradient, and in the backward pass the gradient every rank's loss gives
+/// the gathered rows is summed over the ranks, so this rank's rows receive what all the ranks'
+/// losses give them. Built as [`all_reduce_sum`] of `x` placed at this rank's rows
+/// among zeros (adding zeros is exact).
+pub fn gather_rows(x: Tensor<2>) -> Tensor<2> {
+    let world = crate::distributed::world();
+    if world.ranks() == 1 {
+        return x;
+    }
+    let [n, d] = x.dims();
+    let device = x.device();
+    let zeros = |rows: usize| (rows > 0).then(|| Tensor::<2>::zeros([rows, d], &device));
+    let (before, after) = (world.rank() * n, (world.ranks() - world.rank() - 1) * n);
+    let placed = Tensor::cat([zeros(before), Some(x), zeros(after)].into_iter().flatten().collect(), 0);
+    crate::ops::all_reduce::all_reduce_sum(placed)
 }
 
 #[allow(deprecated)] // Burn 0.22 marks burn-tch deprecated; it is still our libtorch backend.

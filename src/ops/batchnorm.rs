@@ -41,7 +41,7 @@ pub fn batch_norm_relu<const D: usize>(norm: &BatchNorm, x: Tensor<D>) -> Tensor
 fn normalize<const D: usize>(norm: &BatchNorm, x: Tensor<D>, relu: bool) -> Tensor<D> {
     let training = x.device().is_autodiff() && norm.training.is_enabled();
     #[cfg(any(feature = "flex", feature = "tch"))]
-    if training && crate::device::has_own_ops(&x) {
+    if training && super::has_own_ops(&x) {
         return own::train(norm, x, relu);
     }
     if training && crate::distributed::sync_bn_world().is_some() {

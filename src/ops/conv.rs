@@ -19,79 +19,14 @@
 //! The `tch` backend has the same gap (Burn gives libtorch no convolution backward either), so on a
 //! libtorch device [`conv2d`] records the convolution in libtorch's own autograd graph and takes
 //! both gradients from it: the oneDNN/cuDNN kernels PyTorch itself uses; with `--precision bf16`
-//! ([`crate::device::Precision`]) in `bfloat16` as PyTorch's autocast would. Every other device
+//! in `bfloat16` as PyTorch's autocast would. Every other device
 //! gets Burn's `conv2d`.
 
 use burn::tensor::module::conv2d as burn_conv2d;
-use burn::tensor::ops::ConvOptions;
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-/// Shape of a square-kernel convolution without groups, dilation or bias (all the ResNet uses).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Geometry {
-    /// Images.
-    pub batch: usize,
-    /// Input channels.
-    pub cin: usize,
-    /// Input height.
-    pub h: usize,
-    /// Input width.
-    pub w: usize,
-    /// Output channels.
-    pub cout: usize,
-    /// Kernel side.
-    pub k: usize,
-    /// Stride.
-    pub stride: usize,
-    /// Zero padding on every side.
-    pub pad: usize,
-}
-
-impl Geometry {
-    /// Output height.
-    pub fn ho(&self) -> usize {
-        (self.h + 2 * self.pad - self.k) / self.stride + 1
-    }
-
-    /// Output width.
-    pub fn wo(&self) -> usize {
-        (self.w + 2 * self.pad - self.k) / self.stride + 1
-    }
-
-    fn pixels(&self) -> usize {
-        self.ho() * self.wo()
-    }
-
-    fn patch(&self) -> usize {
-        self.cin * self.k * self.k
-    }
-
-    /// Images per chunk: enough output pixels for a GEMM reduction of ~4k, at most ~64 MiB of columns.
-    fn chunk(&self) -> usize {
-        let by_pixels = 4096usize.div_ceil(self.pixels());
-        let by_memory = (16 << 20) / (self.patch() * self.pixels()).max(1);
-        by_pixels.min(by_memory).clamp(1, self.batch.max(1))
-    }
-
-    /// The Burn options of this convolution.
-    pub fn options(&self) -> ConvOptions<2> {
-        options(self.stride, self.pad)
-    }
-
-    /// Input row/column of output `o` through kernel tap `t`, if inside the image of side `side`.
-    fn source(&self, o: usize, t: usize, side: usize) -> Option<usize> {
-        (o * self.stride + t).checked_sub(self.pad).filter(|&i| i < side)
-    }
-
-    /// The outputs `lo..hi` whose tap `t` falls inside an image side of `side` (the others read
-    /// padding).
-    fn inside(&self, t: usize, side: usize, outputs: usize) -> (usize, usize) {
-        let lo = self.pad.saturating_sub(t).div_ceil(self.stride).min(outputs);
-        let hi = (side + self.pad).saturating_sub(t).div_ceil(self.stride).clamp(lo, outputs);
-        (lo, hi)
-    }
-}
+pub use super::geometry::Geometry;
 
 /// im2col of images `n0..n0+m` of `x` (`[batch, cin, h, w]`): `cols` is `[cin·k², m·pixels]`,
 /// row `(ci, ky, kx)`, column `(image, oy, ox)`, zero where the tap falls in the padding.
@@ -194,17 +129,12 @@ pub fn weight_grad(x: &[f32], grad: &[f32], g: &Geometry) -> Vec<f32> {
 /// gradients come from libtorch; elsewhere this is Burn's `conv2d`.
 pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize, pad: usize) -> Tensor<4> {
     #[cfg(any(feature = "flex", feature = "tch"))]
-    if crate::device::has_own_ops(&x) {
+    if super::has_own_ops(&x) {
         use own::OwnBackwardConv;
         let out = <burn::backend::Dispatch as OwnBackwardConv>::conv2d_own_backward(x.into_dispatch(), weight.into_dispatch(), stride, pad);
         return Tensor::from_dispatch(out);
     }
-    burn_conv2d(x, weight, None, options(stride, pad))
-}
-
-/// Burn's options for a convolution with this stride and zero padding, no dilation or groups.
-fn options(stride: usize, pad: usize) -> ConvOptions<2> {
-    ConvOptions::new([stride; 2], [pad; 2], [1, 1], 1)
+    burn_conv2d(x, weight, None, super::geometry::options(stride, pad))
 }
 
 /// The Burn autodiff operations behind [`conv2d`] on flex and libtorch.
@@ -225,7 +155,8 @@ mod own {
     /// GEMM weight gradient.
     #[cfg(feature = "flex")]
     mod flex {
-        use super::super::{options, weight_grad, Geometry};
+        use super::super::{weight_grad, Geometry};
+        use crate::ops::geometry::options;
         use crate::ops::direct;
         use super::OwnBackwardConv;
         use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};

@@ -19,7 +19,7 @@
 //! The kernels are AVX-512 (`std::arch`), chosen at run time; [`available`] is false elsewhere and
 //! [`crate::ops::conv`] keeps Burn's path there, and for the shapes these kernels do not take.
 
-use super::conv::Geometry;
+use super::geometry::Geometry;
 use rayon::prelude::*;
 
 /// `f32` lanes of one vector register.

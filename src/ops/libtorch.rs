@@ -17,11 +17,21 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, LibTorch};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Whether convolutions compute in `bfloat16` ([`crate::device::Precision::Bf16`]).
+/// Whether `device` is a libtorch device (CPU or CUDA).
+pub(crate) fn is_libtorch(device: &burn::tensor::Device) -> bool {
+    matches!(device.clone().inner().as_dispatch(), burn::backend::DispatchDevice::LibTorch(_))
+}
+
+/// Whether `device` is libtorch's CPU device.
+pub(crate) fn is_cpu(device: &burn::tensor::Device) -> bool {
+    matches!(device.clone().inner().as_dispatch(), burn::backend::DispatchDevice::LibTorch(burn::backend::libtorch::LibTorchDevice::Cpu))
+}
+
+/// Whether convolutions compute in `bfloat16` (`--precision bf16`).
 static BF16: AtomicBool = AtomicBool::new(false);
 
 /// Whether convolutions take their input in channels-last order
-/// ([`crate::device::MemoryFormat::ChannelsLast`]); on until set otherwise, as `auto` has it.
+/// (`--memory-format channels-last`); on until set otherwise, as `auto` has it.
 static CHANNELS_LAST: AtomicBool = AtomicBool::new(true);
 
 pub(crate) fn set_bf16(on: bool) {

@@ -7,6 +7,22 @@ pub mod all_reduce;
 pub mod batchnorm;
 pub mod conv;
 pub mod direct;
+pub mod geometry;
 pub mod residual;
 #[cfg(feature = "tch")]
 pub(crate) mod libtorch;
+
+/// Whether `x` lives where the encoder's convolution ([`conv`]) and batch norm ([`batchnorm`]) run
+/// as operations of ours rather than Burn's generic ones: flex with `f32` tensors (the slice
+/// kernels are `f32`) or libtorch (any float type).
+#[cfg(any(feature = "flex", feature = "tch"))]
+pub(crate) fn has_own_ops<const D: usize>(x: &burn::tensor::Tensor<D>) -> bool {
+    use burn::backend::DispatchDevice;
+    match x.device().inner().as_dispatch() {
+        #[cfg(feature = "flex")]
+        DispatchDevice::Flex(_) => x.dtype() == burn::tensor::DType::F32,
+        #[cfg(feature = "tch")]
+        DispatchDevice::LibTorch(_) => true,
+        _ => false,
+    }
+}

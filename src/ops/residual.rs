@@ -11,7 +11,7 @@ use burn::tensor::{activation::relu, Tensor};
 /// `relu(y + shortcut)`.
 pub fn add_relu<const D: usize>(y: Tensor<D>, shortcut: Tensor<D>) -> Tensor<D> {
     #[cfg(feature = "tch")]
-    if crate::device::is_libtorch(&y.device()) {
+    if super::libtorch::is_libtorch(&y.device()) {
         use own::AddRelu;
         let out = <burn::backend::Dispatch as AddRelu>::add_relu(y.into_dispatch(), shortcut.into_dispatch());
         return Tensor::from_dispatch(out);
