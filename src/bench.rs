@@ -143,10 +143,11 @@ pub fn rss_mib() -> Option<f64> {
 const PROBE_CLASSES: usize = 10;
 
 /// Times `steps` training steps after `warmup` untimed ones, for the model and batch of `cfg`: the
-/// step `pretrain` runs ([`crate::train::step`] with [`SimClrObjective`], the online probe
+/// loop and step `pretrain` runs ([`crate::train::run`] with [`SimClrObjective`], the online probe
 /// included where `cfg` has it, on random labels), on random views made on the host as the loader
-/// makes them; each timed step starts from the host buffer, as `pretrain`'s does. Under `mpirun`,
-/// each rank takes its part of the batch and the step gathers views and sums gradients over them.
+/// makes them; a step's time is [`crate::train::StepEnd::step_s`], the time `pretrain` records
+/// as its step time. Under `mpirun`, each rank takes its part of the batch and the step gathers
+/// the views and sums the gradients over the ranks, as in `pretrain`.
 pub fn step(cfg: &Config, steps: usize, warmup: usize, device: &Device) -> Result<StepResult> {
     cfg.validate()?;
     let mut cfg = cfg.clone();
@@ -157,26 +158,20 @@ pub fn step(cfg: &Config, steps: usize, warmup: usize, device: &Device) -> Resul
     let ad = device.clone().autodiff();
     let world = crate::distributed::world();
     let part = Shard { rank: world.rank(), ranks: world.ranks() }.part(cfg.optim.batch_size);
-    let mut model = cfg.model(size).init_seeded(cfg.run.seed, &ad);
+    let model = cfg.model(size).init_seeded(cfg.run.seed, &ad);
     let mut optim = Optimizer::new(cfg.rule());
     let objective = SimClrObjective { temperature: cfg.optim.temperature, l2_normalize: cfg.optim.l2_normalize };
     let classes = cfg.monitor.num_classes;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.run.seed);
-    let mut times = Vec::new();
-    for i in 0..warmup + steps {
+    // Each batch made on the host and handed to the device as the loader's is.
+    let next_batch = |_| {
         let pixels: Vec<f32> = (0..2 * part * 3 * size * size).map(|_| rng.random::<f32>()).collect();
         let labels = (0..part).map(|image| (classes > 0).then_some(image % classes.max(1))).collect();
-        let t0 = Instant::now();
-        let batch = ViewBatch { pixels: Tensor::<4>::from_data(TensorData::new(pixels, [2 * part, 3, size, size]), &ad), labels };
-        let logged;
-        (model, logged) = crate::train::step(model, &mut optim, &objective, batch, 0.1, world)?;
-        if !logged.get("loss").is_some_and(f32::is_finite) {
-            anyhow::bail!("bench step: the loss became {:?} at step {}", logged.get("loss"), i + 1);
-        }
-        if i >= warmup {
-            times.push(t0.elapsed().as_secs_f64());
-        }
-    }
+        Ok(ViewBatch { pixels: Tensor::<4>::from_data(TensorData::new(pixels, [2 * part, 3, size, size]), &ad), labels })
+    };
+    let mut timer = StepTimes { warmup, times: Vec::new() };
+    crate::train::run(model, &mut optim, &objective, |_| 0.1, 0..warmup + steps, world, next_batch, &mut timer)?;
+    let times = timer.times;
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
     let median = sorted[sorted.len() / 2];
@@ -192,6 +187,26 @@ pub fn step(cfg: &Config, steps: usize, warmup: usize, device: &Device) -> Resul
         steps_s: times,
         peak_rss_mib: peak_rss_mib(),
     })
+}
+
+/// Records the step time of every step after the first `warmup`; an error once the loss is not
+/// finite.
+struct StepTimes {
+    warmup: usize,
+    times: Vec<f64>,
+}
+
+impl crate::train::StepHook<crate::model::SimClr> for StepTimes {
+    fn after_step(&mut self, end: crate::train::StepEnd<'_, crate::model::SimClr>) -> Result<crate::train::Flow> {
+        let loss = end.logged.get("loss").unwrap_or(f32::NAN);
+        if !loss.is_finite() {
+            anyhow::bail!("bench step: the loss became {loss} at step {}", end.done);
+        }
+        if end.done > self.warmup {
+            self.times.push(end.step_s);
+        }
+        Ok(crate::train::Flow::Continue)
+    }
 }
 
 /// What `bench search` measures.

@@ -139,7 +139,7 @@ pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> 
 }
 
 /// [`pretrain`] with the caller's per-epoch hooks, called in order at every epoch end.
-pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool, mut hooks: Vec<Box<dyn EpochHook>>) -> Result<Pretrained> {
+pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool, hooks: Vec<Box<dyn EpochHook>>) -> Result<Pretrained> {
     cfg.validate()?;
     crate::device::set_precision(cfg.run.precision, device)?;
     let world = distributed::world();
@@ -160,7 +160,7 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
         steps => steps,
     };
     // The checkpoint loads (and matches these settings) before the run's config is written.
-    let (mut model, mut optim, start, mut last_checkpoint) = restore(cfg, resume, &device)?;
+    let (model, mut optim, start, last_checkpoint) = restore(cfg, resume, &device)?;
     if distributed::is_writer() {
         std::fs::write(cfg.run.out.join("config.toml"), cfg.to_toml())
             .with_context(|| format!("--out {}: cannot write into the folder; choose a writable path", cfg.run.out.display()))?;
@@ -172,85 +172,119 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
     };
     let loader = loader.spawn(start, total);
     let objective = SimClrObjective { temperature: cfg.optim.temperature, l2_normalize: cfg.optim.l2_normalize };
-    let mut metrics_file = open_metrics(&cfg.run.out, start)?;
-
+    let metrics = open_metrics(&cfg.run.out, start)?;
     let bar = progress_bar(progress && distributed::is_writer(), start, total);
-    let mut timing = Timing::default();
     let run_start = Instant::now();
-    let mut history = Vec::new();
-    let mut epoch_wait = 0.0;
-    let mut interrupted = false;
+    let mut record = Record { cfg, device: &device, steps_per_epoch, total, bad, metrics, bar, hooks, timing: Timing::default(), history: Vec::new(), epoch_wait: 0.0, last_checkpoint, interrupted: false };
     distributed::take_traffic();
-    for step in start..total {
-        let t0 = Instant::now();
-        let batch = loader.recv().context("the data loader stopped")??;
-        let wait = t0.elapsed().as_secs_f64();
-        epoch_wait += wait;
-        let epoch = step / steps_per_epoch;
-        let lr = schedule.lr(step);
-        let batch = ViewBatch::new(batch, ds.as_ref(), size, &device);
-        let logged;
-        (model, logged) = train::step(model, &mut optim, &objective, batch, lr, world)?;
-        let value = |name| logged.get(name).expect("the SimCLR objective logs it");
-        let loss = value("loss");
-        let traffic = distributed::take_traffic();
-        timing.data_wait_s += wait;
-        timing.step_s += t0.elapsed().as_secs_f64() - wait;
-        if !loss.is_finite() {
-            let last_good = if last_checkpoint.as_os_str().is_empty() { "none".into() } else { last_checkpoint.display().to_string() };
-            return Err(Diverged { loss, step: step + 1, lr, last_good }.into());
+    let next_batch = |_| Ok(ViewBatch::new(loader.recv().context("the data loader stopped")??, ds.as_ref(), size, &device));
+    let model = train::run(model, &mut optim, &objective, |step| schedule.lr(step), start..total, world, next_batch, &mut record)?;
+    record.bar.finish_and_clear();
+    if start >= total {
+        tracing::info!("nothing to do: the checkpoint is at step {start} of {total}");
+    }
+    let Record { mut timing, history, last_checkpoint, interrupted, .. } = record;
+    timing.wall_s = run_start.elapsed().as_secs_f64();
+    Ok(Pretrained { timing, model, history, checkpoint: last_checkpoint, start_step: start, interrupted })
+}
+
+/// What a pretraining run keeps between steps: the metrics file and history, the checkpoints, the
+/// per-epoch hooks, the progress bar and where the time went.
+struct Record<'a> {
+    cfg: &'a Config,
+    device: &'a Device,
+    steps_per_epoch: usize,
+    total: usize,
+    bad: BadImages,
+    metrics: Box<dyn Write>,
+    bar: ProgressBar,
+    hooks: Vec<Box<dyn EpochHook>>,
+    timing: Timing,
+    history: Vec<StepMetrics>,
+    /// Seconds this epoch's steps waited for data.
+    epoch_wait: f64,
+    last_checkpoint: PathBuf,
+    interrupted: bool,
+}
+
+impl train::StepHook<SimClr> for Record<'_> {
+    /// The step's `metrics.jsonl` row (an error if its loss is not finite), then at an epoch's end,
+    /// every `--checkpoint-every` steps or on a stop request a checkpoint, and at an epoch's end its
+    /// log line and the per-epoch hooks.
+    fn after_step(&mut self, end: train::StepEnd<'_, SimClr>) -> Result<train::Flow> {
+        let (cfg, done, steps_per_epoch) = (self.cfg, end.done, self.steps_per_epoch);
+        let epoch = (done - 1) / steps_per_epoch;
+        let m = self.step_metrics(&end, epoch)?;
+        writeln!(self.metrics, "{}", serde_json::to_string(&m)?).with_context(|| format!("--out {}: cannot write metrics.jsonl", cfg.run.out.display()))?;
+        self.bar.set_position(done as u64);
+        self.bar.set_message(format!("epoch {} loss {:.4} acc {:.3} lr {:.4} {:.1} img/s", epoch + 1, m.loss, m.contrast_acc, end.lr, m.images_per_sec));
+        self.history.push(m);
+
+        let epoch_end = done % steps_per_epoch == 0 || done == self.total;
+        let stop = distributed::any(crate::interrupt::requested()) && done < self.total;
+        if epoch_end || stop || (cfg.monitor.checkpoint_every > 0 && done % cfg.monitor.checkpoint_every == 0) {
+            let state = TrainState { step: done, epoch: done / steps_per_epoch, seed: cfg.run.seed };
+            let t = Instant::now();
+            distributed::check_same_parameters(end.model, done)?;
+            if distributed::is_writer() {
+                self.last_checkpoint = checkpoint::save(&cfg.run.out, cfg, end.model, end.optim, &state)?;
+            }
+            self.timing.checkpoint_s += t.elapsed().as_secs_f64();
         }
-        let m = StepMetrics {
-            step: step + 1,
+        if epoch_end && distributed::is_writer() {
+            self.end_epoch(end.model, epoch, done)?;
+        }
+        if stop {
+            self.bar.suspend(|| tracing::warn!("stopped on request after step {done} of {}; checkpoint {}", self.total, self.last_checkpoint.display()));
+            self.interrupted = true;
+            return Ok(train::Flow::Stop);
+        }
+        Ok(train::Flow::Continue)
+    }
+}
+
+impl Record<'_> {
+    /// The step's row of `metrics.jsonl`, its time added to the run's; [`Diverged`] if the loss is
+    /// not a finite number.
+    fn step_metrics(&mut self, end: &train::StepEnd<'_, SimClr>, epoch: usize) -> Result<StepMetrics> {
+        let value = |name| end.logged.get(name).expect("the SimCLR objective logs it");
+        let (loss, wait) = (value("loss"), end.wait_s);
+        let traffic = distributed::take_traffic();
+        self.timing.data_wait_s += wait;
+        self.timing.step_s += end.step_s;
+        self.epoch_wait += wait;
+        if !loss.is_finite() {
+            let last_good = if self.last_checkpoint.as_os_str().is_empty() { "none".into() } else { self.last_checkpoint.display().to_string() };
+            return Err(Diverged { loss, step: end.done, lr: end.lr, last_good }.into());
+        }
+        Ok(StepMetrics {
+            step: end.done,
             epoch,
             loss,
             contrast_acc: value("contrast_acc"),
             contrast_entropy: value("contrast_entropy"),
-            lr,
-            images_per_sec: cfg.optim.batch_size as f64 / t0.elapsed().as_secs_f64(),
+            lr: end.lr,
+            images_per_sec: self.cfg.optim.batch_size as f64 / (wait + end.step_s),
             data_wait_s: wait,
-            probe_acc: logged.get("probe_acc"),
+            probe_acc: end.logged.get("probe_acc"),
             comm_s: distributed::is_distributed().then_some(traffic.seconds),
             comm_mib: distributed::is_distributed().then_some(traffic.bytes as f64 / (1 << 20) as f64),
-        };
-        writeln!(metrics_file, "{}", serde_json::to_string(&m)?).with_context(|| format!("--out {}: cannot write metrics.jsonl", cfg.run.out.display()))?;
-        bar.set_position((step + 1) as u64);
-        bar.set_message(format!("epoch {} loss {:.4} acc {:.3} lr {:.4} {:.1} img/s", epoch + 1, m.loss, m.contrast_acc, lr, m.images_per_sec));
-        history.push(m);
+        })
+    }
 
-        let done = step + 1;
-        let epoch_end = done % steps_per_epoch == 0 || done == total;
-        let stop = distributed::any(crate::interrupt::requested()) && done < total;
-        if epoch_end || stop || (cfg.monitor.checkpoint_every > 0 && done % cfg.monitor.checkpoint_every == 0) {
-            let state = TrainState { step: done, epoch: done / steps_per_epoch, seed: cfg.run.seed };
-            let t = Instant::now();
-            distributed::check_same_parameters(&model, done)?;
-            if distributed::is_writer() {
-                last_checkpoint = checkpoint::save(&cfg.run.out, cfg, &model, &optim, &state)?;
-            }
-            timing.checkpoint_s += t.elapsed().as_secs_f64();
-        }
-        if epoch_end && distributed::is_writer() {
-            let recent = &history[history.len().saturating_sub(steps_per_epoch)..];
-            bar.suspend(|| log_epoch(epoch + 1, done, total, recent, std::mem::take(&mut epoch_wait), &bad));
-            let complete = done % steps_per_epoch == 0;
-            let end = EpochEnd { epoch: if complete { done / steps_per_epoch } else { epoch + 1 }, complete, step: done, model: &model, cfg, device: &device };
-            let t = Instant::now();
-            run_hooks(&mut hooks, &end, &mut metrics_file, &bar)?;
-            timing.monitor_s += t.elapsed().as_secs_f64();
-        }
-        if stop {
-            bar.suspend(|| tracing::warn!("stopped on request after step {done} of {total}; checkpoint {}", last_checkpoint.display()));
-            interrupted = true;
-            break;
-        }
+    /// The epoch's log line and its hooks, after step `done` of 0-based `epoch`.
+    fn end_epoch(&mut self, model: &SimClr, epoch: usize, done: usize) -> Result<()> {
+        let steps_per_epoch = self.steps_per_epoch;
+        let recent = &self.history[self.history.len().saturating_sub(steps_per_epoch)..];
+        let waited = std::mem::take(&mut self.epoch_wait);
+        self.bar.suspend(|| log_epoch(epoch + 1, done, self.total, recent, waited, &self.bad));
+        let complete = done % steps_per_epoch == 0;
+        let end = EpochEnd { epoch: if complete { done / steps_per_epoch } else { epoch + 1 }, complete, step: done, model, cfg: self.cfg, device: self.device };
+        let t = Instant::now();
+        run_hooks(&mut self.hooks, &end, &mut self.metrics, &self.bar)?;
+        self.timing.monitor_s += t.elapsed().as_secs_f64();
+        Ok(())
     }
-    bar.finish_and_clear();
-    if start >= total {
-        tracing::info!("nothing to do: the checkpoint is at step {start} of {total}");
-    }
-    timing.wall_s = run_start.elapsed().as_secs_f64();
-    Ok(Pretrained { timing, model, history, checkpoint: last_checkpoint, start_step: start, interrupted })
 }
 
 /// Opens the pretraining images (`--limit` applied), checks them against the batch and the stem,

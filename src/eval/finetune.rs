@@ -123,6 +123,35 @@ impl Classify<4> for Classifier {
     }
 }
 
+/// Fine-tuning's view of its steps: a progress bar, each epoch's mean loss logged, and an error
+/// once the loss is not a finite number.
+struct EpochLoss {
+    epochs: usize,
+    steps_per_epoch: usize,
+    /// The mean loss of the epoch so far (of the last epoch, at the end).
+    loss: f64,
+    bar: indicatif::ProgressBar,
+}
+
+impl train::StepHook<Classifier> for EpochLoss {
+    fn after_step(&mut self, end: train::StepEnd<'_, Classifier>) -> Result<train::Flow> {
+        let (value, done, per_epoch) = (end.logged.get("loss").expect("the cross-entropy logs its loss"), end.done, self.steps_per_epoch);
+        if !value.is_finite() {
+            bail!("fine-tuning loss became {value} at step {done}; lower --lr");
+        }
+        if (done - 1) % per_epoch == 0 {
+            self.loss = 0.0;
+        }
+        self.loss += value as f64 / per_epoch as f64;
+        self.bar.set_position(done as u64);
+        self.bar.set_message(format!("epoch {}/{} loss {value:.4}", (done - 1) / per_epoch + 1, self.epochs));
+        if done % per_epoch == 0 {
+            self.bar.suspend(|| tracing::info!("fine-tune epoch {}/{}: loss {:.4}", done / per_epoch, self.epochs, self.loss));
+        }
+        Ok(train::Flow::Continue)
+    }
+}
+
 /// What fine-tuning produced.
 pub struct Finetuned {
     /// Test-set class scores of the fine-tuned network, one row per readable test image.
@@ -156,7 +185,7 @@ pub fn finetune(
     let ad = device.clone().autodiff();
     // Built on the plain device, then moved: a parameter drawn on the autodiff device is no leaf
     // once moved, and cannot be marked for training.
-    let mut clf = Classifier::new(model, cfg.from_head_layer, classes, cfg.seed, device)?.to_device(&ad).train();
+    let clf = Classifier::new(model, cfg.from_head_layer, classes, cfg.seed, device)?.to_device(&ad).train();
     let dim = clf.fc.weight.dims()[0];
     let batch = cfg.batch.min(subset.len());
     let steps_per_epoch = subset.len() / batch;
@@ -167,31 +196,16 @@ pub fn finetune(
     let aug = AugmentConfig { blur: false, ..AugmentConfig::simclr(image_size, 0.0) };
     let loader = Loader { ds: train.clone(), pool: subset.to_vec(), views: 1, aug, seed: cfg.seed, batch, shard: Shard::WHOLE, bad: bad.clone() }.spawn(0, total);
     let mut optim = Optimizer::new(Rule::new(OptimizerKind::Sgd, cfg.momentum, cfg.weight_decay));
-    let mut epoch_loss = 0.0;
-    let bar = crate::progress::bar(total as u64, "fine-tuning");
-    for step in 0..total {
+    let mut progress = EpochLoss { epochs: cfg.epochs, steps_per_epoch, loss: 0.0, bar: crate::progress::bar(total as u64, "fine-tuning") };
+    let next_batch = |_| -> Result<Labelled<4>> {
         let b = loader.recv().context("the data loader stopped")??;
         let x = Tensor::<4>::from_data(TensorData::new(b.pixels, [batch, 3, image_size, image_size]), &ad);
-        let labels: Vec<usize> =
-            b.images.iter().map(|&i| train.label(i).context("an image of the subset has no label")).collect::<Result<_>>()?;
-        let y = crate::eval::linear::one_hot(&labels, classes, &ad);
-        let logged;
-        (clf, logged) = train::step(clf, &mut optim, &CrossEntropy::<4>, Labelled { x, y }, schedule.lr(step), distributed::alone())?;
-        let value = logged.get("loss").expect("the cross-entropy logs its loss");
-        if !value.is_finite() {
-            bail!("fine-tuning loss became {value} at step {}; lower --lr", step + 1);
-        }
-        if step % steps_per_epoch == 0 {
-            epoch_loss = 0.0;
-        }
-        epoch_loss += value as f64 / steps_per_epoch as f64;
-        bar.set_position(step as u64 + 1);
-        bar.set_message(format!("epoch {}/{} loss {value:.4}", step / steps_per_epoch + 1, cfg.epochs));
-        if (step + 1) % steps_per_epoch == 0 {
-            bar.suspend(|| tracing::info!("fine-tune epoch {}/{}: loss {epoch_loss:.4}", (step + 1) / steps_per_epoch, cfg.epochs));
-        }
-    }
-    bar.finish_and_clear();
+        let labels: Vec<usize> = b.images.iter().map(|&i| train.label(i).context("an image of the subset has no label")).collect::<Result<_>>()?;
+        Ok(Labelled { x, y: crate::eval::linear::one_hot(&labels, classes, &ad) })
+    };
+    let clf = train::run(clf, &mut optim, &CrossEntropy::<4>, |step| schedule.lr(step), 0..total, distributed::alone(), next_batch, &mut progress)?;
+    progress.bar.finish_and_clear();
+    let epoch_loss = progress.loss;
     let clf = clf.valid();
     let head = LinearClassifier {
         mean: vec![0.0; dim],

@@ -256,23 +256,23 @@ impl SgdProbe {
 pub fn fit_sgd(train: &Features, classes: usize, cfg: SgdProbe, seed: u64, device: &Device) -> LinearClassifier {
     let (mean, std) = column_stats(train);
     let ad = device.clone().autodiff();
-    let mut linear: Linear = LinearConfig::new(train.dim, classes).with_initializer(burn::module::Initializer::Zeros).init(&ad);
+    let linear: Linear = LinearConfig::new(train.dim, classes).with_initializer(burn::module::Initializer::Zeros).init(&ad);
     let mut optim = Optimizer::new(Rule::new(OptimizerKind::Sgd, cfg.momentum, cfg.weight_decay));
     let steps_per_epoch = train.n.div_ceil(cfg.batch);
     let schedule = WarmupCosine { peak: cfg.lr, warmup_steps: 0, total_steps: cfg.epochs * steps_per_epoch };
-    let mut step = 0;
-    for epoch in 0..cfg.epochs {
-        let mut order: Vec<usize> = (0..train.n).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ epoch as u64));
-        for chunk in order.chunks(cfg.batch) {
-            let part = train.subset(chunk);
-            let x = standardized(&part, &mean, &std, &ad);
-            let y = one_hot(&part.labels, classes, &ad);
-            (linear, _) = train::step(linear, &mut optim, &CrossEntropy::<2>, Labelled { x, y }, schedule.lr(step), distributed::alone())
-                .expect("the cross-entropy of a linear layer has no failure of its own");
-            step += 1;
+    let mut order: (usize, Vec<usize>) = (usize::MAX, Vec::new());
+    let next_batch = |step: usize| -> anyhow::Result<Labelled<2>> {
+        let epoch = step / steps_per_epoch;
+        if order.0 != epoch {
+            order = (epoch, (0..train.n).collect());
+            order.1.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ epoch as u64));
         }
-    }
+        let at = (step % steps_per_epoch) * cfg.batch;
+        let part = train.subset(&order.1[at..(at + cfg.batch).min(train.n)]);
+        Ok(Labelled { x: standardized(&part, &mean, &std, &ad), y: one_hot(&part.labels, classes, &ad) })
+    };
+    let linear = train::run(linear, &mut optim, &CrossEntropy::<2>, |step| schedule.lr(step), 0..cfg.epochs * steps_per_epoch, distributed::alone(), next_batch, &mut ())
+        .expect("the batches of features in memory and the cross-entropy of a linear layer do not fail");
     let linear = linear.valid();
     LinearClassifier {
         mean,

@@ -1,7 +1,9 @@
-//! The training step every command runs (paper §2.1 Algorithm 1's update, official `run.py`'s
-//! `train_step`): the [`Objective`]'s loss on this rank's part of the batch, its backward, the
-//! gradient summed over the ranks ([`crate::distributed::sum_gradients`]), the optimiser's update at
-//! the scheduled learning rate, and the logged values summed over the ranks.
+//! The training loop every command runs ([`run`]) and its step ([`step`]; paper §2.1 Algorithm 1's
+//! update, official `run.py`'s `train_step`): the [`Objective`]'s loss on this rank's part of the
+//! batch, its backward, the gradient summed over the ranks ([`crate::distributed::sum_gradients`]),
+//! the optimiser's update at the scheduled learning rate, and the logged values summed over the
+//! ranks. What a command does between steps — metrics, checkpoints, per-epoch monitors, progress,
+//! stopping on request — is its [`StepHook`].
 //!
 //! The objectives: [`simclr::SimClrObjective`] (NT-Xent over the views gathered from every rank,
 //! plus the online linear probe; `pretrain`, `bench step`, `ablate`) and
@@ -18,6 +20,8 @@ use anyhow::Result;
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
+use std::ops::Range;
+use std::time::Instant;
 
 /// What a training step minimises, and the values it reports.
 pub trait Objective<M> {
@@ -61,4 +65,74 @@ pub fn step<M: Module, O: Objective<M>>(model: M, optim: &mut Optimizer, objecti
     let mut values: Vec<f32> = logged.iter().map(|(_, v)| v.clone().into_scalar()).collect();
     ranks.sum_f32(&mut values);
     Ok((model, Logged(logged.iter().map(|(name, _)| *name).zip(values).collect())))
+}
+
+/// What a command does after each step of [`run`].
+pub trait StepHook<M> {
+    /// Called after each step with what it did; [`Flow::Stop`] ends the run there.
+    fn after_step(&mut self, end: StepEnd<'_, M>) -> Result<Flow>;
+}
+
+/// Whether [`run`] goes on after a step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// On to the next step.
+    Continue,
+    /// End the run after this step.
+    Stop,
+}
+
+/// No hook: every step runs.
+impl<M> StepHook<M> for () {
+    fn after_step(&mut self, _: StepEnd<'_, M>) -> Result<Flow> {
+        Ok(Flow::Continue)
+    }
+}
+
+/// What one step of [`run`] did.
+pub struct StepEnd<'a, M> {
+    /// Steps done, this one included.
+    pub done: usize,
+    /// The learning rate of this step.
+    pub lr: f64,
+    /// The values the objective logged, summed over the ranks.
+    pub logged: &'a Logged,
+    /// The model after the update.
+    pub model: &'a M,
+    /// The optimiser after the update.
+    pub optim: &'a Optimizer,
+    /// Seconds spent waiting for the batch.
+    pub wait_s: f64,
+    /// Seconds of the step itself (forward, backward, update), the wait excluded.
+    pub step_s: f64,
+}
+
+/// The steps `steps` (0-based step numbers; a resumed run starts past 0) of `model`: each takes
+/// its batch from `next_batch(step)`, runs [`step`] at learning rate `lr(step)` over `ranks`, and
+/// hands what it did to `hook`, which may stop the run. Returns the trained model.
+#[allow(clippy::too_many_arguments)]
+pub fn run<M: Module, O: Objective<M>>(
+    mut model: M,
+    optim: &mut Optimizer,
+    objective: &O,
+    lr: impl Fn(usize) -> f64,
+    steps: Range<usize>,
+    ranks: &dyn Collective,
+    mut next_batch: impl FnMut(usize) -> Result<O::Batch>,
+    hook: &mut dyn StepHook<M>,
+) -> Result<M> {
+    for number in steps {
+        let start = Instant::now();
+        let batch = next_batch(number)?;
+        let wait_s = start.elapsed().as_secs_f64();
+        let lr = lr(number);
+        let logged;
+        (model, logged) = step(model, optim, objective, batch, lr, ranks)?;
+        let step_s = start.elapsed().as_secs_f64() - wait_s;
+        let end = StepEnd { done: number + 1, lr, logged: &logged, model: &model, optim, wait_s, step_s };
+        if hook.after_step(end)? == Flow::Stop {
+            break;
+        }
+    }
+    Ok(model)
 }
