@@ -206,16 +206,14 @@ pub fn linear_eval(args: &EvalArgs, features: &FeatureArgs, solver: Solver, sgd:
     sgd.validate()?;
     let p = prepare(args, Some(features), "runs/linear-eval", device)?;
     let (f_train, f_test) = labelled_features(&p, "linear evaluation", device)?;
-    let classes = p.train.num_classes();
-    let inner = device.clone().inner();
-    let (clf, grid) = match solver {
-        Solver::Lbfgs => linear::fit_lbfgs(&f_train, classes, p.flags.run.seed, &inner)?,
-        Solver::Sgd => (linear::fit_sgd(&f_train, classes, sgd, p.flags.run.seed, &inner), vec![]),
+    let fit = match solver {
+        Solver::Lbfgs => linear::Fit::Lbfgs,
+        Solver::Sgd => linear::Fit::Sgd(sgd),
     };
-    let train_top1 = eval::topk_accuracy(&clf.scores(&f_train, &inner), classes, &f_train.labels, 1)?;
-    let scores = clf.scores(&f_test, &inner);
-    let extra = serde_json::json!({ "solver": solver, "l2": clf.l2, "l2_validation": grid, "feature_dim": f_train.dim });
-    let m = classification(&p, &scores, &f_test.labels, Some(train_top1), features.layer, extra)?;
+    let probe = linear::probe(&f_train, &f_test, p.train.num_classes(), fit, p.flags.run.seed, device)?;
+    let train_top1 = probe.train_top1;
+    let extra = serde_json::json!({ "solver": solver, "l2": probe.classifier.l2, "l2_validation": probe.l2_validation, "feature_dim": f_train.dim });
+    let m = classification(&p, &probe.test_scores, &f_test.labels, Some(train_top1), features.layer, extra)?;
     let line = format!(
         "linear-eval ({}, layer {}, {:?}): top-1 {:.2}%, top-5 {:.2}%, train {:.2}%",
         source(&p),

@@ -5,8 +5,8 @@
 
 use crate::config::{AugmentSettings, Config, DataSettings, ModelSettings, OptimSettings, RunSettings};
 use crate::data::{self, DatasetKind, Split};
-use crate::eval::{extract, topk_accuracy};
-use crate::eval::linear::fit_lbfgs;
+use crate::eval::extract;
+use crate::eval::linear::{probe, Fit};
 use crate::model::SimClr;
 use crate::pretrain::pretrain;
 use crate::resnet::Arch;
@@ -44,8 +44,7 @@ pub fn probe_accuracy(model: &SimClr, image_size: usize, device: &Device) -> Res
     let bad = crate::data::BadImages::Fail;
     let f_train = extract(model, 0, &train, image_size, 500, &bad, device)?;
     let f_test = extract(model, 0, &test, image_size, 500, &bad, device)?;
-    let (clf, _) = fit_lbfgs(&f_train, 10, 0, device)?;
-    topk_accuracy(&clf.scores(&f_test, device), 10, &f_test.labels, 1)
+    Ok(probe(&f_train, &f_test, 10, Fit::Lbfgs, 0, device)?.test_top1)
 }
 
 /// Runs the demo: pretraining as `cfg` says, then the two probes.

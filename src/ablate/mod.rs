@@ -275,7 +275,7 @@ fn run_cell(cell: &Cell, dir: &Path, data: &EvalData, device: &Device, progress:
         CellKind::Supervised => supervised(&cfg, data, device, &mut result)?,
         CellKind::RandomInit => {
             let model = eval::random_init_baseline(&cfg, cfg.model.image_size).init_seeded(cfg.run.seed, device);
-            result.top1.insert(Layer::H.to_string(), linear_top1(&model, Layer::H, &cfg, data, device)?);
+            result.top1 = linear_top1(&model, &[Layer::H], &cfg, data, device)?;
         }
     }
     result.seconds = start.elapsed().as_secs_f64();
@@ -317,21 +317,24 @@ fn contrastive(cfg: &Config, layers: &[Layer], data: &EvalData, device: &Device,
     result.steps = last.steps;
     (result.loss, result.contrast_acc, result.contrast_entropy) = (Some(last.loss), Some(last.contrast_acc), Some(last.contrast_entropy));
     let model = done.eval_model();
-    for layer in layers {
-        result.top1.insert(layer.to_string(), linear_top1(&model, *layer, cfg, data, device)?);
-    }
+    result.top1 = linear_top1(&model, layers, cfg, data, device)?;
     Ok(())
 }
 
-/// Test top-1 (%) of the linear protocol on `layer` of `model` (`simclr linear-eval`'s default:
-/// L-BFGS, L2 chosen on held-out training images).
-fn linear_top1(model: &crate::model::SimClr, layer: Layer, cfg: &Config, data: &EvalData, device: &Device) -> Result<f64> {
-    let (bad, inner, classes) = (cfg.bad_images(), device.clone().inner(), data.train.num_classes());
-    let index = layer.index(model.head.len())?;
-    let train = eval::extract(model, index, data.train.as_ref(), cfg.model.image_size, 256, &bad, device)?;
-    let test = eval::extract(model, index, data.test.as_ref(), cfg.model.image_size, 256, &bad, device)?;
-    let (clf, _) = eval::linear::fit_lbfgs(&train, classes, cfg.run.seed, &inner)?;
-    Ok(100.0 * eval::topk_accuracy(&clf.scores(&test, &inner), classes, &test.labels, 1)?)
+/// Test top-1 (%) of the linear protocol on each of `layers` of `model` (`simclr linear-eval`'s
+/// default: L-BFGS, L2 chosen on held-out training images), the features of every layer extracted
+/// in one pass over each split.
+fn linear_top1(model: &crate::model::SimClr, layers: &[Layer], cfg: &Config, data: &EvalData, device: &Device) -> Result<BTreeMap<String, f64>> {
+    let (bad, classes) = (cfg.bad_images(), data.train.num_classes());
+    let indices = layers.iter().map(|layer| layer.index(model.head.len())).collect::<Result<Vec<_>>>()?;
+    let extract = |ds: &dyn crate::data::Dataset| eval::extract_layers(model, &indices, ds, cfg.model.image_size, 256, &bad, device);
+    let ((train, _), (test, _)) = (extract(data.train.as_ref())?, extract(data.test.as_ref())?);
+    let mut top1 = BTreeMap::new();
+    for ((layer, train), test) in layers.iter().zip(&train).zip(&test) {
+        let probe = eval::linear::probe(train, test, classes, eval::linear::Fit::Lbfgs, cfg.run.seed, device)?;
+        top1.insert(layer.to_string(), 100.0 * probe.test_top1);
+    }
+    Ok(top1)
 }
 
 /// The supervised baseline: the cell's network with torchvision's initialisation, trained with

@@ -282,3 +282,44 @@ pub fn fit_sgd(train: &Features, classes: usize, cfg: SgdProbe, seed: u64, devic
         l2: cfg.weight_decay,
     }
 }
+
+/// How the linear probe is fitted.
+#[derive(Clone, Copy, Debug)]
+pub enum Fit {
+    /// L-BFGS to convergence, L2 chosen on a held-out 10% of the training features ([`fit_lbfgs`]).
+    Lbfgs,
+    /// Mini-batch Nesterov SGD with a cosine schedule ([`fit_sgd`]).
+    Sgd(SgdProbe),
+}
+
+/// The linear evaluation protocol's result on one layer's features.
+pub struct Probe {
+    /// The fitted classifier.
+    pub classifier: LinearClassifier,
+    /// The L2 search of L-BFGS: (L2, held-out accuracy) of each candidate (empty for SGD).
+    pub l2_validation: Vec<(f64, f64)>,
+    /// Top-1 accuracy on the training features.
+    pub train_top1: f64,
+    /// The classifier's scores of each test row (`[test rows, classes]`).
+    pub test_scores: Vec<f32>,
+    /// Top-1 accuracy on the test features.
+    pub test_top1: f64,
+}
+
+/// The linear evaluation protocol (paper §4, App. B.5) on frozen features: a multinomial logistic
+/// regression fitted on `train` as `fit` says (seeded by `seed`), scored on `train` and `test`.
+/// `linear-eval`, `ablate` and `demo` all evaluate through it.
+pub fn probe(train: &Features, test: &Features, classes: usize, fit: Fit, seed: u64, device: &Device) -> anyhow::Result<Probe> {
+    let device = device.clone().inner();
+    let (classifier, l2_validation) = match fit {
+        Fit::Lbfgs => fit_lbfgs(train, classes, seed, &device)?,
+        Fit::Sgd(sgd) => {
+            sgd.validate()?;
+            (fit_sgd(train, classes, sgd, seed, &device), vec![])
+        }
+    };
+    let train_top1 = crate::eval::topk_accuracy(&classifier.scores(train, &device), classes, &train.labels, 1)?;
+    let test_scores = classifier.scores(test, &device);
+    let test_top1 = crate::eval::topk_accuracy(&test_scores, classes, &test.labels, 1)?;
+    Ok(Probe { classifier, l2_validation, train_top1, test_scores, test_top1 })
+}

@@ -183,13 +183,29 @@ pub fn extract_indexed(
     bad: &BadImages,
     device: &Device,
 ) -> Result<(Features, Vec<usize>)> {
+    let (mut layers, rows) = extract_layers(model, &[layer], ds, image_size, batch, bad, device)?;
+    Ok((layers.swap_remove(0), rows))
+}
+
+/// The features of several `layers` (indices into `[h, head layer 1, …, z]`) of every image of
+/// `ds`, in one forward pass over the data, in the order of `layers`; with the index in `ds` of
+/// each row (rows of unreadable images are left out).
+pub fn extract_layers(
+    model: &SimClr,
+    layers: &[usize],
+    ds: &dyn Dataset,
+    image_size: usize,
+    batch: usize,
+    bad: &BadImages,
+    device: &Device,
+) -> Result<(Vec<Features>, Vec<usize>)> {
     let device = device.clone().inner();
     let model = model.valid().to_device(&device);
     let aug = AugmentConfig::eval(image_size);
-    let mut data = Vec::new();
+    let mut data = vec![Vec::new(); layers.len()];
+    let mut dims = vec![0; layers.len()];
     let mut labels = Vec::with_capacity(ds.len());
     let mut rows = Vec::with_capacity(ds.len());
-    let mut dim = 0;
     let bar = crate::progress::bar(ds.len() as u64, "extracting features");
     for start in (0..ds.len()).step_by(batch) {
         bar.set_position(start as u64);
@@ -202,28 +218,30 @@ pub fn extract_indexed(
             continue;
         }
         let x = Tensor::<4>::from_data(TensorData::new(pixels.concat(), [idx.len(), 3, image_size, image_size]), &device);
-        let mut hiddens = model.forward(x);
-        if layer >= hiddens.len() {
-            bail!("layer {layer} does not exist: the model has h (0) and {} head layers", hiddens.len() - 1);
+        let hiddens = model.forward(x);
+        for (k, &layer) in layers.iter().enumerate() {
+            let Some(f) = hiddens.get(layer) else {
+                bail!("layer {layer} does not exist: the model has h (0) and {} head layers", hiddens.len() - 1);
+            };
+            dims[k] = f.dims()[1];
+            let values = crate::floats(f.clone());
+            if let Some(at) = values.iter().position(|v| !v.is_finite()) {
+                let i = idx[at / dims[k].max(1)];
+                let image = ds.file(i).map_or_else(|| format!("image {i}"), |f| f.display().to_string());
+                bail!("the network's output at layer {layer} is not finite (NaN or infinity) for {image}: its weights or BN statistics are broken; evaluate another checkpoint");
+            }
+            data[k].extend(values);
         }
-        let f = hiddens.swap_remove(layer);
-        dim = f.dims()[1];
-        let values = crate::floats(f);
-        if let Some(at) = values.iter().position(|v| !v.is_finite()) {
-            let i = idx[at / dim.max(1)];
-            let image = ds.file(i).map_or_else(|| format!("image {i}"), |f| f.display().to_string());
-            bail!("the network's output at layer {layer} is not finite (NaN or infinity) for {image}: its weights or BN statistics are broken; evaluate another checkpoint");
-        }
-        data.extend(values);
         labels.extend(idx.iter().filter_map(|&i| ds.label(i)));
         rows.extend(idx);
     }
     bar.finish_and_clear();
-    let n = data.len() / dim.max(1);
+    let n = rows.len();
     if !labels.is_empty() && labels.len() != n {
         bail!("only some images have labels ({} of {n})", labels.len());
     }
-    Ok((Features { n, dim, data, labels }, rows))
+    let features = data.into_iter().zip(dims).map(|(data, dim)| Features { n, dim, data, labels: labels.clone() }).collect();
+    Ok((features, rows))
 }
 
 /// The one gate before anything is scored: one row of `classes` finite scores per label, at least
