@@ -10,6 +10,7 @@
 
 pub mod report;
 pub mod studies;
+mod study;
 
 use crate::config::{Config, DataArgs};
 use crate::data::{self, Dataset, Split};

@@ -1,0 +1,122 @@
+//! §5.2, scale: batch size × training epochs (Fig. 9), and wider and deeper encoders beside the
+//! same network trained with labels (Fig. 7): cells, tables, findings, figures.
+
+use super::Definition;
+use crate::ablate::report::*;
+use crate::ablate::studies::{cell, h};
+use crate::ablate::{Cell, CellKind, CellResult, Preset};
+use crate::config::Config;
+use anyhow::Result;
+use std::fmt::Write as _;
+use std::path::Path;
+use crate::resnet::Arch;
+
+/// The study's definition.
+pub(in crate::ablate) struct Scale;
+
+impl Definition for Scale {
+    fn cells(&self, preset: Preset, base: &Config) -> Vec<Cell> {
+        scale(preset, base)
+    }
+
+    fn tables(&self, results: &[CellResult]) -> String {
+        let mut s = String::new();
+        let batches = distinct(results, "batch-epochs", |r| &r.column);
+        s += "### Batch size × training epochs (paper Fig. 9)\n\n| epochs \\ batch |";
+        for b in &batches {
+            let _ = write!(s, " {b} |");
+        }
+        s += "\n|---|";
+        s += &"---|".repeat(batches.len());
+        s += "\n";
+        for e in distinct(results, "batch-epochs", |r| &r.row) {
+            let _ = write!(s, "| {e} |");
+            for b in &batches {
+                let _ = write!(s, " {} |", ours_and_paper(find(results, "batch-epochs", &e, b)));
+            }
+            s += "\n";
+        }
+        s += "\n### Width and depth, SimCLR (linear eval) beside supervised training for the same epochs (paper Fig. 7)\n\n| encoder | trainable parameters | SimCLR | supervised | gap |\n|---|---|---|---|---|\n";
+        for net in distinct(results, "size", |r| &r.row) {
+            let (a, b) = (find(results, "size", &net, "SimCLR"), find(results, "size", &net, "supervised"));
+            let gap = a.and_then(CellResult::main_top1).zip(b.and_then(CellResult::main_top1)).map(|(x, y)| x - y);
+            let params = a.or(b).map_or("—".into(), |r| format!("{:.2} M", r.encoder_params as f64 / 1e6));
+            let _ = writeln!(s, "| {net} | {params} | {} | {} | {} |", ours_and_paper(a), ours_and_paper(b), gap.map_or("—".into(), |g| format!("{g:+.1}")));
+        }
+        s
+    }
+
+    fn findings(&self, results: &[CellResult], noise: Noise) -> String {
+        let mut s = String::new();
+        let top = |table: &str, row: &str, col: &str| find(results, table, row, col).and_then(CellResult::main_top1);
+        let batches = distinct(results, "batch-epochs", |r| &r.column);
+        let epochs = distinct(results, "batch-epochs", |r| &r.row);
+        if let (Some(small), Some(large)) = (batches.first(), batches.last()) {
+            let gaps: Vec<(String, f64)> = epochs.iter().filter_map(|e| Some((e.clone(), top("batch-epochs", e, large)? - top("batch-epochs", e, small)?))).collect();
+            if let (Some(first), Some(last)) = (gaps.first(), gaps.last()) {
+                let text: Vec<String> = gaps.iter().map(|(e, g)| format!("{g:+.1} at {e}")).collect();
+                let _ = writeln!(s, "- A bigger batch helps, most when training is short (paper Fig. 9): batch {large} − batch {small}: {}: {} at {}; the paper's gap shrinks with longer training, here it moves from {:+.1} to {:+.1}.", text.join(", "), noise.verdict(first.1), first.0, first.1, last.1);
+            }
+        }
+        if let (Some(short), Some(long)) = (epochs.first(), epochs.last()) {
+            let gains: Vec<f64> = batches.iter().filter_map(|b| Some(top("batch-epochs", long, b)? - top("batch-epochs", short, b)?)).collect();
+            let wins = gains.iter().filter(|&&g| g > 0.0).count();
+            let gain = mean(gains.iter().copied()).unwrap_or(0.0);
+            let _ = writeln!(s, "- Longer training helps (paper Fig. 9): {long} beats {short} at {wins} of {} batch sizes, by {gain:+.1} on average: {}.", gains.len(), noise.verdict(gain));
+        }
+        let nets = distinct(results, "size", |r| &r.row);
+        if let (Some(small), Some(big)) = (nets.first(), nets.iter().max_by_key(|n| find(results, "size", n, "SimCLR").map_or(0, |r| r.encoder_params))) {
+            let gain = |col: &str| Some(top("size", big, col)? - top("size", small, col)?);
+            if let (Some(u), Some(sup)) = (gain("SimCLR"), gain("supervised")) {
+                let _ = writeln!(s, "- A bigger network helps SimCLR more than supervised training (paper Fig. 7): from {small} to {big}, SimCLR {u:+.1}, supervised {sup:+.1}: {}.", noise.verdict(u - sup));
+            }
+        }
+        s
+    }
+
+    fn figures(&self, out: &Path, results: &[CellResult]) -> Result<Vec<String>> {
+        let mut files = Vec::new();
+        let all: Vec<(String, Vec<(f64, f64)>)> = distinct(results, "batch-epochs", |r| &r.row)
+            .iter()
+            .map(|e| (e.clone(), series(results, "batch-epochs", e, "h", &column)))
+            .collect();
+        lines(&out.join("batch-epochs.png"), "batch size and training length: linear top-1 %", "batch size", &all)?;
+        files.push("batch-epochs.png".into());
+        let size = |col: &str, layer: &str| -> Vec<(f64, f64)> {
+            results.iter().filter(|r| r.table == "size" && r.column == col).filter_map(|r| Some((r.encoder_params as f64 / 1e6, *r.top1.get(layer)?))).collect()
+        };
+        lines(&out.join("size.png"), "width and depth: top-1 % against encoder parameters", "encoder parameters (millions)", &[("SimCLR (linear eval)".into(), size("SimCLR", "h")), ("supervised".into(), size("supervised", "supervised"))])?;
+        files.push("size.png".into());
+        Ok(files)
+    }
+}
+
+/// §5.2: batch size × training epochs (Fig. 9), and wider and deeper encoders, each beside the
+/// same network trained with labels for the same epochs (Fig. 7).
+fn scale(preset: Preset, base: &Config) -> Vec<Cell> {
+    let (batches, epochs, size_epochs): (&[usize], &[usize], usize) = match preset {
+        Preset::Small => (&[64, 128, 256], &[5, 10, 20], 10),
+        Preset::Full => (&[256, 512, 1024, 2048, 4096, 8192], &[100, 200, 400, 800], 100),
+    };
+    let mut cells = Vec::new();
+    for &e in epochs {
+        for &b in batches {
+            let mut cfg = base.clone();
+            (cfg.optim.batch_size, cfg.optim.epochs) = (b, e);
+            cells.push(cell(format!("batch{b}-epochs{e}"), "batch-epochs", format!("{e} epochs"), b.to_string(), h(), cfg, None));
+        }
+    }
+    let w = base.model.width;
+    let sizes: Vec<(Arch, f32)> = match preset {
+        Preset::Small => vec![(Arch::Resnet18, w), (Arch::Resnet18, 2.0 * w), (Arch::Resnet34, w), (Arch::Resnet50, w)],
+        Preset::Full => vec![(Arch::Resnet18, w), (Arch::Resnet34, w), (Arch::Resnet50, w), (Arch::Resnet50, 2.0 * w), (Arch::Resnet50, 4.0 * w)],
+    };
+    for (arch, width) in sizes {
+        let mut cfg = base.clone();
+        (cfg.model.arch, cfg.model.width, cfg.optim.epochs) = (arch, width, size_epochs);
+        let name = format!("{arch:?}x{width}").to_lowercase();
+        cells.push(cell(format!("{name}-simclr"), "size", name.clone(), "SimCLR".into(), h(), cfg.clone(), None));
+        cells.push(cell(format!("{name}-supervised"), "size", name, "supervised".into(), CellKind::Supervised, cfg, None));
+    }
+    cells
+}
