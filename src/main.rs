@@ -285,14 +285,36 @@ fn main() {
         // makes the launcher stop the others.
         Err(e) => Err(e).inspect_err(|_| std::mem::forget(session)),
     });
-    if let Err(e) = result {
-        let world = simclr::distributed::world();
-        match world.ranks() {
-            1 => eprintln!("error: {e:#}"),
-            ranks => eprintln!("error on rank {} of {ranks}: {e:#}", world.rank()),
+    let code = match result {
+        Ok(()) => 0,
+        Err(e) => {
+            let world = simclr::distributed::world();
+            match world.ranks() {
+                1 => eprintln!("error: {e:#}"),
+                ranks => eprintln!("error on rank {} of {ranks}: {e:#}", world.rank()),
+            }
+            1
         }
-        std::process::exit(1);
+    };
+    exit_now(code)
+}
+
+/// Ends the process with `code`, stdout and stderr flushed, without the static destructors of the
+/// C++ libraries linked in: in a build with libtorch and a Vulkan backend, libtorch's destructors
+/// ran while Mesa's lavapipe was still tearing down its shader compiler threads, and the process
+/// crashed (SIGSEGV in `free`) after its work was done and reported — 2 exits in 8 on an error path
+/// right after the first shaders were built. Everything of ours is written and closed by then.
+fn exit_now(code: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `_exit` ends the process at once; nothing of this process runs after it.
+    unsafe {
+        libc::_exit(code)
     }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    std::process::exit(code)
 }
 
 fn run(cli: Cli) -> Result<()> {
