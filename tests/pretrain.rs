@@ -134,11 +134,14 @@ fn online_probe_learns_without_touching_the_encoder_and_knn_monitor_logs() {
         assert!((a.loss - b.loss).abs() <= 1e-5 * a.loss.abs(), "step {}: {} with the probe, {} without", a.step, a.loss, b.loss);
     }
     assert!(without.iter().all(|m| m.probe_acc.is_none()));
-    // The mean of steps 31-40 (steps 21-30 gave 0.149 and then 0.145 once global pooling became a
-    // sum and a division: the bar is near for a probe that has seen 30 batches).
-    let late: f32 = with[30..].iter().map(|m| m.probe_acc.unwrap()).sum::<f32>() / 10.0;
-    eprintln!("online probe accuracy over steps 31-40: {late}");
-    assert!(late > 0.15, "online probe accuracy {late} (chance 0.1)");
+    // The mean of steps 21-40: 2,560 probe predictions, so chance (0.1) gives 0.100 ± 0.006 and the
+    // bar of 0.13 is five standard errors above it. At LR 4 the run is chaotic (float rounding
+    // differences of 1e-7 reach 1% of the loss within ten steps), so the probe's figure varies from
+    // run to run like a seed's: 0.16-0.22 in the runs measured (seeds 1-3 on flex, the default on
+    // flex and libtorch; steps 31-40 alone: 0.12-0.26, too few batches for a bar).
+    let late: f32 = with[20..].iter().map(|m| m.probe_acc.unwrap()).sum::<f32>() / 20.0;
+    eprintln!("online probe accuracy over steps 21-40: {late}");
+    assert!(late > 0.13, "online probe accuracy {late} (chance 0.1)");
     let knn: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
     assert!(knn["knn_top1"].as_f64().unwrap() > 0.3, "{knn}");
 }
