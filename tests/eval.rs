@@ -191,3 +191,25 @@ fn building_the_fine_tuning_model_leaves_the_bn_statistics_alone() {
         assert_eq!(fc_in, if keep == 0 { 64 } else if keep == 1 { 64 } else { 16 }, "classifier input size for head:{keep}");
     }
 }
+
+#[test]
+fn several_layers_in_one_pass_equal_each_layer_alone_and_the_probe_scores_them() {
+    let cfg = simclr::config::Config { model: simclr::config::ModelSettings { width: 0.125, proj_dim: 16, ..Default::default() }, ..Default::default() };
+    let model = cfg.model(16).init_seeded(5, &device());
+    let ds = data::Subset::new(std::sync::Arc::new(data::builtin(Split::Test)), (0..48).collect());
+    let bad = data::BadImages::Fail;
+    let (layers, rows) = simclr::eval::extract_layers(&model, &[2, 0, 1], &ds, 16, 20, &bad, &device()).unwrap();
+    assert_eq!(rows, (0..48).collect::<Vec<_>>());
+    for (f, layer) in layers.iter().zip([2, 0, 1]) {
+        let alone = extract(&model, layer, &ds, 16, 32, &bad, &device()).unwrap();
+        assert_eq!((f.n, f.dim, &f.labels), (alone.n, alone.dim, &alone.labels), "layer {layer}");
+        let gap = f.data.iter().zip(&alone.data).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(gap <= 1e-5, "layer {layer}: {gap} from the one-layer extraction");
+    }
+    assert_eq!((layers[1].dim, layers[0].dim), (64, 16), "h of width 1/8, then z");
+    // The one probe: its test top-1 is that of its own scores, its train top-1 that of the fit.
+    let p = simclr::eval::linear::probe(&layers[1], &layers[1], 10, simclr::eval::linear::Fit::Lbfgs, 0, &device()).unwrap();
+    assert_eq!(p.test_top1, topk_accuracy(&p.test_scores, 10, &layers[1].labels, 1).unwrap());
+    assert_eq!(p.train_top1, p.test_top1, "the same features as train and test");
+    assert!(simclr::eval::extract_layers(&model, &[3], &ds, 16, 20, &bad, &device()).is_err(), "no layer 3 with a 2-layer head");
+}
