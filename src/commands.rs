@@ -1,6 +1,6 @@
 //! The evaluation commands (`linear-eval`, `knn`, `finetune`, `embed`) as library functions: each
 //! loads a checkpoint (or builds a random-init network), runs its protocol, writes
-//! `OUT/report.json` (plus a confusion matrix PNG for classifiers) and returns a one-line summary.
+//! `OUT/report.json` (plus a confusion matrix PNG for classifiers) and returns that report.
 
 use crate::config::{Config, DataArgs, ModelArgs, RunArgs};
 use crate::data::{self, Dataset, Split};
@@ -17,23 +17,24 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// What every evaluation command takes: the network and the data.
-#[derive(Clone, Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("source").required(true).args(["checkpoint", "random_init"])))]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+#[cfg_attr(feature = "cli", command(group(clap::ArgGroup::new("source").required(true).args(["checkpoint", "random_init"]))))]
 pub struct EvalArgs {
     /// Checkpoint folder, or a pretraining run's --out folder (its latest checkpoint).
-    #[arg(long)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub checkpoint: Option<PathBuf>,
     /// Evaluate a randomly initialised network built from the model flags (the baseline).
-    #[arg(long)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub random_init: bool,
     /// The dataset, as for `pretrain`.
-    #[command(flatten, next_help_heading = "Data")]
+    #[cfg_attr(feature = "cli", command(flatten, next_help_heading = "Data"))]
     pub data: DataArgs,
     /// The network built by --random-init (a checkpoint brings its own).
-    #[command(flatten, next_help_heading = "Model (--random-init only; a checkpoint brings its own)")]
+    #[cfg_attr(feature = "cli", command(flatten, next_help_heading = "Model (--random-init only; a checkpoint brings its own)"))]
     pub model: ModelArgs,
     /// Seed (random-init weights, held-out split, label subsets, data order) and output folder.
-    #[command(flatten, next_help_heading = "Run")]
+    #[cfg_attr(feature = "cli", command(flatten, next_help_heading = "Run"))]
     pub run: RunArgs,
 }
 
@@ -50,19 +51,21 @@ impl EvalArgs {
 
 /// Which frozen features the feature protocols (`linear-eval`, `knn`, `embed`) use, and where they
 /// are kept.
-#[derive(Clone, Debug, clap::Args)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct FeatureArgs {
     /// Representation: h (before the head), z (after it), or head:K.
-    #[arg(long, default_value = "h")]
+    #[cfg_attr(feature = "cli", arg(long, default_value = "h"))]
     pub layer: Layer,
     /// Folder where extracted features are kept for the next command on the same network, layer
     /// and data (default: the checkpoint's `features/`; none for --random-init).
-    #[arg(long)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub feature_cache: Option<PathBuf>,
 }
 
 /// Linear-evaluation solver.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Solver {
     /// L-BFGS to convergence, L2 chosen on a held-out 10% of train.
@@ -132,8 +135,9 @@ fn frozen_features(p: &Prepared, split: SplitArg, device: &Device) -> Result<eva
     Ok(f)
 }
 
-fn report<M: Serialize>(p: &Prepared, protocol: &'static str, settings: serde_json::Value, metrics: M, start: Instant) -> Result<()> {
-    Report {
+/// The command's report, written to `OUT/report.json` and returned.
+fn report<M: Serialize>(p: &Prepared, protocol: &'static str, settings: serde_json::Value, metrics: M, start: Instant) -> Result<Report<M>> {
+    let report = Report {
         protocol,
         checkpoint: p.loaded.checkpoint.as_ref().map(|c| c.display().to_string()),
         checkpoint_sha256: p.loaded.checkpoint_sha256.clone(),
@@ -142,20 +146,15 @@ fn report<M: Serialize>(p: &Prepared, protocol: &'static str, settings: serde_js
         settings,
         metrics,
         wall_time_s: start.elapsed().as_secs_f64(),
-    }
-    .write(&p.out)
+        out: p.out.clone(),
+    };
+    report.write(&p.out)?;
+    Ok(report)
 }
 
-fn source(p: &Prepared) -> String {
-    match &p.loaded.checkpoint {
-        Some(c) => c.display().to_string(),
-        None => "random init".into(),
-    }
-}
-
-/// Classification metrics every classifier protocol reports.
+/// Classification metrics every classifier protocol reports, with its own `extra`s.
 #[derive(Debug, Serialize)]
-pub struct ClassMetrics {
+pub struct ClassMetrics<E> {
     /// Test top-1 accuracy (fraction).
     pub top1: f64,
     /// Test top-5 accuracy (fraction).
@@ -169,10 +168,51 @@ pub struct ClassMetrics {
     pub layer: String,
     /// Protocol-specific extras.
     #[serde(flatten)]
-    pub extra: serde_json::Value,
+    pub extra: E,
 }
 
-fn classification(p: &Prepared, scores: &[f32], labels: &[usize], train_top1: Option<f64>, layer: Layer, extra: serde_json::Value) -> Result<ClassMetrics> {
+/// `linear-eval`'s extras.
+#[derive(Debug, Serialize)]
+pub struct LinearExtra {
+    /// Dimension of the features.
+    pub feature_dim: usize,
+    /// L2 penalty of the fitted classifier.
+    pub l2: f64,
+    /// The L-BFGS L2 search: (L2, held-out accuracy) of each candidate (empty for SGD).
+    pub l2_validation: Vec<(f64, f64)>,
+    /// The solver.
+    pub solver: Solver,
+}
+
+/// `finetune`'s extras.
+#[derive(Debug, Serialize)]
+pub struct FinetuneExtra {
+    /// Mean loss of the last epoch.
+    pub final_loss: f64,
+    /// Labelled training images used.
+    pub labelled_images: usize,
+    /// The learning rate after scaling by the batch size.
+    pub peak_lr: f64,
+    /// The file listing the labelled subset (reusable with --subset).
+    pub subset_file: PathBuf,
+}
+
+/// `embed`'s metrics.
+#[derive(Debug, Serialize)]
+pub struct EmbedMetrics {
+    /// Rows written.
+    pub images: usize,
+    /// Dimension of a row.
+    pub dim: usize,
+    /// The layer embedded.
+    pub layer: String,
+    /// Whether labels.npy was written.
+    pub labelled: bool,
+    /// Side of the images the network saw.
+    pub image_size: usize,
+}
+
+fn classification<E>(p: &Prepared, scores: &[f32], labels: &[usize], train_top1: Option<f64>, layer: Layer, extra: E) -> Result<ClassMetrics<E>> {
     let classes = p.train.num_classes();
     let matrix = eval::confusion(scores, classes, labels)?;
     let m = ClassMetrics {
@@ -201,7 +241,7 @@ fn labelled_features(p: &Prepared, protocol: &str, device: &Device) -> Result<(e
 }
 
 /// `simclr linear-eval`.
-pub fn linear_eval(args: &EvalArgs, features: &FeatureArgs, solver: Solver, sgd: SgdProbe, device: &Device) -> Result<String> {
+pub fn linear_eval(args: &EvalArgs, features: &FeatureArgs, solver: Solver, sgd: SgdProbe, device: &Device) -> Result<Report<ClassMetrics<LinearExtra>>> {
     let start = Instant::now();
     sgd.validate()?;
     let p = prepare(args, Some(features), "runs/linear-eval", device)?;
@@ -211,24 +251,13 @@ pub fn linear_eval(args: &EvalArgs, features: &FeatureArgs, solver: Solver, sgd:
         Solver::Sgd => linear::Fit::Sgd(sgd),
     };
     let probe = linear::probe(&f_train, &f_test, p.train.num_classes(), fit, p.flags.run.seed, device)?;
-    let train_top1 = probe.train_top1;
-    let extra = serde_json::json!({ "solver": solver, "l2": probe.classifier.l2, "l2_validation": probe.l2_validation, "feature_dim": f_train.dim });
-    let m = classification(&p, &probe.test_scores, &f_test.labels, Some(train_top1), features.layer, extra)?;
-    let line = format!(
-        "linear-eval ({}, layer {}, {:?}): top-1 {:.2}%, top-5 {:.2}%, train {:.2}%",
-        source(&p),
-        features.layer,
-        solver,
-        100.0 * m.top1,
-        100.0 * m.top5,
-        100.0 * train_top1
-    );
-    report(&p, "linear-eval", serde_json::json!({ "solver": solver, "sgd": sgd }), m, start)?;
-    Ok(line)
+    let extra = LinearExtra { feature_dim: f_train.dim, l2: probe.classifier.l2, l2_validation: probe.l2_validation, solver };
+    let m = classification(&p, &probe.test_scores, &f_test.labels, Some(probe.train_top1), features.layer, extra)?;
+    report(&p, "linear-eval", serde_json::json!({ "solver": solver, "sgd": sgd }), m, start)
 }
 
 /// `simclr knn`.
-pub fn knn(args: &EvalArgs, features: &FeatureArgs, knn: Knn, device: &Device) -> Result<String> {
+pub fn knn(args: &EvalArgs, features: &FeatureArgs, knn: Knn, device: &Device) -> Result<Report<ClassMetrics<Knn>>> {
     let start = Instant::now();
     knn.validate()?;
     let p = prepare(args, Some(features), "runs/knn", device)?;
@@ -236,52 +265,52 @@ pub fn knn(args: &EvalArgs, features: &FeatureArgs, knn: Knn, device: &Device) -
     let classes = p.train.num_classes();
     let inner = device.clone().inner();
     let scores = knn.scores(&f_train, &f_test, classes, &inner);
-    let m = classification(&p, &scores, &f_test.labels, None, features.layer, serde_json::json!({ "k": knn.k, "temperature": knn.temperature }))?;
-    let line = format!("knn ({}, layer {}, k {}): top-1 {:.2}%, top-5 {:.2}%", source(&p), features.layer, knn.k, 100.0 * m.top1, 100.0 * m.top5);
-    report(&p, "knn", serde_json::to_value(knn)?, m, start)?;
-    Ok(line)
+    let m = classification(&p, &scores, &f_test.labels, None, features.layer, knn)?;
+    report(&p, "knn", serde_json::to_value(knn)?, m, start)
 }
 
 /// Label-subset choice for `simclr finetune`.
-#[derive(Clone, Debug, clap::Args)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct SubsetArgs {
     /// Fraction of each class's labels to use (0.01 = 1%, 0.1 = 10%, 1 = all).
-    #[arg(long, default_value_t = 0.1)]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.1))]
     pub label_fraction: f64,
     /// Reuse a subset index file (one training-image index per line) instead of drawing one.
-    #[arg(long)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub subset: Option<PathBuf>,
     /// Classify the output of head layer K (v2: 1); 0 classifies h.
-    #[arg(long, default_value_t = 0)]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0))]
     pub from_head_layer: usize,
 }
 
 /// The optimisation of `simclr finetune` (paper App. B.5): its own flags, with their own defaults.
-#[derive(Clone, Debug, clap::Args)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct FinetuneOptimArgs {
     /// Epochs over the labelled subset.
-    #[arg(long, default_value_t = 30)]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 30))]
     pub epochs: usize,
     /// Images per step.
-    #[arg(long, default_value_t = 64)]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 64))]
     pub batch_size: usize,
     /// Base learning rate, scaled by --lr-scaling (linear: 0.05 × B / 256 as the paper), then
     /// cosine-decayed to 0.
-    #[arg(long, default_value_t = 0.05)]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.05))]
     pub lr: f64,
     /// How the LR scales with the batch size.
-    #[arg(long, value_enum, default_value = "linear")]
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value = "linear"))]
     pub lr_scaling: crate::schedule::LrScaling,
     /// Nesterov momentum.
-    #[arg(long, default_value_t = 0.9)]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.9))]
     pub momentum: f64,
     /// Weight decay (none, as the paper).
-    #[arg(long, default_value_t = 0.0)]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.0))]
     pub weight_decay: f64,
 }
 
 /// `simclr finetune`.
-pub fn finetune(args: &EvalArgs, subset_args: &SubsetArgs, optim: &FinetuneOptimArgs, device: &Device) -> Result<String> {
+pub fn finetune(args: &EvalArgs, subset_args: &SubsetArgs, optim: &FinetuneOptimArgs, device: &Device) -> Result<Report<ClassMetrics<FinetuneExtra>>> {
     let start = Instant::now();
     let p = prepare(args, None, "runs/finetune", device)?;
     require_labels(&p, "fine-tuning")?;
@@ -305,22 +334,14 @@ pub fn finetune(args: &EvalArgs, subset_args: &SubsetArgs, optim: &FinetuneOptim
     };
     let done = finetune::finetune(p.loaded.model.clone(), p.loaded.image_size, p.train.clone(), &subset, p.test.as_ref(), &cfg, &p.flags.bad_images(), device)?;
     let layer = Layer::Head(cfg.from_head_layer);
-    let extra = serde_json::json!({ "labelled_images": subset.len(), "subset_file": subset_file, "final_loss": done.final_loss, "peak_lr": done.peak_lr });
+    let extra = FinetuneExtra { final_loss: done.final_loss, labelled_images: subset.len(), peak_lr: done.peak_lr, subset_file };
     let m = classification(&p, &done.test_scores, &done.test_labels, Some(done.train_accuracy), layer, extra)?;
-    let line = format!(
-        "finetune ({}, {} labelled images): top-1 {:.2}%, top-5 {:.2}%, train {:.2}%",
-        source(&p),
-        subset.len(),
-        100.0 * m.top1,
-        100.0 * m.top5,
-        100.0 * done.train_accuracy
-    );
-    report(&p, "finetune", serde_json::to_value(&cfg)?, m, start)?;
-    Ok(line)
+    report(&p, "finetune", serde_json::to_value(&cfg)?, m, start)
 }
 
 /// Which split `simclr embed` writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum SplitArg {
     /// Training images.
@@ -330,7 +351,7 @@ pub enum SplitArg {
 }
 
 /// `simclr embed`.
-pub fn embed(args: &EvalArgs, features: &FeatureArgs, split: SplitArg, device: &Device) -> Result<String> {
+pub fn embed(args: &EvalArgs, features: &FeatureArgs, split: SplitArg, device: &Device) -> Result<Report<EmbedMetrics>> {
     let start = Instant::now();
     let p = prepare(args, Some(features), "runs/embed", device)?;
     // Extracted afresh (not from the feature cache), for the image index of each row.
@@ -338,9 +359,7 @@ pub fn embed(args: &EvalArgs, features: &FeatureArgs, split: SplitArg, device: &
     let (f, index) = eval::extract_indexed(&p.loaded.model, p.layer_index, ds.as_ref(), p.loaded.image_size, 256, &p.flags.bad_images(), device)?;
     crate::eval::embed::write(&f, &p.out)?;
     crate::eval::embed::write_index(&index, &p.out)?;
-    let line = format!("embed ({}, layer {}): {} × {} features in {}", source(&p), features.layer, f.n, f.dim, p.out.join("features.npy").display());
-    let metrics = serde_json::json!({ "images": f.n, "dim": f.dim, "layer": features.layer.to_string(), "labelled": f.is_labelled(), "image_size": p.loaded.image_size });
+    let metrics = EmbedMetrics { images: f.n, dim: f.dim, layer: features.layer.to_string(), labelled: f.is_labelled(), image_size: p.loaded.image_size };
     // The split and data settings let `simclr search` find the images of the rows again.
-    report(&p, "embed", serde_json::json!({ "split": split, "data": p.flags.data }), metrics, start)?;
-    Ok(line)
+    report(&p, "embed", serde_json::json!({ "split": split, "data": p.flags.data }), metrics, start)
 }

@@ -46,10 +46,11 @@ macro_rules! settings {
 
         $(#[doc = $sdoc])*
         /// Each optional: the flags, and the shape of the group's section in a partial TOML file.
-        #[derive(Clone, Debug, Default, Serialize, Deserialize, clap::Args)]
+        #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+        #[cfg_attr(feature = "cli", derive(clap::Args))]
         #[serde(deny_unknown_fields)]
         pub struct $args {
-            $( $(#[doc = $doc])* #[arg($($arg)*)] pub $field: Option<$arg_ty>, )*
+            $( $(#[doc = $doc])* #[cfg_attr(feature = "cli", arg($($arg)*))] pub $field: Option<$arg_ty>, )*
         }
 
         impl $settings {
@@ -94,6 +95,7 @@ macro_rules! settings {
 
 /// A flag's help: its doc comment (lines joined) and `[default: …]`, the default as the TOML file
 /// spells it. The flags are optional (unset ones leave the file's value), so clap cannot show it.
+#[cfg(feature = "cli")]
 fn help_with_default<T: Serialize>(doc: &str, default: &T) -> String {
     let shown = match serde_json::to_value(default).expect("a setting serialises") {
         serde_json::Value::String(s) => s,
@@ -258,31 +260,32 @@ pub struct Config {
 
 /// Every group's flags (what `pretrain` takes), each optional; also the shape of a partial TOML
 /// file.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, clap::Args)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 #[serde(deny_unknown_fields)]
 pub struct ConfigArgs {
     /// `[data]`.
-    #[command(flatten, next_help_heading = "Data")]
+    #[cfg_attr(feature = "cli", command(flatten, next_help_heading = "Data"))]
     #[serde(default)]
     pub data: DataArgs,
     /// `[model]`.
-    #[command(flatten, next_help_heading = "Model")]
+    #[cfg_attr(feature = "cli", command(flatten, next_help_heading = "Model"))]
     #[serde(default)]
     pub model: ModelArgs,
     /// `[augment]`.
-    #[command(flatten, next_help_heading = "Augmentation")]
+    #[cfg_attr(feature = "cli", command(flatten, next_help_heading = "Augmentation"))]
     #[serde(default)]
     pub augment: AugmentArgs,
     /// `[optim]`.
-    #[command(flatten, next_help_heading = "Optimisation")]
+    #[cfg_attr(feature = "cli", command(flatten, next_help_heading = "Optimisation"))]
     #[serde(default)]
     pub optim: OptimArgs,
     /// `[run]`.
-    #[command(flatten, next_help_heading = "Run")]
+    #[cfg_attr(feature = "cli", command(flatten, next_help_heading = "Run"))]
     #[serde(default)]
     pub run: RunArgs,
     /// `[monitor]`.
-    #[command(flatten, next_help_heading = "Checkpoints and monitors")]
+    #[cfg_attr(feature = "cli", command(flatten, next_help_heading = "Checkpoints and monitors"))]
     #[serde(default)]
     pub monitor: MonitorArgs,
 }

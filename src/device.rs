@@ -104,7 +104,8 @@ pub fn backend_name(device: &Device) -> &'static str {
 }
 
 /// Arithmetic of the encoder's convolutions (`--precision`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// `f32` throughout.
@@ -138,7 +139,8 @@ pub fn set_precision(precision: Precision, device: &Device) -> Result<()> {
 }
 
 /// Memory order of the encoder's activations on libtorch (`--memory-format`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum MemoryFormat {
     /// The faster one for the device: channels-last on libtorch (CPU and CUDA), NCHW elsewhere.

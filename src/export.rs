@@ -25,10 +25,11 @@ use anyhow::{bail, Context, Result};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What `simclr export` writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Format {
     /// The encoder under torchvision's ResNet names, as `.safetensors`.
     Torchvision,
@@ -71,9 +72,46 @@ fn torchvision_names(arch: Arch, has_shortcut: impl Fn(usize, usize) -> bool) ->
     names
 }
 
+/// What `simclr export` wrote.
+#[derive(Clone, Debug)]
+pub struct Exported {
+    /// The checkpoint folder exported.
+    pub checkpoint: PathBuf,
+    /// The file written.
+    pub file: PathBuf,
+    /// What it holds.
+    pub holds: Holds,
+}
+
+/// The network in an exported file.
+#[derive(Clone, Debug)]
+pub enum Holds {
+    /// ONNX: the network up to `layer`, input `input` `[N, 3, size, size]`, output `output`.
+    Onnx { layer: Layer, image_size: usize, output: String },
+    /// The encoder's `tensors` under torchvision's names.
+    Torchvision { arch: Arch, width: f32, stem: Stem, stem_channels: usize, tensors: usize },
+}
+
+impl Holds {
+    /// PyTorch code that builds the torchvision model of a torchvision export and loads `file` into it
+    /// (strict); `None` for ONNX.
+    pub fn pytorch_code(&self, file: &Path) -> Option<String> {
+        let Holds::Torchvision { arch, stem, stem_channels, .. } = self else { return None };
+        let arch_name = format!("{arch:?}").to_lowercase();
+        let stem_fix = match stem {
+            Stem::Cifar => format!("model.conv1 = nn.Conv2d(3, {stem_channels}, 3, 1, 1, bias=False); model.maxpool = nn.Identity(); "),
+            _ => String::new(),
+        };
+        Some(format!(
+            "model = torchvision.models.{arch_name}(); {stem_fix}model.fc = nn.Identity(); model.load_state_dict(safetensors.torch.load_file(\"{}\"), strict=True)",
+            file.display()
+        ))
+    }
+}
+
 /// Writes the network of the verified checkpoint (or run folder) `checkpoint` to `out` in `format`
-/// (torchvision: the encoder; ONNX: up to `layer`); returns a one-line summary with how to load it.
-pub fn run(checkpoint_arg: &Path, format: Format, layer: Layer, out: &Path) -> Result<String> {
+/// (torchvision: the encoder; ONNX: up to `layer`).
+pub fn run(checkpoint_arg: &Path, format: Format, layer: Layer, out: &Path) -> Result<Exported> {
     match format {
         Format::Torchvision if layer != Layer::H => bail!("--layer {layer}: --format torchvision holds the encoder only (h); use --format onnx for the head"),
         Format::Torchvision => torchvision(checkpoint_arg, out),
@@ -81,16 +119,20 @@ pub fn run(checkpoint_arg: &Path, format: Format, layer: Layer, out: &Path) -> R
     }
 }
 
-/// The metadata every export carries: what the input is, which network and where it came from.
-fn describe(cfg: &Config, stem: Stem, dir: &Path) -> Vec<(String, String)> {
-    let stem_name = match stem {
+/// The layers of a (resolved) stem, as the exports describe them.
+pub fn stem_layout(stem: Stem) -> &'static str {
+    match stem {
         Stem::Cifar => "cifar (conv1 3x3 stride 1, no max-pool)",
         _ => "imagenet (conv1 7x7 stride 2, max-pool)",
-    };
+    }
+}
+
+/// The metadata every export carries: what the input is, which network and where it came from.
+fn describe(cfg: &Config, stem: Stem, dir: &Path) -> Vec<(String, String)> {
     vec![
         ("arch".into(), format!("{:?}", cfg.model.arch).to_lowercase()),
         ("width".into(), cfg.model.width.to_string()),
-        ("stem".into(), stem_name.into()),
+        ("stem".into(), stem_layout(stem).into()),
         ("input".into(), "[N, 3, H, W] RGB in [0, 1], no mean/std normalisation".into()),
         ("checkpoint".into(), dir.display().to_string()),
     ]
@@ -105,7 +147,7 @@ fn write_atomically(out: &Path, bytes: &[u8]) -> Result<()> {
 
 /// `--format onnx`: the network up to `layer`, recorded by `burn-onnx` from our inference forward
 /// pass at two batch sizes (so the batch axis is symbolic), with [`describe`]'s metadata added.
-fn onnx(checkpoint_arg: &Path, layer: Layer, out: &Path) -> Result<String> {
+fn onnx(checkpoint_arg: &Path, layer: Layer, out: &Path) -> Result<Exported> {
     use burn_onnx::export::{AxisSpec, InputSpec, OnnxExporter};
     use onnx_ir::Message;
     let dir = checkpoint::resolve(checkpoint_arg)?.dir;
@@ -140,11 +182,7 @@ fn onnx(checkpoint_arg: &Path, layer: Layer, out: &Path) -> Result<String> {
         (entry.key, entry.value) = (key, value);
     }
     write_atomically(out, &proto.write_to_bytes().context("serialising the ONNX model")?)?;
-    Ok(format!(
-        "exported the network up to {layer} of {} to {} (ONNX opset 18, input \"input\" [N, 3, {size}, {size}] RGB in [0, 1], no mean/std normalisation; output \"{output}\")",
-        dir.display(),
-        out.display()
-    ))
+    Ok(Exported { checkpoint: dir, file: out.to_path_buf(), holds: Holds::Onnx { layer, image_size: size, output } })
 }
 
 /// Renames the value `from` of `graph` (an input, output or node edge) to `to`.
@@ -160,7 +198,7 @@ fn rename(graph: &mut onnx_ir::GraphProto, from: &str, to: &str) {
 }
 
 /// `--format torchvision`.
-fn torchvision(checkpoint_arg: &Path, out: &Path) -> Result<String> {
+fn torchvision(checkpoint_arg: &Path, out: &Path) -> Result<Exported> {
     let dir = checkpoint::resolve(checkpoint_arg)?.dir;
     let cfg = checkpoint::read_config(&dir)?;
     let size = if cfg.model.image_size > 0 { cfg.model.image_size } else { 224 };
@@ -193,20 +231,8 @@ fn torchvision(checkpoint_arg: &Path, out: &Path) -> Result<String> {
     }
     let mut metadata: HashMap<String, String> = describe(&cfg, stem, &dir).into_iter().collect();
     metadata.insert("format".into(), "torchvision ResNet state dict (fc left out)".into());
-    let stem_name = metadata["stem"].clone();
     let tensors = views.len();
     write_atomically(out, &safetensors::serialize(views, Some(metadata)).context("serialising the export")?)?;
-    let arch_name = format!("{arch:?}").to_lowercase();
     let stem_channels = tensor_of("conv1.weight").map_or(64, |t| t.shape()[0]);
-    let stem_fix = match stem {
-        Stem::Cifar => format!("model.conv1 = nn.Conv2d(3, {stem_channels}, 3, 1, 1, bias=False); model.maxpool = nn.Identity(); "),
-        _ => String::new(),
-    };
-    Ok(format!(
-        "exported the {arch_name} encoder (width {}, {stem_name}) of {} as {tensors} tensors under torchvision's names into {}; in PyTorch: model = torchvision.models.{arch_name}(); {stem_fix}model.fc = nn.Identity(); model.load_state_dict(safetensors.torch.load_file(\"{}\"), strict=True)",
-        cfg.model.width,
-        dir.display(),
-        out.display(),
-        out.display()
-    ))
+    Ok(Exported { checkpoint: dir, file: out.to_path_buf(), holds: Holds::Torchvision { arch, width: cfg.model.width, stem, stem_channels, tensors } })
 }

@@ -23,7 +23,6 @@ use crate::resnet::{Arch, Stem};
 use anyhow::{bail, Context, Result};
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::{DType, Device, TensorData};
-use clap::ValueEnum;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -148,9 +147,8 @@ pub fn infer_shape(tensors: &BTreeMap<&str, &TensorData>) -> Result<Shape, Strin
             }
         }
     }
-    let arch = Arch::value_variants()
-        .iter()
-        .copied()
+    let arch = Arch::ALL
+        .into_iter()
         .find(|a| a.layout() == (depths, bottleneck))
         .ok_or_else(|| format!("stages of {depths:?} {} blocks match no ResNet depth (18, 34, 50, 101, 152)", if bottleneck { "bottleneck" } else { "basic" }))?;
     Ok(Shape { arch, width: dims[0] as f32 / 64.0, stem })
@@ -316,8 +314,8 @@ fn load_encoder(mut model: SimClr, tensors: &BTreeMap<String, &TensorData>) -> R
 }
 
 /// `simclr import`: imports `weights` and writes `OUT/model.safetensors` (atomically),
-/// `OUT/config.toml` and `OUT/import.json`. Returns a one-line summary.
-pub fn run(weights: &Path, prefix: Option<&str>, model: &ModelArgs, run: &RunArgs, device: &Device) -> Result<String> {
+/// `OUT/config.toml` and `OUT/import.json`. Returns that report and the folder `OUT`.
+pub fn run(weights: &Path, prefix: Option<&str>, model: &ModelArgs, run: &RunArgs, device: &Device) -> Result<(ImportReport, PathBuf)> {
     let (model, mut cfg, report) = import(weights, prefix, model, run, device)?;
     cfg.validate()?;
     let out: PathBuf = run.out.clone().unwrap_or_else(|| PathBuf::from("runs/imported"));
@@ -330,15 +328,5 @@ pub fn run(weights: &Path, prefix: Option<&str>, model: &ModelArgs, run: &RunArg
     std::fs::write(out.join("import.json"), serde_json::to_string_pretty(&report)?).with_context(cannot)?;
     std::fs::rename(&tmp, out.join("model.safetensors")).with_context(cannot)?;
     crate::manifest::seal(&out, &["model.safetensors", "config.toml", "import.json"])?;
-    Ok(format!(
-        "imported {:?} width {} ({:?} stem, {} tensors, prefix {:?}, {} ignored) into {}: use --checkpoint {}",
-        report.shape.arch,
-        report.shape.width,
-        report.shape.stem,
-        report.tensors_loaded,
-        report.prefix,
-        report.ignored.len(),
-        out.display(),
-        out.display()
-    ))
+    Ok((report, out))
 }

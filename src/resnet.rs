@@ -22,7 +22,8 @@ use burn::tensor::{DType, Device, FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// ResNet depth.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
     /// ResNet-18 (basic blocks 2-2-2-2).
@@ -38,6 +39,9 @@ pub enum Arch {
 }
 
 impl Arch {
+    /// Every depth, shallowest first.
+    pub const ALL: [Arch; 5] = [Arch::Resnet18, Arch::Resnet34, Arch::Resnet50, Arch::Resnet101, Arch::Resnet152];
+
     /// Blocks per stage and whether they are bottlenecks.
     pub fn layout(self) -> ([usize; 4], bool) {
         match self {
@@ -51,7 +55,8 @@ impl Arch {
 }
 
 /// The first layers of the network.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Stem {
     /// CIFAR stem for images ≤ 32 px, ImageNet stem otherwise (the official code's rule).

@@ -7,7 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 /// How the base learning rate grows with the batch size.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum LrScaling {
     /// `lr · B / 256` (paper default with LARS).

@@ -88,16 +88,17 @@ impl Exact {
 
 /// HNSW construction parameters (hnsw_rs's names), stored with the index so a changed setting
 /// rebuilds it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct HnswParams {
     /// HNSW: neighbours kept per node and layer (M).
-    #[arg(long, default_value_t = 24)]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 24))]
     pub max_connections: usize,
     /// HNSW: candidates explored while inserting (efConstruction).
-    #[arg(long, default_value_t = 200)]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 200))]
     pub ef_construction: usize,
     /// HNSW: candidates explored per query (efSearch; at least -k is used).
-    #[arg(long, default_value_t = 128)]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 128))]
     pub ef_search: usize,
 }
 
@@ -228,7 +229,8 @@ pub fn recall(exact: &[Vec<Hit>], approximate: &[Vec<Hit>]) -> f64 {
 }
 
 /// Which index `simclr search` uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum IndexKind {
     /// Every row scored (a matrix product): exact, linear in the rows.
@@ -238,33 +240,34 @@ pub enum IndexKind {
 }
 
 /// `simclr search`'s flags.
-#[derive(Clone, Debug, clap::Args)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct SearchArgs {
     /// Folder `simclr embed` wrote (features.npy, index.npy, labels.npy, report.json).
-    #[arg(long)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub embeddings: PathBuf,
     /// What to look up: a row of features.npy (a number; the row itself is left out of the hits)
     /// or an image file, embedded by the network of --checkpoint.
-    #[arg(long)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub query: String,
     /// Network that embeds an image query [default: the one `simclr embed` used, from its report.json].
-    #[arg(long)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub checkpoint: Option<PathBuf>,
     /// Neighbours to return.
-    #[arg(short, long, default_value_t = 10)]
+    #[cfg_attr(feature = "cli", arg(short, long, default_value_t = 10))]
     pub k: usize,
     /// Index: exact, or hnsw (approximate, for large sets).
-    #[arg(long, value_enum, default_value = "exact")]
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value = "exact"))]
     pub index: IndexKind,
     /// HNSW parameters (--index hnsw).
-    #[command(flatten)]
+    #[cfg_attr(feature = "cli", command(flatten))]
     pub hnsw: HnswParams,
     /// Draw the query and its neighbours, best first, as a PNG strip (reads the images of the
     /// dataset `simclr embed` read).
-    #[arg(long)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub png: Option<PathBuf>,
     /// Also write the hits as JSON to this file.
-    #[arg(long)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub json: Option<PathBuf>,
 }
 
@@ -347,8 +350,52 @@ impl Query {
     }
 }
 
-/// `simclr search`: prints the query and its hits, one per line, and writes `--png`/`--json`.
-pub fn run(args: &SearchArgs, device: &Device) -> Result<String> {
+/// One row of the embeddings, described: its image (index in the embedded split), label and file.
+#[derive(Clone, Debug, Serialize)]
+pub struct Entry {
+    /// Row of features.npy.
+    pub row: usize,
+    /// Index of its image in the embedded split.
+    pub image: usize,
+    /// Its label, where the embeddings have labels.
+    pub label: Option<usize>,
+    /// Its image file, where the dataset has files and can be opened again.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
+}
+
+/// A neighbour of the query.
+#[derive(Clone, Debug, Serialize)]
+pub struct Neighbour {
+    /// The row.
+    #[serde(flatten)]
+    pub entry: Entry,
+    /// Cosine similarity to the query.
+    pub similarity: f32,
+}
+
+/// What was looked up.
+#[derive(Clone, Debug)]
+pub enum Asked {
+    /// A row of the embeddings.
+    Row(Entry),
+    /// An image file, embedded by the network.
+    Image(PathBuf),
+}
+
+/// What `simclr search` found.
+#[derive(Clone, Debug)]
+pub struct Found {
+    /// The query.
+    pub query: Asked,
+    /// Its neighbours, most similar first.
+    pub neighbours: Vec<Neighbour>,
+    /// The PNG strip written (`--png`).
+    pub png: Option<PathBuf>,
+}
+
+/// `simclr search`: the query's `k` nearest rows; writes `--json` and the `--png` strip.
+pub fn search(args: &SearchArgs, device: &Device) -> Result<Found> {
     let emb = Embeddings::read(&args.embeddings)?;
     let n = emb.features.n;
     let query = Query::parse(&args.query);
@@ -367,29 +414,15 @@ pub fn run(args: &SearchArgs, device: &Device) -> Result<String> {
     }
     .swap_remove(0);
     let files = emb.dataset().ok();
-    let describe = |row: usize| {
-        let mut s = format!("row {row:>6}");
-        if let Some(&label) = emb.features.labels.get(row) {
-            s += &format!("  label {label:>3}");
-        }
-        if let Some(file) = files.as_ref().and_then(|d| d.file(emb.image[row])) {
-            s += &format!("  {}", file.display());
-        }
-        s
+    let entry = |row: usize| Entry {
+        row,
+        image: emb.image[row],
+        label: emb.features.labels.get(row).copied(),
+        file: files.as_ref().and_then(|d| d.file(emb.image[row])),
     };
-    let mut out = match &query {
-        Query::Row(r) => format!("query: {}\n", describe(*r)),
-        Query::Image(file) => format!("query: {}\n", file.display()),
-    };
-    for (rank, hit) in hits.iter().enumerate() {
-        out += &format!("{:>3}. cos {:+.4}  {}\n", rank + 1, hit.similarity, describe(hit.row));
-    }
+    let neighbours: Vec<Neighbour> = hits.iter().map(|h| Neighbour { entry: entry(h.row), similarity: h.similarity }).collect();
     if let Some(file) = &args.json {
-        let rows: Vec<_> = hits
-            .iter()
-            .map(|h| serde_json::json!({ "row": h.row, "image": emb.image[h.row], "similarity": h.similarity, "label": emb.features.labels.get(h.row) }))
-            .collect();
-        std::fs::write(file, serde_json::to_vec_pretty(&serde_json::json!({ "query": args.query, "index": args.index, "hits": rows }))?)
+        std::fs::write(file, serde_json::to_vec_pretty(&serde_json::json!({ "query": args.query, "index": args.index, "hits": neighbours }))?)
             .with_context(|| format!("--json {}: cannot write the file", file.display()))?;
     }
     if let Some(png) = &args.png {
@@ -399,13 +432,16 @@ pub fn run(args: &SearchArgs, device: &Device) -> Result<String> {
             Query::Image(file) => crate::grid::load_file(file)?,
         };
         let mut cells = vec![(first, "query".to_string())];
-        for (rank, hit) in hits.iter().enumerate() {
-            cells.push((ds.image(emb.image[hit.row])?, format!("{} · {:.3}", rank + 1, hit.similarity)));
+        for (rank, hit) in neighbours.iter().enumerate() {
+            cells.push((ds.image(hit.entry.image)?, format!("{} · {:.3}", rank + 1, hit.similarity)));
         }
         strip(&cells, png)?;
-        out += &format!("wrote {}\n", png.display());
     }
-    Ok(out.trim_end().to_string())
+    let query = match query {
+        Query::Row(r) => Asked::Row(entry(r)),
+        Query::Image(file) => Asked::Image(file),
+    };
+    Ok(Found { query, neighbours, png: args.png.clone() })
 }
 
 /// Draws `cells` (image, caption) side by side, each scaled to 96 px with its caption below, into

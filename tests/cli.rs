@@ -113,3 +113,35 @@ fn resume_keeps_the_recorded_precision() {
     assert_ne!(code, 0);
     assert!(err.contains("--precision bf16"), "{err}");
 }
+
+/// The library builds without the command line (`--no-default-features --features flex`): outside
+/// the binary's own files (`src/main.rs`, `src/cli/`), every use of clap is a derive or attribute
+/// behind `cfg_attr(feature = "cli", …)`.
+#[test]
+fn the_library_uses_clap_only_behind_the_cli_feature() {
+    fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let binary = |p: &std::path::Path| p == src.join("main.rs") || p.starts_with(src.join("cli"));
+    let mut bare = Vec::new();
+    for file in files.iter().filter(|f| !binary(f)) {
+        for (n, line) in std::fs::read_to_string(file).unwrap().lines().enumerate() {
+            let code = line.split("//").next().unwrap();
+            let clap_attribute = ["#[arg(", "#[command(", "#[value(", "#[group("].iter().any(|a| code.contains(a));
+            if (code.contains("clap") || clap_attribute) && !code.contains("cfg_attr(feature = \"cli\"") {
+                bare.push(format!("{}:{}: {}", file.strip_prefix(&src).unwrap().display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(bare.is_empty(), "clap outside `cfg_attr(feature = \"cli\", …)`:\n{}", bare.join("\n"));
+}

@@ -38,8 +38,9 @@ fn tensors(file: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
         .collect()
 }
 
+/// The torchvision export of `checkpoint` into `out`, and the PyTorch code that loads it.
 fn export(checkpoint: &Path, out: &Path) -> String {
-    simclr::export::run(checkpoint, Format::Torchvision, Layer::H, out).unwrap()
+    simclr::export::run(checkpoint, Format::Torchvision, Layer::H, out).unwrap().holds.pytorch_code(out).unwrap()
 }
 
 #[test]
@@ -52,7 +53,7 @@ fn pytorchs_file_comes_back_out_unchanged() {
     simclr::import::run(&fixture("resnet18-w0.125.pth"), None, &ModelArgs::default(), &run, &simclr::default_device()).unwrap();
     let out = dir.path().join("encoder.safetensors");
     let line = export(&imported, &out);
-    assert!(line.contains("resnet18") && line.contains("strict=True"), "{line}");
+    assert!(line.contains("torchvision.models.resnet18()") && line.contains("strict=True"), "{line}");
     let exported = tensors(&out);
     let original = simclr::import::read_tensors(&fixture("resnet18-w0.125.pth")).unwrap();
     let mut compared = 0;
@@ -82,7 +83,8 @@ fn export_then_import_is_the_same_network_and_pytorch_loads_it_strictly() {
         pretrained(&run, arch, 16);
         let out = dir.path().join("encoder.safetensors");
         let line = export(&run, &out);
-        assert!(line.contains("cifar") && line.contains("model.maxpool = nn.Identity()"), "{line}");
+        // The CIFAR stem: a 3×3 stride-1 conv1 and no max-pool.
+        assert!(line.contains(", 3, 1, 1, bias=False)") && line.contains("model.maxpool = nn.Identity()"), "{line}");
 
         let back = dir.path().join("back");
         let runs = RunArgs { out: Some(back.clone()), ..Default::default() };

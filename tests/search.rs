@@ -3,7 +3,7 @@
 
 use simclr::commands::{EvalArgs, FeatureArgs, SplitArg};
 use simclr::config::{DataArgs, ModelArgs, RunArgs};
-use simclr::search::{recall, with_hnsw, Exact, Hit, Hnsw, HnswParams, IndexKind, SearchArgs};
+use simclr::search::{recall, with_hnsw, Asked, Exact, Found, Hit, Hnsw, HnswParams, IndexKind, SearchArgs};
 use std::path::Path;
 
 const PARAMS: HnswParams = HnswParams { max_connections: 24, ef_construction: 200, ef_search: 128 };
@@ -60,16 +60,8 @@ fn args(embeddings: &Path, query: &str, k: usize) -> SearchArgs {
 }
 
 /// The hits a `simclr search` output lists: (row, similarity).
-fn listed(out: &str) -> Vec<(usize, f32)> {
-    out.lines()
-        .filter_map(|l| l.trim_start().split_once(". cos "))
-        .map(|(_, rest)| {
-            let mut words = rest.split_whitespace();
-            let sim = words.next().unwrap().parse().unwrap();
-            assert_eq!(words.next(), Some("row"));
-            (words.next().unwrap().parse().unwrap(), sim)
-        })
-        .collect()
+fn listed(found: &Found) -> Vec<(usize, f32)> {
+    found.neighbours.iter().map(|n| (n.entry.row, n.similarity)).collect()
 }
 
 #[test]
@@ -85,8 +77,8 @@ fn search_by_row_and_by_image_file_over_embed_output() {
     let mut a = args(&emb, "17", 5);
     a.png = Some(dir.path().join("strip.png"));
     a.json = Some(dir.path().join("hits.json"));
-    let out = simclr::search::run(&a, &simclr::default_device()).unwrap();
-    assert!(out.starts_with("query: row     17  label"), "{out}");
+    let out = simclr::search::search(&a, &simclr::default_device()).unwrap();
+    assert!(matches!(&out.query, Asked::Row(e) if e.row == 17 && e.label.is_some()), "{out:?}");
     let row = |i: usize| &f.data[i * f.dim..(i + 1) * f.dim];
     let cos = |a: &[f32], b: &[f32]| {
         let dot: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64) * (*y as f64)).sum();
@@ -96,10 +88,10 @@ fn search_by_row_and_by_image_file_over_embed_output() {
     let mut want: Vec<(usize, f64)> = (0..f.n).filter(|&i| i != 17).map(|i| (i, cos(row(17), row(i)))).collect();
     want.sort_by(|a, b| b.1.total_cmp(&a.1));
     let got = listed(&out);
-    assert_eq!(got.len(), 5, "{out}");
+    assert_eq!(got.len(), 5, "{out:?}");
     for ((row, sim), (want_row, want_sim)) in got.iter().zip(&want) {
-        assert_eq!(row, want_row, "{out}");
-        assert!((*sim as f64 - want_sim).abs() < 1e-3, "{out}");
+        assert_eq!(row, want_row, "{out:?}");
+        assert!((*sim as f64 - want_sim).abs() < 1e-3, "{out:?}");
     }
     let strip = image::open(dir.path().join("strip.png")).unwrap();
     assert_eq!((strip.width(), strip.height()), (6 * 100 + 4, 96 + 20 + 8), "query + 5 hits, 96 px cells");
@@ -110,7 +102,7 @@ fn search_by_row_and_by_image_file_over_embed_output() {
     // index built once and then reused.
     let mut h = args(&emb, "17", 5);
     h.index = IndexKind::Hnsw;
-    let approx = listed(&simclr::search::run(&h, &simclr::default_device()).unwrap());
+    let approx = listed(&simclr::search::search(&h, &simclr::default_device()).unwrap());
     let found = approx.iter().filter(|(row, _)| got.iter().any(|(r, _)| r == row)).count();
     assert!(found >= 4, "{approx:?} vs exact {got:?}");
     assert!(emb.join("hnsw.json").exists());
@@ -124,16 +116,16 @@ fn search_by_row_and_by_image_file_over_embed_output() {
     let img = simclr::data::open(&Default::default(), simclr::data::Split::Test).unwrap().image(17).unwrap();
     let file = dir.path().join("query.png");
     image::RgbImage::from_raw(img.width as u32, img.height as u32, img.to_u8_hwc()).unwrap().save(&file).unwrap();
-    let out = simclr::search::run(&args(&emb, file.to_str().unwrap(), 3), &simclr::default_device()).unwrap();
+    let out = simclr::search::search(&args(&emb, file.to_str().unwrap(), 3), &simclr::default_device()).unwrap();
     let hits = listed(&out);
-    assert_eq!(hits[0].0, 17, "{out}");
-    assert!((hits[0].1 - 1.0).abs() < 1e-4, "{out}");
+    assert_eq!(hits[0].0, 17, "{out:?}");
+    assert!((hits[0].1 - 1.0).abs() < 1e-4, "{out:?}");
 }
 
 #[test]
 fn bad_search_input_is_an_error_naming_the_fix() {
     let dir = tempfile::tempdir().unwrap();
-    let err = |a: &SearchArgs| format!("{:#}", simclr::search::run(a, &simclr::default_device()).unwrap_err());
+    let err = |a: &SearchArgs| format!("{:#}", simclr::search::search(a, &simclr::default_device()).unwrap_err());
     let e = err(&args(dir.path(), "0", 3));
     assert!(e.contains("no features.npy") && e.contains("simclr embed"), "{e}");
     let emb = dir.path().join("emb");

@@ -25,7 +25,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Which of the paper's findings a study reproduces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Study {
     /// §3: single transformations and ordered pairs on one branch (Fig. 5), colour strength (Table 1).
@@ -51,7 +52,8 @@ impl Study {
 }
 
 /// How much compute a study's cells get.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Preset {
     /// Narrow ResNet-18 (width 0.125) on 24 px views of at most 8,000 training images, a few
@@ -62,33 +64,34 @@ pub enum Preset {
 }
 
 /// `simclr ablate`'s flags.
-#[derive(Clone, Debug, clap::Args)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct AblateArgs {
     /// The study: augment (Fig. 5, Table 1), head (Fig. 8), temperature (Table 5), scale (Fig. 7, 9).
-    #[arg(long, value_enum)]
+    #[cfg_attr(feature = "cli", arg(long, value_enum))]
     pub study: Study,
     /// Compute per cell: small (minutes on a CPU; see the report) or full (the paper's settings).
-    #[arg(long, value_enum, default_value = "small")]
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value = "small"))]
     pub preset: Preset,
     /// Output folder: report.md, results.json, the figures, and cells/ID/ for each cell [default:
     /// runs/ablate-STUDY].
-    #[arg(long)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub out: Option<PathBuf>,
     /// Seed of every cell (weights, data order, views, evaluation).
-    #[arg(long, default_value_t = 0)]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0))]
     pub seed: u64,
     /// Run only these cells (comma-separated ids; --list shows them).
-    #[arg(long, value_delimiter = ',')]
+    #[cfg_attr(feature = "cli", arg(long, value_delimiter = ','))]
     pub only: Vec<String>,
     /// Train each cell for this many steps instead of the preset's epochs (a smoke test).
-    #[arg(long)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub max_steps: Option<usize>,
     /// List the cells, their settings and the study's budget, and exit without training.
-    #[arg(long)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub list: bool,
     /// The data every cell trains and is evaluated on (the preset limits the training images
     /// unless --limit is given).
-    #[command(flatten, next_help_heading = "Data")]
+    #[cfg_attr(feature = "cli", command(flatten, next_help_heading = "Data"))]
     pub data: DataArgs,
 }
 
@@ -173,14 +176,34 @@ struct EvalData {
     test: Arc<dyn Dataset>,
 }
 
-/// Runs the study `args` asks for (or, with `--list`, describes it) and returns a summary line.
-pub fn run(args: &AblateArgs, precision: crate::device::Precision, device: &Device, progress: bool) -> Result<String> {
+/// What `simclr ablate` did.
+#[derive(Clone, Debug)]
+pub enum Ablated {
+    /// `--list`: the cells, their settings and the budget, as a text (report.md's budget section).
+    Listed(String),
+    /// The cells were run (or found finished).
+    Ran {
+        /// The study.
+        study: Study,
+        /// Cells trained by this invocation.
+        ran: usize,
+        /// Cells found finished before.
+        kept: usize,
+        /// Seconds this invocation took.
+        seconds: f64,
+        /// `OUT/report.md`.
+        report: PathBuf,
+    },
+}
+
+/// Runs the study `args` asks for (or, with `--list`, describes it).
+pub fn run(args: &AblateArgs, precision: crate::device::Precision, device: &Device, progress: bool) -> Result<Ablated> {
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/ablate-{}", args.study.name())));
     let mut base = studies::base(args.preset, &args.data, &out, args.seed);
     base.run.precision = precision;
     let cells = select(studies::cells(args.study, args.preset, &base), &args.only, args.max_steps)?;
     if args.list {
-        return Ok(report::listing(args.study, args.preset, &cells, &base));
+        return Ok(Ablated::Listed(report::listing(args.study, args.preset, &cells, &base)));
     }
     std::fs::create_dir_all(&out).with_context(|| format!("--out {}: cannot create the folder; choose a writable path", out.display()))?;
     let data = EvalData {
@@ -200,13 +223,7 @@ pub fn run(args: &AblateArgs, precision: crate::device::Precision, device: &Devi
         results.push(result);
         report::write(&out, args.study, args.preset, &cells, &results, &base, data.test.len())?;
     }
-    Ok(format!(
-        "ablate {}: {} cells run in {:.1} min, {kept} kept from before; report {}",
-        args.study.name(),
-        results.len() - kept,
-        start.elapsed().as_secs_f64() / 60.0,
-        out.join("report.md").display()
-    ))
+    Ok(Ablated::Ran { study: args.study, ran: results.len() - kept, kept, seconds: start.elapsed().as_secs_f64(), report: out.join("report.md") })
 }
 
 /// The cells `only` names (all when empty), each trained `max_steps` steps when given.

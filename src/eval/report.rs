@@ -24,9 +24,17 @@ pub struct Report<M: Serialize> {
     pub metrics: M,
     /// Seconds the whole command took.
     pub wall_time_s: f64,
+    /// The folder it was written to.
+    #[serde(skip)]
+    pub out: std::path::PathBuf,
 }
 
 impl<M: Serialize> Report<M> {
+    /// The evaluated network: its checkpoint folder, or `random init`.
+    pub fn source(&self) -> &str {
+        self.checkpoint.as_deref().unwrap_or("random init")
+    }
+
     /// Writes the report as pretty JSON to `out/report.json` (atomically).
     pub fn write(&self, out: &Path) -> Result<()> {
         std::fs::create_dir_all(out).with_context(|| format!("--out {}: cannot create the folder", out.display()))?;

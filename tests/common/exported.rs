@@ -4,7 +4,7 @@
 
 use burn::tensor::{Tensor, TensorData};
 use simclr::eval::Layer;
-use simclr::export::Format;
+use simclr::export::{Format, Holds};
 use simclr::resnet::Arch;
 use std::path::Path;
 
@@ -51,8 +51,9 @@ pub fn check_onnx_exports(mut check: impl FnMut(&Path, &Path, usize, usize, &str
         let layers = if arch == Arch::Resnet18 { vec![(Layer::H, 0), (Layer::Z, heads)] } else { vec![(Layer::H, 0)] };
         for (layer, index) in layers {
             let file = dir.path().join(format!("{layer}.onnx"));
-            let line = simclr::export::run(&run, Format::Onnx, layer, &file).unwrap();
-            assert!(line.contains(&format!("[N, 3, {size}, {size}]")) && line.contains(&format!("output \"{layer}\"")), "{line}");
+            let exported = simclr::export::run(&run, Format::Onnx, layer, &file).unwrap();
+            let Holds::Onnx { image_size, output, .. } = &exported.holds else { panic!("{exported:?}") };
+            assert!(*image_size == size && *output == layer.to_string(), "{exported:?}");
             check(&file, &run, size, index, &format!("{arch:?} layer {layer}"));
         }
     }

@@ -1,0 +1,171 @@
+//! The `simclr` command line over the library: the flags ([`args`]), what each command prints
+//! ([`print`]), and here the dispatch from a parsed command line to the library's functions.
+//! Process set-up (allocator, MPI, logging, exit) is `main.rs`'s.
+
+mod args;
+mod print;
+
+pub use args::Cli;
+use args::{BenchCommand, Command};
+use anyhow::{Context, Result};
+use simclr::config::{Config, ConfigArgs};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+/// What the global flags set up once for every command.
+struct Session {
+    device: burn::tensor::Device,
+    /// `--precision`, where given (pretraining keeps its recorded one otherwise).
+    precision: Option<simclr::device::Precision>,
+    /// Whether progress bars are drawn.
+    progress: bool,
+}
+
+/// Runs the command `cli` names.
+pub fn run(cli: Cli) -> Result<()> {
+    let progress = !cli.quiet && std::io::stderr().is_terminal();
+    simclr::progress::set_quiet(!progress);
+    let device = simclr::device::parse(&cli.device)?;
+    // Pretraining takes its precision from its config (recorded, for --resume); the rest from the flag.
+    simclr::device::set_precision(cli.precision.unwrap_or_default(), &device)?;
+    let memory_format = simclr::device::set_memory_format(cli.memory_format, &device)?;
+    tracing::debug!("device {device:?}, precision {:?}, memory format {memory_format:?}", cli.precision);
+    let s = Session { device, precision: cli.precision, progress };
+    let device = &s.device;
+    match cli.command {
+        Command::Pretrain { config, resume, args } => pretrain(&s, config, resume, args),
+        Command::LinearEval { eval, features, solver, sgd_epochs, sgd_lr } => {
+            let sgd = simclr::eval::linear::SgdProbe { epochs: sgd_epochs, lr: sgd_lr, ..Default::default() };
+            let r = simclr::commands::linear_eval(&eval, &features, solver, sgd, device)?;
+            Ok(println!("{}", print::classified(&r, &format!("linear-eval ({}, layer {}, {solver:?})", r.source(), r.metrics.layer))))
+        }
+        Command::Knn { eval, features, k, knn_temperature } => {
+            let knn = simclr::eval::knn::Knn { k, temperature: knn_temperature };
+            let r = simclr::commands::knn(&eval, &features, knn, device)?;
+            Ok(println!("{}", print::classified(&r, &format!("knn ({}, layer {}, k {k})", r.source(), r.metrics.layer))))
+        }
+        Command::Finetune { eval, subset, optim } => {
+            let r = simclr::commands::finetune(&eval, &subset, &optim, device)?;
+            Ok(println!("{}", print::classified(&r, &format!("finetune ({}, {} labelled images)", r.source(), r.metrics.extra.labelled_images))))
+        }
+        Command::Embed { eval, features, split } => Ok(println!("{}", print::embedded(&simclr::commands::embed(&eval, &features, split, device)?))),
+        Command::Search(args) => Ok(println!("{}", print::found(&simclr::search::search(&args, device)?))),
+        Command::Import { weights, prefix, model, run } => {
+            let (report, out) = simclr::import::run(&weights, prefix.as_deref(), &model, &run, device)?;
+            Ok(println!("{}", print::imported(&report, &out)))
+        }
+        Command::Augment { image, index, samples, png, image_size, seed, data, augment } => {
+            let cfg = Config { data: data.resolve(), augment: augment.resolve(), ..Config::default() };
+            let img = match image {
+                Some(file) => simclr::grid::load_file(&file)?,
+                None => {
+                    let ds = simclr::data::open(&cfg.source(), simclr::data::Split::Train)?;
+                    if index >= ds.len() {
+                        anyhow::bail!("--index {index}: the dataset has {} images", ds.len());
+                    }
+                    ds.image(index)?
+                }
+            };
+            let size = if image_size > 0 { image_size } else { simclr::augment::default_view_side(img.height, img.width) };
+            simclr::grid::write(&img, &cfg.augment(size), samples, seed, &png)?;
+            Ok(println!("wrote {} (rows: original + crop, colour, blur, crop+colour, full pipeline, view pairs)", png.display()))
+        }
+        Command::Bench { what, json } => bench(&s, what, json),
+        Command::Export { checkpoint, format, layer, out } => {
+            let out = out.unwrap_or_else(|| format.default_out().into());
+            Ok(println!("{}", print::exported(&simclr::export::run(&checkpoint, format, layer, &out)?)))
+        }
+        Command::Plot { runs, png } => {
+            let curves = runs.iter().map(|r| simclr::curves::RunCurves::read(r)).collect::<Result<Vec<_>>>()?;
+            simclr::curves::plot(&curves, &png)?;
+            Ok(println!("wrote {} ({} runs)", png.display(), curves.len()))
+        }
+        Command::Ablate(args) => {
+            simclr::interrupt::install()?;
+            Ok(println!("{}", print::ablated(&simclr::ablate::run(&args, s.precision.unwrap_or_default(), device, s.progress)?)))
+        }
+        Command::Demo { out, epochs } => {
+            let mut cfg = simclr::demo::demo_config(out, epochs);
+            cfg.run.precision = s.precision.unwrap_or_default();
+            println!(
+                "simclr demo: pretraining ResNet-18 (width {}) on the built-in 5,000 Fashion-MNIST images for {} epochs...",
+                cfg.model.width, cfg.optim.epochs
+            );
+            Ok(println!("{}", print::demo(&simclr::demo::run(&cfg, device, s.progress)?)))
+        }
+    }
+}
+
+/// `simclr pretrain`: exits with 130 when stopped by Ctrl-C (its checkpoint written).
+fn pretrain(s: &Session, config: Option<PathBuf>, resume: bool, mut args: ConfigArgs) -> Result<()> {
+    let out = args.run.out.clone().unwrap_or_else(|| Config::default().run.out);
+    let file = match config {
+        Some(file) => Some(file),
+        None if resume => simclr::checkpoint::resume_config(&out)?,
+        None => None,
+    };
+    args.run.precision = s.precision;
+    let cfg = Config::resolve(file.as_deref(), &args)?;
+    simclr::interrupt::install()?;
+    let done = simclr::pretrain::pretrain(&cfg, resume, &s.device, s.progress)?;
+    if done.interrupted {
+        let step = done.history.last().map_or(done.start_step, |m| m.step);
+        eprintln!(
+            "interrupted after step {step}: checkpoint {}; continue with `simclr pretrain --resume --out {}`",
+            done.checkpoint.display(),
+            cfg.run.out.display()
+        );
+        std::process::exit(130);
+    }
+    if simclr::distributed::is_writer() {
+        if let Some(line) = print::pretrained(&done) {
+            println!("{line}");
+        }
+    }
+    Ok(())
+}
+
+/// `simclr bench …`: the table or line of each benchmark, and `--json`.
+fn bench(s: &Session, what: BenchCommand, json: Option<PathBuf>) -> Result<()> {
+    match what {
+        BenchCommand::Data { seconds } => {
+            let rows = simclr::bench::data(std::time::Duration::from_secs_f64(seconds));
+            println!("{}", print::bench_data(&rows));
+            write_json(json, &rows)
+        }
+        BenchCommand::Search { rows, dim, clusters, queries, k, hnsw } => {
+            let r = simclr::bench::search(rows, dim, clusters, queries, k, hnsw);
+            println!("{}", print::bench_search(&r));
+            write_json(json, &r)
+        }
+        BenchCommand::Epoch { mut args } => {
+            args.run.precision = s.precision;
+            let mut cfg = Config::resolve(None, &args)?;
+            // Without --out, a scratch folder of its own (removed afterwards): each bench is a new run.
+            let scratch = args.run.out.is_none().then(tempfile::tempdir).transpose().context("cannot create a scratch folder for the bench run")?;
+            if let Some(dir) = &scratch {
+                cfg.run.out = dir.path().to_path_buf();
+            }
+            cfg.optim.epochs = 1;
+            let done = simclr::pretrain::pretrain(&cfg, false, &s.device, s.progress)?;
+            println!("{}", print::bench_epoch(&done, cfg.optim.batch_size));
+            let peak = simclr::bench::peak_rss_mib();
+            write_json(json, &serde_json::json!({ "timing": done.timing, "steps": done.history.len(), "batch_size": cfg.optim.batch_size, "peak_rss_mib": peak }))
+        }
+        BenchCommand::Step { steps, warmup, batch_size, optimizer, model } => {
+            let optim = simclr::config::OptimSettings { batch_size, optimizer, ..Default::default() };
+            let cfg = Config { model: model.resolve(), optim, ..Config::default() };
+            let r = simclr::bench::step(&cfg, steps, warmup, &s.device)?;
+            println!("{}", print::bench_step(&r));
+            write_json(json, &r)
+        }
+    }
+}
+
+/// Writes `value` as pretty JSON to `--json FILE`, where given.
+fn write_json(file: Option<PathBuf>, value: &impl serde::Serialize) -> Result<()> {
+    if let Some(f) = file {
+        std::fs::write(&f, serde_json::to_string_pretty(value)?).map_err(|e| anyhow::anyhow!("--json {}: {e}", f.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! What each command prints on stdout, made from the typed results the library returns (the
+//! files it wrote — report.json, import.json, --json — hold the same values in full).
+
+use simclr::ablate::Ablated;
+use simclr::bench::{DataRow, SearchBench, StepResult};
+use simclr::commands::{ClassMetrics, EmbedMetrics};
+use simclr::eval::report::Report;
+use simclr::export::{Exported, Holds};
+use simclr::import::ImportReport;
+use simclr::search::{Asked, Entry, Found};
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// A classifier's line: `what`, then its test top-1 and top-5 (and training accuracy, where
+/// it has one) in percent.
+pub fn classified<E: serde::Serialize>(r: &Report<ClassMetrics<E>>, what: &str) -> String {
+    let m = &r.metrics;
+    let mut line = format!("{what}: top-1 {:.2}%, top-5 {:.2}%", 100.0 * m.top1, 100.0 * m.top5);
+    if let Some(train) = m.train_top1 {
+        let _ = write!(line, ", train {:.2}%", 100.0 * train);
+    }
+    line
+}
+
+/// `simclr embed`'s line.
+pub fn embedded(r: &Report<EmbedMetrics>) -> String {
+    let m = &r.metrics;
+    format!("embed ({}, layer {}): {} × {} features in {}", r.source(), m.layer, m.images, m.dim, r.out.join("features.npy").display())
+}
+
+/// One row of the embeddings: its number, label and file where known.
+fn entry(e: &Entry) -> String {
+    let mut s = format!("row {:>6}", e.row);
+    if let Some(label) = e.label {
+        let _ = write!(s, "  label {label:>3}");
+    }
+    if let Some(file) = &e.file {
+        let _ = write!(s, "  {}", file.display());
+    }
+    s
+}
+
+/// `simclr search`: the query, then one line per neighbour, best first.
+pub fn found(f: &Found) -> String {
+    let mut out = match &f.query {
+        Asked::Row(e) => format!("query: {}", entry(e)),
+        Asked::Image(file) => format!("query: {}", file.display()),
+    };
+    for (rank, n) in f.neighbours.iter().enumerate() {
+        let _ = write!(out, "\n{:>3}. cos {:+.4}  {}", rank + 1, n.similarity, entry(&n.entry));
+    }
+    if let Some(png) = &f.png {
+        let _ = write!(out, "\nwrote {}", png.display());
+    }
+    out
+}
+
+/// `simclr import`'s line.
+pub fn imported(r: &ImportReport, out: &Path) -> String {
+    format!(
+        "imported {:?} width {} ({:?} stem, {} tensors, prefix {:?}, {} ignored) into {}: use --checkpoint {}",
+        r.shape.arch,
+        r.shape.width,
+        r.shape.stem,
+        r.tensors_loaded,
+        r.prefix,
+        r.ignored.len(),
+        out.display(),
+        out.display()
+    )
+}
+
+/// `simclr export`'s line, with how to load the file.
+pub fn exported(e: &Exported) -> String {
+    let (dir, file) = (e.checkpoint.display(), e.file.display());
+    match &e.holds {
+        Holds::Onnx { layer, image_size: size, output } => format!(
+            "exported the network up to {layer} of {dir} to {file} (ONNX opset 18, input \"input\" [N, 3, {size}, {size}] RGB in [0, 1], no mean/std normalisation; output \"{output}\")"
+        ),
+        Holds::Torchvision { arch, width, stem, tensors, .. } => format!(
+            "exported the {} encoder (width {width}, {}) of {dir} as {tensors} tensors under torchvision's names into {file}; in PyTorch: {}",
+            format!("{arch:?}").to_lowercase(),
+            simclr::export::stem_layout(*stem),
+            e.holds.pytorch_code(&e.file).unwrap_or_default()
+        ),
+    }
+}
+
+/// `simclr ablate`: the listing, or what ran and where the report is.
+pub fn ablated(a: &Ablated) -> String {
+    match a {
+        Ablated::Listed(listing) => listing.trim_end().to_string(),
+        Ablated::Ran { study, ran, kept, seconds, report } => {
+            format!("ablate {}: {ran} cells run in {:.1} min, {kept} kept from before; report {}", study.name(), seconds / 60.0, report.display())
+        }
+    }
+}
+
+/// `simclr demo`'s comparison.
+pub fn demo(r: &simclr::demo::DemoResult) -> String {
+    [
+        "linear probe test accuracy on 1,000 held-out images:".to_string(),
+        format!("  SimCLR-pretrained encoder:                   {:.2}%", 100.0 * r.pretrained),
+        format!("  same network before pretraining (zero-γ):    {:.2}%  ({:+.2} points)", 100.0 * r.initial, 100.0 * (r.pretrained - r.initial)),
+        format!("  random init, default γ = 1 (strong baseline): {:.2}%  ({:+.2} points)", 100.0 * r.random, 100.0 * (r.pretrained - r.random)),
+    ]
+    .join("\n")
+}
+
+/// Peak resident memory, or `n/a` where the system does not say.
+fn peak_rss(width: usize) -> String {
+    simclr::bench::peak_rss_mib().map(|m| format!("{m:>width$.0} MiB")).unwrap_or_else(|| "n/a".into())
+}
+
+/// `simclr pretrain`'s closing line (none when no step ran in this invocation).
+pub fn pretrained(done: &simclr::pretrain::Pretrained) -> Option<String> {
+    let last = done.history.last()?;
+    Some(format!(
+        "pretrained {} steps: loss {:.4}, contrastive acc {:.3}; checkpoint {}; peak RSS {}",
+        last.step,
+        last.loss,
+        last.contrast_acc,
+        done.checkpoint.display(),
+        peak_rss(0)
+    ))
+}
+
+/// `simclr bench data`'s table.
+pub fn bench_data(rows: &[DataRow]) -> String {
+    let mut s = format!("{:>6}  {:<22} {:>14}", "size", "source", "views/s/core");
+    for r in rows {
+        let _ = write!(s, "\n{:>6}  {:<22} {:>14.0}", r.image_size, r.source, r.views_per_sec_per_core);
+    }
+    s
+}
+
+/// `simclr bench search`'s table.
+pub fn bench_search(r: &SearchBench) -> String {
+    [
+        format!("{} rows × {} dims ({} clusters), {} queries, k {}:", r.rows, r.dim, r.clusters, r.queries, r.k),
+        format!("  exact, one query at a time   {:>9.3} ms/query", r.exact_ms_per_query),
+        format!("  exact, all queries at once   {:>9.3} ms/query", r.exact_batched_ms_per_query),
+        format!("  hnsw build                   {:>9.1} s", r.hnsw_build_s),
+        format!("  hnsw, one query at a time    {:>9.3} ms/query   recall@{} {:.4}", r.hnsw_ms_per_query, r.k, r.hnsw_recall),
+    ]
+    .join("\n")
+}
+
+/// `simclr bench epoch`'s breakdown of the wall time.
+pub fn bench_epoch(done: &simclr::pretrain::Pretrained, batch_size: usize) -> String {
+    let t = &done.timing;
+    let images = done.history.len() * batch_size;
+    [
+        format!("epoch of {} steps ({images} images, batch {batch_size}):", done.history.len()),
+        format!("  wall        {:>9.1} s   {:.1} images/s", t.wall_s, images as f64 / t.wall_s),
+        format!("  step        {:>9.1} s", t.step_s),
+        format!("  data wait   {:>9.1} s", t.data_wait_s),
+        format!("  checkpoint  {:>9.1} s", t.checkpoint_s),
+        format!("  peak RSS    {}", peak_rss(9)),
+    ]
+    .join("\n")
+}
+
+/// `simclr bench step`'s line.
+pub fn bench_step(r: &StepResult) -> String {
+    format!(
+        "{} batch {} at {} px on {} ({:?}, {:?}): median step {:.3} s, {:.1} images/s, peak RSS {}",
+        r.model,
+        r.batch_size,
+        r.image_size,
+        r.device,
+        r.precision,
+        r.memory_format,
+        r.median_step_s,
+        r.images_per_sec,
+        r.peak_rss_mib.map(|m| format!("{m:.0} MiB")).unwrap_or_else(|| "n/a".into())
+    )
+}
