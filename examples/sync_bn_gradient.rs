@@ -1,7 +1,7 @@
 //! Sync BN checked against one process under `mpirun -np K` (feature `mpi`; `tests/distributed.rs`
 //! runs it): every rank builds the same global batch x (`[4K, 8, 3, 3]`, from a formula) and a
-//! fixed weighting w of the output, and takes the one-process training-mode BN (sync BN switched
-//! off, the whole batch on this rank) of `L = Σ w·y` as the reference. Then from its own 4 images
+//! fixed weighting w of the output, and takes the one-process training-mode BN (no sync BN, the
+//! whole batch on this rank) of `L = Σ w·y` as the reference. Then from its own 4 images
 //! it runs sync BN twice — the device's own path (`batch_norm_relu` / `batch_norm`: flex's and
 //! libtorch's fused operations, the composed one elsewhere) and the composed one on any backend
 //! (`synced_train`, the path of wgpu and vulkan) — and compares the output and input gradient on
@@ -12,6 +12,7 @@
 use burn::module::Param;
 use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::tensor::{Tensor, TensorData};
+use simclr::device::Compute;
 use simclr::distributed::{self, world};
 use simclr::ops::batchnorm::{batch_norm, batch_norm_relu, synced_train};
 
@@ -74,14 +75,14 @@ fn main() -> anyhow::Result<()> {
     let tensor = |v: &[f32], n: usize| Tensor::<4>::from_data(TensorData::new(v.to_vec(), [n, channels, side, side]), &device);
     let mine = |v: &[f32]| v[rank * per_rank * plane..(rank + 1) * per_rank * plane].to_vec();
 
+    // One process's BN (each rank alone, on the whole batch), and sync BN over the ranks.
+    let (alone, synced) = (Compute::default(), Compute::default().with_sync_bn(true, world()));
     let mut worst = 0f32;
     for relu in [false, true] {
-        let own = move |norm: &BatchNorm, x: Tensor<4>| if relu { batch_norm_relu(norm, x) } else { batch_norm(norm, x) };
-        let composed = move |norm: &BatchNorm, x: Tensor<4>| synced_train(norm, x, relu);
-        distributed::set_sync_bn(false);
-        let want = step(tensor(&x, images), tensor(&w, images), own);
-        distributed::set_sync_bn(true);
-        for (path, got) in [("own", step(tensor(&mine(&x), per_rank), tensor(&mine(&w), per_rank), own)), ("composed", step(tensor(&mine(&x), per_rank), tensor(&mine(&w), per_rank), composed))] {
+        let own = move |c: Compute| move |norm: &BatchNorm, x: Tensor<4>| if relu { batch_norm_relu(norm, x, &c) } else { batch_norm(norm, x, &c) };
+        let composed = move |norm: &BatchNorm, x: Tensor<4>| synced_train(norm, x, relu, world());
+        let want = step(tensor(&x, images), tensor(&w, images), own(alone));
+        for (path, got) in [("own", step(tensor(&mine(&x), per_rank), tensor(&mine(&w), per_rank), own(synced))), ("composed", step(tensor(&mine(&x), per_rank), tensor(&mine(&w), per_rank), composed))] {
             let gaps = [
                 largest_gap(&got.y, &mine(&want.y)),
                 largest_gap(&got.dx, &mine(&want.dx)),
@@ -94,10 +95,9 @@ fn main() -> anyhow::Result<()> {
         }
     }
     // The control: each rank's part normalised alone is far from the one-process output.
-    distributed::set_sync_bn(false);
-    let alone = step(tensor(&mine(&x), per_rank), tensor(&mine(&w), per_rank), batch_norm);
-    distributed::set_sync_bn(true);
-    let control = largest_gap(&alone.y, &mine(&step(tensor(&x, images), tensor(&w, images), batch_norm).y));
+    let per_rank_bn = |norm: &BatchNorm, x: Tensor<4>| batch_norm(norm, x, &alone);
+    let own_part = step(tensor(&mine(&x), per_rank), tensor(&mine(&w), per_rank), per_rank_bn);
+    let control = largest_gap(&own_part.y, &mine(&step(tensor(&x, images), tensor(&w, images), per_rank_bn).y));
     println!("rank {rank} of {ranks}, per-rank BN: largest output difference from one process {control:e}");
     if worst > TOLERANCE || control < 100.0 * TOLERANCE {
         std::process::exit(1);

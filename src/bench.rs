@@ -158,7 +158,8 @@ pub fn step(cfg: &Config, steps: usize, warmup: usize, device: &Device) -> Resul
     let ad = device.clone().autodiff();
     let world = crate::distributed::world();
     let part = Shard { rank: world.rank(), ranks: world.ranks() }.part(cfg.optim.batch_size);
-    let model = cfg.model(size).init_seeded(cfg.run.seed, &ad);
+    let compute = cfg.run.compute(device)?.with_sync_bn(cfg.optim.sync_bn, world);
+    let model = cfg.model(size).init_seeded(cfg.run.seed, &ad).with_compute(compute);
     let mut optim = Optimizer::new(cfg.rule());
     let objective = SimClrObjective { temperature: cfg.optim.temperature, l2_normalize: cfg.optim.l2_normalize };
     let classes = cfg.monitor.num_classes;
@@ -180,8 +181,8 @@ pub fn step(cfg: &Config, steps: usize, warmup: usize, device: &Device) -> Resul
         batch_size: cfg.optim.batch_size,
         image_size: size,
         device: format!("{device:?}"),
-        precision: crate::device::precision(),
-        memory_format: crate::device::memory_format(device),
+        precision: compute.precision,
+        memory_format: compute.memory_format,
         median_step_s: median,
         images_per_sec: cfg.optim.batch_size as f64 / median,
         steps_s: times,

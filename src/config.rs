@@ -11,7 +11,7 @@
 
 use crate::augment::AugmentConfig;
 use crate::data::DatasetKind;
-use crate::device::Precision;
+use crate::device::{Compute, MemoryFormat, Precision};
 use crate::head::{HeadConfig, HeadMode};
 use crate::model::ModelConfig;
 use crate::optim::{OptimizerKind, Rule};
@@ -220,6 +220,16 @@ settings! {
         /// Arithmetic of the encoder: the global `--precision`, recorded so that `--resume` and a
         /// `--config` rerun compute as the run did.
         [skip] precision: Precision = Precision::F32,
+        /// Memory order of the encoder's activations: the global `--memory-format`, recorded as
+        /// `precision` is.
+        [skip] memory_format: MemoryFormat = MemoryFormat::Auto,
+    }
+}
+
+impl RunSettings {
+    /// How a network computes under these settings on `device` ([`Compute::on`]), without sync BN.
+    pub fn compute(&self, device: &burn::tensor::Device) -> Result<Compute> {
+        Compute::on(device, self.precision, self.memory_format)
     }
 }
 

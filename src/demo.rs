@@ -52,8 +52,9 @@ pub fn run(cfg: &Config, device: &Device, progress: bool) -> Result<DemoResult> 
     let trained = pretrain(cfg, false, device, progress)?;
     let size = 28;
     let pretrained = probe_accuracy(&trained.eval_model(), size, device)?;
-    let initial = probe_accuracy(&cfg.model(size).init_seeded(cfg.run.seed, device), size, device)?;
-    let random_model = crate::eval::random_init_baseline(cfg, size).init_seeded(cfg.run.seed, device);
+    let compute = cfg.run.compute(device)?;
+    let initial = probe_accuracy(&cfg.model(size).init_seeded(cfg.run.seed, device).with_compute(compute), size, device)?;
+    let random_model = crate::eval::random_init_baseline(cfg, size).init_seeded(cfg.run.seed, device).with_compute(compute);
     let random = probe_accuracy(&random_model, size, device)?;
     Ok(DemoResult { pretrained, initial, random })
 }

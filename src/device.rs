@@ -119,25 +119,6 @@ pub enum Precision {
     Bf16,
 }
 
-/// Makes every convolution of this process on a libtorch device compute at `precision`; `bf16`
-/// on any other device is an error naming the fix (the setting is left unchanged).
-pub fn set_precision(precision: Precision, device: &Device) -> Result<()> {
-    if precision == Precision::Bf16 {
-        #[cfg(feature = "tch")]
-        if is_libtorch(device) {
-            if crate::ops::libtorch::is_cpu(device) && !cpu_has_amx_bf16() {
-                tracing::warn!("--precision bf16 on a CPU without AMX (no amx_bf16 in /proc/cpuinfo): bfloat16 convolutions are emulated and slower than f32 here (measured 0.7-0.8x); use --precision f32");
-            }
-            crate::ops::libtorch::set_bf16(true);
-            return Ok(());
-        }
-        bail!("--precision bf16: only libtorch devices compute convolutions in bfloat16, not {device:?}; use --device tch-cpu or cuda (feature tch), or --precision f32");
-    }
-    #[cfg(feature = "tch")]
-    crate::ops::libtorch::set_bf16(false);
-    Ok(())
-}
-
 /// Memory order of the encoder's activations on libtorch (`--memory-format`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
@@ -153,30 +134,58 @@ pub enum MemoryFormat {
     ChannelsLast,
 }
 
-/// Makes the convolutions of this process on a libtorch `device` take `format` (`auto` resolved
-/// for the device); returns the format in force. `channels-last` on another device is an error
-/// naming the fix.
-pub fn set_memory_format(format: MemoryFormat, device: &Device) -> Result<MemoryFormat> {
-    #[cfg(feature = "tch")]
-    if is_libtorch(device) {
-        let channels_last = format != MemoryFormat::Nchw;
-        crate::ops::libtorch::set_channels_last(channels_last);
-        return Ok(if channels_last { MemoryFormat::ChannelsLast } else { MemoryFormat::Nchw });
-    }
-    if format == MemoryFormat::ChannelsLast {
-        bail!("--memory-format channels-last: only libtorch devices keep activations channels-last, not {device:?}; use --device tch-cpu or cuda (feature tch), or --memory-format auto");
-    }
-    Ok(MemoryFormat::Nchw)
+/// How the network computes on its device, built once from the run's settings, carried by the
+/// model ([`crate::model::SimClr::with_compute`]) and handed by its layers to their kernels: the
+/// convolutions' arithmetic and memory order, and the ranks whose batch statistics training-mode
+/// BN shares. The default is what a network computes before any setting: `f32`, `auto` memory
+/// order, each rank's BN alone.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Compute {
+    /// Arithmetic of the encoder's convolutions (`bf16`: libtorch only).
+    pub precision: Precision,
+    /// Memory order of the convolutions' inputs (channels-last: libtorch only).
+    pub memory_format: MemoryFormat,
+    /// The ranks training-mode BN takes its statistics over (sync BN); `None`: this rank's alone.
+    pub sync_bn: Option<&'static dyn crate::distributed::Collective>,
 }
 
-/// The memory format [`set_memory_format`] last set (until then `auto`'s), as `device` uses it.
-pub fn memory_format(device: &Device) -> MemoryFormat {
-    #[cfg(feature = "tch")]
-    if is_libtorch(device) && crate::ops::libtorch::channels_last() {
-        return MemoryFormat::ChannelsLast;
+impl Compute {
+    /// `precision` and `memory_format` checked against `device` (`bf16` and `channels-last` are
+    /// libtorch's: elsewhere an error naming the fix; `bf16` warns on a CPU without AMX), the
+    /// memory format resolved (`auto`: channels-last on libtorch, NCHW elsewhere); no sync BN.
+    pub fn on(device: &Device, precision: Precision, memory_format: MemoryFormat) -> Result<Self> {
+        #[cfg(feature = "tch")]
+        if is_libtorch(device) {
+            if precision == Precision::Bf16 && crate::ops::libtorch::is_cpu(device) && !cpu_has_amx_bf16() {
+                tracing::warn!("--precision bf16 on a CPU without AMX (no amx_bf16 in /proc/cpuinfo): bfloat16 convolutions are emulated and slower than f32 here (measured 0.7-0.8x); use --precision f32");
+            }
+            let memory_format = if memory_format == MemoryFormat::Nchw { MemoryFormat::Nchw } else { MemoryFormat::ChannelsLast };
+            return Ok(Compute { precision, memory_format, sync_bn: None });
+        }
+        if precision == Precision::Bf16 {
+            bail!("--precision bf16: only libtorch devices compute convolutions in bfloat16, not {device:?}; use --device tch-cpu or cuda (feature tch), or --precision f32");
+        }
+        if memory_format == MemoryFormat::ChannelsLast {
+            bail!("--memory-format channels-last: only libtorch devices keep activations channels-last, not {device:?}; use --device tch-cpu or cuda (feature tch), or --memory-format auto");
+        }
+        Ok(Compute { precision, memory_format: MemoryFormat::Nchw, sync_bn: None })
     }
-    let _ = device;
-    MemoryFormat::Nchw
+
+    /// With training-mode BN's statistics over the ranks of `world` (sync BN) when `on` and it has
+    /// several.
+    pub fn with_sync_bn(self, on: bool, world: &'static dyn crate::distributed::Collective) -> Self {
+        Compute { sync_bn: (on && world.ranks() > 1).then_some(world), ..self }
+    }
+
+    /// Whether libtorch's convolutions take `bfloat16` operands.
+    pub fn bf16(&self) -> bool {
+        self.precision == Precision::Bf16
+    }
+
+    /// Whether libtorch's convolutions take their input channels-last.
+    pub fn channels_last(&self) -> bool {
+        self.memory_format != MemoryFormat::Nchw
+    }
 }
 
 /// Whether this CPU has Intel AMX with bfloat16 tiles (the `amx_bf16` flag Linux lists), which
@@ -184,15 +193,6 @@ pub fn memory_format(device: &Device) -> MemoryFormat {
 #[cfg(feature = "tch")]
 fn cpu_has_amx_bf16() -> bool {
     std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|info| info.lines().any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "amx_bf16")))
-}
-
-/// The precision [`set_precision`] last set (`f32` until then).
-pub fn precision() -> Precision {
-    #[cfg(feature = "tch")]
-    if crate::ops::libtorch::bf16() {
-        return Precision::Bf16;
-    }
-    Precision::F32
 }
 
 /// `vulkan:N` / `wgpu:N` is the N-th discrete GPU; without an index, the adapter wgpu prefers.

@@ -21,7 +21,6 @@
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 /// The collective operations the data-parallel run needs, on host buffers. Every rank calls each
@@ -39,6 +38,16 @@ pub trait Collective: Send + Sync {
     fn max_f64(&self, values: &mut [f64]);
     /// Every rank's `local` (all of the same length), concatenated in rank order.
     fn gather_f32(&self, local: &[f32]) -> Vec<f32>;
+    /// Time spent in these collectives and bytes handed to them since the last call (none alone).
+    fn take_traffic(&self) -> Traffic {
+        Traffic::default()
+    }
+}
+
+impl std::fmt::Debug for dyn Collective {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "rank {} of {}", self.rank(), self.ranks())
+    }
 }
 
 /// One process: every collective is the identity.
@@ -79,20 +88,6 @@ pub fn is_distributed() -> bool {
 /// Whether this process writes the run's files (metrics, checkpoints, figures) and shows progress.
 pub fn is_writer() -> bool {
     world().rank() == 0
-}
-
-static SYNC_BN: AtomicBool = AtomicBool::new(true);
-
-/// Whether training-mode BN takes its batch statistics over every rank's part of the batch (sync
-/// BN, the official `global_bn`; the default) or over this rank's part alone.
-pub fn set_sync_bn(on: bool) {
-    SYNC_BN.store(on, Ordering::Relaxed);
-}
-
-/// The ranks a training-mode BN takes its statistics over: all of them with sync BN on several
-/// ranks, `None` when each rank's own batch is normalised alone.
-pub fn sync_bn_world() -> Option<&'static dyn Collective> {
-    (is_distributed() && SYNC_BN.load(Ordering::Relaxed)).then(world)
 }
 
 /// `value` summed over the ranks.
@@ -141,31 +136,13 @@ impl crate::TrainableVisitor for Fingerprint {
     }
 }
 
-/// Time this rank spent in collectives and the bytes it handed them, since the last [`take_traffic`].
+/// Time this rank spent in collectives and the bytes it handed them ([`Collective::take_traffic`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Traffic {
     /// Seconds inside collective operations: the transfers and the wait for the other ranks.
     pub seconds: f64,
     /// Bytes of this rank's buffers handed to collective operations.
     pub bytes: u64,
-}
-
-static TRAFFIC_NANOS: AtomicU64 = AtomicU64::new(0);
-static TRAFFIC_BYTES: AtomicU64 = AtomicU64::new(0);
-
-/// Runs the collective `f` over a `bytes`-byte buffer, adding its time and size to the traffic.
-#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
-fn counted<T>(bytes: usize, f: impl FnOnce() -> T) -> T {
-    let start = std::time::Instant::now();
-    let out = f();
-    TRAFFIC_NANOS.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-    TRAFFIC_BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
-    out
-}
-
-/// The traffic since the last call, and a fresh count from now.
-pub fn take_traffic() -> Traffic {
-    Traffic { seconds: TRAFFIC_NANOS.swap(0, Ordering::Relaxed) as f64 * 1e-9, bytes: TRAFFIC_BYTES.swap(0, Ordering::Relaxed) }
 }
 
 /// What keeps MPI initialised: MPI is finalised when it drops, at the end of `main`.
@@ -206,22 +183,34 @@ fn launched_by_mpi() -> bool {
 
 #[cfg(feature = "mpi")]
 mod mpi_world {
-    use super::{counted, Collective};
+    use super::{Collective, Traffic};
     use mpi::collective::SystemOperation;
+    use std::sync::atomic::{AtomicU64, Ordering};
     use mpi::topology::SimpleCommunicator;
     use mpi::traits::*;
 
-    /// `MPI_COMM_WORLD`.
+    /// `MPI_COMM_WORLD`, and the time and bytes of its collectives since the last count.
     pub(super) struct Mpi {
         world: SimpleCommunicator,
         rank: usize,
         ranks: usize,
+        nanos: AtomicU64,
+        bytes: AtomicU64,
     }
 
     impl Mpi {
         pub(super) fn new(world: SimpleCommunicator) -> Self {
             let (rank, ranks) = (world.rank() as usize, world.size() as usize);
-            Mpi { world, rank, ranks }
+            Mpi { world, rank, ranks, nanos: AtomicU64::new(0), bytes: AtomicU64::new(0) }
+        }
+
+        /// Runs the collective `f` over a `bytes`-byte buffer, adding its time and size to the traffic.
+        fn counted<T>(&self, bytes: usize, f: impl FnOnce() -> T) -> T {
+            let start = std::time::Instant::now();
+            let out = f();
+            self.nanos.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+            out
         }
     }
 
@@ -239,20 +228,23 @@ mod mpi_world {
         }
         fn sum_f32(&self, values: &mut [f32]) {
             let local = values.to_vec();
-            counted(std::mem::size_of_val(values), || self.world.all_reduce_into(&local[..], values, SystemOperation::sum()));
+            self.counted(std::mem::size_of_val(values), || self.world.all_reduce_into(&local[..], values, SystemOperation::sum()));
         }
         fn sum_f64(&self, values: &mut [f64]) {
             let local = values.to_vec();
-            counted(std::mem::size_of_val(values), || self.world.all_reduce_into(&local[..], values, SystemOperation::sum()));
+            self.counted(std::mem::size_of_val(values), || self.world.all_reduce_into(&local[..], values, SystemOperation::sum()));
         }
         fn max_f64(&self, values: &mut [f64]) {
             let local = values.to_vec();
-            counted(std::mem::size_of_val(values), || self.world.all_reduce_into(&local[..], values, SystemOperation::max()));
+            self.counted(std::mem::size_of_val(values), || self.world.all_reduce_into(&local[..], values, SystemOperation::max()));
         }
         fn gather_f32(&self, local: &[f32]) -> Vec<f32> {
             let mut all = vec![0f32; local.len() * self.ranks];
-            counted(std::mem::size_of_val(local), || self.world.all_gather_into(local, &mut all[..]));
+            self.counted(std::mem::size_of_val(local), || self.world.all_gather_into(local, &mut all[..]));
             all
+        }
+        fn take_traffic(&self) -> Traffic {
+            Traffic { seconds: self.nanos.swap(0, Ordering::Relaxed) as f64 * 1e-9, bytes: self.bytes.swap(0, Ordering::Relaxed) }
         }
     }
 }

@@ -12,6 +12,7 @@
 //! The forward pass returns every intermediate: `hiddens[0]` is h, `hiddens[k]` the output of head
 //! layer k, and the last is z — so any layer can be evaluated (paper Fig. 8) or fine-tuned from.
 
+use crate::device::Compute;
 use crate::ops::batchnorm::batch_norm;
 use burn::module::Module;
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
@@ -62,8 +63,8 @@ impl LinearBn {
         }
     }
 
-    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let mut y = batch_norm(&self.bn, self.linear.forward(x));
+    fn forward(&self, x: Tensor<2>, compute: &Compute) -> Tensor<2> {
+        let mut y = batch_norm(&self.bn, self.linear.forward(x), compute);
         if !self.center {
             let [_, d] = y.dims();
             y = y - self.bn.beta.val().reshape([1, d]);
@@ -76,6 +77,9 @@ impl LinearBn {
 #[derive(Module, Debug)]
 pub struct ProjectionHead {
     layers: Vec<LinearBn>,
+    /// How the BN layers compute (sync BN; not saved).
+    #[module(skip)]
+    compute: Compute,
 }
 
 impl HeadConfig {
@@ -91,7 +95,7 @@ impl HeadConfig {
                 layers
             }
         };
-        ProjectionHead { layers }
+        ProjectionHead { layers, compute: Compute::default() }
     }
 
     /// Dimension of z for features of dimension `input_dim`.
@@ -105,10 +109,15 @@ impl ProjectionHead {
     pub fn forward(&self, h: Tensor<2>) -> Vec<Tensor<2>> {
         let mut hiddens = vec![h];
         for layer in &self.layers {
-            let next = layer.forward(hiddens.last().unwrap().clone());
+            let next = layer.forward(hiddens.last().unwrap().clone(), &self.compute);
             hiddens.push(next);
         }
         hiddens
+    }
+
+    /// The head computing as `compute` says.
+    pub fn with_compute(self, compute: Compute) -> Self {
+        ProjectionHead { compute, ..self }
     }
 
     /// Keeps only the first `keep` layers (v2's "fine-tune from head layer `keep`").

@@ -70,6 +70,11 @@ impl ModelConfig {
 }
 
 impl SimClr {
+    /// The network computing as `compute` says (precision, memory order, sync BN), encoder and head.
+    pub fn with_compute(self, compute: crate::device::Compute) -> Self {
+        SimClr { encoder: self.encoder.with_compute(compute), head: self.head.with_compute(compute), ..self }
+    }
+
     /// Images → `[h, head layer 1, …, z]`.
     pub fn forward(&self, images: Tensor<4>) -> Vec<Tensor<2>> {
         self.head.forward(self.encoder.forward(images))

@@ -141,10 +141,9 @@ pub fn pretrain(cfg: &Config, resume: bool, device: &Device, progress: bool) -> 
 /// [`pretrain`] with the caller's per-epoch hooks, called in order at every epoch end.
 pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool, hooks: Vec<Box<dyn EpochHook>>) -> Result<Pretrained> {
     cfg.validate()?;
-    crate::device::set_precision(cfg.run.precision, device)?;
     let world = distributed::world();
+    let compute = cfg.run.compute(device)?.with_sync_bn(cfg.optim.sync_bn, world);
     check_ranks(cfg)?;
-    distributed::set_sync_bn(cfg.optim.sync_bn);
     let (ds, cfg, _lock) = open_run(cfg, resume)?;
     let cfg = &cfg;
     let size = cfg.model.image_size;
@@ -161,6 +160,7 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
     };
     // The checkpoint loads (and matches these settings) before the run's config is written.
     let (model, mut optim, start, last_checkpoint) = restore(cfg, resume, &device)?;
+    let model = model.with_compute(compute);
     if distributed::is_writer() {
         std::fs::write(cfg.run.out.join("config.toml"), cfg.to_toml())
             .with_context(|| format!("--out {}: cannot write into the folder; choose a writable path", cfg.run.out.display()))?;
@@ -175,8 +175,8 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
     let metrics = open_metrics(&cfg.run.out, start)?;
     let bar = progress_bar(progress && distributed::is_writer(), start, total);
     let run_start = Instant::now();
-    let mut record = Record { cfg, device: &device, steps_per_epoch, total, bad, metrics, bar, hooks, timing: Timing::default(), history: Vec::new(), epoch_wait: 0.0, last_checkpoint, interrupted: false };
-    distributed::take_traffic();
+    let mut record = Record { cfg, device: &device, world, steps_per_epoch, total, bad, metrics, bar, hooks, timing: Timing::default(), history: Vec::new(), epoch_wait: 0.0, last_checkpoint, interrupted: false };
+    world.take_traffic();
     let next_batch = |_| Ok(ViewBatch::new(loader.recv().context("the data loader stopped")??, ds.as_ref(), size, &device));
     let model = train::run(model, &mut optim, &objective, |step| schedule.lr(step), start..total, world, next_batch, &mut record)?;
     record.bar.finish_and_clear();
@@ -193,6 +193,7 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
 struct Record<'a> {
     cfg: &'a Config,
     device: &'a Device,
+    world: &'static dyn distributed::Collective,
     steps_per_epoch: usize,
     total: usize,
     bad: BadImages,
@@ -249,7 +250,7 @@ impl Record<'_> {
     fn step_metrics(&mut self, end: &train::StepEnd<'_, SimClr>, epoch: usize) -> Result<StepMetrics> {
         let value = |name| end.logged.get(name).expect("the SimCLR objective logs it");
         let (loss, wait) = (value("loss"), end.wait_s);
-        let traffic = distributed::take_traffic();
+        let traffic = self.world.take_traffic();
         self.timing.data_wait_s += wait;
         self.timing.step_s += end.step_s;
         self.epoch_wait += wait;
@@ -267,8 +268,8 @@ impl Record<'_> {
             images_per_sec: self.cfg.optim.batch_size as f64 / (wait + end.step_s),
             data_wait_s: wait,
             probe_acc: end.logged.get("probe_acc"),
-            comm_s: distributed::is_distributed().then_some(traffic.seconds),
-            comm_mib: distributed::is_distributed().then_some(traffic.bytes as f64 / (1 << 20) as f64),
+            comm_s: (self.world.ranks() > 1).then_some(traffic.seconds),
+            comm_mib: (self.world.ranks() > 1).then_some(traffic.bytes as f64 / (1 << 20) as f64),
         })
     }
 

@@ -12,6 +12,7 @@
 //! The output h is the global-average-pooled feature of the last stage (512·w for basic blocks,
 //! 2048·w for bottlenecks).
 
+use crate::device::Compute;
 use crate::ops::batchnorm::{batch_norm, batch_norm_relu};
 use crate::ops::residual::add_relu;
 use burn::module::{Initializer, Module, Param};
@@ -118,8 +119,8 @@ fn conv(cin: usize, cout: usize, kernel: usize, stride: usize, device: &Device) 
 
 /// Runs `conv` (built by [`conv`]: square kernel, padding k/2, no bias) through
 /// [`crate::ops::conv::conv2d`], whose flex backward is the faster one.
-fn convolve(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    crate::ops::conv::conv2d(x, conv.weight.val(), conv.stride[0], conv.kernel_size[0] / 2)
+fn convolve(conv: &Conv2d, x: Tensor<4>, compute: &Compute) -> Tensor<4> {
+    crate::ops::conv::conv2d(x, conv.weight.val(), conv.stride[0], conv.kernel_size[0] / 2, compute)
 }
 
 fn bn(channels: usize, zero_gamma: bool, device: &Device) -> BatchNorm {
@@ -142,9 +143,9 @@ impl Shortcut {
         (stride != 1 || cin != cout).then(|| Self { conv: conv(cin, cout, 1, stride, device), bn: bn(cout, false, device) })
     }
 
-    fn apply(this: &Option<Self>, x: Tensor<4>) -> Tensor<4> {
+    fn apply(this: &Option<Self>, x: Tensor<4>, compute: &Compute) -> Tensor<4> {
         match this {
-            Some(s) => batch_norm(&s.bn, convolve(&s.conv, x)),
+            Some(s) => batch_norm(&s.bn, convolve(&s.conv, x, compute), compute),
             None => x,
         }
     }
@@ -182,18 +183,18 @@ pub enum Block {
 }
 
 impl Block {
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    fn forward(&self, x: Tensor<4>, c: &Compute) -> Tensor<4> {
         match self {
             Block::Basic(b) => {
-                let y = batch_norm_relu(&b.bn1, convolve(&b.conv1, x.clone()));
-                let y = batch_norm(&b.bn2, convolve(&b.conv2, y));
-                add_relu(y, Shortcut::apply(&b.shortcut, x))
+                let y = batch_norm_relu(&b.bn1, convolve(&b.conv1, x.clone(), c), c);
+                let y = batch_norm(&b.bn2, convolve(&b.conv2, y, c), c);
+                add_relu(y, Shortcut::apply(&b.shortcut, x, c))
             }
             Block::Bottleneck(b) => {
-                let y = batch_norm_relu(&b.bn1, convolve(&b.conv1, x.clone()));
-                let y = batch_norm_relu(&b.bn2, convolve(&b.conv2, y));
-                let y = batch_norm(&b.bn3, convolve(&b.conv3, y));
-                add_relu(y, Shortcut::apply(&b.shortcut, x))
+                let y = batch_norm_relu(&b.bn1, convolve(&b.conv1, x.clone(), c), c);
+                let y = batch_norm_relu(&b.bn2, convolve(&b.conv2, y, c), c);
+                let y = batch_norm(&b.bn3, convolve(&b.conv3, y, c), c);
+                add_relu(y, Shortcut::apply(&b.shortcut, x, c))
             }
         }
     }
@@ -207,6 +208,9 @@ pub struct ResNet {
     maxpool: Option<MaxPool2d>,
     blocks: Vec<Block>,
     out_dim: usize,
+    /// How the layers compute (not saved: a property of the run, not of the weights).
+    #[module(skip)]
+    compute: Compute,
 }
 
 impl ResNetConfig {
@@ -257,7 +261,7 @@ impl ResNetConfig {
                 cin = cout;
             }
         }
-        ResNet { conv1, bn1: bn(stem_width, false, device), maxpool, blocks, out_dim: cin }
+        ResNet { conv1, bn1: bn(stem_width, false, device), maxpool, blocks, out_dim: cin, compute: Compute::default() }
     }
 
     /// Smallest image side this network accepts: the last stage must keep at least one pixel.
@@ -269,12 +273,13 @@ impl ResNetConfig {
 impl ResNet {
     /// Images `[N, 3, H, W]` in `[0, 1]` → features h `[N, out_dim]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut x = batch_norm_relu(&self.bn1, convolve(&self.conv1, images));
+        let c = &self.compute;
+        let mut x = batch_norm_relu(&self.bn1, convolve(&self.conv1, images, c), c);
         if let Some(pool) = &self.maxpool {
             x = pool.forward(x);
         }
         for block in &self.blocks {
-            x = block.forward(x);
+            x = block.forward(x, c);
         }
         // Under `--precision bf16` the activations are bfloat16 up to here (as under autocast);
         // h, the head and the loss are f32.
@@ -290,5 +295,10 @@ impl ResNet {
     /// Dimension of h.
     pub fn out_dim(&self) -> usize {
         self.out_dim
+    }
+
+    /// The network computing as `compute` says.
+    pub fn with_compute(self, compute: Compute) -> Self {
+        ResNet { compute, ..self }
     }
 }

@@ -5,7 +5,7 @@
 //! row and a top-k selection, and [`Hnsw`], the approximate graph index of `hnsw_rs` (Malkov and
 //! Yashunin's HNSW) for large sets, built once and saved beside the embeddings.
 
-use crate::config::{Config, DataSettings};
+use crate::config::{Config, DataSettings, RunSettings};
 use crate::data::{self, Dataset, InMemoryDataset, Split};
 use crate::eval::{Features, Layer};
 use crate::image::Image;
@@ -310,7 +310,7 @@ impl Embeddings {
     }
 
     /// The image file's embedding: read, preprocessed for evaluation, through the network of
-    /// `checkpoint` (or the one the report names) up to the report's layer.
+    /// `checkpoint` (or the one the report names) up to the report's layer, in `f32`.
     fn embed_image(&self, file: &Path, checkpoint: Option<&Path>, device: &Device) -> Result<Vec<f32>> {
         let report = self.dir.join("report.json");
         let config: Config = serde_json::from_value(self.report["model_config"].clone())
@@ -318,6 +318,8 @@ impl Embeddings {
         let size = self.report["metrics"]["image_size"].as_u64().map(|s| s as usize).unwrap_or(config.model.image_size);
         let layer: Layer = self.report["metrics"]["layer"].as_str().unwrap_or("h").parse().map_err(|e: String| anyhow::anyhow!(e))?;
         let named = self.report["checkpoint"].as_str().map(PathBuf::from);
+        // One image: the default arithmetic and memory order, whatever the network trained with.
+        let config = Config { run: RunSettings { precision: Default::default(), memory_format: Default::default(), ..config.run }, ..config };
         let loaded = crate::eval::load(checkpoint.or(named.as_deref()), &config, size, device)?;
         let index = layer.index(loaded.model.head.len())?;
         let img = crate::grid::load_file(file).with_context(|| "--query: neither a row number nor a readable image file")?;

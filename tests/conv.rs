@@ -65,7 +65,7 @@ fn output_and_gradients_equal_burns_generic_ones() {
         let w = Tensor::<4>::random([cout, cin, k, k], Distribution::Normal(0.0, 0.5), &device).into_data();
         let r = Tensor::<4>::random([batch, cout, g.ho(), g.wo()], Distribution::Normal(0.0, 1.0), &device).into_data();
         for input_grad in [true, false] {
-            let ours = grads(|x, w| conv::conv2d(x, w, stride, pad), &x, &w, &r, input_grad);
+            let ours = grads(|x, w| conv::conv2d(x, w, stride, pad, &Default::default()), &x, &w, &r, input_grad);
             let burn = grads(|x, w| conv2d(x, w, None, g.options()), &x, &w, &r, input_grad);
             let case = format!("batch {batch} cin {cin} side {side} cout {cout} k {k} stride {stride} input grad {input_grad}");
             assert_eq!(ours.1.len(), burn.1.len(), "input gradient present in one only: {case}");

@@ -13,6 +13,7 @@ pub mod studies;
 mod study;
 
 use crate::config::{Config, DataArgs};
+use crate::device::{MemoryFormat, Precision};
 use crate::data::{self, Dataset, Split};
 use crate::eval::{self, finetune, Layer};
 use crate::pretrain::{self, Diverged};
@@ -196,11 +197,13 @@ pub enum Ablated {
     },
 }
 
-/// Runs the study `args` asks for (or, with `--list`, describes it).
-pub fn run(args: &AblateArgs, precision: crate::device::Precision, device: &Device, progress: bool) -> Result<Ablated> {
+/// Runs the study `args` asks for (or, with `--list`, describes it), every cell's network computing
+/// at `precision` in `memory_format`.
+pub fn run(args: &AblateArgs, precision: Precision, memory_format: MemoryFormat, device: &Device, progress: bool) -> Result<Ablated> {
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/ablate-{}", args.study.name())));
     let mut base = studies::base(args.preset, &args.data, &out, args.seed);
-    base.run.precision = precision;
+    (base.run.precision, base.run.memory_format) = (precision, memory_format);
+    base.run.compute(device)?;
     let cells = select(studies::cells(args.study, args.preset, &base), &args.only, args.max_steps)?;
     if args.list {
         return Ok(Ablated::Listed(report::listing(args.study, args.preset, &cells, &base)));
@@ -292,7 +295,7 @@ fn run_cell(cell: &Cell, dir: &Path, data: &EvalData, device: &Device, progress:
         CellKind::Contrastive(layers) => contrastive(&cfg, layers, data, device, progress, &mut result)?,
         CellKind::Supervised => supervised(&cfg, data, device, &mut result)?,
         CellKind::RandomInit => {
-            let model = eval::random_init_baseline(&cfg, cfg.model.image_size).init_seeded(cfg.run.seed, device);
+            let model = eval::random_init_baseline(&cfg, cfg.model.image_size).init_seeded(cfg.run.seed, device).with_compute(cfg.run.compute(device)?);
             result.top1 = linear_top1(&model, &[Layer::H], &cfg, data, device)?;
         }
     }
@@ -360,7 +363,7 @@ fn linear_top1(model: &crate::model::SimClr, layers: &[Layer], cfg: &Config, dat
 /// protocol), its test top-1.
 fn supervised(cfg: &Config, data: &EvalData, device: &Device, result: &mut CellResult) -> Result<()> {
     let size = cfg.model.image_size;
-    let model = eval::random_init_baseline(cfg, size).init_seeded(cfg.run.seed, device);
+    let model = eval::random_init_baseline(cfg, size).init_seeded(cfg.run.seed, device).with_compute(cfg.run.compute(device)?);
     let every: Vec<usize> = (0..data.train.len()).collect();
     let steps_per_epoch = every.len() / cfg.optim.batch_size;
     let epochs = if cfg.optim.max_steps > 0 { cfg.optim.max_steps.div_ceil(steps_per_epoch) } else { cfg.optim.epochs };

@@ -8,7 +8,8 @@ mod print;
 pub use args::Cli;
 use args::{BenchCommand, Command};
 use anyhow::{Context, Result};
-use simclr::config::{Config, ConfigArgs};
+use simclr::config::{Config, ConfigArgs, RunArgs, RunSettings};
+use simclr::device::{Compute, MemoryFormat, Precision};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -16,9 +17,23 @@ use std::path::PathBuf;
 struct Session {
     device: burn::tensor::Device,
     /// `--precision`, where given (pretraining keeps its recorded one otherwise).
-    precision: Option<simclr::device::Precision>,
+    precision: Option<Precision>,
+    /// `--memory-format`.
+    memory_format: MemoryFormat,
     /// Whether progress bars are drawn.
     progress: bool,
+}
+
+impl Session {
+    /// `run` with the global flags' arithmetic and memory order (for a network's [`Compute`]).
+    fn run_args(&self, run: RunArgs) -> RunArgs {
+        RunArgs { precision: self.precision.or(run.precision), memory_format: Some(self.memory_format), ..run }
+    }
+
+    /// The default run settings with the global flags' arithmetic and memory order.
+    fn run_settings(&self) -> RunSettings {
+        RunSettings { precision: self.precision.unwrap_or_default(), memory_format: self.memory_format, ..RunSettings::default() }
+    }
 }
 
 /// Runs the command `cli` names.
@@ -26,29 +41,35 @@ pub fn run(cli: Cli) -> Result<()> {
     let progress = !cli.quiet && std::io::stderr().is_terminal();
     simclr::progress::set_quiet(!progress);
     let device = simclr::device::parse(&cli.device)?;
-    // Pretraining takes its precision from its config (recorded, for --resume); the rest from the flag.
-    simclr::device::set_precision(cli.precision.unwrap_or_default(), &device)?;
-    let memory_format = simclr::device::set_memory_format(cli.memory_format, &device)?;
-    tracing::debug!("device {device:?}, precision {:?}, memory format {memory_format:?}", cli.precision);
-    let s = Session { device, precision: cli.precision, progress };
+    // The flags checked against the device once, before any work; each command's network takes
+    // them through its run settings (pretraining keeps its recorded precision unless given).
+    let compute = Compute::on(&device, cli.precision.unwrap_or_default(), cli.memory_format)?;
+    tracing::debug!("device {device:?}, {compute:?}");
+    let s = Session { device, precision: cli.precision, memory_format: cli.memory_format, progress };
     let device = &s.device;
     match cli.command {
         Command::Pretrain { config, resume, args } => pretrain(&s, config, resume, args),
-        Command::LinearEval { eval, features, solver, sgd_epochs, sgd_lr } => {
+        Command::LinearEval { mut eval, features, solver, sgd_epochs, sgd_lr } => {
+            eval.run = s.run_args(eval.run);
             let sgd = simclr::eval::linear::SgdProbe { epochs: sgd_epochs, lr: sgd_lr, ..Default::default() };
             let r = simclr::commands::linear_eval(&eval, &features, solver, sgd, device)?;
             Ok(println!("{}", print::classified(&r, &format!("linear-eval ({}, layer {}, {solver:?})", r.source(), r.metrics.layer))))
         }
-        Command::Knn { eval, features, k, knn_temperature } => {
+        Command::Knn { mut eval, features, k, knn_temperature } => {
+            eval.run = s.run_args(eval.run);
             let knn = simclr::eval::knn::Knn { k, temperature: knn_temperature };
             let r = simclr::commands::knn(&eval, &features, knn, device)?;
             Ok(println!("{}", print::classified(&r, &format!("knn ({}, layer {}, k {k})", r.source(), r.metrics.layer))))
         }
-        Command::Finetune { eval, subset, optim } => {
+        Command::Finetune { mut eval, subset, optim } => {
+            eval.run = s.run_args(eval.run);
             let r = simclr::commands::finetune(&eval, &subset, &optim, device)?;
             Ok(println!("{}", print::classified(&r, &format!("finetune ({}, {} labelled images)", r.source(), r.metrics.extra.labelled_images))))
         }
-        Command::Embed { eval, features, split } => Ok(println!("{}", print::embedded(&simclr::commands::embed(&eval, &features, split, device)?))),
+        Command::Embed { mut eval, features, split } => {
+            eval.run = s.run_args(eval.run);
+            Ok(println!("{}", print::embedded(&simclr::commands::embed(&eval, &features, split, device)?)))
+        }
         Command::Search(args) => Ok(println!("{}", print::found(&simclr::search::search(&args, device)?))),
         Command::Import { weights, prefix, model, run } => {
             let (report, out) = simclr::import::run(&weights, prefix.as_deref(), &model, &run, device)?;
@@ -82,11 +103,12 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Ablate(args) => {
             simclr::interrupt::install()?;
-            Ok(println!("{}", print::ablated(&simclr::ablate::run(&args, s.precision.unwrap_or_default(), device, s.progress)?)))
+            let ablated = simclr::ablate::run(&args, s.precision.unwrap_or_default(), s.memory_format, device, s.progress)?;
+            Ok(println!("{}", print::ablated(&ablated)))
         }
         Command::Demo { out, epochs } => {
             let mut cfg = simclr::demo::demo_config(out, epochs);
-            cfg.run.precision = s.precision.unwrap_or_default();
+            cfg.run = RunSettings { out: cfg.run.out, ..s.run_settings() };
             println!(
                 "simclr demo: pretraining ResNet-18 (width {}) on the built-in 5,000 Fashion-MNIST images for {} epochs...",
                 cfg.model.width, cfg.optim.epochs
@@ -104,7 +126,7 @@ fn pretrain(s: &Session, config: Option<PathBuf>, resume: bool, mut args: Config
         None if resume => simclr::checkpoint::resume_config(&out)?,
         None => None,
     };
-    args.run.precision = s.precision;
+    args.run = s.run_args(args.run);
     let cfg = Config::resolve(file.as_deref(), &args)?;
     simclr::interrupt::install()?;
     let done = simclr::pretrain::pretrain(&cfg, resume, &s.device, s.progress)?;
@@ -139,7 +161,7 @@ fn bench(s: &Session, what: BenchCommand, json: Option<PathBuf>) -> Result<()> {
             write_json(json, &r)
         }
         BenchCommand::Epoch { mut args } => {
-            args.run.precision = s.precision;
+            args.run = s.run_args(args.run);
             let mut cfg = Config::resolve(None, &args)?;
             // Without --out, a scratch folder of its own (removed afterwards): each bench is a new run.
             let scratch = args.run.out.is_none().then(tempfile::tempdir).transpose().context("cannot create a scratch folder for the bench run")?;
@@ -154,7 +176,7 @@ fn bench(s: &Session, what: BenchCommand, json: Option<PathBuf>) -> Result<()> {
         }
         BenchCommand::Step { steps, warmup, batch_size, optimizer, model } => {
             let optim = simclr::config::OptimSettings { batch_size, optimizer, ..Default::default() };
-            let cfg = Config { model: model.resolve(), optim, ..Config::default() };
+            let cfg = Config { model: model.resolve(), optim, run: s.run_settings(), ..Config::default() };
             let r = simclr::bench::step(&cfg, steps, warmup, &s.device)?;
             println!("{}", print::bench_step(&r));
             write_json(json, &r)

@@ -129,9 +129,16 @@ pub struct Loaded {
 }
 
 /// Loads `--checkpoint` (a checkpoint or run folder), or builds a randomly initialised network from
-/// `flags` when `checkpoint` is `None`. `dataset_size` is the image side used when neither the
-/// checkpoint's config nor the flags set one.
+/// `flags` when `checkpoint` is `None`; either computing as `flags.run` says (precision, memory
+/// format). `dataset_size` is the image side used when neither the checkpoint's config nor the
+/// flags set one.
 pub fn load(checkpoint_arg: Option<&Path>, flags: &Config, dataset_size: usize, device: &Device) -> Result<Loaded> {
+    let compute = flags.run.compute(device)?;
+    let loaded = load_weights(checkpoint_arg, flags, dataset_size, device)?;
+    Ok(Loaded { model: loaded.model.with_compute(compute), ..loaded })
+}
+
+fn load_weights(checkpoint_arg: Option<&Path>, flags: &Config, dataset_size: usize, device: &Device) -> Result<Loaded> {
     match checkpoint_arg {
         Some(path) => {
             let checkpoint::Verified { dir, model_sha256 } = checkpoint::resolve(path)?;

@@ -11,7 +11,7 @@
 //!   `dx = γ/√(σ² + ε) · (dy − Σdy/M − x̂·Σ(dy·x̂)/M)` (M values per channel).
 //! - libtorch: `native_batch_norm` recorded in libtorch's autograd graph, as PyTorch runs it.
 //!
-//! In a data-parallel run with sync BN ([`crate::distributed`]) the statistics and the backward's
+//! In a data-parallel run with sync BN (the ranks in [`Compute::sync_bn`]) the statistics and the backward's
 //! per-channel sums are over every rank's part of the batch: flex sums them inside its two passes,
 //! libtorch takes an operation of ours (libtorch's SyncBatchNorm kernels are CUDA-only), and every
 //! other backend (wgpu, vulkan) composes the BN of tensor operations around a differentiable sum
@@ -24,28 +24,31 @@
 //! biased batch variance), so checkpoints and evaluation do not depend on the backend. Every other
 //! case — another backend on one rank, evaluation, a frozen layer — is Burn's `BatchNorm::forward`.
 
+use crate::device::Compute;
+use crate::distributed::Collective;
 use crate::ops::all_reduce::all_reduce_sum;
 use burn::nn::BatchNorm;
 use burn::tensor::Tensor;
 
-/// `norm` applied to `x` (`[batch, channels, ...]`), updating its running statistics in training.
-pub fn batch_norm<const D: usize>(norm: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
-    normalize(norm, x, false)
+/// `norm` applied to `x` (`[batch, channels, ...]`), updating its running statistics in training;
+/// with the statistics of `compute.sync_bn`'s ranks when set.
+pub fn batch_norm<const D: usize>(norm: &BatchNorm, x: Tensor<D>, compute: &Compute) -> Tensor<D> {
+    normalize(norm, x, false, compute.sync_bn)
 }
 
 /// `relu(norm(x))` as [`batch_norm`] followed by a ReLU.
-pub fn batch_norm_relu<const D: usize>(norm: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
-    normalize(norm, x, true)
+pub fn batch_norm_relu<const D: usize>(norm: &BatchNorm, x: Tensor<D>, compute: &Compute) -> Tensor<D> {
+    normalize(norm, x, true, compute.sync_bn)
 }
 
-fn normalize<const D: usize>(norm: &BatchNorm, x: Tensor<D>, relu: bool) -> Tensor<D> {
+fn normalize<const D: usize>(norm: &BatchNorm, x: Tensor<D>, relu: bool, sync: Option<&'static dyn Collective>) -> Tensor<D> {
     let training = x.device().is_autodiff() && norm.training.is_enabled();
     #[cfg(any(feature = "flex", feature = "tch"))]
     if training && super::has_own_ops(&x) {
-        return own::train(norm, x, relu);
+        return own::train(norm, x, relu, sync);
     }
-    if training && crate::distributed::sync_bn_world().is_some() {
-        return synced_train(norm, x, relu);
+    if let Some(world) = sync.filter(|_| training) {
+        return synced_train(norm, x, relu, world);
     }
     let y = norm.forward(x);
     if relu { burn::tensor::activation::relu(y) } else { y }
@@ -56,9 +59,9 @@ fn normalize<const D: usize>(norm: &BatchNorm, x: Tensor<D>, relu: bool) -> Tens
 /// [`all_reduce_sum`], then `y = γ·(x − μ)/√(σ² + ε) + β` in tensor operations. Autodiff gives the
 /// sync-BN backward: the sum over the ranks' gradients that reaches each rank's statistics is
 /// `Σdy` and `Σdy·(x − μ)` over the whole batch. On one rank it is plain training-mode BN.
-pub fn synced_train<const D: usize>(norm: &BatchNorm, x: Tensor<D>, relu: bool) -> Tensor<D> {
+pub fn synced_train<const D: usize>(norm: &BatchNorm, x: Tensor<D>, relu: bool, world: &dyn Collective) -> Tensor<D> {
     let channels = x.dims()[1];
-    let count = (x.shape().num_elements() / channels * crate::distributed::world().ranks()) as f64;
+    let count = (x.shape().num_elements() / channels * world.ranks()) as f64;
     let mean = all_reduce_sum(per_channel_sum(x.clone())).div_scalar(count);
     let centred = x - along_channels::<D>(mean.clone());
     let variance = all_reduce_sum(per_channel_sum(centred.clone().square())).div_scalar(count);
@@ -96,6 +99,7 @@ fn update_running(norm: &BatchNorm, mean: Tensor<1>, variance: Tensor<1>) {
 #[cfg(any(feature = "flex", feature = "tch"))]
 #[allow(deprecated)] // Burn 0.22 marks burn-tch deprecated; it is still our libtorch backend.
 mod own {
+    use crate::distributed::Collective;
     use burn::backend::tensor::FloatTensor;
     use burn::backend::{backend_extension, Backend};
     use burn::nn::BatchNorm;
@@ -103,24 +107,33 @@ mod own {
 
     /// Training-mode BN of `x` by [`OwnBatchNorm`]; the running statistics as Burn's `BatchNorm`
     /// (`burn-nn`'s `forward_train`) updates them.
-    pub(super) fn train<const D: usize>(norm: &BatchNorm, x: Tensor<D>, relu: bool) -> Tensor<D> {
+    pub(super) fn train<const D: usize>(norm: &BatchNorm, x: Tensor<D>, relu: bool, sync: Option<&'static dyn Collective>) -> Tensor<D> {
         let (out, mean, variance) = <burn::backend::Dispatch as OwnBatchNorm>::batch_norm_train_own(
             x.into_dispatch(),
             norm.gamma.val().into_dispatch(),
             norm.beta.val().into_dispatch(),
             norm.epsilon,
             relu,
+            sync,
         );
         super::update_running(norm, Tensor::from_dispatch(mean), Tensor::from_dispatch(variance));
         Tensor::from_dispatch(out)
     }
 
     /// Training-mode batch normalisation (followed by a ReLU if `relu`) returning the output, the
-    /// batch mean and the biased batch variance (the statistics without gradient).
+    /// batch mean and the biased batch variance (the statistics without gradient); with `sync`,
+    /// the statistics and the backward's sums over its ranks.
     #[backend_extension(Flex: cfg(feature = "flex"), LibTorch: cfg(feature = "tch"), Autodiff)]
     pub trait OwnBatchNorm: Backend {
         /// BN of `x` with per-channel `gamma`, `beta` and `epsilon`.
-        fn batch_norm_train_own(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64, relu: bool) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+        fn batch_norm_train_own(
+            x: FloatTensor<Self>,
+            gamma: FloatTensor<Self>,
+            beta: FloatTensor<Self>,
+            epsilon: f64,
+            relu: bool,
+            sync: Option<&'static dyn Collective>,
+        ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
     }
 
     /// Flex: the two-pass forward and backward on slices.
@@ -213,8 +226,8 @@ mod own {
         }
 
         impl OwnBatchNorm for Flex {
-            fn batch_norm_train_own(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64, relu: bool) -> (FlexTensor, FlexTensor, FlexTensor) {
-                forward(&x, &gamma, &beta, epsilon, relu, crate::distributed::sync_bn_world())
+            fn batch_norm_train_own(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64, relu: bool, sync: Option<&'static dyn Collective>) -> (FlexTensor, FlexTensor, FlexTensor) {
+                forward(&x, &gamma, &beta, epsilon, relu, sync)
             }
         }
 
@@ -223,13 +236,13 @@ mod own {
 
         impl Backward<Flex, 3> for FusedBatchNorm {
             /// Checkpointed input and γ; β (a few floats, for the ReLU's mask), the batch mean and
-            /// variance, ε, whether a ReLU follows, whether the statistics were every rank's.
-            type State = (NodeId, NodeId, FlexTensor, FlexTensor, FlexTensor, f64, bool, bool);
+            /// variance, ε, whether a ReLU follows, the ranks whose statistics they were (sync BN).
+            type State = (NodeId, NodeId, FlexTensor, FlexTensor, FlexTensor, f64, bool, Option<&'static dyn Collective>);
 
             fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
                 let [node_x, node_gamma, node_beta] = ops.parents;
                 let grad = grads.consume::<Flex>(&ops.node);
-                let (x_state, gamma_state, beta, mean, variance, epsilon, relu, sync) = ops.state;
+                let (x_state, gamma_state, beta, mean, variance, epsilon, relu, world) = ops.state;
                 let x: FlexTensor = checkpointer.retrieve_node_output(x_state);
                 let gamma: FlexTensor = checkpointer.retrieve_node_output(gamma_state);
                 let (shape, (channels, pixels)) = (x.shape(), layout(&x.shape()));
@@ -259,7 +272,6 @@ mod own {
                 let (dbeta, dgamma) = gradients(&sums);
                 if let Some(node) = node_x {
                     // dx takes them over every value normalised together: every rank's with sync BN.
-                    let world = sync.then(crate::distributed::world);
                     let (all_beta, all_gamma) = match world {
                         Some(world) => {
                             let mut flat: Vec<f64> = sums.iter().flat_map(|&(total, dot)| [total, dot]).collect();
@@ -289,14 +301,20 @@ mod own {
         }
 
         impl<C: CheckpointStrategy> OwnBatchNorm for Autodiff<Flex, C> {
-            fn batch_norm_train_own(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64, relu: bool) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-                let world = crate::distributed::sync_bn_world();
+            fn batch_norm_train_own(
+                x: FloatTensor<Self>,
+                gamma: FloatTensor<Self>,
+                beta: FloatTensor<Self>,
+                epsilon: f64,
+                relu: bool,
+                world: Option<&'static dyn Collective>,
+            ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
                 match FusedBatchNorm.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
                     OpsKind::Tracked(mut prep) => {
                         let (x_state, gamma_state) = (prep.checkpoint(&x), prep.checkpoint(&gamma));
                         let beta = beta.into_primitive();
                         let (out, mean, variance) = forward(&x.into_primitive(), &gamma.into_primitive(), &beta, epsilon, relu, world);
-                        let out = prep.finish((x_state, gamma_state, beta, mean.clone(), variance.clone(), epsilon, relu, world.is_some()), out);
+                        let out = prep.finish((x_state, gamma_state, beta, mean.clone(), variance.clone(), epsilon, relu, world), out);
                         (out, <FloatTensor<Self>>::new(mean), <FloatTensor<Self>>::new(variance))
                     }
                     OpsKind::UnTracked(prep) => {
@@ -312,6 +330,7 @@ mod own {
     #[cfg(feature = "tch")]
     mod libtorch {
         use super::OwnBatchNorm;
+        use crate::distributed::Collective;
         use crate::ops::libtorch::AutodiffTensor;
         use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
         use burn::backend::libtorch::TchTensor;
@@ -339,15 +358,23 @@ mod own {
         }
 
         impl OwnBatchNorm for LibTorch {
-            fn batch_norm_train_own(x: TchTensor, gamma: TchTensor, beta: TchTensor, epsilon: f64, relu: bool) -> (TchTensor, TchTensor, TchTensor) {
+            /// Without autodiff (no training graph) the statistics are this rank's: `sync` is unused.
+            fn batch_norm_train_own(x: TchTensor, gamma: TchTensor, beta: TchTensor, epsilon: f64, relu: bool, _: Option<&'static dyn Collective>) -> (TchTensor, TchTensor, TchTensor) {
                 let (out, mean, variance) = torch_batch_norm(&x.tensor, &gamma.tensor, &beta.tensor, epsilon, relu);
                 (TchTensor::new(out), TchTensor::new(mean), TchTensor::new(variance))
             }
         }
 
         impl<C: CheckpointStrategy> OwnBatchNorm for Autodiff<LibTorch, C> {
-            fn batch_norm_train_own(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64, relu: bool) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-                if let Some(world) = crate::distributed::sync_bn_world() {
+            fn batch_norm_train_own(
+                x: FloatTensor<Self>,
+                gamma: FloatTensor<Self>,
+                beta: FloatTensor<Self>,
+                epsilon: f64,
+                relu: bool,
+                sync: Option<&'static dyn Collective>,
+            ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+                if let Some(world) = sync {
                     return synced::train::<C>(x, gamma, beta, epsilon, relu, world);
                 }
                 let (out, (mean, variance)) = crate::ops::libtorch::record::<C, 3, _>([x, gamma, beta], |[x, gamma, beta]| {
@@ -392,9 +419,10 @@ mod own {
             }
 
             /// What the backward needs: the input, γ, the output (for the ReLU's mask), the batch
-            /// mean and 1/√(σ² + ε) over all ranks, and the number of values per channel.
+            /// mean and 1/√(σ² + ε) over all ranks, the number of values per channel, the ranks.
             #[derive(Debug, Clone)]
             struct Saved {
+                world: &'static dyn Collective,
                 x: TchTensor,
                 gamma: TchTensor,
                 out: TchTensor,
@@ -418,7 +446,7 @@ mod own {
                     let dy = if s.relu { grad.tensor * s.out.tensor.gt(0.0) } else { grad.tensor };
                     let xmu = x - per_channel(&s.mean.tensor, x);
                     let local = |t: &tch::Tensor| t.sum_dim_intlist(&dims[..], false, Kind::Double);
-                    let world = crate::distributed::world();
+                    let world = s.world;
                     if let Some(node) = node_x {
                         // dx = γ/σ · (dy − Σdy/M − (x − μ)/σ² · Σdy·(x − μ)/M), the sums over all ranks.
                         let mean_dy = summed(&dy, &dims, world) / s.count;
@@ -447,7 +475,7 @@ mod own {
                 beta: AutodiffTensor<C>,
                 epsilon: f64,
                 relu: bool,
-                world: &dyn Collective,
+                world: &'static dyn Collective,
             ) -> (AutodiffTensor<C>, AutodiffTensor<C>, AutodiffTensor<C>) {
                 let nodes = [x.node(), gamma.node(), beta.node()];
                 let (x, gamma, beta) = (x.into_primitive(), gamma.into_primitive(), beta.into_primitive());
@@ -464,7 +492,7 @@ mod own {
                 let out = TchTensor::new(out);
                 let out = match SyncedBatchNorm.prepare::<C>(nodes).compute_bound().stateful() {
                     OpsKind::Tracked(prep) => {
-                        let saved = Saved { x, gamma, out: out.clone(), mean: mean.clone(), inv_std: TchTensor::new(inv_std), relu, count };
+                        let saved = Saved { world, x, gamma, out: out.clone(), mean: mean.clone(), inv_std: TchTensor::new(inv_std), relu, count };
                         prep.finish(saved, out)
                     }
                     OpsKind::UnTracked(prep) => prep.finish(out),

@@ -22,6 +22,7 @@
 //! in `bfloat16` as PyTorch's autocast would. Every other device
 //! gets Burn's `conv2d`.
 
+use crate::device::Compute;
 use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::Tensor;
 use rayon::prelude::*;
@@ -126,14 +127,17 @@ pub fn weight_grad(x: &[f32], grad: &[f32], g: &Geometry) -> Vec<f32> {
 /// A convolution of the encoder: square kernel, no bias, zero padding `pad` on every side. On a
 /// flex device of `f32` tensors the direct kernels of [`crate::ops::direct`] where they apply,
 /// else Burn's forward and input gradient with the [`weight_grad`] GEMM; on a libtorch device both
-/// gradients come from libtorch; elsewhere this is Burn's `conv2d`.
-pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize, pad: usize) -> Tensor<4> {
+/// gradients come from libtorch, in the arithmetic and memory order `compute` sets; elsewhere this
+/// is Burn's `conv2d`.
+pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize, pad: usize, compute: &Compute) -> Tensor<4> {
     #[cfg(any(feature = "flex", feature = "tch"))]
     if super::has_own_ops(&x) {
         use own::OwnBackwardConv;
-        let out = <burn::backend::Dispatch as OwnBackwardConv>::conv2d_own_backward(x.into_dispatch(), weight.into_dispatch(), stride, pad);
+        let (x, weight) = (x.into_dispatch(), weight.into_dispatch());
+        let out = <burn::backend::Dispatch as OwnBackwardConv>::conv2d_own_backward(x, weight, stride, pad, compute.bf16(), compute.channels_last());
         return Tensor::from_dispatch(out);
     }
+    let _ = compute;
     burn_conv2d(x, weight, None, super::geometry::options(stride, pad))
 }
 
@@ -147,8 +151,9 @@ mod own {
     /// A convolution whose backward is ours rather than Burn's generic one.
     #[backend_extension(Flex: cfg(feature = "flex"), LibTorch: cfg(feature = "tch"), Autodiff)]
     pub trait OwnBackwardConv: Backend {
-        /// `conv2d(x, weight)` with square kernel, stride and zero padding, no bias.
-        fn conv2d_own_backward(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, pad: usize) -> FloatTensor<Self>;
+        /// `conv2d(x, weight)` with square kernel, stride and zero padding, no bias; on libtorch
+        /// in `bfloat16` if `bf16`, on a channels-last input if `channels_last`.
+        fn conv2d_own_backward(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, pad: usize, bf16: bool, channels_last: bool) -> FloatTensor<Self>;
     }
 
     /// Flex: the direct kernels where they apply; else Burn's forward and input gradient and the
@@ -192,7 +197,7 @@ mod own {
         }
 
         impl OwnBackwardConv for Flex {
-            fn conv2d_own_backward(x: FlexTensor, weight: FlexTensor, stride: usize, pad: usize) -> FlexTensor {
+            fn conv2d_own_backward(x: FlexTensor, weight: FlexTensor, stride: usize, pad: usize, _: bool, _: bool) -> FlexTensor {
                 forward(x, weight, stride, pad)
             }
         }
@@ -237,7 +242,7 @@ mod own {
         }
 
         impl<C: CheckpointStrategy> OwnBackwardConv for Autodiff<Flex, C> {
-            fn conv2d_own_backward(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, pad: usize) -> FloatTensor<Self> {
+            fn conv2d_own_backward(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, pad: usize, _: bool, _: bool) -> FloatTensor<Self> {
                 match CpuConv.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
                     OpsKind::Tracked(mut prep) => {
                         let state = (prep.checkpoint(&x), prep.checkpoint(&weight), stride, pad);
@@ -263,31 +268,31 @@ mod own {
         /// up to the pooling); under `--memory-format channels-last` on its
         /// input in channels-last order (oneDNN's and cuDNN's NHWC kernels), so the output and the
         /// layers after it keep that order and later convolutions take it without a copy.
-        fn torch_conv2d(x: &tch::Tensor, weight: &tch::Tensor, stride: usize, pad: usize) -> tch::Tensor {
-            use crate::ops::libtorch::{bf16, channels_last, to_channels_last};
+        fn torch_conv2d(x: &tch::Tensor, weight: &tch::Tensor, stride: usize, pad: usize, bf16: bool, channels_last: bool) -> tch::Tensor {
+            use crate::ops::libtorch::to_channels_last;
             let conv = |x: &tch::Tensor, weight: &tch::Tensor| {
                 let (stride, pad) = (stride as i64, pad as i64);
                 tch::Tensor::conv2d(x, weight, None::<tch::Tensor>, [stride; 2], [pad; 2], [1, 1], 1)
             };
-            if bf16() {
+            if bf16 {
                 let x = to_channels_last(x, tch::Kind::BFloat16);
                 return conv(&x, &weight.to_kind(tch::Kind::BFloat16));
             }
-            if channels_last() {
+            if channels_last {
                 return conv(&to_channels_last(x, x.kind()), weight);
             }
             conv(x, weight)
         }
 
         impl OwnBackwardConv for LibTorch {
-            fn conv2d_own_backward(x: TchTensor, weight: TchTensor, stride: usize, pad: usize) -> TchTensor {
-                TchTensor::new(torch_conv2d(&x.tensor, &weight.tensor, stride, pad))
+            fn conv2d_own_backward(x: TchTensor, weight: TchTensor, stride: usize, pad: usize, bf16: bool, channels_last: bool) -> TchTensor {
+                TchTensor::new(torch_conv2d(&x.tensor, &weight.tensor, stride, pad, bf16, channels_last))
             }
         }
 
         impl<C: CheckpointStrategy> OwnBackwardConv for Autodiff<LibTorch, C> {
-            fn conv2d_own_backward(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, pad: usize) -> FloatTensor<Self> {
-                crate::ops::libtorch::record::<C, 2, _>([x, weight], |[x, weight]| (torch_conv2d(x, weight, stride, pad), ())).0
+            fn conv2d_own_backward(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, pad: usize, bf16: bool, channels_last: bool) -> FloatTensor<Self> {
+                crate::ops::libtorch::record::<C, 2, _>([x, weight], |[x, weight]| (torch_conv2d(x, weight, stride, pad, bf16, channels_last), ())).0
             }
         }
     }

@@ -15,7 +15,6 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::libtorch::TchTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, LibTorch};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Whether `device` is a libtorch device (CPU or CUDA).
 pub(crate) fn is_libtorch(device: &burn::tensor::Device) -> bool {
@@ -25,29 +24,6 @@ pub(crate) fn is_libtorch(device: &burn::tensor::Device) -> bool {
 /// Whether `device` is libtorch's CPU device.
 pub(crate) fn is_cpu(device: &burn::tensor::Device) -> bool {
     matches!(device.clone().inner().as_dispatch(), burn::backend::DispatchDevice::LibTorch(burn::backend::libtorch::LibTorchDevice::Cpu))
-}
-
-/// Whether convolutions compute in `bfloat16` (`--precision bf16`).
-static BF16: AtomicBool = AtomicBool::new(false);
-
-/// Whether convolutions take their input in channels-last order
-/// (`--memory-format channels-last`); on until set otherwise, as `auto` has it.
-static CHANNELS_LAST: AtomicBool = AtomicBool::new(true);
-
-pub(crate) fn set_bf16(on: bool) {
-    BF16.store(on, Ordering::Relaxed);
-}
-
-pub(crate) fn bf16() -> bool {
-    BF16.load(Ordering::Relaxed)
-}
-
-pub(crate) fn set_channels_last(on: bool) {
-    CHANNELS_LAST.store(on, Ordering::Relaxed);
-}
-
-pub(crate) fn channels_last() -> bool {
-    CHANNELS_LAST.load(Ordering::Relaxed)
 }
 
 /// `x` (`[n, c, h, w]`) as `kind` in channels-last order: `x` itself when it already is (the output
