@@ -19,7 +19,7 @@ fn values(t: Tensor<2>) -> Vec<f32> {
 fn loss_and_gradient(z: Tensor<2>, gathered: bool) -> (f32, Vec<f32>) {
     let z = z.require_grad();
     let loss = match gathered {
-        true => nt_xent_gathered(&Views::new(z.clone()).gather(), 0.5, true).loss,
+        true => nt_xent_gathered(&Views::new(z.clone()).gather(distributed::world()), 0.5, true).loss,
         false => nt_xent(z.clone(), 0.5).loss,
     };
     let grads = loss.backward();

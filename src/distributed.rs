@@ -90,13 +90,6 @@ pub fn is_writer() -> bool {
     world().rank() == 0
 }
 
-/// `value` summed over the ranks.
-pub fn sum(value: f32) -> f32 {
-    let mut v = [value];
-    world().sum_f32(&mut v);
-    v[0]
-}
-
 /// Whether `flag` is set on any rank (so that every rank stops at the same step).
 pub fn any(flag: bool) -> bool {
     let mut v = [flag as u8 as f64];

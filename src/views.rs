@@ -32,16 +32,16 @@ impl Views {
     /// The views of every rank's images, as one process would hold the global batch. The global
     /// rows are differentiable both ways: this rank's rows carry their gradient, and the gradient
     /// that the other ranks' objectives give them is summed back to this rank in the backward pass
-    /// ([`crate::ops::all_reduce::gather_rows`]). Without several ranks, the rows themselves.
-    pub fn gather(self) -> Gathered {
-        let world = crate::distributed::world();
+    /// ([`crate::ops::all_reduce::gather_rows`]). Without several `ranks`, the rows themselves.
+    pub fn gather(self, ranks: &'static dyn crate::distributed::Collective) -> Gathered {
+        let world = ranks;
         let n = self.images();
         if world.ranks() == 1 {
             return Gathered::whole(self);
         }
         let [rows, d] = self.rows.dims();
-        let first = crate::ops::all_reduce::gather_rows(self.rows.clone().slice([0..n, 0..d]));
-        let second = crate::ops::all_reduce::gather_rows(self.rows.clone().slice([n..rows, 0..d]));
+        let first = crate::ops::all_reduce::gather_rows(self.rows.clone().slice([0..n, 0..d]), ranks);
+        let second = crate::ops::all_reduce::gather_rows(self.rows.clone().slice([n..rows, 0..d]), ranks);
         Gathered { all: Tensor::cat(vec![first, second], 0), local: self.rows, offset: world.rank() * n }
     }
 }

@@ -22,7 +22,7 @@
 //! in `bfloat16` as PyTorch's autocast would. Every other device
 //! gets Burn's `conv2d`.
 
-use crate::device::Compute;
+use crate::ops::compute::Compute;
 use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::Tensor;
 use rayon::prelude::*;

@@ -5,6 +5,7 @@
 
 pub mod all_reduce;
 pub mod batchnorm;
+pub mod compute;
 pub mod conv;
 pub mod direct;
 pub mod geometry;

@@ -28,8 +28,9 @@ pub trait Objective<M> {
     /// This rank's part of one step's batch.
     type Batch;
 
-    /// The loss of `model` on `batch` and the values to log.
-    fn loss(&self, model: &M, batch: Self::Batch) -> Result<Loss>;
+    /// The loss of `model` on `batch`, this rank's part of a global batch shared by `ranks`, and
+    /// the values to log.
+    fn loss(&self, model: &M, batch: Self::Batch, ranks: &'static dyn Collective) -> Result<Loss>;
 }
 
 /// An objective's result on one batch.
@@ -58,8 +59,8 @@ impl Logged {
 /// a data-parallel run, [`crate::distributed::alone`] for work each process does alone),
 /// `optim`'s update at learning rate `lr`. Returns the updated model and the logged values summed
 /// over `ranks` (one exchange).
-pub fn step<M: Module, O: Objective<M>>(model: M, optim: &mut Optimizer, objective: &O, batch: O::Batch, lr: f64, ranks: &dyn Collective) -> Result<(M, Logged)> {
-    let Loss { total, logged } = objective.loss(&model, batch)?;
+pub fn step<M: Module, O: Objective<M>>(model: M, optim: &mut Optimizer, objective: &O, batch: O::Batch, lr: f64, ranks: &'static dyn Collective) -> Result<(M, Logged)> {
+    let Loss { total, logged } = objective.loss(&model, batch, ranks)?;
     let grads = crate::distributed::sum_gradients(GradientsParams::from_grads(total.backward(), &model), &model, ranks);
     let model = optim.step(lr, model, grads);
     let mut values: Vec<f32> = logged.iter().map(|(_, v)| v.clone().into_scalar()).collect();
@@ -117,7 +118,7 @@ pub fn run<M: Module, O: Objective<M>>(
     objective: &O,
     lr: impl Fn(usize) -> f64,
     steps: Range<usize>,
-    ranks: &dyn Collective,
+    ranks: &'static dyn Collective,
     mut next_batch: impl FnMut(usize) -> Result<O::Batch>,
     hook: &mut dyn StepHook<M>,
 ) -> Result<M> {

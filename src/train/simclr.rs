@@ -6,6 +6,7 @@
 use super::{Loss, Objective};
 use crate::data::loader::Batch;
 use crate::data::Dataset;
+use crate::distributed::Collective;
 use crate::loss::nt_xent_gathered;
 use crate::model::SimClr;
 use crate::views::Views;
@@ -45,12 +46,12 @@ impl ViewBatch {
 impl Objective<SimClr> for SimClrObjective {
     type Batch = ViewBatch;
 
-    fn loss(&self, model: &SimClr, batch: ViewBatch) -> Result<Loss> {
+    fn loss(&self, model: &SimClr, batch: ViewBatch, ranks: &'static dyn Collective) -> Result<Loss> {
         let hiddens = model.forward(batch.pixels);
-        let views = Views::new(hiddens.last().expect("the head returns z").clone()).gather();
+        let views = Views::new(hiddens.last().expect("the head returns z").clone()).gather(ranks);
         let out = nt_xent_gathered(&views, self.temperature, self.l2_normalize);
         let mut logged = vec![("loss", out.loss.clone().detach()), ("contrast_acc", out.accuracy), ("contrast_entropy", out.entropy)];
-        let probe = model.probe_logits(hiddens[0].clone()).and_then(|logits| probe_loss(logits, &batch.labels));
+        let probe = model.probe_logits(hiddens[0].clone()).and_then(|logits| probe_loss(logits, &batch.labels, ranks));
         let total = match probe {
             Some((ce, acc)) => {
                 logged.push(("probe_acc", acc));
@@ -66,7 +67,7 @@ impl Objective<SimClr> for SimClrObjective {
 /// accuracy; `None` when no image of the global batch has a label (e.g. STL-10's unlabelled part).
 /// Both are this rank's part of the global batch's values (sums over its images divided by the
 /// labelled images of every rank), so that the ranks' parts add up to them.
-fn probe_loss(logits: Tensor<2>, labels: &[Option<usize>]) -> Option<(Tensor<1>, Tensor<1>)> {
+fn probe_loss(logits: Tensor<2>, labels: &[Option<usize>], ranks: &dyn Collective) -> Option<(Tensor<1>, Tensor<1>)> {
     let [rows, classes] = logits.dims();
     let mut onehot = vec![0f32; rows * classes];
     let mut labelled = 0usize;
@@ -76,7 +77,9 @@ fn probe_loss(logits: Tensor<2>, labels: &[Option<usize>]) -> Option<(Tensor<1>,
             labelled += 1;
         }
     }
-    let labelled = crate::distributed::sum(labelled as f32);
+    let mut labelled = [labelled as f32];
+    ranks.sum_f32(&mut labelled);
+    let labelled = labelled[0];
     if labelled == 0.0 {
         return None;
     }

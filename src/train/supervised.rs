@@ -3,6 +3,7 @@
 //! features.
 
 use super::{Loss, Objective};
+use crate::distributed::Collective;
 use anyhow::Result;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::Tensor;
@@ -35,7 +36,8 @@ pub struct Labelled<const D: usize> {
 impl<const D: usize, M: Classify<D>> Objective<M> for CrossEntropy<D> {
     type Batch = Labelled<D>;
 
-    fn loss(&self, model: &M, batch: Labelled<D>) -> Result<Loss> {
+    /// Each rank's own batch (fine-tuning and the probe run on every rank alone): `ranks` unused.
+    fn loss(&self, model: &M, batch: Labelled<D>, _: &'static dyn Collective) -> Result<Loss> {
         let rows = batch.y.dims()[0];
         let loss = (log_softmax(model.logits(batch.x), 1) * batch.y).sum().neg().div_scalar(rows as f32);
         Ok(Loss { logged: vec![("loss", loss.clone().detach())], total: loss })
