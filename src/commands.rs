@@ -148,7 +148,7 @@ fn report<M: Serialize>(p: &Prepared, protocol: &'static str, settings: serde_js
         wall_time_s: start.elapsed().as_secs_f64(),
         out: p.out.clone(),
     };
-    report.write(&p.out)?;
+    report.write()?;
     Ok(report)
 }
 

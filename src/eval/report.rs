@@ -35,8 +35,9 @@ impl<M: Serialize> Report<M> {
         self.checkpoint.as_deref().unwrap_or("random init")
     }
 
-    /// Writes the report as pretty JSON to `out/report.json` (atomically).
-    pub fn write(&self, out: &Path) -> Result<()> {
+    /// Writes the report as pretty JSON to `OUT/report.json` (atomically), `OUT` its folder.
+    pub fn write(&self) -> Result<()> {
+        let out = &self.out;
         std::fs::create_dir_all(out).with_context(|| format!("--out {}: cannot create the folder", out.display()))?;
         let tmp = out.join(".report.json.tmp");
         std::fs::write(&tmp, serde_json::to_string_pretty(self)?).with_context(|| format!("--out {}: cannot write", out.display()))?;
