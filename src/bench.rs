@@ -102,6 +102,8 @@ pub struct StepResult {
     pub model: String,
     /// Images per step (each with two views).
     pub batch_size: usize,
+    /// Images per chunk of the gradient cache (0: the whole batch at once).
+    pub micro_batch: usize,
     /// View side.
     pub image_size: usize,
     /// Backend device.
@@ -162,6 +164,7 @@ pub fn step(cfg: &Config, steps: usize, warmup: usize, device: &Device) -> Resul
     let model = cfg.model(size).init_seeded(cfg.run.seed, &ad).with_compute(compute);
     let mut optim = Optimizer::new(cfg.rule());
     let objective = SimClrObjective { temperature: cfg.optim.temperature, l2_normalize: cfg.optim.l2_normalize };
+    let strategy = crate::train::simclr::strategy(objective, cfg.optim.micro_batch, cfg.optim.chunk_views);
     let classes = cfg.monitor.num_classes;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.run.seed);
     // Each batch made on the host and handed to the device as the loader's is.
@@ -171,7 +174,7 @@ pub fn step(cfg: &Config, steps: usize, warmup: usize, device: &Device) -> Resul
         Ok(ViewBatch { pixels: Tensor::<4>::from_data(TensorData::new(pixels, [2 * part, 3, size, size]), &ad), labels })
     };
     let mut timer = StepTimes { warmup, times: Vec::new() };
-    crate::train::run(model, &mut optim, &objective, |_| 0.1, 0..warmup + steps, world, next_batch, &mut timer)?;
+    crate::train::run(model, &mut optim, strategy.as_ref(), |_| 0.1, 0..warmup + steps, world, next_batch, &mut timer)?;
     let times = timer.times;
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
@@ -179,6 +182,7 @@ pub fn step(cfg: &Config, steps: usize, warmup: usize, device: &Device) -> Resul
     Ok(StepResult {
         model: format!("{:?} x{}", cfg.model.arch, cfg.model.width),
         batch_size: cfg.optim.batch_size,
+        micro_batch: cfg.optim.micro_batch,
         image_size: size,
         device: format!("{device:?}"),
         precision: compute.precision,

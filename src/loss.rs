@@ -24,9 +24,9 @@
 
 use crate::views::{Gathered, Views};
 use burn::tensor::activation::{log_softmax, softmax};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};
 
-/// Added to the self-similarity logits so they take no part in the softmax.
+/// Subtracted from the self-similarity logits so they take no part in the softmax.
 const LARGE_NUM: f32 = 1e9;
 
 /// The loss and the statistics the training loop logs.
@@ -73,9 +73,12 @@ pub fn nt_xent_gathered(views: &Gathered, tau: f32, l2_normalize: bool) -> NtXen
     let (anchors, all) = (unit(&views.local), unit(&views.all));
     let own: Vec<usize> = (0..2 * n).map(|row| views.global_row(row)).collect();
     let positives: Vec<usize> = own.iter().map(|&row| views.partner(row)).collect();
-    let logits = anchors.matmul(all.transpose()).div_scalar(tau) - mask(&own, 2 * total, &device).mul_scalar(LARGE_NUM);
+    // Each anchor's own column, then its positive's, picked by index: no dense `[2n, 2N]` masks,
+    // so the loss of a big batch (the gradient cache's) holds only its logits and their softmax.
+    let own_logit = Tensor::full([2 * n, 1], -LARGE_NUM, &device);
+    let logits = anchors.matmul(all.transpose()).div_scalar(tau).scatter(1, columns(&own, &device), own_logit, IndexingUpdateOp::Add);
     let logits_ab = logits.clone().detach().slice([0..n, total..2 * total]);
-    let loss = (log_softmax(logits, 1) * mask(&positives, 2 * total, &device)).sum().neg().div_scalar(total as f32);
+    let loss = log_softmax(logits, 1).gather(1, columns(&positives, &device)).sum().neg().div_scalar(total as f32);
     let (accuracy, entropy) = contrast_stats(logits_ab, views.offset, total);
     NtXent { loss, accuracy, entropy }
 }
@@ -93,11 +96,8 @@ fn contrast_stats(logits_ab: Tensor<2>, offset: usize, total: usize) -> (Tensor<
     (accuracy, entropy)
 }
 
-/// `[cols.len(), width]` with a one in each row `i` at column `cols[i]`.
-fn mask(cols: &[usize], width: usize, device: &Device) -> Tensor<2> {
-    let mut data = vec![0f32; cols.len() * width];
-    for (i, &col) in cols.iter().enumerate() {
-        data[i * width + col] = 1.0;
-    }
-    Tensor::from_data(TensorData::new(data, [cols.len(), width]), device)
+/// `[cols.len(), 1]`: row `i` holds column index `cols[i]`.
+fn columns(cols: &[usize], device: &Device) -> Tensor<2, Int> {
+    let index: Vec<i64> = cols.iter().map(|&c| c as i64).collect();
+    Tensor::from_data(TensorData::new(index, [cols.len(), 1]), device)
 }

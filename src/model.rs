@@ -75,6 +75,14 @@ impl SimClr {
         SimClr { encoder: self.encoder.with_compute(compute), head: self.head.with_compute(compute), ..self }
     }
 
+    /// The network as the gradient cache's first forward runs it ([`crate::train::cache`]): the
+    /// same weights without gradient, its BN in training mode leaving the running statistics as
+    /// they are.
+    pub fn rehearsal(&self) -> SimClr {
+        let compute = crate::device::Compute { freeze_running_stats: true, ..self.encoder.compute() };
+        self.clone().no_grad().with_compute(compute)
+    }
+
     /// Images → `[h, head layer 1, …, z]`.
     pub fn forward(&self, images: Tensor<4>) -> Vec<Tensor<2>> {
         self.head.forward(self.encoder.forward(images))

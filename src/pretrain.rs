@@ -172,13 +172,14 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
     };
     let loader = loader.spawn(start, total);
     let objective = SimClrObjective { temperature: cfg.optim.temperature, l2_normalize: cfg.optim.l2_normalize };
+    let strategy = train::simclr::strategy(objective, cfg.optim.micro_batch, cfg.optim.chunk_views);
     let metrics = open_metrics(&cfg.run.out, start)?;
     let bar = progress_bar(progress && distributed::is_writer(), start, total);
     let run_start = Instant::now();
     let mut record = Record { cfg, device: &device, world, steps_per_epoch, total, bad, metrics, bar, hooks, timing: Timing::default(), history: Vec::new(), epoch_wait: 0.0, last_checkpoint, interrupted: false };
     world.take_traffic();
     let next_batch = |_| Ok(ViewBatch::new(loader.recv().context("the data loader stopped")??, ds.as_ref(), size, &device));
-    let model = train::run(model, &mut optim, &objective, |step| schedule.lr(step), start..total, world, next_batch, &mut record)?;
+    let model = train::run(model, &mut optim, strategy.as_ref(), |step| schedule.lr(step), start..total, world, next_batch, &mut record)?;
     record.bar.finish_and_clear();
     if start >= total {
         tracing::info!("nothing to do: the checkpoint is at step {start} of {total}");
@@ -320,11 +321,17 @@ fn open_run(cfg: &Config, resume: bool) -> Result<(Arc<dyn Dataset>, Config, Opt
     Ok((ds, cfg, Some(lock)))
 }
 
-/// A distributed run's constraint: the global batch splits evenly over the ranks.
+/// A distributed run's constraint: the global batch splits evenly over the ranks, and each rank's
+/// part into chunks of `--micro-batch` images.
 fn check_ranks(cfg: &Config) -> Result<()> {
     let ranks = distributed::world().ranks();
-    if cfg.optim.batch_size % ranks != 0 {
-        bail!("--batch-size {}: the global batch must split evenly over the {ranks} ranks; use a multiple of {ranks}", cfg.optim.batch_size);
+    let (batch, micro) = (cfg.optim.batch_size, cfg.optim.micro_batch);
+    if batch % ranks != 0 {
+        bail!("--batch-size {batch}: the global batch must split evenly over the {ranks} ranks; use a multiple of {ranks}");
+    }
+    let part = batch / ranks;
+    if micro > 0 && part % micro != 0 {
+        bail!("--micro-batch {micro}: must divide each rank's {part} images (--batch-size {batch} over {ranks} ranks); use a divisor of {part}, or 0 for no chunks");
     }
     Ok(())
 }

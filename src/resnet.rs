@@ -301,4 +301,9 @@ impl ResNet {
     pub fn with_compute(self, compute: Compute) -> Self {
         ResNet { compute, ..self }
     }
+
+    /// How the network computes.
+    pub fn compute(&self) -> Compute {
+        self.compute
+    }
 }

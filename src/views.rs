@@ -86,3 +86,36 @@ impl Gathered {
         (row + self.images()) % (2 * self.images())
     }
 }
+
+/// Which views of a rank's two-view batch share a chunk of the gradient cache
+/// ([`crate::train::cache`], `--micro-batch`), whose training-mode BN normalises each chunk with its
+/// own statistics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum ChunkViews {
+    /// The two views of an image in different chunks: each chunk 2M consecutive rows of the
+    /// batch's layout (M first views, or M second views). No chunk's statistics see both views of
+    /// an image, so they cannot give away the positive pair (the leak the paper's global BN
+    /// prevents, §2.2).
+    #[default]
+    Split,
+    /// Both views of M images in a chunk: chunk c is images c·M … c·M + M − 1, as rank c of K = n/M
+    /// ranks without sync BN holds them.
+    Paired,
+}
+
+impl ChunkViews {
+    /// The rows (positions in the `[2n, ·]` layout above) of each chunk of `n` images' views in
+    /// chunks of `m` images (2m views); `None` unless `m` divides `n`.
+    pub fn rows(self, n: usize, m: usize) -> Option<Vec<Vec<usize>>> {
+        if m == 0 || n % m != 0 {
+            return None;
+        }
+        let chunks = (0..n / m).map(|c| match self {
+            ChunkViews::Split => (2 * c * m..2 * (c + 1) * m).collect(),
+            ChunkViews::Paired => (c * m..(c + 1) * m).chain(n + c * m..n + (c + 1) * m).collect(),
+        });
+        Some(chunks.collect())
+    }
+}

@@ -6,6 +6,8 @@
 //! exit and its last checkpoint resumes. The gradient each rank's z receives from the gathered
 //! NT-Xent is the one-process gradient on its rows (examples/gathered_gradient.rs under mpirun),
 //! and so are sync BN's output and gradients on both of its paths (examples/sync_bn_gradient.rs).
+//! Micro-batches (gradient caching): one process in chunks equals as many ranks without sync BN,
+//! and 2 ranks × 2 chunks equal one process in 4 chunks.
 #![cfg(feature = "mpi")]
 
 use std::collections::BTreeMap;
@@ -109,6 +111,49 @@ fn two_and_four_ranks_reproduce_one_process_with_sync_bn_and_differ_without() {
     let loss_gap = losses(&run).iter().zip(&want_losses).map(|(g, w)| (g - w).abs()).fold(0.0, f64::max);
     assert!(loss_gap > 100.0 * tolerance(), "per-rank BN gave the one-process losses within {loss_gap}");
     assert!(max_difference(&parameters(&run), &want) as f64 > 100.0 * tolerance());
+}
+
+/// [`parameters`] but BN's running statistics (each rank keeps its own chunk's; one process moves
+/// them once a chunk).
+fn weights(run: &Path) -> BTreeMap<String, Vec<f32>> {
+    parameters(run).into_iter().filter(|(name, _)| !name.contains("running")).collect()
+}
+
+/// Runs `run_args(run, 5)` with `extra` flags, alone or under `mpirun -np ranks`; its losses and weights.
+fn run_with(run: &Path, ranks: usize, extra: &[&str]) -> (Vec<f64>, BTreeMap<String, Vec<f32>>) {
+    let mut cmd = if ranks == 1 { Command::new(SIMCLR) } else { mpirun(ranks) };
+    cmd.args(run_args(run, 5)).args(extra).envs(THREADS);
+    succeeded(output(cmd));
+    (losses(run), weights(run))
+}
+
+/// Both losses of each step and both runs' weights within [`tolerance`].
+fn assert_same_run(what: &str, (got, got_weights): (Vec<f64>, BTreeMap<String, Vec<f32>>), (want, want_weights): (Vec<f64>, BTreeMap<String, Vec<f32>>)) {
+    assert_eq!(got.len(), 5, "{what}: one row a step");
+    for (step, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!((g - w).abs() < tolerance(), "{what}, step {}: loss {g} vs {w}", step + 1);
+    }
+    let difference = max_difference(&got_weights, &want_weights);
+    assert!((difference as f64) < tolerance(), "{what}: weights {difference} apart");
+}
+
+#[test]
+fn micro_batches_equal_ranks_without_sync_bn_and_compose_with_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, ranks, extra: &[&str]| run_with(&dir.path().join(name), ranks, extra);
+    // One process in chunks of 8 images with both views of an image in a chunk: two ranks of 8
+    // images each normalising their own.
+    let ranks = run("np2-own-bn", 2, &["--sync-bn", "false"]);
+    let chunks = run("chunks-paired", 1, &["--micro-batch", "8", "--chunk-views", "paired"]);
+    assert_same_run("chunks of 8 (paired views) against 2 ranks without sync BN", chunks, ranks);
+    // 2 ranks × 2 chunks of 4 (views split across chunks): one process in 4 chunks of 4.
+    let alone = run("chunks-4", 1, &["--micro-batch", "4"]);
+    let both = run("np2-chunks-4", 2, &["--micro-batch", "4", "--sync-bn", "false"]);
+    assert_same_run("2 ranks x 2 chunks against 1 process x 4 chunks", both, alone.clone());
+    // Different chunks normalise different views: the comparisons above can fail.
+    let whole = run("whole", 1, &[]);
+    let gap = alone.0.iter().zip(&whole.0).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert!(gap > 100.0 * tolerance(), "chunks of 4 gave the whole batch's losses within {gap}");
 }
 
 /// Runs `examples/NAME.rs` (which `cargo test` builds beside the test binaries) under `mpirun -np 2`

@@ -1,5 +1,6 @@
 //! End-to-end pretraining on the built-in data: loss decreases, checkpoints are written, and
-//! `--resume` continues at the right step with the same LR and the same result.
+//! `--resume` continues at the right step with the same LR and the same result, with and without
+//! micro-batches.
 
 mod common;
 
@@ -39,8 +40,20 @@ fn one_epoch_decreases_the_loss_and_writes_a_checkpoint() {
 
 #[test]
 fn resume_continues_at_the_right_step_with_the_same_lr_and_weights() {
+    resume_reproduces_the_unbroken_run(0);
+}
+
+#[test]
+fn resume_with_micro_batches_reproduces_the_unbroken_run() {
+    resume_reproduces_the_unbroken_run(8);
+}
+
+/// A run of 16 steps (batch 32 in chunks of `micro_batch` images, 0: whole) cut after step 8 with
+/// its step-5 checkpoint, resumed: steps 6-16 as the unbroken run's.
+fn resume_reproduces_the_unbroken_run(micro_batch: usize) {
     let full_dir = tempfile::tempdir().unwrap();
     let mut cfg = small(full_dir.path());
+    cfg.optim.micro_batch = micro_batch;
     cfg.data.limit = 256;
     cfg.optim.epochs = 2;
     cfg.monitor.checkpoint_every = 5;

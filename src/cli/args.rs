@@ -249,6 +249,13 @@ pub enum BenchCommand {
         /// Images per batch (2 views each).
         #[arg(long, default_value_t = 256)]
         batch_size: usize,
+        /// Images per chunk of the gradient cache, as `pretrain --micro-batch` (0: the whole
+        /// batch at once).
+        #[arg(long, default_value_t = 0)]
+        micro_batch: usize,
+        /// With --micro-batch: which views share a chunk, as `pretrain --chunk-views`.
+        #[arg(long, value_enum, default_value = "split")]
+        chunk_views: simclr::views::ChunkViews,
         /// Optimiser whose update is timed (at LR 0.1).
         #[arg(long, value_enum, default_value = "lars")]
         optimizer: simclr::optim::OptimizerKind,

@@ -174,8 +174,8 @@ fn bench(s: &Session, what: BenchCommand, json: Option<PathBuf>) -> Result<()> {
             let peak = simclr::bench::peak_rss_mib();
             write_json(json, &serde_json::json!({ "timing": done.timing, "steps": done.history.len(), "batch_size": cfg.optim.batch_size, "peak_rss_mib": peak }))
         }
-        BenchCommand::Step { steps, warmup, batch_size, optimizer, model } => {
-            let optim = simclr::config::OptimSettings { batch_size, optimizer, ..Default::default() };
+        BenchCommand::Step { steps, warmup, batch_size, micro_batch, chunk_views, optimizer, model } => {
+            let optim = simclr::config::OptimSettings { batch_size, micro_batch, chunk_views, optimizer, ..Default::default() };
             let cfg = Config { model: model.resolve(), optim, run: s.run_settings(), ..Config::default() };
             let r = simclr::bench::step(&cfg, steps, warmup, &s.device)?;
             println!("{}", print::bench_step(&r));

@@ -164,9 +164,10 @@ pub fn bench_epoch(done: &simclr::pretrain::Pretrained, batch_size: usize) -> St
 /// `simclr bench step`'s line.
 pub fn bench_step(r: &StepResult) -> String {
     format!(
-        "{} batch {} at {} px on {} ({:?}, {:?}): median step {:.3} s, {:.1} images/s, peak RSS {}",
+        "{} batch {}{} at {} px on {} ({:?}, {:?}): median step {:.3} s, {:.1} images/s, peak RSS {}",
         r.model,
         r.batch_size,
+        if r.micro_batch > 0 { format!(" in chunks of {}", r.micro_batch) } else { String::new() },
         r.image_size,
         r.device,
         r.precision,

@@ -128,6 +128,13 @@ settings! {
         /// With several ranks: BN statistics over the whole batch, every rank's part (sync BN, the
         /// official global_bn); false: each rank normalises its own part.
         [] sync_bn: bool = true,
+        /// Images per chunk of this rank's part of the batch (0 = the whole part at once): the
+        /// whole batch's gradient by gradient caching, with the memory of a chunk and one more
+        /// forward; BN normalises each chunk alone (see --chunk-views).
+        [] micro_batch: usize = 0,
+        /// With --micro-batch: which views share a chunk (split: an image's two views in different
+        /// chunks, so BN cannot leak the positive pair; paired: both, as ranks without sync BN).
+        [value_enum] chunk_views: crate::views::ChunkViews = crate::views::ChunkViews::Split,
     }
 }
 

@@ -203,7 +203,7 @@ pub fn finetune(
         let labels: Vec<usize> = b.images.iter().map(|&i| train.label(i).context("an image of the subset has no label")).collect::<Result<_>>()?;
         Ok(Labelled { x, y: crate::eval::linear::one_hot(&labels, classes, &ad) })
     };
-    let clf = train::run(clf, &mut optim, &CrossEntropy::<4>, |step| schedule.lr(step), 0..total, distributed::alone(), next_batch, &mut progress)?;
+    let clf = train::run(clf, &mut optim, &train::Whole(CrossEntropy::<4>), |step| schedule.lr(step), 0..total, distributed::alone(), next_batch, &mut progress)?;
     progress.bar.finish_and_clear();
     let epoch_loss = progress.loss;
     let clf = clf.valid();

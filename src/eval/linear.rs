@@ -271,7 +271,7 @@ pub fn fit_sgd(train: &Features, classes: usize, cfg: SgdProbe, seed: u64, devic
         let part = train.subset(&order.1[at..(at + cfg.batch).min(train.n)]);
         Ok(Labelled { x: standardized(&part, &mean, &std, &ad), y: one_hot(&part.labels, classes, &ad) })
     };
-    let linear = train::run(linear, &mut optim, &CrossEntropy::<2>, |step| schedule.lr(step), 0..cfg.epochs * steps_per_epoch, distributed::alone(), next_batch, &mut ())
+    let linear = train::run(linear, &mut optim, &train::Whole(CrossEntropy::<2>), |step| schedule.lr(step), 0..cfg.epochs * steps_per_epoch, distributed::alone(), next_batch, &mut ())
         .expect("the batches of features in memory and the cross-entropy of a linear layer do not fail");
     let linear = linear.valid();
     LinearClassifier {

@@ -51,6 +51,10 @@ pub struct Compute {
     pub memory_format: MemoryFormat,
     /// The ranks training-mode BN takes its statistics over (sync BN); `None`: this rank's alone.
     pub sync_bn: Option<&'static dyn crate::distributed::Collective>,
+    /// Training-mode BN normalises with the batch statistics but leaves its running statistics as
+    /// they are: the gradient cache's first forward ([`crate::train::cache`]), whose chunks the
+    /// second forward normalises (and counts) again.
+    pub freeze_running_stats: bool,
 }
 
 impl Compute {
@@ -66,7 +70,7 @@ impl Compute {
                 WARNED.call_once(|| tracing::warn!("--precision bf16 on a CPU without AMX (no amx_bf16 in /proc/cpuinfo): bfloat16 convolutions are emulated and slower than f32 here (measured 0.7-0.8x); use --precision f32"));
             }
             let memory_format = if memory_format == MemoryFormat::Nchw { MemoryFormat::Nchw } else { MemoryFormat::ChannelsLast };
-            return Ok(Compute { precision, memory_format, sync_bn: None });
+            return Ok(Compute { precision, memory_format, ..Compute::default() });
         }
         if precision == Precision::Bf16 {
             bail!("--precision bf16: only libtorch devices compute convolutions in bfloat16, not {device:?}; use --device tch-cpu or cuda (feature tch), or --precision f32");
@@ -74,7 +78,7 @@ impl Compute {
         if memory_format == MemoryFormat::ChannelsLast {
             bail!("--memory-format channels-last: only libtorch devices keep activations channels-last, not {device:?}; use --device tch-cpu or cuda (feature tch), or --memory-format auto");
         }
-        Ok(Compute { precision, memory_format: MemoryFormat::Nchw, sync_bn: None })
+        Ok(Compute { precision, memory_format: MemoryFormat::Nchw, ..Compute::default() })
     }
 
     /// With training-mode BN's statistics over the ranks of `world` (sync BN) when `on` and it has

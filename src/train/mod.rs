@@ -1,9 +1,13 @@
 //! The training loop every command runs ([`run`]) and its step ([`step`]; paper §2.1 Algorithm 1's
-//! update, official `run.py`'s `train_step`): the [`Objective`]'s loss on this rank's part of the
-//! batch, its backward, the gradient summed over the ranks ([`crate::distributed::sum_gradients`]),
-//! the optimiser's update at the scheduled learning rate, and the logged values summed over the
-//! ranks. What a command does between steps — metrics, checkpoints, per-epoch monitors, progress,
+//! update, official `run.py`'s `train_step`): the gradient of the [`Objective`]'s loss on this
+//! rank's part of the batch, summed over the ranks ([`crate::distributed::sum_gradients`]), the
+//! optimiser's update at the scheduled learning rate, and the logged values summed over the ranks.
+//! What a command does between steps — metrics, checkpoints, per-epoch monitors, progress,
 //! stopping on request — is its [`StepHook`].
+//!
+//! How the step gets the gradient is its [`Strategy`]: the whole batch in one forward and backward
+//! ([`Whole`]), or in chunks with the whole batch's gradient by gradient caching
+//! ([`cache::GradientCache`], `--micro-batch`).
 //!
 //! The objectives: [`simclr::SimClrObjective`] (NT-Xent over the views gathered from every rank,
 //! plus the online linear probe; `pretrain`, `bench step`, `ablate`) and
@@ -11,6 +15,7 @@
 //! probe). A new method (distillation's teacher logits as targets, another contrastive loss) is
 //! another [`Objective`]; the step stays the one here.
 
+pub mod cache;
 pub mod simclr;
 pub mod supervised;
 
@@ -43,6 +48,38 @@ pub struct Loss {
     pub logged: Vec<(&'static str, Tensor<1>)>,
 }
 
+/// How a step gets the gradient of its objective's loss on a batch.
+pub trait Strategy<M> {
+    /// This rank's part of one step's batch.
+    type Batch;
+
+    /// The gradient, with respect to `model`'s parameters, of the loss of `model` on `batch` (this
+    /// rank's part of a global batch shared by `ranks`): this rank's part, before the sum over the
+    /// ranks. With it the values to log, this rank's shares, detached.
+    fn gradients(&self, model: &M, batch: Self::Batch, ranks: &'static dyn Collective) -> Result<Gradient>;
+}
+
+/// What a [`Strategy`] computes for one batch.
+pub struct Gradient {
+    /// This rank's gradient of the loss.
+    pub params: GradientsParams,
+    /// Named values to log, each this rank's share of the global value, detached.
+    pub logged: Vec<(&'static str, Tensor<1>)>,
+}
+
+/// The objective's loss on the whole batch in one forward and its backward.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Whole<O>(pub O);
+
+impl<M: Module, O: Objective<M>> Strategy<M> for Whole<O> {
+    type Batch = O::Batch;
+
+    fn gradients(&self, model: &M, batch: O::Batch, ranks: &'static dyn Collective) -> Result<Gradient> {
+        let Loss { total, logged } = self.0.loss(model, batch, ranks)?;
+        Ok(Gradient { params: GradientsParams::from_grads(total.backward(), model), logged })
+    }
+}
+
 /// The values one step logged, summed over the ranks.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Logged(pub Vec<(&'static str, f32)>);
@@ -54,14 +91,14 @@ impl Logged {
     }
 }
 
-/// One training step of `model` on `batch`: forward and loss ([`Objective::loss`]), backward, the
-/// gradient summed over `ranks` (the ranks that share the batch: [`crate::distributed::world`] in
-/// a data-parallel run, [`crate::distributed::alone`] for work each process does alone),
-/// `optim`'s update at learning rate `lr`. Returns the updated model and the logged values summed
-/// over `ranks` (one exchange).
-pub fn step<M: Module, O: Objective<M>>(model: M, optim: &mut Optimizer, objective: &O, batch: O::Batch, lr: f64, ranks: &'static dyn Collective) -> Result<(M, Logged)> {
-    let Loss { total, logged } = objective.loss(&model, batch, ranks)?;
-    let grads = crate::distributed::sum_gradients(GradientsParams::from_grads(total.backward(), &model), &model, ranks);
+/// One training step of `model` on `batch`: the gradient of the loss as `strategy` computes it
+/// ([`Strategy::gradients`]), summed over `ranks` (the ranks that share the batch:
+/// [`crate::distributed::world`] in a data-parallel run, [`crate::distributed::alone`] for work
+/// each process does alone), `optim`'s update at learning rate `lr`. Returns the updated model and
+/// the logged values summed over `ranks` (one exchange).
+pub fn step<M: Module, S: Strategy<M> + ?Sized>(model: M, optim: &mut Optimizer, strategy: &S, batch: S::Batch, lr: f64, ranks: &'static dyn Collective) -> Result<(M, Logged)> {
+    let Gradient { params, logged } = strategy.gradients(&model, batch, ranks)?;
+    let grads = crate::distributed::sum_gradients(params, &model, ranks);
     let model = optim.step(lr, model, grads);
     let mut values: Vec<f32> = logged.iter().map(|(_, v)| v.clone().into_scalar()).collect();
     ranks.sum_f32(&mut values);
@@ -109,17 +146,17 @@ pub struct StepEnd<'a, M> {
 }
 
 /// The steps `steps` (0-based step numbers; a resumed run starts past 0) of `model`: each takes
-/// its batch from `next_batch(step)`, runs [`step`] at learning rate `lr(step)` over `ranks`, and
-/// hands what it did to `hook`, which may stop the run. Returns the trained model.
+/// its batch from `next_batch(step)`, runs [`step`] with `strategy` at learning rate `lr(step)`
+/// over `ranks`, and hands what it did to `hook`, which may stop the run. Returns the trained model.
 #[allow(clippy::too_many_arguments)]
-pub fn run<M: Module, O: Objective<M>>(
+pub fn run<M: Module, S: Strategy<M> + ?Sized>(
     mut model: M,
     optim: &mut Optimizer,
-    objective: &O,
+    strategy: &S,
     lr: impl Fn(usize) -> f64,
     steps: Range<usize>,
     ranks: &'static dyn Collective,
-    mut next_batch: impl FnMut(usize) -> Result<O::Batch>,
+    mut next_batch: impl FnMut(usize) -> Result<S::Batch>,
     hook: &mut dyn StepHook<M>,
 ) -> Result<M> {
     for number in steps {
@@ -128,7 +165,7 @@ pub fn run<M: Module, O: Objective<M>>(
         let wait_s = start.elapsed().as_secs_f64();
         let lr = lr(number);
         let logged;
-        (model, logged) = step(model, optim, objective, batch, lr, ranks)?;
+        (model, logged) = step(model, optim, strategy, batch, lr, ranks)?;
         let step_s = start.elapsed().as_secs_f64() - wait_s;
         let end = StepEnd { done: number + 1, lr, logged: &logged, model: &model, optim, wait_s, step_s };
         if hook.after_step(end)? == Flow::Stop {

@@ -1,18 +1,21 @@
 //! SimCLR's objective (paper §2.1): the NT-Xent of this rank's views against the views of every
 //! rank ([`crate::views`], [`crate::loss::nt_xent_gathered`]), plus the online linear probe's
 //! cross-entropy on h where the batch has labels (official `run.py`'s `sup_head`, trained on
-//! detached h alongside the contrastive loss).
+//! detached h alongside the contrastive loss). The NT-Xent couples the views only through their z,
+//! the probe's loss is a sum over views: the objective runs in chunks by gradient caching
+//! ([`crate::train::cache`], [`strategy`]).
 
-use super::{Loss, Objective};
+use super::cache::{Cached, Chunk, GradientCache};
+use super::{Loss, Objective, Strategy, Whole};
 use crate::data::loader::Batch;
 use crate::data::Dataset;
 use crate::distributed::Collective;
 use crate::loss::nt_xent_gathered;
 use crate::model::SimClr;
-use crate::views::Views;
-use anyhow::Result;
+use crate::views::{ChunkViews, Views};
+use anyhow::{bail, Result};
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 /// The NT-Xent at `temperature` (on unit-norm z unless `l2_normalize` is off), plus the online
 /// probe where the model has one. Logs `loss` (the NT-Xent alone), `contrast_acc`,
@@ -41,52 +44,127 @@ impl ViewBatch {
         let pixels = Tensor::<4>::from_data(TensorData::new(batch.pixels, [2 * n, 3, size, size]), device);
         ViewBatch { pixels, labels: batch.images.iter().map(|&i| ds.label(i)).collect() }
     }
+
+    /// The label of each view (row of [`ViewBatch::pixels`]): its image's.
+    fn row_labels(&self) -> Vec<Option<usize>> {
+        self.labels.iter().chain(&self.labels).copied().collect()
+    }
 }
 
 impl Objective<SimClr> for SimClrObjective {
     type Batch = ViewBatch;
 
     fn loss(&self, model: &SimClr, batch: ViewBatch, ranks: &'static dyn Collective) -> Result<Loss> {
+        let labels = batch.row_labels();
+        let labelled = labelled_rows(&labels, ranks);
         let hiddens = model.forward(batch.pixels);
-        let views = Views::new(hiddens.last().expect("the head returns z").clone()).gather(ranks);
-        let out = nt_xent_gathered(&views, self.temperature, self.l2_normalize);
-        let mut logged = vec![("loss", out.loss.clone().detach()), ("contrast_acc", out.accuracy), ("contrast_entropy", out.entropy)];
-        let probe = model.probe_logits(hiddens[0].clone()).and_then(|logits| probe_loss(logits, &batch.labels, ranks));
-        let total = match probe {
-            Some((ce, acc)) => {
-                logged.push(("probe_acc", acc));
-                out.loss + ce
+        let Loss { total, mut logged } = self.coupled_loss(hiddens.last().expect("the head returns z").clone(), ranks)?;
+        match probe_loss(model, hiddens[0].clone(), &labels, labelled) {
+            Some(probe) => {
+                logged.extend(probe.logged);
+                Ok(Loss { total: total + probe.total, logged })
             }
-            None => out.loss,
-        };
-        Ok(Loss { total, logged })
+            None => Ok(Loss { total, logged }),
+        }
     }
 }
 
-/// Cross-entropy of the online probe on both views of the batch's labelled images, and its
-/// accuracy; `None` when no image of the global batch has a label (e.g. STL-10's unlabelled part).
-/// Both are this rank's part of the global batch's values (sums over its images divided by the
-/// labelled images of every rank), so that the ranks' parts add up to them.
-fn probe_loss(logits: Tensor<2>, labels: &[Option<usize>], ranks: &dyn Collective) -> Option<(Tensor<1>, Tensor<1>)> {
-    let [rows, classes] = logits.dims();
-    let mut onehot = vec![0f32; rows * classes];
-    let mut labelled = 0usize;
-    for r in 0..rows {
-        if let Some(label) = labels[r % labels.len()] {
-            onehot[r * classes + label] = 1.0;
-            labelled += 1;
-        }
+/// A chunk of a [`ViewBatch`] for the gradient cache: some of its views, each with its image's
+/// label, and the labelled views of the global batch (the probe's denominator).
+pub struct ViewChunk {
+    pixels: Tensor<4>,
+    labels: Vec<Option<usize>>,
+    labelled: f32,
+}
+
+/// In chunks of `images` images (2 · `images` views), the views shared as `views` says.
+impl Cached<SimClr> for SimClrObjective {
+    type Chunking = Chunking;
+    type Chunk = ViewChunk;
+
+    fn chunks(&self, batch: ViewBatch, chunking: &Chunking, ranks: &'static dyn Collective) -> Result<Vec<Chunk<ViewChunk>>> {
+        let n = batch.labels.len();
+        let Some(chunks) = chunking.views.rows(n, chunking.images) else {
+            bail!("--micro-batch {}: must divide this rank's {n} images of the batch (--batch-size over the ranks); use a divisor of {n}", chunking.images);
+        };
+        let labels = batch.row_labels();
+        let labelled = labelled_rows(&labels, ranks);
+        let device = batch.pixels.device();
+        let chunk = |rows: Vec<usize>| {
+            let index: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+            let pixels = batch.pixels.clone().select(0, Tensor::<1, Int>::from_data(TensorData::new(index, [rows.len()]), &device));
+            let part = ViewChunk { pixels, labels: rows.iter().map(|&r| labels[r]).collect(), labelled };
+            Chunk { part, rows }
+        };
+        Ok(chunks.into_iter().map(chunk).collect())
     }
-    let mut labelled = [labelled as f32];
+
+    fn rehearsal(&self, model: &SimClr) -> SimClr {
+        model.rehearsal()
+    }
+
+    fn outputs(&self, model: &SimClr, chunk: &ViewChunk) -> Tensor<2> {
+        model.forward(chunk.pixels.clone()).pop().expect("the head returns z")
+    }
+
+    fn chunk_loss(&self, model: &SimClr, chunk: &ViewChunk) -> (Tensor<2>, Option<Loss>) {
+        let mut hiddens = model.forward(chunk.pixels.clone());
+        let z = hiddens.pop().expect("the head returns z");
+        (z, probe_loss(model, hiddens.swap_remove(0), &chunk.labels, chunk.labelled))
+    }
+
+    fn coupled_loss(&self, z: Tensor<2>, ranks: &'static dyn Collective) -> Result<Loss> {
+        let out = nt_xent_gathered(&Views::new(z).gather(ranks), self.temperature, self.l2_normalize);
+        let logged = vec![("loss", out.loss.clone().detach()), ("contrast_acc", out.accuracy), ("contrast_entropy", out.entropy)];
+        Ok(Loss { total: out.loss, logged })
+    }
+}
+
+/// How the gradient cache cuts a rank's two-view batch (`--micro-batch`, `--chunk-views`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chunking {
+    /// Images a chunk (2 views each).
+    pub images: usize,
+    /// Which views share a chunk.
+    pub views: ChunkViews,
+}
+
+/// The step of a SimCLR run: the whole batch at once with `micro_batch` 0, else in chunks of
+/// `micro_batch` images by gradient caching, `views` sharing a chunk as it says.
+pub fn strategy(objective: SimClrObjective, micro_batch: usize, views: ChunkViews) -> Box<dyn Strategy<SimClr, Batch = ViewBatch>> {
+    match micro_batch {
+        0 => Box::new(Whole(objective)),
+        images => Box::new(GradientCache { objective, chunking: Chunking { images, views } }),
+    }
+}
+
+/// The labelled rows of the global batch whose rows on this rank have `labels`.
+fn labelled_rows(labels: &[Option<usize>], ranks: &dyn Collective) -> f32 {
+    let mut labelled = [labels.iter().filter(|l| l.is_some()).count() as f32];
     ranks.sum_f32(&mut labelled);
-    let labelled = labelled[0];
+    labelled[0]
+}
+
+/// The online probe's cross-entropy on h (`[rows, ·]`, each row's label in `labels`) and its
+/// accuracy, as this rank's part of the global batch's (sums over its rows divided by the
+/// `labelled` rows of the global batch, so that the parts add up to them); `None` without a probe
+/// or when no image of the global batch has a label (e.g. STL-10's unlabelled part).
+fn probe_loss(model: &SimClr, h: Tensor<2>, labels: &[Option<usize>], labelled: f32) -> Option<Loss> {
+    let logits = model.probe_logits(h)?;
     if labelled == 0.0 {
         return None;
+    }
+    let [rows, classes] = logits.dims();
+    let mut onehot = vec![0f32; rows * classes];
+    for (r, label) in labels.iter().enumerate() {
+        if let Some(label) = label {
+            onehot[r * classes + label] = 1.0;
+        }
     }
     let device = logits.device();
     let y = Tensor::<2>::from_data(TensorData::new(onehot, [rows, classes]), &device);
     let predicted = logits.clone().detach().argmax(1).reshape([rows]).one_hot::<2>(classes).float();
     let acc = (predicted * y.clone()).sum().div_scalar(labelled);
     let ce = (log_softmax(logits, 1) * y).sum().neg().div_scalar(labelled);
-    Some((ce, acc))
+    Some(Loss { total: ce, logged: vec![("probe_acc", acc)] })
 }

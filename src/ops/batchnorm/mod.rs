@@ -33,22 +33,23 @@ use burn::tensor::Tensor;
 /// `norm` applied to `x` (`[batch, channels, ...]`), updating its running statistics in training;
 /// with the statistics of `compute.sync_bn`'s ranks when set.
 pub fn batch_norm<const D: usize>(norm: &BatchNorm, x: Tensor<D>, compute: &Compute) -> Tensor<D> {
-    normalize(norm, x, false, compute.sync_bn)
+    normalize(norm, x, false, compute)
 }
 
 /// `relu(norm(x))` as [`batch_norm`] followed by a ReLU.
 pub fn batch_norm_relu<const D: usize>(norm: &BatchNorm, x: Tensor<D>, compute: &Compute) -> Tensor<D> {
-    normalize(norm, x, true, compute.sync_bn)
+    normalize(norm, x, true, compute)
 }
 
-fn normalize<const D: usize>(norm: &BatchNorm, x: Tensor<D>, relu: bool, sync: Option<&'static dyn Collective>) -> Tensor<D> {
+fn normalize<const D: usize>(norm: &BatchNorm, x: Tensor<D>, relu: bool, compute: &Compute) -> Tensor<D> {
     let training = x.device().is_autodiff() && norm.training.is_enabled();
+    let update = !compute.freeze_running_stats;
     #[cfg(any(feature = "flex", feature = "tch"))]
     if training && super::has_own_ops(&x) {
-        return own::train(norm, x, relu, sync);
+        return own::train(norm, x, relu, compute.sync_bn, update);
     }
-    if let Some(world) = sync.filter(|_| training) {
-        return synced_train(norm, x, relu, world);
+    if training && (compute.sync_bn.is_some() || !update) {
+        return train_composed(norm, x, relu, compute.sync_bn.unwrap_or(crate::distributed::alone()), update);
     }
     let y = norm.forward(x);
     if relu { burn::tensor::activation::relu(y) } else { y }
@@ -60,6 +61,11 @@ fn normalize<const D: usize>(norm: &BatchNorm, x: Tensor<D>, relu: bool, sync: O
 /// sync-BN backward: the sum over the ranks' gradients that reaches each rank's statistics is
 /// `Σdy` and `Σdy·(x − μ)` over the whole batch. On one rank it is plain training-mode BN.
 pub fn synced_train<const D: usize>(norm: &BatchNorm, x: Tensor<D>, relu: bool, world: &'static dyn Collective) -> Tensor<D> {
+    train_composed(norm, x, relu, world, true)
+}
+
+/// [`synced_train`], the running statistics updated only if `update`.
+fn train_composed<const D: usize>(norm: &BatchNorm, x: Tensor<D>, relu: bool, world: &'static dyn Collective, update: bool) -> Tensor<D> {
     let channels = x.dims()[1];
     let count = (x.shape().num_elements() / channels * world.ranks()) as f64;
     let mean = all_reduce_sum(per_channel_sum(x.clone()), world).div_scalar(count);
@@ -67,7 +73,9 @@ pub fn synced_train<const D: usize>(norm: &BatchNorm, x: Tensor<D>, relu: bool, 
     let variance = all_reduce_sum(per_channel_sum(centred.clone().square()), world).div_scalar(count);
     let scale = norm.gamma.val() * variance.clone().add_scalar(norm.epsilon).sqrt().recip();
     let y = centred * along_channels::<D>(scale) + along_channels::<D>(norm.beta.val());
-    update_running(norm, mean, variance);
+    if update {
+        update_running(norm, mean, variance);
+    }
     if relu { burn::tensor::activation::relu(y) } else { y }
 }
 
@@ -105,9 +113,9 @@ mod own {
     use burn::nn::BatchNorm;
     use burn::tensor::Tensor;
 
-    /// Training-mode BN of `x` by [`OwnBatchNorm`]; the running statistics as Burn's `BatchNorm`
-    /// (`burn-nn`'s `forward_train`) updates them.
-    pub(super) fn train<const D: usize>(norm: &BatchNorm, x: Tensor<D>, relu: bool, sync: Option<&'static dyn Collective>) -> Tensor<D> {
+    /// Training-mode BN of `x` by [`OwnBatchNorm`]; if `update`, the running statistics as Burn's
+    /// `BatchNorm` (`burn-nn`'s `forward_train`) updates them.
+    pub(super) fn train<const D: usize>(norm: &BatchNorm, x: Tensor<D>, relu: bool, sync: Option<&'static dyn Collective>, update: bool) -> Tensor<D> {
         let (out, mean, variance) = <burn::backend::Dispatch as OwnBatchNorm>::batch_norm_train_own(
             x.into_dispatch(),
             norm.gamma.val().into_dispatch(),
@@ -116,7 +124,9 @@ mod own {
             relu,
             sync,
         );
-        super::update_running(norm, Tensor::from_dispatch(mean), Tensor::from_dispatch(variance));
+        if update {
+            super::update_running(norm, Tensor::from_dispatch(mean), Tensor::from_dispatch(variance));
+        }
         Tensor::from_dispatch(out)
     }
 
