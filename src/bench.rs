@@ -6,8 +6,8 @@
 //!   `--cache-size 256` cache serves from epoch 2 on). As in pretraining ([`make_views`]), each
 //!   decoded image gives its two views.
 //! - `step`: `pretrain`'s training step ([`crate::train::step`]: forward, NT-Xent, online probe,
-//!   backward, gradient sum over the ranks, optimiser update) on random images;
-//!   median over the timed steps after warm-up, and the process's peak RSS.
+//!   backward, gradient sum over the ranks, optimiser update; in chunks with `--micro-batch`) on
+//!   random images; median over the timed steps after warm-up, and the process's peak RSS.
 //! - `search`: [`crate::search`]'s exact and HNSW indexes on random vectors: query latency, HNSW
 //!   build time and recall@k.
 //!

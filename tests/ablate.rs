@@ -86,7 +86,7 @@ fn unknown_cells_are_named_with_the_choices() {
 
 #[test]
 fn list_shows_each_study_without_training() {
-    for (study, cells) in [("augment", 55), ("head", 8), ("temperature", 11), ("scale", 18)] {
+    for (study, cells) in [("augment", 55), ("head", 8), ("temperature", 11), ("scale", 24)] {
         let out = Command::new(env!("CARGO_BIN_EXE_simclr")).args(["ablate", "--study", study, "--list"]).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

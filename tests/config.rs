@@ -91,7 +91,7 @@ fn each_command_lists_only_the_flags_it_reads() {
     let global = ["quiet", "device", "precision", "memory-format", "help"];
     let data = ["dataset", "data", "limit", "file-list", "cache-size", "cache-dir", "coarse-labels", "strict", "test-fraction", "split-seed", "min-class-images"];
     let model = ["arch", "width", "stem", "zero-init-residual", "image-size", "head", "head-layers", "proj-dim"];
-    let optim = ["temperature", "l2-normalize", "batch-size", "epochs", "max-steps", "optimizer", "lr", "lr-scaling", "warmup-epochs", "weight-decay", "momentum", "sync-bn"];
+    let optim = ["temperature", "l2-normalize", "batch-size", "epochs", "max-steps", "optimizer", "lr", "lr-scaling", "warmup-epochs", "weight-decay", "momentum", "sync-bn", "micro-batch", "chunk-views"];
     let network = ["checkpoint", "random-init", "seed", "out"];
     let features = ["layer", "feature-cache"];
     let cases: Vec<(&[&str], Vec<&str>)> = vec![
@@ -101,7 +101,7 @@ fn each_command_lists_only_the_flags_it_reads() {
         (&["search"], vec!["embeddings", "query", "checkpoint", "k", "index", "max-connections", "ef-construction", "ef-search", "png", "json"]),
         (&["export"], vec!["checkpoint", "format", "layer", "out"]),
         (&["finetune"], [&network[..], &data, &model, &["label-fraction", "subset", "from-head-layer"], &["epochs", "batch-size", "lr", "lr-scaling", "momentum", "weight-decay"]].concat()),
-        (&["bench", "step"], [&model[..], &["steps", "warmup", "json", "batch-size", "optimizer"]].concat()),
+        (&["bench", "step"], [&model[..], &["steps", "warmup", "json", "batch-size", "micro-batch", "chunk-views", "optimizer"]].concat()),
     ];
     for (command, expected) in cases {
         let mut listed = listed_flags(command);

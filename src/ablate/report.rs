@@ -46,8 +46,12 @@ fn settings(c: &Config, kind: &CellKind) -> String {
         CellKind::RandomInit => "no training, linear eval of h".into(),
     };
     let one_branch = c.augment.one_branch.as_ref().map(|t| format!(", one branch: {t}")).unwrap_or_default();
+    let chunks = match c.optim.micro_batch {
+        0 => String::new(),
+        m => format!(" in chunks of {m}"),
+    };
     format!(
-        "{what}: {:?}x{} {}px, batch {}, {} epochs, τ {}{}, colour {}{one_branch}, head {:?}/{}",
+        "{what}: {:?}x{} {}px, batch {}{chunks}, {} epochs, τ {}{}, colour {}{one_branch}, head {:?}/{}",
         c.model.arch,
         c.model.width,
         c.model.image_size,

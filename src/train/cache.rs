@@ -37,7 +37,10 @@ pub trait Cached<M>: Objective<M> {
     fn chunks(&self, batch: Self::Batch, chunking: &Self::Chunking, ranks: &'static dyn Collective) -> Result<Vec<Chunk<Self::Chunk>>>;
 
     /// `model` as the first pass runs it: the same function of its input, without gradient and
-    /// without changing any state of `model` (BN's running statistics).
+    /// without changing any state of `model` (BN's running statistics). The same function means
+    /// the same random draws too: SimCLR's forward draws none (the views are the loader's, a pure
+    /// function of seed, epoch and image; the network has no dropout); an objective whose forward
+    /// did would have to replay them here.
     fn rehearsal(&self, model: &M) -> M;
 
     /// The outputs (`[rows, d]`) of `model` on `chunk`.

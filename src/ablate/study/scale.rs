@@ -91,11 +91,16 @@ impl Definition for Scale {
     }
 }
 
+/// Images a chunk of the batch-size cells' batches above it (`--micro-batch`): the paper's batches
+/// with the memory of a batch of 256 (gradient caching; BN's statistics per chunk, an image's views
+/// in different chunks).
+const CHUNK: usize = 256;
+
 /// §5.2: batch size × training epochs (Fig. 9), and wider and deeper encoders, each beside the
 /// same network trained with labels for the same epochs (Fig. 7).
 fn scale(preset: Preset, base: &Config) -> Vec<Cell> {
     let (batches, epochs, size_epochs): (&[usize], &[usize], usize) = match preset {
-        Preset::Small => (&[64, 128, 256], &[5, 10, 20], 10),
+        Preset::Small => (&[64, 128, 256, 1024, 4096], &[5, 10, 20], 10),
         Preset::Full => (&[256, 512, 1024, 2048, 4096, 8192], &[100, 200, 400, 800], 100),
     };
     let mut cells = Vec::new();
@@ -103,6 +108,9 @@ fn scale(preset: Preset, base: &Config) -> Vec<Cell> {
         for &b in batches {
             let mut cfg = base.clone();
             (cfg.optim.batch_size, cfg.optim.epochs) = (b, e);
+            if b > CHUNK {
+                cfg.optim.micro_batch = CHUNK;
+            }
             cells.push(cell(format!("batch{b}-epochs{e}"), "batch-epochs", format!("{e} epochs"), b.to_string(), h(), cfg, None));
         }
     }

@@ -21,7 +21,8 @@
 //! (on flex the backward recomputes `y` from `x` to mask `dy`; no extra tensor is kept).
 //!
 //! The running statistics are updated exactly as Burn's `BatchNorm` updates them (momentum on the
-//! biased batch variance), so checkpoints and evaluation do not depend on the backend. Every other
+//! biased batch variance), so checkpoints and evaluation do not depend on the backend; not at all
+//! where the compute says so ([`Compute::freeze_running_stats`]: the gradient cache's first pass). Every other
 //! case — another backend on one rank, evaluation, a frozen layer — is Burn's `BatchNorm::forward`.
 
 use crate::ops::compute::Compute;
