@@ -69,12 +69,21 @@ impl Objective<SimClr> for SimClrObjective {
     }
 }
 
-/// A chunk of a [`ViewBatch`] for the gradient cache: some of its views, each with its image's
-/// label, and the labelled views of the global batch (the probe's denominator).
+/// A chunk of a [`ViewBatch`] for the gradient cache: some of its views (taken from the batch's
+/// pixels when a pass needs them, so that the chunks hold no copy of the batch), each with its
+/// image's label, and the labelled views of the global batch (the probe's denominator).
 pub struct ViewChunk {
-    pixels: Tensor<4>,
+    batch: Tensor<4>,
+    rows: Tensor<1, Int>,
     labels: Vec<Option<usize>>,
     labelled: f32,
+}
+
+impl ViewChunk {
+    /// The chunk's views.
+    fn pixels(&self) -> Tensor<4> {
+        self.batch.clone().select(0, self.rows.clone())
+    }
 }
 
 /// In chunks of `images` images (2 · `images` views), the views shared as `views` says.
@@ -92,8 +101,8 @@ impl Cached<SimClr> for SimClrObjective {
         let device = batch.pixels.device();
         let chunk = |rows: Vec<usize>| {
             let index: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
-            let pixels = batch.pixels.clone().select(0, Tensor::<1, Int>::from_data(TensorData::new(index, [rows.len()]), &device));
-            let part = ViewChunk { pixels, labels: rows.iter().map(|&r| labels[r]).collect(), labelled };
+            let index = Tensor::<1, Int>::from_data(TensorData::new(index, [rows.len()]), &device);
+            let part = ViewChunk { batch: batch.pixels.clone(), rows: index, labels: rows.iter().map(|&r| labels[r]).collect(), labelled };
             Chunk { part, rows }
         };
         Ok(chunks.into_iter().map(chunk).collect())
@@ -104,11 +113,11 @@ impl Cached<SimClr> for SimClrObjective {
     }
 
     fn outputs(&self, model: &SimClr, chunk: &ViewChunk) -> Tensor<2> {
-        model.forward(chunk.pixels.clone()).pop().expect("the head returns z")
+        model.forward(chunk.pixels()).pop().expect("the head returns z")
     }
 
     fn chunk_loss(&self, model: &SimClr, chunk: &ViewChunk) -> (Tensor<2>, Option<Loss>) {
-        let mut hiddens = model.forward(chunk.pixels.clone());
+        let mut hiddens = model.forward(chunk.pixels());
         let z = hiddens.pop().expect("the head returns z");
         (z, probe_loss(model, hiddens.swap_remove(0), &chunk.labels, chunk.labelled))
     }
