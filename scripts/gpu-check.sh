@@ -14,6 +14,10 @@
 #    NCHW and channels_last), SGD with momentum, ROUNDS rounds alternating ours and PyTorch's
 #    (scripts/vs_pytorch.py): ours in f32 against PyTorch's fp32, and on libtorch ours in bf16
 #    against PyTorch's bf16 autocast.
+# 3. Big batches (issue 38): our step at batch BIG in chunks of MICRO (`--micro-batch`, gradient
+#    caching) in the last precision of step 2, images/s and peak memory, beside PyTorch's whole
+#    step at the largest batch of MICRO, 2·MICRO, … up to BIG that fits the device (torch_step.py,
+#    channels_last, bf16 autocast where ours is bf16).
 #
 # Without a binary, one is built here: DEVICE=cuda:0 builds the `tch` feature (libtorch from the
 # Python torch, LIBTORCH_USE_PYTORCH=1; torch-sys wants torch 2.9.0), any other DEVICE the `vulkan`
@@ -22,15 +26,15 @@
 # finds that libtorch through LD_LIBRARY_PATH, which this script points at the Python torch's lib.
 # PyTorch needs torch + torchvision (scripts/torch_step.py).
 # Settings (environment): DEVICE (cuda:0), TORCH_DEVICE (cuda), ARCH (resnet50), SIZE (224),
-# BATCH (256), STEPS (10), WARMUP (2), ROUNDS (2), TOLERANCE (0.01), OUT (a new temporary folder:
-# the JSON files and the pretraining runs go there).
-# CPU smoke test: DEVICE=tch-cpu TORCH_DEVICE=cpu ARCH=resnet18 SIZE=32 BATCH=16 STEPS=2 ROUNDS=1 \
+# BATCH (256), STEPS (10), WARMUP (2), ROUNDS (2), TOLERANCE (0.01), BIG (4096), MICRO (256), OUT
+# (a new temporary folder: the JSON files and the pretraining runs go there).
+# CPU smoke test: DEVICE=tch-cpu TORCH_DEVICE=cpu ARCH=resnet18 SIZE=32 BATCH=16 STEPS=2 ROUNDS=1 BIG=64 MICRO=16 \
 #   scripts/gpu-check.sh target/tch/release/simclr
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEVICE=${DEVICE:-cuda:0} TORCH_DEVICE=${TORCH_DEVICE:-cuda}
 ARCH=${ARCH:-resnet50} SIZE=${SIZE:-224} BATCH=${BATCH:-256} STEPS=${STEPS:-10} WARMUP=${WARMUP:-2}
-ROUNDS=${ROUNDS:-2} TOLERANCE=${TOLERANCE:-0.01}
+ROUNDS=${ROUNDS:-2} TOLERANCE=${TOLERANCE:-0.01} BIG=${BIG:-4096} MICRO=${MICRO:-256}
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
 
@@ -82,5 +86,31 @@ for precision in "${precisions[@]}"; do
     --precision "$precision" --arch "$ARCH" --image-size "$SIZE" --batch-size "$BATCH" --steps "$STEPS" \
     --warmup "$WARMUP" --rounds "$ROUNDS" --json "$OUT/speed-$precision.json"
 done
+
+# 3. Big batches: ours in chunks, PyTorch whole at the largest batch that fits (a failed step: out
+# of memory).
+precision=${precisions[-1]}
+"$bin" --device "$DEVICE" --precision "$precision" --quiet bench step --arch "$ARCH" --image-size "$SIZE" \
+  --batch-size "$BIG" --micro-batch "$MICRO" --steps 2 --warmup 1 --json "$OUT/big-ours.json"
+amp=(); [ "$precision" = bf16 ] && amp=(--amp)
+fits=none
+for ((b = MICRO; b <= BIG; b *= 2)); do
+  python3 scripts/torch_step.py --arch "$ARCH" --image-size "$SIZE" --batch-size "$b" --device "$TORCH_DEVICE" \
+    --channels-last "${amp[@]}" --steps 2 --warmup 1 --json "$OUT/big-torch-$b.json" >/dev/null 2>&1 || break
+  fits=$b
+done
+python3 - "$OUT" "$fits" <<'EOF'
+import json, sys
+out, fits = sys.argv[1], sys.argv[2]
+ours = json.load(open(f"{out}/big-ours.json"))
+rss = ours.get("peak_rss_mib")
+rss = f"{rss:.0f} MiB" if rss else "n/a"
+print(f"ours: batch {ours['batch_size']} in chunks of {ours['micro_batch']}: {ours['images_per_sec']:.1f} images/s, host peak RSS {rss}")
+if fits == "none":
+    print("PyTorch: not even a batch of MICRO images ran whole")
+else:
+    torch = json.load(open(f"{out}/big-torch-{fits}.json"))
+    print(f"PyTorch, whole batch, the largest that ran of MICRO, 2 MICRO, ... BIG: batch {fits}: {torch['images_per_sec']:.1f} images/s; ours / PyTorch {ours['images_per_sec'] / torch['images_per_sec']:.2f}")
+EOF
 [ "$agreement" = 0 ] || echo "the GPU's losses differ from the CPU's beyond $TOLERANCE (above)" >&2
 exit "$agreement"
