@@ -149,7 +149,31 @@ fn report<M: Serialize>(p: &Prepared, protocol: &'static str, settings: serde_js
         out: p.out.clone(),
     };
     report.write()?;
+    if let Some(checkpoint) = &p.loaded.checkpoint {
+        // Events that cannot be written (a read-only run folder) cost the TensorBoard view, nothing more.
+        if let Err(e) = add_to_run_events(checkpoint, protocol, &report.metrics) {
+            tracing::warn!("TensorBoard events of the run of {}: not written ({e:#})", checkpoint.display());
+        }
+    }
     Ok(report)
+}
+
+/// The report's top-1 and top-5 as TensorBoard scalars `PROTOCOL/LAYER/top1` and `…/top5` of the run
+/// `checkpoint` belongs to (`RUN/checkpoints/step-N`), at its step, where the run writes events
+/// (`RUN/tb`); nothing otherwise.
+fn add_to_run_events(checkpoint: &Path, protocol: &str, metrics: &impl Serialize) -> Result<()> {
+    let run = checkpoint.parent().filter(|dir| dir.file_name() == Some("checkpoints".as_ref())).and_then(Path::parent);
+    let Some(tb) = run.map(|run| run.join("tb")).filter(|tb| tb.is_dir()) else { return Ok(()) };
+    let metrics = serde_json::to_value(metrics)?;
+    let layer = metrics["layer"].as_str().unwrap_or("h");
+    let values: Vec<(String, f64)> = ["top1", "top5"].iter().filter_map(|k| Some((format!("{protocol}/{layer}/{k}"), metrics[*k].as_f64()?))).collect();
+    if values.is_empty() {
+        return Ok(());
+    }
+    let step = crate::checkpoint::read_state(checkpoint)?.step;
+    let mut events = crate::tensorboard::EventWriter::create(&tb)?;
+    events.scalars(step, &values.iter().map(|(tag, v)| (tag.as_str(), *v)).collect::<Vec<_>>())?;
+    events.flush()
 }
 
 /// Classification metrics every classifier protocol reports, with its own `extra`s.

@@ -26,9 +26,6 @@ pub fn rows(full: &AugmentConfig) -> Vec<(&'static str, AugmentConfig)> {
 /// (nearest neighbour) to at least 96 px and separated by 2 px white lines.
 pub fn render(img: &Image, full: &AugmentConfig, samples: usize, seed: u64) -> image::RgbImage {
     let side = full.image_size;
-    let scale = 96usize.div_ceil(side).max(1);
-    let cell = side * scale;
-    let gap = 2;
     let mut rows: Vec<Vec<Image>> = rows(full)
         .into_iter()
         .enumerate()
@@ -43,6 +40,25 @@ pub fn render(img: &Image, full: &AugmentConfig, samples: usize, seed: u64) -> i
         pairs.extend((0..2).map(|v| augment(img, full, &mut view_rng(seed, 99, k as u64, v))));
     }
     rows.push(pairs);
+    tile(&rows, side)
+}
+
+/// The two views of the first `count` images of a loader's batch (`pixels`: `[2n, 3, side, side]`,
+/// first views then second views, [`crate::views`]): first views in the top row, each image's
+/// second view below it. What TensorBoard shows of a run's first batch.
+pub fn batch_views(pixels: &[f32], side: usize, count: usize) -> image::RgbImage {
+    let plane = 3 * side * side;
+    let n = pixels.len() / plane / 2;
+    let view = |row: usize| Image { height: side, width: side, data: pixels[row * plane..(row + 1) * plane].to_vec() };
+    let rows: Vec<Vec<Image>> = (0..2).map(|v| (0..count.min(n)).map(|i| view(v * n + i)).collect()).collect();
+    tile(&rows, side)
+}
+
+/// `rows` of views of side `side` laid out on white, each scaled up to about 96 px.
+fn tile(rows: &[Vec<Image>], side: usize) -> image::RgbImage {
+    let scale = 96usize.div_ceil(side).max(1);
+    let cell = side * scale;
+    let gap = 2;
     let cols = rows.iter().map(Vec::len).max().unwrap_or(1);
     let (w, h) = (cols * (cell + gap) + gap, rows.len() * (cell + gap) + gap);
     let mut out = image::RgbImage::from_pixel(w as u32, h as u32, image::Rgb([255, 255, 255]));

@@ -44,6 +44,7 @@ pub mod progress;
 pub mod resnet;
 pub mod schedule;
 pub mod search;
+pub mod tensorboard;
 pub mod train;
 pub mod views;
 

@@ -18,6 +18,8 @@ use burn::module::Module;
 use burn::tensor::Device;
 use indicatif::ProgressBar;
 use serde::Serialize;
+use crate::tensorboard::EventWriter;
+use std::cell::RefCell;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -174,11 +176,21 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
     let objective = SimClrObjective { temperature: cfg.optim.temperature, l2_normalize: cfg.optim.l2_normalize };
     let strategy = train::simclr::strategy(objective, cfg.optim.micro_batch, cfg.optim.chunk_views);
     let metrics = open_metrics(&cfg.run.out, start)?;
+    let tb = RefCell::new((cfg.monitor.tensorboard && distributed::is_writer()).then(|| EventWriter::create(&cfg.run.out.join("tb"))).transpose()?);
     let bar = progress_bar(progress && distributed::is_writer(), start, total);
     let run_start = Instant::now();
-    let mut record = Record { cfg, device: &device, world, steps_per_epoch, total, bad, metrics, bar, hooks, timing: Timing::default(), history: Vec::new(), epoch_wait: 0.0, last_checkpoint, interrupted: false };
+    let mut record = Record { cfg, device: &device, world, steps_per_epoch, total, bad, metrics, tb: &tb, bar, hooks, timing: Timing::default(), history: Vec::new(), epoch_wait: 0.0, last_checkpoint, interrupted: false };
     world.take_traffic();
-    let next_batch = |_| Ok(ViewBatch::new(loader.recv().context("the data loader stopped")??, ds.as_ref(), size, &device));
+    let next_batch = |step| {
+        let batch = loader.recv().context("the data loader stopped")??;
+        if let (true, Some(tb)) = (step == start, tb.borrow_mut().as_mut()) {
+            let grid = crate::grid::batch_views(&batch.pixels, size, 8);
+            let mut png = Vec::new();
+            grid.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+            tb.png("views", step + 1, png, grid.width(), grid.height())?;
+        }
+        Ok(ViewBatch::new(batch, ds.as_ref(), size, &device))
+    };
     let model = train::run(model, &mut optim, strategy.as_ref(), |step| schedule.lr(step), start..total, world, next_batch, &mut record)?;
     record.bar.finish_and_clear();
     if start >= total {
@@ -199,6 +211,8 @@ struct Record<'a> {
     total: usize,
     bad: BadImages,
     metrics: Box<dyn Write>,
+    /// The TensorBoard events (`--tensorboard`; the writing rank only).
+    tb: &'a RefCell<Option<EventWriter>>,
     bar: ProgressBar,
     hooks: Vec<Box<dyn EpochHook>>,
     timing: Timing,
@@ -218,6 +232,10 @@ impl train::StepHook<SimClr> for Record<'_> {
         let epoch = (done - 1) / steps_per_epoch;
         let m = self.step_metrics(&end, epoch)?;
         writeln!(self.metrics, "{}", serde_json::to_string(&m)?).with_context(|| format!("--out {}: cannot write metrics.jsonl", cfg.run.out.display()))?;
+        if let Some(tb) = self.tb.borrow_mut().as_mut() {
+            tb.row(&serde_json::to_value(&m)?)?;
+            tb.flush()?;
+        }
         self.bar.set_position(done as u64);
         self.bar.set_message(format!("epoch {} loss {:.4} acc {:.3} lr {:.4} {:.1} img/s", epoch + 1, m.loss, m.contrast_acc, end.lr, m.images_per_sec));
         self.history.push(m);
@@ -283,7 +301,14 @@ impl Record<'_> {
         let complete = done % steps_per_epoch == 0;
         let end = EpochEnd { epoch: if complete { done / steps_per_epoch } else { epoch + 1 }, complete, step: done, model, cfg: self.cfg, device: self.device };
         let t = Instant::now();
-        run_hooks(&mut self.hooks, &end, &mut self.metrics, &self.bar)?;
+        run_hooks(&mut self.hooks, &end, &mut self.metrics, self.tb.borrow_mut().as_mut(), &self.bar)?;
+        // The curves picture once, at the run's end (a PNG of about 0.6 MB: every epoch's would
+        // make the event file grow by that much an epoch; the scalars are there anyway).
+        let curves = self.cfg.run.out.join("curves.png");
+        if let Some(tb) = self.tb.borrow_mut().as_mut().filter(|_| done == self.total && curves.exists()) {
+            tb.png_file("curves", done, &curves)?;
+            tb.flush()?;
+        }
         self.timing.monitor_s += t.elapsed().as_secs_f64();
         Ok(())
     }
@@ -377,8 +402,8 @@ fn log_epoch(epoch: usize, done: usize, total: usize, recent: &[StepMetrics], wa
 }
 
 /// Calls each hook in order; the values one returns become a `metrics.jsonl` row (with the epoch
-/// and step) and a log line, before the next hook runs.
-fn run_hooks(hooks: &mut [Box<dyn EpochHook>], end: &EpochEnd, metrics: &mut dyn Write, bar: &ProgressBar) -> Result<()> {
+/// and step), TensorBoard scalars and a log line, before the next hook runs.
+fn run_hooks(hooks: &mut [Box<dyn EpochHook>], end: &EpochEnd, metrics: &mut dyn Write, mut tb: Option<&mut EventWriter>, bar: &ProgressBar) -> Result<()> {
     for hook in hooks {
         let values = hook.after_epoch(end)?;
         if values.is_empty() {
@@ -389,6 +414,9 @@ fn run_hooks(hooks: &mut [Box<dyn EpochHook>], end: &EpochEnd, metrics: &mut dyn
             row[*name] = serde_json::json!(v);
         }
         writeln!(metrics, "{row}").context("cannot write metrics.jsonl")?;
+        if let Some(tb) = tb.as_deref_mut() {
+            tb.row(&row)?;
+        }
         let text: Vec<String> = values.iter().map(|(name, v)| format!("{name} {v:.4}")).collect();
         bar.suspend(|| tracing::info!("epoch {}: {}", end.epoch, text.join(", ")));
     }

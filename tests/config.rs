@@ -112,7 +112,7 @@ fn each_command_lists_only_the_flags_it_reads() {
         assert_eq!(listed, expected, "simclr {command:?} --help");
     }
     let pretrain = listed_flags(&["pretrain"]);
-    for flag in data.iter().chain(&model).chain(&optim).chain(&["color-strength", "knn-every", "checkpoint-every", "seed", "out", "resume", "config"]) {
+    for flag in data.iter().chain(&model).chain(&optim).chain(&["color-strength", "knn-every", "tensorboard", "checkpoint-every", "seed", "out", "resume", "config"]) {
         assert!(pretrain.iter().any(|f| f == flag), "pretrain --help lacks --{flag}");
     }
 }

@@ -271,6 +271,18 @@ fn run_and_weight_file_readers_survive_hostile_files() {
         std::fs::write(npy.join("labels.npy"), bytes).unwrap();
         let _ = simclr::eval::embed::read(&npy);
     });
+
+    // TensorBoard events: lying lengths and CRCs.
+    let mut events = simclr::tensorboard::EventWriter::create(&d.join("tb")).unwrap();
+    events.scalars(3, &[("loss", 1.5), ("lr", 0.1)]).unwrap();
+    events.png("views", 3, png(4, 4), 4, 4).unwrap();
+    events.flush().unwrap();
+    let tb = events.path().to_path_buf();
+    let tb_seed = std::fs::read(&tb).unwrap();
+    fuzz("tfevents", &[tb_seed], |bytes| {
+        std::fs::write(&tb, bytes).unwrap();
+        let _ = simclr::tensorboard::read(&tb);
+    });
 }
 
 #[test]

@@ -175,6 +175,9 @@ settings! {
         [hide = true] num_classes: usize = 0,
         /// Run a kNN monitor on the test split every N epochs (0 = off).
         [] knn_every: usize = 0,
+        /// Write TensorBoard event files in OUT/tb: every metrics.jsonl value by step, the first
+        /// batch's views and the curves as images (`tensorboard --logdir OUT/tb`).
+        [] tensorboard: bool = true,
     }
 }
 
