@@ -133,3 +133,24 @@ fn help_shows_the_defaults_each_command_uses() {
     }
     assert!(help(&["knn"]).contains("[default: runs/knn]"));
 }
+
+#[test]
+fn every_recipe_resolves_to_valid_settings_that_flags_override_and_the_config_names() {
+    use simclr::config::recipe::{Recipe, RECIPES};
+    assert!(RECIPES.len() >= 5);
+    for recipe in RECIPES {
+        let cfg = Config::resolve_recipe(Some(recipe), None, &flags(&[])).unwrap();
+        cfg.validate().unwrap_or_else(|e| panic!("recipe {}: {e:#}", recipe.name));
+        assert_eq!(cfg.run.recipe, recipe.name);
+        assert!(cfg.to_toml().contains(&format!("recipe = \"{}\"", recipe.name)), "config.toml names {}", recipe.name);
+        assert_ne!(cfg.optim, Config::default().optim, "{} sets the optimisation", recipe.name);
+        let over = Config::resolve_recipe(Some(recipe), None, &flags(&["--lr", "0.25", "--batch-size", "64"])).unwrap();
+        assert_eq!((over.optim.lr, over.optim.batch_size), (0.25, 64), "flags override {}", recipe.name);
+        assert_eq!(over.optim.temperature, cfg.optim.temperature);
+    }
+    let official = Config::resolve_recipe(Some(Recipe::named("cifar10").unwrap()), None, &flags(&[])).unwrap();
+    assert_eq!((official.optim.batch_size, official.optim.epochs, official.optim.lr, official.optim.weight_decay), (512, 1000, 1.0, 1e-6));
+    assert_eq!((official.augment.color_strength, official.augment.blur, official.model.image_size), (0.5, Some(false), 32));
+    let err = Recipe::named("cifar100").unwrap_err().to_string();
+    assert!(err.contains("--recipe cifar100") && err.contains("lightly-cifar10"), "{err}");
+}

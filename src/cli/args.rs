@@ -37,6 +37,10 @@ pub enum Command {
         /// TOML config file (flags override its values).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// A published recipe by name (`simclr recipes` lists them): its settings, overridden by
+        /// --config and by the flags.
+        #[arg(long)]
+        recipe: Option<String>,
         /// Continue from the latest checkpoint in --out (its config.toml is used unless --config is
         /// given; where it is gone, the checkpoint's own). Without it, an --out holding a run is refused.
         #[arg(long)]
@@ -44,6 +48,8 @@ pub enum Command {
         #[command(flatten)]
         args: ConfigArgs,
     },
+    /// The published recipes `pretrain --recipe` takes: each one's settings and their source.
+    Recipes,
     /// Linear evaluation: a logistic-regression classifier on frozen features.
     #[command(mut_arg("out", |a| a.help("Output folder (report.json, confusion.png) [default: runs/linear-eval]")))]
     LinearEval {

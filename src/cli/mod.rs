@@ -48,7 +48,8 @@ pub fn run(cli: Cli) -> Result<()> {
     let s = Session { device, precision: cli.precision, memory_format: cli.memory_format, progress };
     let device = &s.device;
     match cli.command {
-        Command::Pretrain { config, resume, args } => pretrain(&s, config, resume, args),
+        Command::Pretrain { config, recipe, resume, args } => pretrain(&s, config, recipe, resume, args),
+        Command::Recipes => Ok(println!("{}", print::recipes())),
         Command::LinearEval { mut eval, features, solver, sgd_epochs, sgd_lr } => {
             eval.run = s.run_args(eval.run);
             let sgd = simclr::eval::linear::SgdProbe { epochs: sgd_epochs, lr: sgd_lr, ..Default::default() };
@@ -119,7 +120,8 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 /// `simclr pretrain`: exits with 130 when stopped by Ctrl-C (its checkpoint written).
-fn pretrain(s: &Session, config: Option<PathBuf>, resume: bool, mut args: ConfigArgs) -> Result<()> {
+fn pretrain(s: &Session, config: Option<PathBuf>, recipe: Option<String>, resume: bool, mut args: ConfigArgs) -> Result<()> {
+    let recipe = recipe.map(|name| simclr::config::recipe::Recipe::named(&name)).transpose()?;
     let out = args.run.out.clone().unwrap_or_else(|| Config::default().run.out);
     let file = match config {
         Some(file) => Some(file),
@@ -127,7 +129,7 @@ fn pretrain(s: &Session, config: Option<PathBuf>, resume: bool, mut args: Config
         None => None,
     };
     args.run = s.run_args(args.run);
-    let cfg = Config::resolve(file.as_deref(), &args)?;
+    let cfg = Config::resolve_recipe(recipe, file.as_deref(), &args)?;
     simclr::interrupt::install()?;
     let done = simclr::pretrain::pretrain(&cfg, resume, &s.device, s.progress)?;
     if done.interrupted {

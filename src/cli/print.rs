@@ -177,3 +177,11 @@ pub fn bench_step(r: &StepResult) -> String {
         r.peak_rss_mib.map(|m| format!("{m:.0} MiB")).unwrap_or_else(|| "n/a".into())
     )
 }
+
+/// `simclr recipes`: each recipe's name, what it trains, its source and its settings.
+pub fn recipes() -> String {
+    let each = simclr::config::recipe::RECIPES.iter().map(|r| format!("{}\n  {}\n  source: {}\n  settings:{}", r.name, r.what, r.source, r.settings.trim_end().replace('\n', "\n    ")));
+    let mut text: Vec<String> = each.collect();
+    text.push("use: simclr pretrain --recipe NAME --dataset ... --data ... (flags and --config override the recipe)".into());
+    text.join("\n\n")
+}

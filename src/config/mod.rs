@@ -4,7 +4,8 @@
 //! holds them all; each command flattens only the groups it reads, so its `--help` lists exactly
 //! its flags (pretraining: all of them; `knn`: data, model for `--random-init`, run).
 //!
-//! Sources, later wins: built-in defaults → `--config FILE.toml` → command-line flags. Every field is
+//! Sources, later wins: built-in defaults → `--recipe NAME` ([`recipe`]) → `--config FILE.toml` →
+//! command-line flags. Every field is
 //! also a flag (the kebab-case of its name). The file has one TOML section per group (`[optim]`
 //! `lr = 1.0`); a partial file sets what it names. The resolved config is written next to each
 //! checkpoint, so `simclr pretrain --config OUT/config.toml` repeats a run exactly.
@@ -17,6 +18,7 @@ use crate::model::ModelConfig;
 use crate::optim::{OptimizerKind, Rule};
 use crate::resnet::{Arch, ResNetConfig, Stem};
 use crate::schedule::LrScaling;
+use recipe::Recipe;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -24,6 +26,7 @@ use std::path::{Path, PathBuf};
 #[macro_use]
 mod settings;
 pub mod check;
+pub mod recipe;
 
 settings! {
     /// `[data]`: where the images are and how to read them.
@@ -151,6 +154,9 @@ settings! {
         /// Memory order of the encoder's activations: the global `--memory-format`, recorded as
         /// `precision` is.
         [skip] memory_format: MemoryFormat = MemoryFormat::Auto,
+        /// The `--recipe` the settings started from (empty: none), recorded so that `--resume`
+        /// and a `--config` rerun say where they came from.
+        [skip] recipe: String = String::new(),
     }
 }
 
@@ -247,26 +253,40 @@ impl Config {
 
     /// Defaults, overlaid by `file` (if any), overlaid by the flags in `args`.
     pub fn resolve(file: Option<&Path>, args: &ConfigArgs) -> Result<Self> {
-        let mut cfg = match file {
-            Some(path) => Self::from_file(path)?,
-            None => Self::default(),
-        };
+        Self::resolve_recipe(None, file, args)
+    }
+
+    /// The defaults overwritten by `recipe`'s settings (named in `[run] recipe`), then by those of
+    /// `file`, then by the flags `args`.
+    pub fn resolve_recipe(recipe: Option<&Recipe>, file: Option<&Path>, args: &ConfigArgs) -> Result<Self> {
+        let mut cfg = Self::default();
+        if let Some(recipe) = recipe {
+            cfg.apply(recipe.args());
+            cfg.run.recipe = recipe.name.to_string();
+        }
+        if let Some(path) = file {
+            cfg.apply(Self::file_args(path)?);
+        }
         cfg.apply(args.clone());
         Ok(cfg)
     }
 
     /// Reads a full or partial config from TOML (missing fields keep their defaults).
     pub fn from_file(path: &Path) -> Result<Self> {
+        let mut cfg = Self::default();
+        cfg.apply(Self::file_args(path)?);
+        Ok(cfg)
+    }
+
+    /// The settings a full or partial TOML config file sets.
+    fn file_args(path: &Path) -> Result<ConfigArgs> {
         let text = crate::files::read_to_string(path).with_context(|| format!("--config {}: cannot read the file", path.display()))?;
-        let args: ConfigArgs = toml::from_str(&text).with_context(|| {
+        toml::from_str(&text).with_context(|| {
             format!(
                 "--config {}: not a valid simclr config: settings go in the sections {SECTIONS}, under the names of their flags (`simclr pretrain --help` lists them by section; any run's OUT/config.toml is an example)",
                 path.display()
             )
-        })?;
-        let mut cfg = Self::default();
-        cfg.apply(args);
-        Ok(cfg)
+        })
     }
 
     /// The config as TOML, one section a group.
