@@ -375,7 +375,7 @@ pub enum SplitArg {
 }
 
 /// `simclr embed`.
-pub fn embed(args: &EvalArgs, features: &FeatureArgs, split: SplitArg, device: &Device) -> Result<Report<EmbedMetrics>> {
+pub fn embed(args: &EvalArgs, features: &FeatureArgs, split: SplitArg, map: Option<&Path>, device: &Device) -> Result<Report<EmbedMetrics>> {
     let start = Instant::now();
     let p = prepare(args, Some(features), "runs/embed", device)?;
     // Extracted afresh (not from the feature cache), for the image index of each row.
@@ -383,6 +383,11 @@ pub fn embed(args: &EvalArgs, features: &FeatureArgs, split: SplitArg, device: &
     let (f, index) = eval::extract_indexed(&p.loaded.model, p.layer_index, ds.as_ref(), p.loaded.image_size, 256, &p.flags.bad_images(), device)?;
     crate::eval::embed::write(&f, &p.out)?;
     crate::eval::embed::write_index(&index, &p.out)?;
+    if let Some(png) = map {
+        let names = p.flags.data.dataset.class_names().unwrap_or_else(|| (0..ds.num_classes()).map(|c| ds.class_name(c).unwrap_or_else(|| format!("class {c}"))).collect());
+        let title = format!("{} ({split:?} split, {} images, layer {})", p.loaded.checkpoint.as_ref().map_or("random init".into(), |c| c.display().to_string()), f.n, features.layer);
+        crate::eval::map::draw(&crate::eval::map::pca2(&f)?, &f, &names, &title, png)?;
+    }
     let metrics = EmbedMetrics { images: f.n, dim: f.dim, layer: features.layer.to_string(), labelled: f.is_labelled(), image_size: p.loaded.image_size };
     // The split and data settings let `simclr search` find the images of the rows again.
     report(&p, "embed", serde_json::json!({ "split": split, "data": p.flags.data }), metrics, start)

@@ -97,7 +97,7 @@ fn each_command_lists_only_the_flags_it_reads() {
     let cases: Vec<(&[&str], Vec<&str>)> = vec![
         (&["knn"], [&network[..], &features, &data, &model, &["k", "knn-temperature"]].concat()),
         (&["linear-eval"], [&network[..], &features, &data, &model, &["solver", "sgd-epochs", "sgd-lr"]].concat()),
-        (&["embed"], [&network[..], &["layer"], &data, &model, &["split"]].concat()),
+        (&["embed"], [&network[..], &["layer"], &data, &model, &["split", "map"]].concat()),
         (&["search"], vec!["embeddings", "query", "checkpoint", "k", "index", "max-connections", "ef-construction", "ef-search", "png", "json"]),
         (&["export"], vec!["checkpoint", "format", "layer", "out"]),
         (&["finetune"], [&network[..], &data, &model, &["label-fraction", "subset", "from-head-layer"], &["epochs", "batch-size", "lr", "lr-scaling", "momentum", "weight-decay"]].concat()),

@@ -52,7 +52,7 @@ fn embed(out: &Path) {
         run: RunArgs { out: Some(out.to_path_buf()), ..Default::default() },
     };
     let features = FeatureArgs { layer: "h".parse().unwrap(), feature_cache: None };
-    simclr::commands::embed(&eval, &features, SplitArg::Test, &simclr::default_device()).unwrap();
+    simclr::commands::embed(&eval, &features, SplitArg::Test, None, &simclr::default_device()).unwrap();
 }
 
 fn args(embeddings: &Path, query: &str, k: usize) -> SearchArgs {

@@ -99,10 +99,23 @@ pub enum Command {
         /// Which split to embed.
         #[arg(long, value_enum, default_value = "train")]
         split: SplitArg,
+        /// Also draw a 2-D map of the embeddings (first two principal components, coloured by
+        /// class) into this PNG file.
+        #[arg(long)]
+        map: Option<PathBuf>,
         #[command(flatten)]
         features: FeatureArgs,
         #[command(flatten)]
         eval: EvalArgs,
+    },
+    /// A 2-D map (first two principal components, coloured by class) of the embeddings `simclr
+    /// embed` wrote into a folder.
+    PlotEmbeddings {
+        /// The folder `simclr embed --out` wrote (features.npy, labels.npy, report.json).
+        dir: PathBuf,
+        /// The PNG file to write.
+        #[arg(long, default_value = "map.png")]
+        png: PathBuf,
     },
     /// The nearest neighbours of a row or an image file among the embeddings `simclr embed` wrote,
     /// by cosine similarity: exact, or with an HNSW index saved beside them; labels and files beside

@@ -67,9 +67,13 @@ pub fn run(cli: Cli) -> Result<()> {
             let r = simclr::commands::finetune(&eval, &subset, &optim, device)?;
             Ok(println!("{}", print::classified(&r, &format!("finetune ({}, {} labelled images)", r.source(), r.metrics.extra.labelled_images))))
         }
-        Command::Embed { mut eval, features, split } => {
+        Command::Embed { mut eval, features, split, map } => {
             eval.run = s.run_args(eval.run);
-            Ok(println!("{}", print::embedded(&simclr::commands::embed(&eval, &features, split, device)?)))
+            Ok(println!("{}", print::embedded(&simclr::commands::embed(&eval, &features, split, map.as_deref(), device)?)))
+        }
+        Command::PlotEmbeddings { dir, png } => {
+            let rows = simclr::eval::map::plot_folder(&dir, &png)?;
+            Ok(println!("map of {rows} rows of {}: {}", dir.display(), png.display()))
         }
         Command::Search(args) => Ok(println!("{}", print::found(&simclr::search::search(&args, device)?))),
         Command::Import { weights, prefix, model, run } => {

@@ -377,4 +377,8 @@ impl Dataset for ImageFolder {
     fn num_classes(&self) -> usize {
         self.classes.len()
     }
+
+    fn class_name(&self, label: usize) -> Option<String> {
+        self.classes.get(label).cloned()
+    }
 }

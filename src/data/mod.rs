@@ -97,4 +97,9 @@ pub trait Dataset: Send + Sync {
     fn file(&self, _index: usize) -> Option<PathBuf> {
         None
     }
+    /// The name of class `label`, where the dataset carries names (an image folder's are its
+    /// class folders').
+    fn class_name(&self, _label: usize) -> Option<String> {
+        None
+    }
 }

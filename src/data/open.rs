@@ -182,6 +182,19 @@ pub fn open(src: &Source, split: Split) -> Result<Arc<dyn Dataset>, DataError> {
 }
 
 impl DatasetKind {
+    /// The class names of a dataset of this kind with fixed classes, in label order; `None` where
+    /// the classes are its folders' (or it has none, or they are numbered: CIFAR-100).
+    pub fn class_names(self) -> Option<Vec<String>> {
+        let names: &[&str] = match self {
+            DatasetKind::Builtin | DatasetKind::FashionMnist => &super::idx::FASHION_MNIST_CLASSES,
+            DatasetKind::Mnist => &["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
+            DatasetKind::Cifar10 => &["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+            DatasetKind::Stl10 => &["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"],
+            DatasetKind::Cifar100 | DatasetKind::Folder | DatasetKind::UnlabelledFolder => return None,
+        };
+        Some(names.iter().map(|n| n.to_string()).collect())
+    }
+
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
         match self {

@@ -41,6 +41,9 @@ impl Dataset for Subset {
     fn num_classes(&self) -> usize {
         self.inner.num_classes()
     }
+    fn class_name(&self, label: usize) -> Option<String> {
+        self.inner.class_name(label)
+    }
     fn file(&self, index: usize) -> Option<PathBuf> {
         self.inner.file(*self.indices.get(index)?)
     }

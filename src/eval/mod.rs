@@ -7,6 +7,7 @@ pub mod embed;
 pub mod finetune;
 pub mod knn;
 pub mod linear;
+pub mod map;
 pub mod report;
 
 use crate::augment::{augment, AugmentConfig};
