@@ -45,6 +45,12 @@ fn too_few_or_non_finite_rows_are_refused() {
     assert!(pca2(&f).unwrap_err().to_string().contains("row 5"));
     let two = Features { data: vec![0.0; 8], n: 2, dim: 4, labels: vec![] };
     assert!(pca2(&two).is_err());
+    // A label that is no class index (a hostile labels.npy's −1 read as 2⁶⁴ − 1) is refused.
+    let mut f = planar();
+    f.labels[7] = usize::MAX;
+    let dir = tempfile::tempdir().unwrap();
+    let err = simclr::eval::map::draw(&pca2(&f).unwrap(), &f, &[], "t", &dir.path().join("m.png")).unwrap_err().to_string();
+    assert!(err.contains("at most 100 classes"), "{err}");
 }
 
 #[test]

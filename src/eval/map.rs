@@ -11,6 +11,9 @@ use plotters::prelude::*;
 use rayon::prelude::*;
 use std::path::Path;
 
+/// Classes a map colours at most (CIFAR-100's).
+pub const MAX_CLASSES: usize = 100;
+
 /// Rows drawn at most (evenly spaced rows of larger sets).
 pub const MAX_POINTS: usize = 10_000;
 
@@ -95,7 +98,10 @@ pub fn draw(points: &[(usize, f32, f32)], f: &Features, class_names: &[String], 
             .build_cartesian_2d(range(|p| p.1), range(|p| p.2))
             .map_err(|e| draw_error(&e))?;
         chart.configure_mesh().x_desc("PC 1").y_desc("PC 2").label_style(("sans-serif", 12)).draw().map_err(|e| draw_error(&e))?;
-        let classes = if f.is_labelled() { f.labels.iter().max().map_or(1, |m| m + 1) } else { 1 };
+        let classes = if f.is_labelled() { f.labels.iter().max().map_or(1, |m| m.saturating_add(1)) } else { 1 };
+        if classes > MAX_CLASSES {
+            bail!("labels up to {}: a map tells at most {MAX_CLASSES} classes apart by colour; the labels are not class indices", classes - 1);
+        }
         for class in 0..classes {
             let colour = Palette99::pick(class).to_rgba();
             let mine = points.iter().filter(|(r, _, _)| !f.is_labelled() || f.labels[*r] == class);
