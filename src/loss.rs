@@ -24,7 +24,7 @@
 
 use crate::views::{Gathered, Views};
 use burn::tensor::activation::{log_softmax, softmax};
-use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};
+use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor};
 
 /// Subtracted from the self-similarity logits so they take no part in the softmax.
 const LARGE_NUM: f32 = 1e9;
@@ -88,9 +88,8 @@ pub fn nt_xent_gathered(views: &Gathered, tau: f32, l2_normalize: bool) -> NtXen
 /// `−Σ p log(p + 1e-8)` of the row softmax, each summed over the rows and divided by `total` (N).
 fn contrast_stats(logits_ab: Tensor<2>, offset: usize, total: usize) -> (Tensor<1>, Tensor<1>) {
     let [n, _] = logits_ab.dims();
-    let own: Vec<i64> = (offset as i64..(offset + n) as i64).collect();
-    let own = Tensor::<1, Int>::from_data(TensorData::new(own, [n]), &logits_ab.device()).reshape([n, 1]);
-    let accuracy = logits_ab.clone().argmax(1).equal(own).float().sum().div_scalar(total as f32);
+    let own: Vec<usize> = (offset..offset + n).collect();
+    let accuracy = logits_ab.clone().argmax(1).equal(columns(&own, &logits_ab.device())).float().sum().div_scalar(total as f32);
     let p = softmax(logits_ab, 1);
     let entropy = (p.clone() * p.add_scalar(1e-8).log()).sum().neg().div_scalar(total as f32);
     (accuracy, entropy)
@@ -98,6 +97,5 @@ fn contrast_stats(logits_ab: Tensor<2>, offset: usize, total: usize) -> (Tensor<
 
 /// `[cols.len(), 1]`: row `i` holds column index `cols[i]`.
 fn columns(cols: &[usize], device: &Device) -> Tensor<2, Int> {
-    let index: Vec<i64> = cols.iter().map(|&c| c as i64).collect();
-    Tensor::from_data(TensorData::new(index, [cols.len(), 1]), device)
+    crate::ops::indices(cols, device).reshape([cols.len(), 1])
 }

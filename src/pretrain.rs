@@ -184,10 +184,7 @@ pub fn pretrain_with(cfg: &Config, resume: bool, device: &Device, progress: bool
     let next_batch = |step| {
         let batch = loader.recv().context("the data loader stopped")??;
         if let (true, Some(tb)) = (step == start, tb.borrow_mut().as_mut()) {
-            let grid = crate::grid::batch_views(&batch.pixels, size, 8);
-            let mut png = Vec::new();
-            grid.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
-            tb.png("views", step + 1, png, grid.width(), grid.height())?;
+            tb.image("views", step + 1, &crate::grid::batch_views(&batch.pixels, size, 8))?;
         }
         Ok(ViewBatch::new(batch, ds.as_ref(), size, &device))
     };

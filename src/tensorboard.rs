@@ -144,6 +144,13 @@ impl EventWriter {
         self.png(tag, step, png, width, height)
     }
 
+    /// `image` as PNG image `tag` at `step`.
+    pub fn image(&mut self, tag: &str, step: usize, image: &image::RgbImage) -> Result<()> {
+        let mut png = Vec::new();
+        image.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).context("encoding a TensorBoard image as PNG")?;
+        self.png(tag, step, png, image.width(), image.height())
+    }
+
     /// The PNG file `png` (`width` × `height`, RGB) as image `tag` at `step`.
     pub fn png(&mut self, tag: &str, step: usize, png: Vec<u8>, width: u32, height: u32) -> Result<()> {
         let image = Image { height: height as i32, width: width as i32, colorspace: 3, encoded_image_string: png };

@@ -1,7 +1,8 @@
 //! Kernels apart from the paper's concepts: the encoder's [`conv`]olution and training-mode
 //! [`batchnorm`] as our own operations on the CPU backends and libtorch, the end of a
 //! [`residual`] block as one operation on libtorch, the differentiable sum over the ranks
-//! ([`all_reduce`]) sync BN is built on elsewhere, and the libtorch glue they use.
+//! ([`all_reduce`]) sync BN is built on elsewhere, and the libtorch glue they use; and [`indices`],
+//! positions as the `Int` tensor that `select`, `gather` and `scatter` take.
 
 pub mod all_reduce;
 pub mod batchnorm;
@@ -26,4 +27,10 @@ pub(crate) fn has_own_ops<const D: usize>(x: &burn::tensor::Tensor<D>) -> bool {
         DispatchDevice::LibTorch(_) => true,
         _ => false,
     }
+}
+
+/// `positions` as a `[len]` `Int` tensor on `device`, for `select`, `gather` and `scatter`.
+pub fn indices(positions: &[usize], device: &burn::tensor::Device) -> burn::tensor::Tensor<1, burn::tensor::Int> {
+    let values: Vec<i64> = positions.iter().map(|&p| p as i64).collect();
+    burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(values, [positions.len()]), device)
 }

@@ -22,7 +22,7 @@ use crate::distributed::Collective;
 use anyhow::Result;
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor};
 
 /// An objective whose loss is a loss of its rows' outputs (coupled across the batch) plus terms
 /// of each row alone, so that [`GradientCache`] can compute its gradient in chunks.
@@ -108,11 +108,11 @@ impl<M: Module, O: Cached<M>> Strategy<M> for GradientCache<O, M> {
 /// For each output in the batch's order, its index among the chunks' outputs concatenated.
 fn batch_order<C>(chunks: &[Chunk<C>], device: &burn::tensor::Device) -> Tensor<1, Int> {
     let positions: Vec<usize> = chunks.iter().flat_map(|c| c.rows.iter().copied()).collect();
-    let mut index = vec![0i64; positions.len()];
+    let mut index = vec![0; positions.len()];
     for (i, &position) in positions.iter().enumerate() {
-        index[position] = i as i64;
+        index[position] = i;
     }
-    Tensor::from_data(TensorData::new(index, [positions.len()]), device)
+    crate::ops::indices(&index, device)
 }
 
 /// `more` added to `logged`: values of a name already there summed, new names appended.

@@ -100,9 +100,7 @@ impl Cached<SimClr> for SimClrObjective {
         let labelled = labelled_rows(&labels, ranks);
         let device = batch.pixels.device();
         let chunk = |rows: Vec<usize>| {
-            let index: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
-            let index = Tensor::<1, Int>::from_data(TensorData::new(index, [rows.len()]), &device);
-            let part = ViewChunk { batch: batch.pixels.clone(), rows: index, labels: rows.iter().map(|&r| labels[r]).collect(), labelled };
+            let part = ViewChunk { batch: batch.pixels.clone(), rows: crate::ops::indices(&rows, &device), labels: rows.iter().map(|&r| labels[r]).collect(), labelled };
             Chunk { part, rows }
         };
         Ok(chunks.into_iter().map(chunk).collect())
