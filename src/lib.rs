@@ -45,6 +45,7 @@ pub mod resnet;
 pub mod schedule;
 pub mod search;
 pub mod tensorboard;
+pub mod tfcheckpoint;
 pub mod train;
 pub mod views;
 

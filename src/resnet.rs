@@ -8,6 +8,14 @@
 //! - Every block's last BN has γ initialised to zero for pretraining, so each residual block starts
 //!   as the identity (`zero_init_residual`; off for the random-init evaluation baseline).
 //! - Convolutions have no bias and use He (fan-out) normal initialisation, as torchvision.
+//! - SimCLR v2's options (arXiv 2006.10029 §2; official `resnet.py`): selective kernels
+//!   (`sk_ratio` > 0, Li et al. 2019) make each bottleneck's 3×3 convolution two branches mixed by
+//!   a per-channel softmax attention, and bring ResNet-D's deep stem (three 3×3 convolutions) and
+//!   average-pooling projection shortcuts (He et al. 2019); squeeze-excitation (`se_ratio` > 0,
+//!   Hu et al. 2018) gates each block's output channels.
+//! - Padding: every convolution pads k/2 on each side, which is both torchvision's rule and the
+//!   official code's (explicit padding then VALID for strided convolutions, SAME otherwise); only
+//!   the ImageNet stem's max-pooling differs, chosen by [`Padding`].
 //!
 //! The output h is the global-average-pooled feature of the last stage (512·w for basic blocks,
 //! 2048·w for bottlenecks).
@@ -17,8 +25,10 @@ use crate::ops::batchnorm::{batch_norm, batch_norm_relu};
 use crate::ops::residual::add_relu;
 use burn::module::{Initializer, Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::activation::{relu, sigmoid};
+use burn::tensor::module::{avg_pool2d, max_pool2d};
+use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
 use burn::tensor::{DType, Device, FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -84,6 +94,19 @@ impl Stem {
     }
 }
 
+/// How the ImageNet stem's 3×3 stride-2 max-pooling pads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Padding {
+    /// One pixel on every side (PyTorch, torchvision).
+    #[default]
+    Torchvision,
+    /// TensorFlow's SAME: the padding the output size needs, the odd pixel at the bottom/right
+    /// (no padding at the top/left of an even side). Networks imported from TensorFlow use it.
+    Tensorflow,
+}
+
 /// Shape of a ResNet encoder.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ResNetConfig {
@@ -97,7 +120,20 @@ pub struct ResNetConfig {
     /// pretraining). Off gives torchvision's default init, the usual random-init baseline.
     #[serde(default = "yes")]
     pub zero_init_residual: bool,
+    /// Selective kernels with attention of max(planes·sk_ratio, 32) channels (0: none; SimCLR v2's
+    /// released models: 0.0625). Bottleneck depths only.
+    #[serde(default)]
+    pub sk_ratio: f32,
+    /// Squeeze-excitation squeezing to max(1, planes·se_ratio) channels (0: none).
+    #[serde(default)]
+    pub se_ratio: f32,
+    /// The stem max-pooling's padding.
+    #[serde(default)]
+    pub padding: Padding,
 }
+
+/// Smallest attention width of a selective kernel (official `min_dim`).
+const SK_MIN_DIM: usize = 32;
 
 fn yes() -> bool {
     true
@@ -131,24 +167,127 @@ fn bn(channels: usize, zero_gamma: bool, device: &Device) -> BatchNorm {
     norm
 }
 
-/// 1×1 convolution + BN on the skip path when the shape changes.
+/// The stem's 3×3 stride-2 max-pooling, padded as `padding` says.
+fn max_pool(x: Tensor<4>, padding: Padding) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    let pads = match padding {
+        Padding::Torchvision => [(1, 1), (1, 1)],
+        // SAME: out = ⌈n/2⌉ needs 2·(out − 1) + 3 − n pixels, the odd one at the end.
+        Padding::Tensorflow => [h, w].map(|n| {
+            let total = (2 * (n.div_ceil(2) - 1) + 3).saturating_sub(n);
+            (total / 2, total - total / 2)
+        }),
+    };
+    max_pool2d(x, MaxPoolOptions::new([3, 3]).with_stride([2, 2]).with_padding_pairs(pads))
+}
+
+/// 1×1 convolution + BN on the skip path when the shape changes. With `pool` (ResNet-D, the
+/// official code's choice with selective kernels) a 2×2 average pooling does the stride and the
+/// convolution has stride 1.
 #[derive(Module, Debug)]
 pub struct Shortcut {
     conv: Conv2d,
     bn: BatchNorm,
+    pool: Option<usize>,
 }
 
 impl Shortcut {
-    fn new(cin: usize, cout: usize, stride: usize, device: &Device) -> Option<Self> {
-        (stride != 1 || cin != cout).then(|| Self { conv: conv(cin, cout, 1, stride, device), bn: bn(cout, false, device) })
+    fn new(cin: usize, cout: usize, stride: usize, pool: bool, device: &Device) -> Option<Self> {
+        (stride != 1 || cin != cout).then(|| match pool {
+            true => Self { conv: conv(cin, cout, 1, 1, device), bn: bn(cout, false, device), pool: Some(stride) },
+            false => Self { conv: conv(cin, cout, 1, stride, device), bn: bn(cout, false, device), pool: None },
+        })
     }
 
     fn apply(this: &Option<Self>, x: Tensor<4>, compute: &Compute) -> Tensor<4> {
         match this {
-            Some(s) => batch_norm(&s.bn, convolve(&s.conv, x, compute), compute),
+            Some(s) => {
+                let x = match s.pool {
+                    Some(stride) => average_pool(x, stride),
+                    None => x,
+                };
+                batch_norm(&s.bn, convolve(&s.conv, x, compute), compute)
+            }
             None => x,
         }
     }
+}
+
+/// The official code's 2×2 average pooling of a ResNet-D shortcut. Stride 2: one zero row and
+/// column padded at the bottom/right, then VALID pooling (an odd side's last window averages the
+/// zeros too); stride 1: SAME pooling, whose bottom/right windows average only the pixels inside.
+fn average_pool(x: Tensor<4>, stride: usize) -> Tensor<4> {
+    let options = AvgPoolOptions::new([2, 2]).with_stride([stride, stride]).with_padding_pairs([(0, 1), (0, 1)]);
+    avg_pool2d(x, options.with_count_include_pad(stride > 1))
+}
+
+/// Selective kernel's attention (Li et al. 2019, as the official `sk_conv2d`): the 3×3
+/// convolution before it gives 2·planes channels, two branches of `planes`; their sum, averaged
+/// over space, goes through a 1×1 convolution (no bias), BN and ReLU, then a 1×1 convolution
+/// to 2·planes whose two halves are softmaxed against each other per channel to weigh the
+/// branches. The 1×1 convolutions on `[N, C, 1, 1]` are linear layers here.
+#[derive(Module, Debug)]
+pub struct SelectiveKernel {
+    reduce: Linear,
+    bn: BatchNorm,
+    mix: Linear,
+}
+
+impl SelectiveKernel {
+    fn new(planes: usize, ratio: f32, device: &Device) -> Self {
+        let mid = ((planes as f64 * ratio as f64) as usize).max(SK_MIN_DIM);
+        Self { reduce: linear(planes, mid, false, device), bn: bn(mid, false, device), mix: linear(mid, 2 * planes, false, device) }
+    }
+
+    /// `branches` `[N, 2·planes, H, W]` → `[N, planes, H, W]`.
+    fn forward(&self, branches: Tensor<4>, c: &Compute) -> Tensor<4> {
+        let [n, two, _, _] = branches.dims();
+        let (planes, dtype) = (two / 2, branches.dtype());
+        let (a, b) = (branches.clone().narrow(1, 0, planes), branches.narrow(1, planes, planes));
+        let summary = spatial_mean(a.clone() + b.clone());
+        let attention = batch_norm_relu(&self.bn, self.reduce.forward(summary), c);
+        let logits = self.mix.forward(attention);
+        // softmax over the two branches: e^p / (e^p + e^q) = σ(p − q).
+        let weight_a = sigmoid(logits.clone().narrow(1, 0, planes) - logits.narrow(1, planes, planes));
+        b.clone() + (a - b) * weight_a.reshape([n, planes, 1, 1]).cast(dtype)
+    }
+}
+
+/// Squeeze-excitation (Hu et al. 2018, as the official `se_layer`): the block's output averaged
+/// over space, a 1×1 convolution with bias to max(1, planes·ratio), ReLU, a 1×1 convolution with
+/// bias back to every channel and a sigmoid give each channel's gate.
+#[derive(Module, Debug)]
+pub struct SqueezeExcite {
+    reduce: Linear,
+    expand: Linear,
+}
+
+impl SqueezeExcite {
+    fn new(planes: usize, channels: usize, ratio: f32, device: &Device) -> Self {
+        let mid = ((planes as f64 * ratio as f64) as usize).max(1);
+        Self { reduce: linear(channels, mid, true, device), expand: linear(mid, channels, true, device) }
+    }
+
+    fn apply(this: &Option<Self>, x: Tensor<4>) -> Tensor<4> {
+        let Some(se) = this else { return x };
+        let [n, c, _, _] = x.dims();
+        let gate = sigmoid(se.expand.forward(relu(se.reduce.forward(spatial_mean(x.clone())))));
+        let dtype = x.dtype();
+        x * gate.reshape([n, c, 1, 1]).cast(dtype)
+    }
+}
+
+/// `[N, C, H, W]` → `[N, C]` in f32, the mean over space (a sum and a division: ONNX export
+/// (burn-onnx 0.22) lowers `sum_dim`, not `mean_dim`). Under `--precision bf16` the activations
+/// are bfloat16; their mean, and what follows it (h, the attention, the gates), is f32.
+fn spatial_mean(x: Tensor<4>) -> Tensor<2> {
+    let x = if x.dtype() != DType::F32 { x.cast(FloatDType::F32) } else { x };
+    let [n, c, h, w] = x.dims();
+    x.reshape([n, c, h * w]).sum_dim(2).reshape([n, c]) / (h * w) as f32
+}
+
+fn linear(din: usize, dout: usize, bias: bool, device: &Device) -> Linear {
+    LinearConfig::new(din, dout).with_bias(bias).with_initializer(Initializer::KaimingNormal { gain: 2f64.sqrt(), fan_out_only: true }).init(device)
 }
 
 /// Two 3×3 convolutions (ResNet-18/34).
@@ -159,18 +298,22 @@ pub struct BasicBlock {
     conv2: Conv2d,
     bn2: BatchNorm,
     shortcut: Option<Shortcut>,
+    se: Option<SqueezeExcite>,
 }
 
-/// 1×1 reduce, 3×3 (strided), 1×1 expand ×4 (ResNet-50/101/152).
+/// 1×1 reduce, 3×3 (strided), 1×1 expand ×4 (ResNet-50/101/152). With selective kernels the 3×3
+/// convolution and its BN give two branches (2·planes channels) that `sk` mixes.
 #[derive(Module, Debug)]
 pub struct Bottleneck {
     conv1: Conv2d,
     bn1: BatchNorm,
     conv2: Conv2d,
     bn2: BatchNorm,
+    sk: Option<SelectiveKernel>,
     conv3: Conv2d,
     bn3: BatchNorm,
     shortcut: Option<Shortcut>,
+    se: Option<SqueezeExcite>,
 }
 
 /// A residual block of either kind.
@@ -188,16 +331,30 @@ impl Block {
             Block::Basic(b) => {
                 let y = batch_norm_relu(&b.bn1, convolve(&b.conv1, x.clone(), c), c);
                 let y = batch_norm(&b.bn2, convolve(&b.conv2, y, c), c);
-                add_relu(y, Shortcut::apply(&b.shortcut, x, c))
+                add_relu(SqueezeExcite::apply(&b.se, y), Shortcut::apply(&b.shortcut, x, c))
             }
             Block::Bottleneck(b) => {
                 let y = batch_norm_relu(&b.bn1, convolve(&b.conv1, x.clone(), c), c);
                 let y = batch_norm_relu(&b.bn2, convolve(&b.conv2, y, c), c);
+                let y = match &b.sk {
+                    Some(sk) => sk.forward(y, c),
+                    None => y,
+                };
                 let y = batch_norm(&b.bn3, convolve(&b.conv3, y, c), c);
-                add_relu(y, Shortcut::apply(&b.shortcut, x, c))
+                add_relu(SqueezeExcite::apply(&b.se, y), Shortcut::apply(&b.shortcut, x, c))
             }
         }
     }
+}
+
+/// The second and third convolutions of ResNet-D's deep stem (the first is the stem's `conv1`,
+/// 3×3 stride 2 to half the stem width): 3×3 to half the width, then 3×3 to the full width.
+#[derive(Module, Debug)]
+pub struct DeepStem {
+    conv2: Conv2d,
+    bn2: BatchNorm,
+    conv3: Conv2d,
+    bn3: BatchNorm,
 }
 
 /// The ResNet encoder f(·) without its classification layer.
@@ -205,7 +362,10 @@ impl Block {
 pub struct ResNet {
     conv1: Conv2d,
     bn1: BatchNorm,
-    maxpool: Option<MaxPool2d>,
+    deep_stem: Option<DeepStem>,
+    /// The ImageNet stem's max-pooling (its padding); none for the CIFAR stem.
+    #[module(skip)]
+    max_pool: Option<Padding>,
     blocks: Vec<Block>,
     out_dim: usize,
     /// How the layers compute (not saved: a property of the run, not of the weights).
@@ -217,20 +377,27 @@ impl ResNetConfig {
     /// Builds the network with freshly initialised weights.
     pub fn init(&self, device: &Device) -> ResNet {
         let (depths, bottleneck) = self.arch.layout();
+        let sk = self.sk_ratio > 0.0;
         let stem_width = scaled(64, self.width);
-        let (conv1, maxpool) = match self.stem {
-            Stem::Imagenet => (
-                conv(3, stem_width, 7, 2, device),
-                Some(
-                    MaxPool2dConfig::new([3, 3])
-                        .with_strides([2, 2])
-                        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-                        .init(),
-                ),
-            ),
-            _ => (conv(3, stem_width, 3, 1, device), None),
+        // ResNet-D's deep stem comes with selective kernels (official code), ImageNet stem only.
+        let deep = sk && self.stem == Stem::Imagenet;
+        let (conv1, bn1, deep_stem) = match (self.stem, deep) {
+            (Stem::Imagenet, true) => {
+                let half = (stem_width / 2).max(1);
+                let deep = DeepStem {
+                    conv2: conv(half, half, 3, 1, device),
+                    bn2: bn(half, false, device),
+                    conv3: conv(half, stem_width, 3, 1, device),
+                    bn3: bn(stem_width, false, device),
+                };
+                (conv(3, half, 3, 2, device), bn(half, false, device), Some(deep))
+            }
+            (Stem::Imagenet, false) => (conv(3, stem_width, 7, 2, device), bn(stem_width, false, device), None),
+            _ => (conv(3, stem_width, 3, 1, device), bn(stem_width, false, device), None),
         };
+        let max_pool = (self.stem == Stem::Imagenet).then_some(self.padding);
         let expansion = if bottleneck { 4 } else { 1 };
+        let se = |planes: usize, cout: usize| (self.se_ratio > 0.0).then(|| SqueezeExcite::new(planes, cout, self.se_ratio, device));
         let mut cin = stem_width;
         let mut blocks = Vec::new();
         for (stage, &depth) in depths.iter().enumerate() {
@@ -238,16 +405,19 @@ impl ResNetConfig {
             let cout = planes * expansion;
             for i in 0..depth {
                 let stride = if stage > 0 && i == 0 { 2 } else { 1 };
-                let shortcut = Shortcut::new(cin, cout, stride, device);
+                let shortcut = Shortcut::new(cin, cout, stride, sk, device);
                 blocks.push(if bottleneck {
+                    let branches = if sk { 2 * planes } else { planes };
                     Block::Bottleneck(Bottleneck {
                         conv1: conv(cin, planes, 1, 1, device),
                         bn1: bn(planes, false, device),
-                        conv2: conv(planes, planes, 3, stride, device),
-                        bn2: bn(planes, false, device),
+                        conv2: conv(planes, branches, 3, stride, device),
+                        bn2: bn(branches, false, device),
+                        sk: sk.then(|| SelectiveKernel::new(planes, self.sk_ratio, device)),
                         conv3: conv(planes, cout, 1, 1, device),
                         bn3: bn(cout, self.zero_init_residual, device),
                         shortcut,
+                        se: se(planes, cout),
                     })
                 } else {
                     Block::Basic(BasicBlock {
@@ -256,12 +426,29 @@ impl ResNetConfig {
                         conv2: conv(planes, planes, 3, 1, device),
                         bn2: bn(planes, self.zero_init_residual, device),
                         shortcut,
+                        se: se(planes, cout),
                     })
                 });
                 cin = cout;
             }
         }
-        ResNet { conv1, bn1: bn(stem_width, false, device), maxpool, blocks, out_dim: cin, compute: Compute::default() }
+        ResNet { conv1, bn1, deep_stem, max_pool, blocks, out_dim: cin, compute: Compute::default() }
+    }
+
+    /// Checks the options against each other; errors name the flag and the fix.
+    pub fn check(&self) -> Result<(), String> {
+        for (flag, ratio) in [("--sk-ratio", self.sk_ratio), ("--se-ratio", self.se_ratio)] {
+            if !(0.0..=1.0).contains(&ratio) {
+                return Err(format!("{flag} {ratio}: a share of the block's channels in [0, 1] (0: off; SimCLR v2's models: --sk-ratio 0.0625)"));
+            }
+        }
+        if self.sk_ratio > 0.0 && !self.arch.layout().1 {
+            return Err(format!(
+                "--sk-ratio {} with {:?}: selective kernels replace a bottleneck's 3×3 convolution, so they need --arch resnet50, resnet101 or resnet152",
+                self.sk_ratio, self.arch
+            ));
+        }
+        Ok(())
     }
 
     /// Smallest image side this network accepts: the last stage must keep at least one pixel.
@@ -275,21 +462,20 @@ impl ResNet {
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         let c = &self.compute;
         let mut x = batch_norm_relu(&self.bn1, convolve(&self.conv1, images, c), c);
-        if let Some(pool) = &self.maxpool {
-            x = pool.forward(x);
+        if let Some(d) = &self.deep_stem {
+            x = batch_norm_relu(&d.bn2, convolve(&d.conv2, x, c), c);
+            x = batch_norm_relu(&d.bn3, convolve(&d.conv3, x, c), c);
+        }
+        if let Some(padding) = self.max_pool {
+            x = max_pool(x, padding);
         }
         for block in &self.blocks {
             x = block.forward(x, c);
         }
         // Under `--precision bf16` the activations are bfloat16 up to here (as under autocast);
         // h, the head and the loss are f32.
-        if x.dtype() != DType::F32 {
-            x = x.cast(FloatDType::F32);
-        }
-        // Global average pooling, as a sum and a division: ONNX export (burn-onnx 0.22) lowers
-        // `sum_dim` but not `mean_dim`.
-        let [n, c, h, w] = x.dims();
-        x.reshape([n, c, h * w]).sum_dim(2).reshape([n, c]) / (h * w) as f32
+        // Global average pooling.
+        spatial_mean(x)
     }
 
     /// Dimension of h.

@@ -88,9 +88,9 @@ pub struct Image {
     pub encoded_image_string: Vec<u8>,
 }
 
-/// TFRecord's CRC: CRC32C rotated right by 15 bits plus a constant, so that a CRC of data that
-/// holds CRCs is not trivially zero.
-fn masked_crc(bytes: &[u8]) -> u32 {
+/// TensorFlow's masked CRC (TFRecord files, checkpoint tables and tensors): CRC32C rotated right
+/// by 15 bits plus a constant, so that a CRC of data that holds CRCs is not trivially zero.
+pub fn masked_crc(bytes: &[u8]) -> u32 {
     let crc = crc32c::crc32c(bytes);
     crc.rotate_right(15).wrapping_add(0xa282_ead8)
 }

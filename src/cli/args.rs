@@ -121,18 +121,26 @@ pub enum Command {
     /// by cosine similarity: exact, or with an HNSW index saved beside them; labels and files beside
     /// each hit, and a PNG strip of the query and its hits.
     Search(simclr::search::SearchArgs),
-    /// Import a ResNet encoder saved by PyTorch (torchvision names) as a checkpoint folder for
-    /// --checkpoint; depth, width and stem are read from the weights.
+    /// Import a TensorFlow checkpoint of the official SimCLR code (Google's released v1/v2 models:
+    /// encoder and projection head) or a ResNet encoder saved by PyTorch (torchvision names) as a
+    /// checkpoint folder for --checkpoint; depth, width, stem, selective kernels and
+    /// squeeze-excitation are read from the weights.
     #[command(mut_arg("out", |a| a.help("Output folder, the checkpoint for --checkpoint [default: runs/imported]")))]
     #[command(mut_arg("zero_init_residual", |a| a.hide(true)))]
     Import {
-        /// A file written by torch.save (state dict or a checkpoint holding one), or .safetensors.
+        /// A TensorFlow checkpoint (its prefix, e.g. `r50_1x_sk1/model.ckpt-250228`, reading
+        /// PREFIX.index and PREFIX.data-*), a file written by torch.save (state dict or a
+        /// checkpoint holding one), or .safetensors.
         #[arg(long)]
         weights: PathBuf,
-        /// Prefix of the encoder's keys, nested dictionaries joined by dots (e.g.
-        /// `state_dict.backbone.`); found by itself when the file holds one ResNet.
+        /// Prefix of the encoder's keys in a PyTorch file, nested dictionaries joined by dots
+        /// (e.g. `state_dict.backbone.`); found by itself when the file holds one ResNet.
         #[arg(long)]
         prefix: Option<String>,
+        /// TensorFlow checkpoint: load the moving averages of the weights (`ema_model/…`) instead
+        /// of the weights.
+        #[arg(long)]
+        ema: bool,
         /// The head (drawn from --seed) and input size; --arch, --width and --stem, if given, must
         /// agree with the weights.
         #[command(flatten, next_help_heading = "Model")]

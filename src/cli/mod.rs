@@ -76,8 +76,8 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(println!("map of {rows} rows of {}: {}", dir.display(), png.display()))
         }
         Command::Search(args) => Ok(println!("{}", print::found(&simclr::search::search(&args, device)?))),
-        Command::Import { weights, prefix, model, run } => {
-            let (report, out) = simclr::import::run(&weights, prefix.as_deref(), &model, &run, device)?;
+        Command::Import { weights, prefix, ema, model, run } => {
+            let (report, out) = simclr::import::run(&weights, prefix.as_deref(), ema, &model, &run, device)?;
             Ok(println!("{}", print::imported(&report, &out)))
         }
         Command::Augment { image, index, samples, png, image_size, seed, data, augment } => {

@@ -71,6 +71,15 @@ settings! {
         /// Zero-initialise the γ of each residual block's last BN (true: official code; false: every
         /// γ = 1, torchvision's default init, the random-init baseline itself).
         [] zero_init_residual: bool = true,
+        /// Selective kernels (SimCLR v2): attention width as a share of each bottleneck's 3×3
+        /// channels, at least 32 (0: none; v2's released `_sk1` models: 0.0625). Brings ResNet-D's
+        /// deep stem and average-pooling shortcuts, as the official code.
+        [] sk_ratio: f32 = 0.0,
+        /// Squeeze-excitation: squeeze width as a share of each block's planes (0: none).
+        [] se_ratio: f32 = 0.0,
+        /// How the ImageNet stem's max-pooling pads (tensorflow: SAME, as networks imported from
+        /// TensorFlow checkpoints).
+        [value_enum] padding: crate::resnet::Padding = crate::resnet::Padding::Torchvision,
         /// Side of the input images (the training views) in pixels (0 = the dataset's own size:
         /// its first image's longer side, at most 224).
         [] image_size: usize = 0,
@@ -316,6 +325,7 @@ impl Config {
         if !(m.width > 0.0 && m.width.is_finite()) {
             bail!("--width {}: must be positive (1, 2, 4 as the paper, or e.g. 0.25 for quick runs)", m.width);
         }
+        self.model.network(crate::resnet::Stem::Imagenet.stride() * 8, 0).encoder.check().map_err(anyhow::Error::msg)?;
         if m.head == HeadMode::Nonlinear && m.head_layers == 0 {
             bail!("--head-layers 0: a nonlinear head needs at least 1 layer (use --head none for no head)");
         }
@@ -418,7 +428,15 @@ impl ModelSettings {
     /// `probe_classes` classes (0: none).
     pub fn network(&self, image_size: usize, probe_classes: usize) -> ModelConfig {
         ModelConfig {
-            encoder: ResNetConfig { arch: self.arch, width: self.width, stem: self.stem.resolve(image_size), zero_init_residual: self.zero_init_residual },
+            encoder: ResNetConfig {
+                arch: self.arch,
+                width: self.width,
+                stem: self.stem.resolve(image_size),
+                zero_init_residual: self.zero_init_residual,
+                sk_ratio: self.sk_ratio,
+                se_ratio: self.se_ratio,
+                padding: self.padding,
+            },
             head: HeadConfig { mode: self.head, layers: self.head_layers, proj_dim: self.proj_dim },
             probe_classes,
         }

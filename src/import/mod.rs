@@ -1,4 +1,5 @@
-//! Pretrained-weight import: a ResNet encoder saved by PyTorch under torchvision's names (`conv1`,
+//! Pretrained-weight import: a TensorFlow checkpoint of the official SimCLR code (Google's released
+//! v1 and v2 models; [`tensorflow`]) or a ResNet encoder saved by PyTorch under torchvision's names (`conv1`,
 //! `bn1`, `layer1.0.conv1`, `layer2.0.downsample.0`, …, `fc`) becomes a checkpoint folder that
 //! `linear-eval`, `knn`, `finetune` and `embed` take with `--checkpoint`.
 //!
@@ -14,6 +15,8 @@
 //! representation to evaluate is h (`--layer h`, the paper's choice, §4.2). The encoder takes
 //! images in [0, 1], as SimCLR's; weights trained on mean/std-normalised images (torchvision's
 //! supervised ones) see other input statistics here.
+
+pub mod tensorflow;
 
 use crate::checkpoint;
 use crate::config::{Config, ModelArgs, RunArgs};
@@ -126,6 +129,10 @@ pub struct Shape {
     pub width: f32,
     /// Stem.
     pub stem: Stem,
+    /// Selective kernels' ratio (0: none).
+    pub sk_ratio: f32,
+    /// Squeeze-excitation's ratio (0: none).
+    pub se_ratio: f32,
 }
 
 /// Reads depth, width and stem from torchvision names (`prefix` removed) and shapes.
@@ -151,7 +158,7 @@ pub fn infer_shape(tensors: &BTreeMap<&str, &TensorData>) -> Result<Shape, Strin
         .into_iter()
         .find(|a| a.layout() == (depths, bottleneck))
         .ok_or_else(|| format!("stages of {depths:?} {} blocks match no ResNet depth (18, 34, 50, 101, 152)", if bottleneck { "bottleneck" } else { "basic" }))?;
-    Ok(Shape { arch, width: dims[0] as f32 / 64.0, stem })
+    Ok(Shape { arch, width: dims[0] as f32 / 64.0, stem, sk_ratio: 0.0, se_ratio: 0.0 })
 }
 
 /// `layerS.B.rest` → `(S, B, rest)`.
@@ -209,21 +216,34 @@ pub fn our_name(name: &str, arch: Arch) -> Target {
     mapped.map_or(Target::Unknown, Target::Ours)
 }
 
+/// What the imported network expects: RGB in [0, 1], no mean/std normalisation (the official
+/// code's convention and ours; google-research/simclr#12), evaluated on the centre 87.5% of the
+/// shorter side resized to --image-size.
+pub const INPUT: &str = "RGB in [0, 1] without mean/std normalisation; evaluation takes the centre 87.5% of the shorter side, resized to --image-size (224 for the released models)";
+
 /// What was imported, written as `OUT/import.json`.
 #[derive(Debug, Serialize)]
 pub struct ImportReport {
-    /// The weights file.
+    /// The weights file (a TensorFlow checkpoint's prefix).
     pub weights: String,
-    /// Its SHA-256.
+    /// Its SHA-256 (a TensorFlow checkpoint's: of its `.index`).
     pub weights_sha256: String,
+    /// What wrote it: `torchvision` names or a `tensorflow` checkpoint of the official code.
+    pub format: &'static str,
     /// The prefix removed from its keys.
     pub prefix: String,
     /// The encoder's shape, read from the weights.
     pub shape: Shape,
-    /// Tensors loaded into the encoder.
+    /// The projection head read from the weights (none: drawn from --seed).
+    pub head: Option<tensorflow::HeadShape>,
+    /// The supervised head's `[in, classes]`, present in the weights but not imported.
+    pub classifier: Option<Vec<usize>>,
+    /// Tensors loaded into the network.
     pub tensors_loaded: usize,
-    /// Tensors of the file left out (the classifier, anything outside the prefix).
+    /// Tensors of the file left out (the classifier, anything outside the prefix, training state).
     pub ignored: Vec<String>,
+    /// The input the network expects.
+    pub input: &'static str,
 }
 
 /// Reads the encoder in `weights` (under `prefix`, found by itself when `None`) into a network
@@ -271,16 +291,82 @@ pub fn import(weights: &Path, prefix: Option<&str>, model: &ModelArgs, run: &Run
     }
 
     let model = cfg.model(cfg.model.image_size).init_seeded(cfg.run.seed, device);
-    let model = load_encoder(model, &ours).with_context(|| format!("--weights {file}"))?;
+    let model = load(model, &ours, "encoder.").with_context(|| format!("--weights {file}"))?;
     let report = ImportReport {
         weights: weights.display().to_string(),
         weights_sha256: sha256_file(weights)?,
+        format: "torchvision",
         prefix,
         shape,
+        head: None,
+        classifier: None,
         tensors_loaded: ours.len(),
         ignored,
+        input: INPUT,
     };
     Ok((model, cfg, report))
+}
+
+/// Reads the official code's TensorFlow checkpoint `weights` (its prefix, `.index` or a data
+/// file) into a network shaped by its variables: the encoder and, where the checkpoint has one,
+/// the projection head (else drawn from `run`'s seed); `ema` takes the moving averages. Model
+/// flags that shape the network must agree with the checkpoint.
+pub fn import_tensorflow(weights: &Path, ema: bool, model: &ModelArgs, run: &RunArgs, device: &Device) -> Result<(SimClr, Config, ImportReport)> {
+    let bundle = crate::tfcheckpoint::Bundle::open(weights)?;
+    let file = bundle.prefix().display().to_string();
+    let vars = tensorflow::network_variables(&bundle, ema)?;
+    let (encoder, mut wanted) = tensorflow::infer_encoder(&vars).map_err(|e| anyhow::anyhow!("--weights {file}: {e}"))?;
+    let h_dim = encoder.arch.layout().1.then_some(4).unwrap_or(1) * ((512.0 * encoder.width).round() as usize).max(1);
+    let head = tensorflow::infer_head(&vars, h_dim).map_err(|e| anyhow::anyhow!("--weights {file}: {e}"))?;
+    let shape = Shape { arch: encoder.arch, width: encoder.width, stem: encoder.stem, sk_ratio: encoder.sk_ratio, se_ratio: encoder.se_ratio };
+    check_flag("--arch", model.arch.map(|a| a != shape.arch), &shape)?;
+    check_flag("--width", model.width.map(|w| (w - shape.width).abs() > 1e-6), &shape)?;
+    check_flag("--stem", model.stem.map(|s| s != Stem::Auto && s != shape.stem), &shape)?;
+    check_flag("--sk-ratio", model.sk_ratio.map(|r| (r - shape.sk_ratio).abs() > 1e-6), &shape)?;
+    check_flag("--se-ratio", model.se_ratio.map(|r| (r - shape.se_ratio).abs() > 1e-6), &shape)?;
+    let mut cfg = Config { model: model.clone().resolve(), run: run.clone().resolve(), ..Config::default() };
+    (cfg.model.arch, cfg.model.width, cfg.model.stem) = (shape.arch, shape.width, shape.stem);
+    (cfg.model.sk_ratio, cfg.model.se_ratio, cfg.model.padding) = (shape.sk_ratio, shape.se_ratio, crate::resnet::Padding::Tensorflow);
+    if let Some((h, vars)) = &head {
+        let theirs = format!("the checkpoint's head ({:?}, {} layers, z of {})", h.mode, h.layers, h.proj_dim);
+        for (flag, differs) in [
+            ("--head", model.head.is_some_and(|m| m != h.mode)),
+            ("--head-layers", model.head_layers.is_some_and(|l| l != h.layers)),
+            ("--proj-dim", model.proj_dim.is_some_and(|d| d != h.proj_dim)),
+        ] {
+            if differs {
+                bail!("{flag} disagrees with {theirs}; leave it out");
+            }
+        }
+        (cfg.model.head, cfg.model.head_layers, cfg.model.proj_dim) = (h.mode, h.layers, h.proj_dim);
+        wanted.extend(vars.iter().cloned());
+    }
+    cfg.monitor.online_probe = false;
+
+    let mut ours = tensorflow::read(&bundle, &wanted, ema)?;
+    if let Some((h, _)) = &head {
+        // The last layer's BN has no β (`center=False`): ours stays at zero.
+        ours.insert(format!("head.layers.{}.bn.beta", h.layers - 1), TensorData::new(vec![0f32; h.proj_dim], [h.proj_dim]));
+    }
+    let net = cfg.model(cfg.model.image_size).init_seeded(cfg.run.seed, device);
+    let scope = if head.is_some() { "" } else { "encoder." };
+    let refs: BTreeMap<String, &TensorData> = ours.iter().map(|(k, v)| (k.clone(), v)).collect();
+    let net = load(net, &refs, scope).with_context(|| format!("--weights {file}"))?;
+    let used: std::collections::BTreeSet<&str> = wanted.iter().map(|v| v.tf.as_str()).collect();
+    let ignored = bundle.entries().keys().filter(|n| !used.contains(n.as_str())).cloned().collect();
+    let report = ImportReport {
+        weights: file,
+        weights_sha256: sha256_file(&crate::tfcheckpoint::index_path(bundle.prefix()))?,
+        format: "tensorflow",
+        prefix: String::new(),
+        shape,
+        head: head.map(|(h, _)| h),
+        classifier: tensorflow::classifier(&vars),
+        tensors_loaded: ours.len(),
+        ignored,
+        input: INPUT,
+    };
+    Ok((net, cfg, report))
 }
 
 fn check_flag(flag: &str, differs: Option<bool>, shape: &Shape) -> Result<()> {
@@ -290,9 +376,9 @@ fn check_flag(flag: &str, differs: Option<bool>, shape: &Shape) -> Result<()> {
     Ok(())
 }
 
-/// Loads the tensors named by [`our_name`] into `model`'s encoder; every encoder tensor must be
-/// given, with its shape.
-fn load_encoder(mut model: SimClr, tensors: &BTreeMap<String, &TensorData>) -> Result<SimClr> {
+/// Loads `tensors` (by our names) into `model`; every tensor whose path starts with `scope` must
+/// be given, with its shape.
+fn load(mut model: SimClr, tensors: &BTreeMap<String, &TensorData>, scope: &str) -> Result<SimClr> {
     checkpoint::ensure_finite(tensors.iter().map(|(name, data)| (name.as_str(), data.dtype(), data.as_bytes())), "the weights")?;
     let views = tensors
         .iter()
@@ -301,7 +387,7 @@ fn load_encoder(mut model: SimClr, tensors: &BTreeMap<String, &TensorData>) -> R
     let bytes = safetensors::serialize(views, None)?;
     let mut store = SafetensorsStore::from_bytes(Some(bytes)).allow_partial(true);
     let result = model.load_from(&mut store).map_err(|e| anyhow::anyhow!("cannot load the encoder ({e})"))?;
-    let missing: Vec<&String> = result.missing.iter().map(|(path, _)| path).filter(|p| p.starts_with("encoder.")).collect();
+    let missing: Vec<&String> = result.missing.iter().map(|(path, _)| path).filter(|p| p.starts_with(scope)).collect();
     if !result.errors.is_empty() || !missing.is_empty() || !result.unused.is_empty() {
         bail!(
             "does not fit a ResNet of the shape its stem and stages imply (wrong shapes: {:?}; missing: {:?}; unexpected: {:?})",
@@ -315,8 +401,17 @@ fn load_encoder(mut model: SimClr, tensors: &BTreeMap<String, &TensorData>) -> R
 
 /// `simclr import`: imports `weights` and writes `OUT/model.safetensors` (atomically),
 /// `OUT/config.toml` and `OUT/import.json`. Returns that report and the folder `OUT`.
-pub fn run(weights: &Path, prefix: Option<&str>, model: &ModelArgs, run: &RunArgs, device: &Device) -> Result<(ImportReport, PathBuf)> {
-    let (model, mut cfg, report) = import(weights, prefix, model, run, device)?;
+/// A TensorFlow checkpoint (see [`crate::tfcheckpoint::is_checkpoint`]) is read by
+/// [`import_tensorflow`] (`ema`: its moving averages), anything else by [`import`].
+pub fn run(weights: &Path, prefix: Option<&str>, ema: bool, model: &ModelArgs, run: &RunArgs, device: &Device) -> Result<(ImportReport, PathBuf)> {
+    let tf = crate::tfcheckpoint::is_checkpoint(weights);
+    if !tf && ema {
+        bail!("--ema: {} is not a TensorFlow checkpoint (no {}.index); --ema reads a TensorFlow checkpoint's moving averages", weights.display(), weights.display());
+    }
+    if tf && prefix.is_some() {
+        bail!("--prefix: a TensorFlow checkpoint's variables are found by their names; leave --prefix out");
+    }
+    let (model, mut cfg, report) = if tf { import_tensorflow(weights, ema, model, run, device)? } else { import(weights, prefix, model, run, device)? };
     cfg.validate()?;
     let out: PathBuf = run.out.clone().unwrap_or_else(|| PathBuf::from("runs/imported"));
     cfg.run.out = out.clone();
