@@ -47,6 +47,9 @@ def main():
     if meta["stem"].startswith("cifar"):
         net.conv1 = nn.Conv2d(3, net.conv1.out_channels, 3, 1, 1, bias=False)
         net.maxpool = nn.Identity()
+    elif meta.get("max_pool_padding", "").startswith("tensorflow"):
+        # As `simclr export` prints for networks imported from TensorFlow (even sides).
+        net.maxpool = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.MaxPool2d(3, 2))
     net.load_state_dict(state, strict=True)
     net.eval()
     n, c = 2, 3

@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::eval::Layer;
 use crate::import::{our_name, Target};
 use crate::model::SimClr;
-use crate::resnet::{Arch, Stem};
+use crate::resnet::{Arch, Padding, Stem};
 use anyhow::{bail, Context, Result};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
@@ -88,18 +88,21 @@ pub struct Exported {
 pub enum Holds {
     /// ONNX: the network up to `layer`, input `input` `[N, 3, size, size]`, output `output`.
     Onnx { layer: Layer, image_size: usize, output: String },
-    /// The encoder's `tensors` under torchvision's names.
-    Torchvision { arch: Arch, width: f32, stem: Stem, stem_channels: usize, tensors: usize },
+    /// The encoder's `tensors` under torchvision's names (its max-pool padded as `padding`).
+    Torchvision { arch: Arch, width: f32, stem: Stem, stem_channels: usize, tensors: usize, padding: Padding },
 }
 
 impl Holds {
     /// PyTorch code that builds the torchvision model of a torchvision export and loads `file` into it
     /// (strict); `None` for ONNX.
     pub fn pytorch_code(&self, file: &Path) -> Option<String> {
-        let Holds::Torchvision { arch, stem, stem_channels, .. } = self else { return None };
+        let Holds::Torchvision { arch, stem, stem_channels, padding, .. } = self else { return None };
         let arch_name = format!("{arch:?}").to_lowercase();
-        let stem_fix = match stem {
-            Stem::Cifar => format!("model.conv1 = nn.Conv2d(3, {stem_channels}, 3, 1, 1, bias=False); model.maxpool = nn.Identity(); "),
+        let stem_fix = match (stem, padding) {
+            (Stem::Cifar, _) => format!("model.conv1 = nn.Conv2d(3, {stem_channels}, 3, 1, 1, bias=False); model.maxpool = nn.Identity(); "),
+            // TensorFlow's SAME max-pool where its input side is even (112 px for 224 px images);
+            // after the stem's ReLU, zero padding is the same as −∞.
+            (_, Padding::Tensorflow) => "model.maxpool = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.MaxPool2d(3, 2)); ".to_string(),
             _ => String::new(),
         };
         Some(format!(
@@ -129,13 +132,23 @@ pub fn stem_layout(stem: Stem) -> &'static str {
 
 /// The metadata every export carries: what the input is, which network and where it came from.
 fn describe(cfg: &Config, stem: Stem, dir: &Path) -> Vec<(String, String)> {
-    vec![
-        ("arch".into(), format!("{:?}", cfg.model.arch).to_lowercase()),
-        ("width".into(), cfg.model.width.to_string()),
-        ("stem".into(), stem_layout(stem).into()),
+    let m = &cfg.model;
+    let mut meta = vec![
+        ("arch".into(), format!("{:?}", m.arch).to_lowercase()),
+        ("width".into(), m.width.to_string()),
+        ("stem".into(), if m.sk_ratio > 0.0 && stem == Stem::Imagenet { "imagenet deep (three 3x3 convs, the first stride 2; max-pool)" } else { stem_layout(stem) }.into()),
         ("input".into(), "[N, 3, H, W] RGB in [0, 1], no mean/std normalisation".into()),
         ("checkpoint".into(), dir.display().to_string()),
-    ]
+    ];
+    if m.padding == Padding::Tensorflow && stem == Stem::Imagenet {
+        meta.push(("max_pool_padding".into(), "tensorflow SAME (an even side padded at the bottom/right only)".into()));
+    }
+    for (key, ratio) in [("sk_ratio", m.sk_ratio), ("se_ratio", m.se_ratio)] {
+        if ratio > 0.0 {
+            meta.push((key.into(), ratio.to_string()));
+        }
+    }
+    meta
 }
 
 /// Writes `bytes` to `out` through a temporary file and a rename, so a failed write leaves no half file.
@@ -171,6 +184,7 @@ fn onnx(checkpoint_arg: &Path, layer: Layer, out: &Path) -> Result<Exported> {
     let (input_name, output_name) = (graph.input[0].name.clone(), graph.output[0].name.clone());
     rename(graph, &input_name, "input");
     rename(graph, &output_name, &output);
+    scalar_pad_values(graph);
     proto.producer_name = "simclr".into();
     proto.producer_version = env!("CARGO_PKG_VERSION").into();
     let mut meta = describe(&cfg, cfg.model.stem.resolve(size), &dir);
@@ -183,6 +197,16 @@ fn onnx(checkpoint_arg: &Path, layer: Layer, out: &Path) -> Result<Exported> {
     }
     write_atomically(out, &proto.write_to_bytes().context("serialising the ONNX model")?)?;
     Ok(Exported { checkpoint: dir, file: out.to_path_buf(), holds: Holds::Onnx { layer, image_size: size, output } })
+}
+
+/// Makes every `Pad` node's `constant_value` the scalar ONNX specifies: burn-onnx 0.22 writes it
+/// with shape `[1]`, which ONNX Runtime accepts and tract refuses. (Our padded poolings, of
+/// networks with selective kernels or TensorFlow's padding, pad explicitly.)
+fn scalar_pad_values(graph: &mut onnx_ir::GraphProto) {
+    let values: std::collections::HashSet<String> = graph.node.iter().filter(|n| n.op_type == "Pad").filter_map(|n| n.input.get(2).cloned()).collect();
+    for value in graph.initializer.iter_mut().filter(|t| values.contains(&t.name) && t.dims == [1]) {
+        value.dims.clear();
+    }
 }
 
 /// Renames the value `from` of `graph` (an input, output or node edge) to `to`.
@@ -203,6 +227,14 @@ fn torchvision(checkpoint_arg: &Path, out: &Path) -> Result<Exported> {
     let cfg = checkpoint::read_config(&dir)?;
     let size = if cfg.model.image_size > 0 { cfg.model.image_size } else { 224 };
     let (arch, stem) = (cfg.model.arch, cfg.model.stem.resolve(size));
+    if cfg.model.sk_ratio > 0.0 || cfg.model.se_ratio > 0.0 {
+        bail!(
+            "{}: the network has selective kernels or squeeze-excitation (--sk-ratio {}, --se-ratio {}), which torchvision's ResNets have not; use --format onnx",
+            dir.display(),
+            cfg.model.sk_ratio,
+            cfg.model.se_ratio
+        );
+    }
     let bytes = crate::files::read(&dir.join("model.safetensors"), crate::files::ARRAY).with_context(|| format!("reading {}", dir.display()))?;
     let ours = safetensors::SafeTensors::deserialize(&bytes).with_context(|| format!("{}/model.safetensors", dir.display()))?;
     let ours: BTreeMap<String, safetensors::tensor::TensorView> = ours.tensors().into_iter().filter(|(k, _)| k.starts_with("encoder.")).collect();
@@ -234,5 +266,5 @@ fn torchvision(checkpoint_arg: &Path, out: &Path) -> Result<Exported> {
     let tensors = views.len();
     write_atomically(out, &safetensors::serialize(views, Some(metadata)).context("serialising the export")?)?;
     let stem_channels = tensor_of("conv1.weight").map_or(64, |t| t.shape()[0]);
-    Ok(Exported { checkpoint: dir, file: out.to_path_buf(), holds: Holds::Torchvision { arch, width: cfg.model.width, stem, stem_channels, tensors } })
+    Ok(Exported { checkpoint: dir, file: out.to_path_buf(), holds: Holds::Torchvision { arch, width: cfg.model.width, stem, stem_channels, tensors, padding: cfg.model.padding } })
 }

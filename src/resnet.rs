@@ -25,11 +25,11 @@ use crate::ops::batchnorm::{batch_norm, batch_norm_relu};
 use crate::ops::residual::add_relu;
 use burn::module::{Initializer, Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::activation::{relu, sigmoid};
 use burn::tensor::module::{avg_pool2d, max_pool2d};
-use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
-use burn::tensor::{DType, Device, FloatDType, Tensor};
+use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions, PadMode};
+use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 /// ResNet depth.
@@ -167,18 +167,23 @@ fn bn(channels: usize, zero_gamma: bool, device: &Device) -> BatchNorm {
     norm
 }
 
-/// The stem's 3×3 stride-2 max-pooling, padded as `padding` says.
+/// The stem's 3×3 stride-2 max-pooling, padded as `padding` says (with −∞, explicitly where
+/// the padding is asymmetric: Burn's asymmetric pooling slices its output, which the ONNX export
+/// cannot record with a dynamic batch axis).
 fn max_pool(x: Tensor<4>, padding: Padding) -> Tensor<4> {
+    let options = MaxPoolOptions::new([3, 3]).with_stride([2, 2]);
     let [_, _, h, w] = x.dims();
-    let pads = match padding {
-        Padding::Torchvision => [(1, 1), (1, 1)],
+    match padding {
+        Padding::Torchvision => max_pool2d(x, options.with_padding([1, 1])),
         // SAME: out = ⌈n/2⌉ needs 2·(out − 1) + 3 − n pixels, the odd one at the end.
-        Padding::Tensorflow => [h, w].map(|n| {
-            let total = (2 * (n.div_ceil(2) - 1) + 3).saturating_sub(n);
-            (total / 2, total - total / 2)
-        }),
-    };
-    max_pool2d(x, MaxPoolOptions::new([3, 3]).with_stride([2, 2]).with_padding_pairs(pads))
+        Padding::Tensorflow => {
+            let pads = [h, w].map(|n| {
+                let total = (2 * (n.div_ceil(2) - 1) + 3).saturating_sub(n);
+                (total / 2, total - total / 2)
+            });
+            max_pool2d(x.pad(pads, PadMode::Constant(f32::NEG_INFINITY)), options)
+        }
+    }
 }
 
 /// 1×1 convolution + BN on the skip path when the shape changes. With `pool` (ResNet-D, the
@@ -216,40 +221,52 @@ impl Shortcut {
 /// The official code's 2×2 average pooling of a ResNet-D shortcut. Stride 2: one zero row and
 /// column padded at the bottom/right, then VALID pooling (an odd side's last window averages the
 /// zeros too); stride 1: SAME pooling, whose bottom/right windows average only the pixels inside.
+/// The padding is explicit (Burn's asymmetric pooling slices its output, which the ONNX export
+/// cannot record with a dynamic batch axis).
 fn average_pool(x: Tensor<4>, stride: usize) -> Tensor<4> {
-    let options = AvgPoolOptions::new([2, 2]).with_stride([stride, stride]).with_padding_pairs([(0, 1), (0, 1)]);
-    avg_pool2d(x, options.with_count_include_pad(stride > 1))
+    let [_, _, h, w] = x.dims();
+    let (device, dtype) = (x.device(), x.dtype());
+    let pooled = avg_pool2d(x.pad([(0, 1), (0, 1)], PadMode::Constant(0.0)), AvgPoolOptions::new([2, 2]).with_stride([stride, stride]));
+    if stride > 1 {
+        return pooled;
+    }
+    // Windows of the last row or column hold 2 pixels (the corner's 1), not 4.
+    let scale: Vec<f32> = (0..h * w).map(|i| [i / w + 1 == h, i % w + 1 == w].iter().map(|&edge| if edge { 2.0 } else { 1.0 }).product()).collect();
+    pooled * Tensor::<4>::from_data(TensorData::new(scale, [1, 1, h, w]), &device).cast(dtype)
 }
 
 /// Selective kernel's attention (Li et al. 2019, as the official `sk_conv2d`): the 3×3
 /// convolution before it gives 2·planes channels, two branches of `planes`; their sum, averaged
 /// over space, goes through a 1×1 convolution (no bias), BN and ReLU, then a 1×1 convolution
 /// to 2·planes whose two halves are softmaxed against each other per channel to weigh the
-/// branches. The 1×1 convolutions on `[N, C, 1, 1]` are linear layers here.
+/// branches. Every tensor stays `[N, C, H, W]` and the branches are picked by index, not sliced
+/// or reshaped, so the ONNX export keeps its dynamic batch axis.
 #[derive(Module, Debug)]
 pub struct SelectiveKernel {
-    reduce: Linear,
+    reduce: Conv2d,
     bn: BatchNorm,
-    mix: Linear,
+    mix: Conv2d,
 }
 
 impl SelectiveKernel {
     fn new(planes: usize, ratio: f32, device: &Device) -> Self {
         let mid = ((planes as f64 * ratio as f64) as usize).max(SK_MIN_DIM);
-        Self { reduce: linear(planes, mid, false, device), bn: bn(mid, false, device), mix: linear(mid, 2 * planes, false, device) }
+        Self { reduce: conv(planes, mid, 1, 1, device), bn: bn(mid, false, device), mix: conv(mid, 2 * planes, 1, 1, device) }
     }
 
     /// `branches` `[N, 2·planes, H, W]` → `[N, planes, H, W]`.
     fn forward(&self, branches: Tensor<4>, c: &Compute) -> Tensor<4> {
-        let [n, two, _, _] = branches.dims();
-        let (planes, dtype) = (two / 2, branches.dtype());
-        let (a, b) = (branches.clone().narrow(1, 0, planes), branches.narrow(1, planes, planes));
-        let summary = spatial_mean(a.clone() + b.clone());
+        let [_, two, _, _] = branches.dims();
+        let device = branches.device();
+        let halves = [0..two / 2, two / 2..two].map(|r| crate::ops::indices(&r.collect::<Vec<_>>(), &device));
+        let [first, second] = halves.clone().map(|i| branches.clone().select(1, i));
+        let summary = spatial_mean(first.clone() + second.clone());
         let attention = batch_norm_relu(&self.bn, self.reduce.forward(summary), c);
         let logits = self.mix.forward(attention);
+        let [p, q] = halves.map(|i| logits.clone().select(1, i));
         // softmax over the two branches: e^p / (e^p + e^q) = σ(p − q).
-        let weight_a = sigmoid(logits.clone().narrow(1, 0, planes) - logits.narrow(1, planes, planes));
-        b.clone() + (a - b) * weight_a.reshape([n, planes, 1, 1]).cast(dtype)
+        let weight = sigmoid(p - q).cast(first.dtype());
+        second.clone() + (first - second) * weight
     }
 }
 
@@ -258,36 +275,32 @@ impl SelectiveKernel {
 /// bias back to every channel and a sigmoid give each channel's gate.
 #[derive(Module, Debug)]
 pub struct SqueezeExcite {
-    reduce: Linear,
-    expand: Linear,
+    reduce: Conv2d,
+    expand: Conv2d,
 }
 
 impl SqueezeExcite {
     fn new(planes: usize, channels: usize, ratio: f32, device: &Device) -> Self {
         let mid = ((planes as f64 * ratio as f64) as usize).max(1);
-        Self { reduce: linear(channels, mid, true, device), expand: linear(mid, channels, true, device) }
+        let biased = |cin, cout| Conv2dConfig::new([cin, cout], [1, 1]).with_initializer(Initializer::KaimingNormal { gain: 2f64.sqrt(), fan_out_only: true }).init(device);
+        Self { reduce: biased(channels, mid), expand: biased(mid, channels) }
     }
 
     fn apply(this: &Option<Self>, x: Tensor<4>) -> Tensor<4> {
         let Some(se) = this else { return x };
-        let [n, c, _, _] = x.dims();
         let gate = sigmoid(se.expand.forward(relu(se.reduce.forward(spatial_mean(x.clone())))));
         let dtype = x.dtype();
-        x * gate.reshape([n, c, 1, 1]).cast(dtype)
+        x * gate.cast(dtype)
     }
 }
 
-/// `[N, C, H, W]` → `[N, C]` in f32, the mean over space (a sum and a division: ONNX export
+/// `[N, C, H, W]` → `[N, C, 1, 1]` in f32, the mean over space (sums and a division: ONNX export
 /// (burn-onnx 0.22) lowers `sum_dim`, not `mean_dim`). Under `--precision bf16` the activations
 /// are bfloat16; their mean, and what follows it (h, the attention, the gates), is f32.
-fn spatial_mean(x: Tensor<4>) -> Tensor<2> {
+fn spatial_mean(x: Tensor<4>) -> Tensor<4> {
     let x = if x.dtype() != DType::F32 { x.cast(FloatDType::F32) } else { x };
-    let [n, c, h, w] = x.dims();
-    x.reshape([n, c, h * w]).sum_dim(2).reshape([n, c]) / (h * w) as f32
-}
-
-fn linear(din: usize, dout: usize, bias: bool, device: &Device) -> Linear {
-    LinearConfig::new(din, dout).with_bias(bias).with_initializer(Initializer::KaimingNormal { gain: 2f64.sqrt(), fan_out_only: true }).init(device)
+    let [_, _, h, w] = x.dims();
+    x.sum_dim(3).sum_dim(2) / (h * w) as f32
 }
 
 /// Two 3×3 convolutions (ResNet-18/34).
@@ -475,7 +488,8 @@ impl ResNet {
         // Under `--precision bf16` the activations are bfloat16 up to here (as under autocast);
         // h, the head and the loss are f32.
         // Global average pooling.
-        spatial_mean(x)
+        let [n, c, _, _] = x.dims();
+        spatial_mean(x).reshape([n, c])
     }
 
     /// Dimension of h.

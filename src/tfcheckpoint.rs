@@ -156,9 +156,55 @@ pub fn prefix_of(path: &Path) -> PathBuf {
     path.to_path_buf()
 }
 
-/// Whether `path` names a TensorFlow checkpoint (its `PREFIX.index` exists).
+/// Whether `path` names a TensorFlow checkpoint: its `PREFIX.index` exists, or `path` is a
+/// folder with TensorFlow's `checkpoint` file or `.index` files.
 pub fn is_checkpoint(path: &Path) -> bool {
+    if path.is_dir() {
+        return crate::files::is_regular(&path.join("checkpoint")) || indexes(path).is_ok_and(|i| !i.is_empty());
+    }
     crate::files::is_regular(&index_path(&prefix_of(path)))
+}
+
+/// The `.index` files of the folder `dir`, sorted.
+fn indexes(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "index") && crate::files::is_regular(p))
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
+/// The checkpoint `path` names: a prefix (or its `.index` or data file) as it is; a folder, the
+/// one its `checkpoint` file names (`model_checkpoint_path: "model.ckpt-250228"`, as TensorFlow
+/// writes beside its checkpoints) or else its only `.index` file.
+pub fn resolve(path: &Path) -> Result<PathBuf> {
+    if !path.is_dir() {
+        return Ok(prefix_of(path));
+    }
+    let listed = path.join("checkpoint");
+    if crate::files::is_regular(&listed) {
+        let text = crate::files::read_to_string(&listed).with_context(|| format!("{}: cannot read it", listed.display()))?;
+        let named = text.lines().find_map(|l| l.trim().strip_prefix("model_checkpoint_path:")).map(|v| v.trim().trim_matches('"'));
+        let Some(named) = named.filter(|n| !n.is_empty()) else {
+            bail!("{}: no model_checkpoint_path line; give the checkpoint's prefix (e.g. {}/model.ckpt-250228)", listed.display(), path.display())
+        };
+        let prefix = path.join(named);
+        if !crate::files::is_regular(&index_path(&prefix)) {
+            bail!("{} names {named}, but {} is missing; give the prefix of a checkpoint that is there", listed.display(), index_path(&prefix).display());
+        }
+        return Ok(prefix);
+    }
+    match indexes(path).with_context(|| format!("{}: cannot list the folder", path.display()))?.as_slice() {
+        [one] => Ok(prefix_of(one)),
+        [] => bail!("{}: no TensorFlow checkpoint in this folder (no `checkpoint` file, no .index file)", path.display()),
+        many => bail!(
+            "{}: {} checkpoints in this folder ({}); give one's prefix",
+            path.display(),
+            many.len(),
+            many.iter().map(|p| prefix_of(p).display().to_string()).collect::<Vec<_>>().join(", ")
+        ),
+    }
 }
 
 /// `PREFIX.index`.
@@ -263,9 +309,9 @@ fn block_entries(block: &[u8], name: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
 }
 
 impl Bundle {
-    /// Opens the checkpoint `path` names (see [`prefix_of`]): reads and checks its `.index`.
+    /// Opens the checkpoint `path` names (see [`resolve`]): reads and checks its `.index`.
     pub fn open(path: &Path) -> Result<Self> {
-        let prefix = prefix_of(path);
+        let prefix = resolve(path)?;
         let index = index_path(&prefix);
         let bytes = crate::files::read(&index, INDEX_LIMIT).with_context(|| format!("{}: cannot read the checkpoint index", index.display()))?;
         Self::parse(prefix, &bytes).with_context(|| format!("{}: not a TensorFlow checkpoint index", index.display()))

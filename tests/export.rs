@@ -50,7 +50,7 @@ fn pytorchs_file_comes_back_out_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let imported = dir.path().join("imported");
     let run = RunArgs { out: Some(imported.clone()), ..Default::default() };
-    simclr::import::run(&fixture("resnet18-w0.125.pth"), None, &ModelArgs::default(), &run, &simclr::default_device()).unwrap();
+    simclr::import::run(&fixture("resnet18-w0.125.pth"), None, false, &ModelArgs::default(), &run, &simclr::default_device()).unwrap();
     let out = dir.path().join("encoder.safetensors");
     let line = export(&imported, &out);
     assert!(line.contains("torchvision.models.resnet18()") && line.contains("strict=True"), "{line}");
@@ -80,7 +80,7 @@ fn export_then_import_is_the_same_network_and_pytorch_loads_it_strictly() {
     for arch in [Arch::Resnet18, Arch::Resnet50] {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("run");
-        pretrained(&run, arch, 16);
+        pretrained(&run, arch, 16, false);
         let out = dir.path().join("encoder.safetensors");
         let line = export(&run, &out);
         // The CIFAR stem: a 3×3 stride-1 conv1 and no max-pool.
@@ -89,7 +89,7 @@ fn export_then_import_is_the_same_network_and_pytorch_loads_it_strictly() {
         let back = dir.path().join("back");
         let runs = RunArgs { out: Some(back.clone()), ..Default::default() };
         let model = ModelArgs { image_size: Some(16), ..Default::default() };
-        simclr::import::run(&out, None, &model, &runs, &simclr::default_device()).unwrap();
+        simclr::import::run(&out, None, false, &model, &runs, &simclr::default_device()).unwrap();
         let ours = our_features(&run, 16);
         assert_close(&our_features(&back, 16), &ours, 1e-6, &format!("{arch:?} export → import"));
 
@@ -127,10 +127,33 @@ fn the_onnx_export_computes_our_h_and_z_in_onnx_runtime() {
 }
 
 #[test]
+fn a_network_imported_from_tensorflow_exports_for_pytorch_with_its_padding() {
+    let dir = tempfile::tempdir().unwrap();
+    let tf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tf");
+    let import = |name: &str| {
+        let out = dir.path().join(name);
+        let runs = RunArgs { out: Some(out.clone()), ..Default::default() };
+        simclr::import::run(&tf.join(name).join("model.ckpt-1"), None, false, &ModelArgs::default(), &runs, &simclr::default_device()).unwrap();
+        out
+    };
+    // 36 px: the max-pool's input is 18 px, which TensorFlow pads at the bottom/right only.
+    let v1 = import("v1");
+    let file = dir.path().join("v1.safetensors");
+    let line = export(&v1, &file);
+    assert!(line.contains("model.maxpool = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.MaxPool2d(3, 2))"), "{line}");
+    if let Some(theirs) = python("torch", "check-torchvision-export.py", &[file.as_os_str(), "36".as_ref()]) {
+        assert_close(&our_features(&v1, 36), &theirs, 1e-4, "PyTorch on the export of a TensorFlow ResNet-50");
+    }
+    let sk = import("sk");
+    let e = format!("{:#}", simclr::export::run(&sk, Format::Torchvision, Layer::H, &dir.path().join("sk.safetensors")).unwrap_err());
+    assert!(e.contains("selective kernels") && e.contains("--format onnx"), "{e}");
+}
+
+#[test]
 fn export_refuses_what_its_format_cannot_hold() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    pretrained(&run, Arch::Resnet18, 16);
+    pretrained(&run, Arch::Resnet18, 16, false);
     let e = format!("{:#}", simclr::export::run(&run, Format::Torchvision, Layer::Z, &dir.path().join("x")).unwrap_err());
     assert!(e.contains("--layer z") && e.contains("--format onnx"), "{e}");
     let e = format!("{:#}", simclr::export::run(&run, Format::Onnx, Layer::Head(7), &dir.path().join("x")).unwrap_err());

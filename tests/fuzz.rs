@@ -285,6 +285,89 @@ fn run_and_weight_file_readers_survive_hostile_files() {
     });
 }
 
+/// A LevelDB varint at `bytes[*at..]`.
+fn varint(bytes: &[u8], at: &mut usize) -> usize {
+    let mut value = 0;
+    for shift in (0..64).step_by(7) {
+        let b = bytes[*at];
+        *at += 1;
+        value |= ((b & 0x7f) as usize) << shift;
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    value
+}
+
+/// The `(offset, size)` of every block of a checkpoint index: the data blocks (from the index
+/// block's handles) and the index block (from the footer).
+fn table_blocks(index: &[u8]) -> Vec<(usize, usize)> {
+    let mut at = index.len() - 48;
+    let _meta = (varint(index, &mut at), varint(index, &mut at));
+    let (offset, size) = (varint(index, &mut at), varint(index, &mut at));
+    let block = &index[offset..offset + size];
+    let restarts = u32::from_le_bytes(block[size - 4..].try_into().unwrap()) as usize;
+    let entries = &block[..size - 4 - 4 * restarts];
+    let mut blocks = vec![(offset, size)];
+    let mut at = 0;
+    while at < entries.len() {
+        let (_shared, key, value) = (varint(entries, &mut at), varint(entries, &mut at), varint(entries, &mut at));
+        at += key;
+        let mut v = at;
+        blocks.push((varint(entries, &mut v), varint(entries, &mut v)));
+        at += value;
+    }
+    blocks
+}
+
+/// `index` with the contents of block `(offset, size)` replaced by a mutation of them and its
+/// masked CRC recomputed, so the parser behind the CRC check sees the lying entries.
+fn resealed(index: &[u8], (offset, size): (usize, usize), mutated: &[u8]) -> Vec<u8> {
+    let mut out = index[..offset].to_vec();
+    out.extend_from_slice(mutated);
+    out.push(0);
+    out.extend_from_slice(&simclr::tensorboard::masked_crc(&out[offset..]).to_le_bytes());
+    out.extend_from_slice(&index[offset + size + 5..]);
+    out
+}
+
+#[test]
+fn tensorflow_checkpoint_reader_survives_lying_tables_offsets_sizes_and_shards() {
+    use simclr::tfcheckpoint::Bundle;
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tf/se");
+    let (index, data) = (std::fs::read(fixture.join("model.ckpt-1.index")).unwrap(), std::fs::read(fixture.join("model.ckpt-1.data-00000-of-00001")).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("model.ckpt-1");
+    let (index_file, data_file) = (dir.path().join("model.ckpt-1.index"), dir.path().join("model.ckpt-1.data-00000-of-00001"));
+    let read_all = || {
+        if let Ok(bundle) = Bundle::open(&prefix) {
+            for name in bundle.entries().keys() {
+                let _ = bundle.read(name);
+            }
+        }
+    };
+    std::fs::write(&data_file, &data).unwrap();
+    fuzz("checkpoint index", &[index.clone()], |bytes| {
+        std::fs::write(&index_file, bytes).unwrap();
+        read_all();
+    });
+    // Behind the CRCs: each block's entries mutated (lying keys, entry offsets, sizes, shapes,
+    // shard ids, dtypes, header shard counts) with a CRC that matches.
+    let blocks = table_blocks(&index);
+    assert!(blocks.len() >= 2, "{blocks:?}");
+    for (b, &(offset, size)) in blocks.iter().enumerate() {
+        fuzz(&format!("checkpoint index block {b}, resealed"), &[index[offset..offset + size].to_vec()], |bytes| {
+            std::fs::write(&index_file, resealed(&index, (offset, size), bytes)).unwrap();
+            read_all();
+        });
+    }
+    std::fs::write(&index_file, &index).unwrap();
+    fuzz("checkpoint data", &[data], |bytes| {
+        std::fs::write(&data_file, bytes).unwrap();
+        read_all();
+    });
+}
+
 #[test]
 fn an_image_declaring_60000_by_60000_pixels_is_refused_before_allocating() {
     // A PNG whose header says 60000 × 60000 (10.8 GB of RGB) over a few bytes of data: refused by

@@ -158,3 +158,19 @@ fn the_moving_averages_are_asked_for_by_name() {
     let err = format!("{:#}", import_tensorflow(&fixture("v1").join("model.ckpt-1"), true, &ModelArgs::default(), &RunArgs::default(), &device()).unwrap_err());
     assert!(err.contains("no moving averages"), "{err}");
 }
+
+#[test]
+fn a_folder_is_read_through_its_checkpoint_file_or_its_only_index() {
+    use simclr::tfcheckpoint::resolve;
+    // The fixture folders hold one checkpoint and no `checkpoint` file.
+    assert_eq!(resolve(&fixture("sk")).unwrap(), fixture("sk").join("model.ckpt-1"));
+    let (dir, prefix) = damaged("sk", |_, _| {});
+    std::fs::write(dir.path().join("checkpoint"), "model_checkpoint_path: \"model.ckpt-1\"\nall_model_checkpoint_paths: \"model.ckpt-1\"\n").unwrap();
+    assert_eq!(resolve(dir.path()).unwrap(), prefix);
+    assert!(import_tensorflow(dir.path(), false, &ModelArgs::default(), &RunArgs::default(), &device()).is_ok());
+    std::fs::write(dir.path().join("checkpoint"), "model_checkpoint_path: \"model.ckpt-250228\"\n").unwrap();
+    let err = format!("{:#}", resolve(dir.path()).unwrap_err());
+    assert!(err.contains("names model.ckpt-250228") && err.contains("missing"), "{err}");
+    let empty = tempfile::tempdir().unwrap();
+    assert!(format!("{:#}", resolve(empty.path()).unwrap_err()).contains("no TensorFlow checkpoint in this folder"));
+}

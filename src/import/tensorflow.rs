@@ -33,8 +33,7 @@ use std::collections::BTreeMap;
 pub enum Layout {
     /// A convolution kernel `[kh, kw, in, out]` → `[out, in, kh, kw]`.
     Conv,
-    /// A 1×1 convolution kernel `[1, 1, in, out]` or a dense kernel `[in, out]` → a linear
-    /// layer's `[in, out]`.
+    /// A dense kernel `[in, out]`, a linear layer's as it is.
     Linear,
     /// A vector (BN parameter or statistic, bias) as it is.
     Vector,
@@ -69,13 +68,11 @@ impl Names {
         self.vars.push(Variable { tf, shape, ours, layout });
     }
 
-    /// A `tf.layers.conv2d` (kernel `k`, `cin` → `cout`), ours at `ours` (a conv's `weight`, or
-    /// a linear layer's `weight` and `bias` when `linear`).
-    fn conv(&mut self, k: usize, cin: usize, cout: usize, ours: &str, linear: bool, bias: bool) {
+    /// A `tf.layers.conv2d` (kernel `k`, `cin` → `cout`, with a bias if `bias`), ours at `ours`.
+    fn conv(&mut self, k: usize, cin: usize, cout: usize, ours: &str, bias: bool) {
         let name = Self::numbered("conv2d", self.convs);
         self.convs += 1;
-        let layout = if linear { Layout::Linear } else { Layout::Conv };
-        self.push(format!("{name}/kernel"), vec![k, k, cin, cout], format!("{ours}.weight"), layout);
+        self.push(format!("{name}/kernel"), vec![k, k, cin, cout], format!("{ours}.weight"), Layout::Conv);
         if bias {
             self.push(format!("{name}/bias"), vec![cout], format!("{ours}.bias"), Layout::Vector);
         }
@@ -113,19 +110,19 @@ pub fn encoder_variables(cfg: &ResNetConfig) -> Vec<Variable> {
     match (cfg.stem, sk) {
         (Stem::Imagenet, true) => {
             let half = (stem / 2).max(1);
-            n.conv(3, 3, half, "encoder.conv1", false, false);
+            n.conv(3, 3, half, "encoder.conv1", false);
             n.bn(half, "encoder.bn1");
-            n.conv(3, half, half, "encoder.deep_stem.conv2", false, false);
+            n.conv(3, half, half, "encoder.deep_stem.conv2", false);
             n.bn(half, "encoder.deep_stem.bn2");
-            n.conv(3, half, stem, "encoder.deep_stem.conv3", false, false);
+            n.conv(3, half, stem, "encoder.deep_stem.conv3", false);
             n.bn(stem, "encoder.deep_stem.bn3");
         }
         (Stem::Imagenet, false) => {
-            n.conv(7, 3, stem, "encoder.conv1", false, false);
+            n.conv(7, 3, stem, "encoder.conv1", false);
             n.bn(stem, "encoder.bn1");
         }
         _ => {
-            n.conv(3, 3, stem, "encoder.conv1", false, false);
+            n.conv(3, 3, stem, "encoder.conv1", false);
             n.bn(stem, "encoder.bn1");
         }
     }
@@ -138,26 +135,26 @@ pub fn encoder_variables(cfg: &ResNetConfig) -> Vec<Variable> {
         for block in 0..depth {
             let b = format!("encoder.blocks.{index}.Bottleneck");
             if block == 0 {
-                n.conv(1, cin, cout, &format!("{b}.shortcut.conv"), false, false);
+                n.conv(1, cin, cout, &format!("{b}.shortcut.conv"), false);
                 n.bn(cout, &format!("{b}.shortcut.bn"));
             }
-            n.conv(1, cin, planes, &format!("{b}.conv1"), false, false);
+            n.conv(1, cin, planes, &format!("{b}.conv1"), false);
             n.bn(planes, &format!("{b}.bn1"));
             let branches = if sk { 2 * planes } else { planes };
-            n.conv(3, planes, branches, &format!("{b}.conv2"), false, false);
+            n.conv(3, planes, branches, &format!("{b}.conv2"), false);
             n.bn(branches, &format!("{b}.bn2"));
             if sk {
                 let mid = ((planes as f64 * cfg.sk_ratio as f64) as usize).max(32);
-                n.conv(1, planes, mid, &format!("{b}.sk.reduce"), true, false);
+                n.conv(1, planes, mid, &format!("{b}.sk.reduce"), false);
                 n.bn(mid, &format!("{b}.sk.bn"));
-                n.conv(1, mid, 2 * planes, &format!("{b}.sk.mix"), true, false);
+                n.conv(1, mid, 2 * planes, &format!("{b}.sk.mix"), false);
             }
-            n.conv(1, planes, cout, &format!("{b}.conv3"), false, false);
+            n.conv(1, planes, cout, &format!("{b}.conv3"), false);
             n.bn(cout, &format!("{b}.bn3"));
             if cfg.se_ratio > 0.0 {
                 let mid = ((planes as f64 * cfg.se_ratio as f64) as usize).max(1);
-                n.conv(1, cout, mid, &format!("{b}.se.reduce"), true, true);
-                n.conv(1, mid, cout, &format!("{b}.se.expand"), true, true);
+                n.conv(1, cout, mid, &format!("{b}.se.reduce"), true);
+                n.conv(1, mid, cout, &format!("{b}.se.expand"), true);
             }
             cin = cout;
             index += 1;
@@ -373,11 +370,7 @@ pub fn read(bundle: &Bundle, vars: &[Variable], ema: bool) -> Result<BTreeMap<St
 fn relayout(data: TensorData, layout: Layout) -> TensorData {
     let shape = data.shape().to_vec();
     match layout {
-        Layout::Vector => data,
-        Layout::Linear => {
-            let [din, dout] = [shape[shape.len() - 2], shape[shape.len() - 1]];
-            TensorData::new(data.try_into_vec::<f32>().expect("read as f32"), [din, dout])
-        }
+        Layout::Vector | Layout::Linear => data,
         Layout::Conv => {
             let [kh, kw, cin, cout] = [shape[0], shape[1], shape[2], shape[3]];
             let values = data.try_into_vec::<f32>().expect("read as f32");
