@@ -20,7 +20,8 @@ every head layer, and the logits.
 - v1:  no SK, no SE, 34 px inputs (an odd max-pool input);
 - sk:  selective kernels (sk_ratio 0.0625), hence the deep stem and average-pool shortcuts, 36 px
        inputs (odd stage sizes 9 and 5: SAME and VALID average pooling with padding);
-- se:  squeeze-excitation (se_ratio 0.25), 36 px inputs.
+- se:  squeeze-excitation (se_ratio 0.25), 36 px inputs;
+- resize_bicubic.json: TF1's resize_bicubic (the official evaluation's resize) of a random image.
 
 TensorFlow is needed only to run this script, never by the tests.
 """
@@ -144,6 +145,23 @@ def write(out, name, official):
     print(name, "h", got["h"].shape, "logits", got["logits"].shape, "->", folder)
 
 
+def write_resize(out):
+    """TF1's resize_bicubic as the official `center_crop` calls it (no align_corners, no half-pixel
+    centres) on a random 3-channel image, down and up: tests/augment.rs compares ours."""
+    import tensorflow.compat.v1 as tf
+
+    rng = np.random.default_rng(7)
+    image = rng.uniform(0, 1, (11, 9, 3)).astype(np.float32)
+    cases = []
+    for h, w in [(5, 4), (16, 13), (11, 9), (7, 7)]:
+        with tf.Session(graph=tf.Graph()) as sess:
+            got = sess.run(tf.image.resize_bicubic(image[None], [h, w]))[0]
+        cases.append({"height": h, "width": w, "data": got.transpose(2, 0, 1).ravel().tolist()})
+    with open(os.path.join(out, "resize_bicubic.json"), "w") as f:
+        json.dump({"image": {"shape": [3, 11, 9], "data": image.transpose(2, 0, 1).ravel().tolist()}, "resized": cases}, f)
+    print("resize_bicubic ->", out)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--official", required=True, help="a checkout of google-research/simclr")
@@ -151,6 +169,7 @@ def main():
     args = parser.parse_args()
     for name in FIXTURES:
         write(args.out, name, os.path.abspath(args.official))
+    write_resize(args.out)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,16 @@ pub struct SimClr {
     /// g(·).
     pub head: ProjectionHead,
     /// A linear classifier trained on stop-gradient(h) alongside the contrastive loss (official
-    /// `lineareval_while_pretraining`, its "head_supervised"); it never changes f or g.
+    /// `lineareval_while_pretraining`, its "head_supervised"); it never changes f or g. Imported
+    /// from a TensorFlow checkpoint, the release's supervised head.
     pub probe: Option<Linear>,
+    /// The output of `[h, head layer 1, …, z]` the probe reads (0: h; SimCLR v2's fine-tuned
+    /// classifiers read head layer 1, the official `ft_proj_selector`).
+    pub probe_layer: usize,
+    /// How evaluation resizes images for this network (its run's `[augment] resize`; not saved
+    /// with the weights).
+    #[module(skip)]
+    pub input_resize: crate::augment::Resize,
 }
 
 /// Encoder and head shapes together.
@@ -30,6 +38,9 @@ pub struct ModelConfig {
     pub head: HeadConfig,
     /// Classes of the online linear probe (0: no probe).
     pub probe_classes: usize,
+    /// The layer the probe reads (0: h).
+    #[serde(default)]
+    pub probe_layer: usize,
 }
 
 /// Serialises seeding and initialisation: the backend's RNG is global, so two models initialised
@@ -64,8 +75,9 @@ impl ModelConfig {
     pub fn init(&self, device: &Device) -> SimClr {
         let encoder = self.encoder.init(device);
         let head = self.head.init(encoder.out_dim(), device);
-        let probe = (self.probe_classes > 0).then(|| LinearConfig::new(encoder.out_dim(), self.probe_classes).init(device));
-        SimClr { encoder, head, probe }
+        let input = head.out_dim_after(self.probe_layer.min(head.len()), encoder.out_dim());
+        let probe = (self.probe_classes > 0).then(|| LinearConfig::new(input, self.probe_classes).init(device));
+        SimClr { encoder, head, probe, probe_layer: self.probe_layer, input_resize: Default::default() }
     }
 }
 
@@ -83,14 +95,21 @@ impl SimClr {
         self.clone().no_grad().with_compute(compute)
     }
 
+    /// The preprocessing of images to evaluate this network on, at side `image_size`.
+    pub fn eval_pipeline(&self, image_size: usize) -> crate::augment::AugmentConfig {
+        crate::augment::AugmentConfig { resize: self.input_resize, ..crate::augment::AugmentConfig::eval(image_size) }
+    }
+
     /// Images → `[h, head layer 1, …, z]`.
     pub fn forward(&self, images: Tensor<4>) -> Vec<Tensor<2>> {
         self.head.forward(self.encoder.forward(images))
     }
 
-    /// Online-probe logits for features `h`, through a stop-gradient so the encoder is not trained
-    /// by the labels; `None` without a probe.
-    pub fn probe_logits(&self, h: Tensor<2>) -> Option<Tensor<2>> {
-        self.probe.as_ref().map(|p| p.forward(h.detach()))
+    /// Online-probe logits for the outputs `hiddens` (`[h, head layer 1, …, z]`) of a forward
+    /// pass, from the layer it reads, through a stop-gradient so the network is not trained by
+    /// the labels; `None` without a probe (or where the head was cut below its layer).
+    pub fn probe_logits(&self, hiddens: &[Tensor<2>]) -> Option<Tensor<2>> {
+        let input = hiddens.get(self.probe_layer)?;
+        self.probe.as_ref().map(|p| p.forward(input.clone().detach()))
     }
 }

@@ -403,3 +403,27 @@ fn transform_lists_parse_and_name_the_choices() {
         assert!(out.data.iter().all(|v| (0.0..=1.0).contains(v)), "{t}");
     }
 }
+
+#[test]
+fn bicubic_resize_is_tensorflows_resize_bicubic() {
+    // tests/fixtures/tf/resize_bicubic.json: TF1's tf.image.resize_bicubic of an 11 × 9 image
+    // (scripts/make-tf-fixtures.py), down, up, to its own size and to a square.
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tf/resize_bicubic.json")).unwrap();
+    let fixture: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let values = |v: &serde_json::Value| v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect::<Vec<f32>>();
+    let mut img = Image::zeros(11, 9);
+    img.data = values(&fixture["image"]["data"]);
+    let whole = Crop { top: 0, left: 0, height: 11, width: 9 };
+    for case in fixture["resized"].as_array().unwrap() {
+        let (h, w) = (case["height"].as_u64().unwrap() as usize, case["width"].as_u64().unwrap() as usize);
+        let ours = resize_bicubic(&img, whole, h, w);
+        for (i, (a, b)) in ours.data.iter().zip(values(&case["data"])).enumerate() {
+            assert!((a - b).abs() < 1e-5, "{h}×{w}, value {i}: ours {a}, TensorFlow {b}");
+        }
+    }
+    // Evaluation with `resize = bicubic` clips the overshoot to [0, 1].
+    let cfg = AugmentConfig { resize: Resize::Bicubic, ..AugmentConfig::eval(16) };
+    let out = augment(&img, &cfg, &mut ChaCha8Rng::seed_from_u64(0));
+    assert!(out.data.iter().all(|v| (0.0..=1.0).contains(v)));
+    assert!(resize_bicubic(&img, whole, 16, 16).data.iter().any(|v| !(0.0..=1.0).contains(v)), "the fixture overshoots somewhere");
+}

@@ -100,6 +100,8 @@ fn each_command_lists_only_the_flags_it_reads() {
         (&["embed"], [&network[..], &["layer"], &data, &model, &["split", "map"]].concat()),
         (&["search"], vec!["embeddings", "query", "checkpoint", "k", "index", "max-connections", "ef-construction", "ef-search", "png", "json"]),
         (&["export"], vec!["checkpoint", "format", "layer", "out"]),
+        (&["predict"], vec!["checkpoint", "top", "class-names", "json"]),
+        (&["import"], [&["weights", "prefix", "ema", "classifier-layer", "seed", "out"][..], &model].concat().into_iter().filter(|f| !["zero-init-residual", "padding"].contains(f)).collect()),
         (&["finetune"], [&network[..], &data, &model, &["label-fraction", "subset", "from-head-layer"], &["epochs", "batch-size", "lr", "lr-scaling", "momentum", "weight-decay"]].concat()),
         (&["bench", "step"], [&model[..], &["steps", "warmup", "json", "batch-size", "micro-batch", "chunk-views", "optimizer"]].concat()),
     ];

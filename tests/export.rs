@@ -50,7 +50,7 @@ fn pytorchs_file_comes_back_out_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let imported = dir.path().join("imported");
     let run = RunArgs { out: Some(imported.clone()), ..Default::default() };
-    simclr::import::run(&fixture("resnet18-w0.125.pth"), None, false, &ModelArgs::default(), &run, &simclr::default_device()).unwrap();
+    simclr::import::run(&fixture("resnet18-w0.125.pth"), None, Default::default(), &ModelArgs::default(), &run, &simclr::default_device()).unwrap();
     let out = dir.path().join("encoder.safetensors");
     let line = export(&imported, &out);
     assert!(line.contains("torchvision.models.resnet18()") && line.contains("strict=True"), "{line}");
@@ -89,7 +89,7 @@ fn export_then_import_is_the_same_network_and_pytorch_loads_it_strictly() {
         let back = dir.path().join("back");
         let runs = RunArgs { out: Some(back.clone()), ..Default::default() };
         let model = ModelArgs { image_size: Some(16), ..Default::default() };
-        simclr::import::run(&out, None, false, &model, &runs, &simclr::default_device()).unwrap();
+        simclr::import::run(&out, None, Default::default(), &model, &runs, &simclr::default_device()).unwrap();
         let ours = our_features(&run, 16);
         assert_close(&our_features(&back, 16), &ours, 1e-6, &format!("{arch:?} export → import"));
 
@@ -133,7 +133,7 @@ fn a_network_imported_from_tensorflow_exports_for_pytorch_with_its_padding() {
     let import = |name: &str| {
         let out = dir.path().join(name);
         let runs = RunArgs { out: Some(out.clone()), ..Default::default() };
-        simclr::import::run(&tf.join(name).join("model.ckpt-1"), None, false, &ModelArgs::default(), &runs, &simclr::default_device()).unwrap();
+        simclr::import::run(&tf.join(name).join("model.ckpt-1"), None, Default::default(), &ModelArgs::default(), &runs, &simclr::default_device()).unwrap();
         out
     };
     // 36 px: the max-pool's input is 18 px, which TensorFlow pads at the bottom/right only.

@@ -21,7 +21,7 @@ const SIDE: usize = 16;
 fn network(device: &Device) -> SimClr {
     let cfg = simclr::config::Config { model: simclr::config::ModelSettings { width: 0.125, proj_dim: 32, ..Default::default() }, ..Default::default() };
     let ModelConfig { encoder, head, .. } = cfg.model(SIDE);
-    ModelConfig { encoder, head, probe_classes: 10 }.init_seeded(3, device)
+    ModelConfig { encoder, head, probe_classes: 10, probe_layer: 0 }.init_seeded(3, device)
 }
 
 /// Every layer's training behaviour off: BN normalises with its running statistics. Every vector

@@ -71,7 +71,7 @@ fn the_import_command_writes_a_checkpoint_that_evaluation_loads() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("imported");
     let run = RunArgs { out: Some(out.clone()), seed: Some(3), ..Default::default() };
-    let (imported, folder) = simclr::import::run(&fixture("resnet18-w0.125.pth"), None, false, &ModelArgs::default(), &run, &device()).unwrap();
+    let (imported, folder) = simclr::import::run(&fixture("resnet18-w0.125.pth"), None, Default::default(), &ModelArgs::default(), &run, &device()).unwrap();
     assert!(imported.shape.arch == simclr::resnet::Arch::Resnet18 && folder == out, "{imported:?} in {}", folder.display());
     assert!(out.join("import.json").exists() && !out.join(".model.safetensors.tmp").exists());
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("import.json")).unwrap()).unwrap();

@@ -55,6 +55,7 @@ fn head_returns_h_every_layer_and_z() {
         encoder: ResNetConfig { arch: Arch::Resnet18, width: 0.25, stem: Stem::Cifar, zero_init_residual: true, sk_ratio: 0.0, se_ratio: 0.0, padding: Default::default() },
         head: HeadConfig { mode: HeadMode::Nonlinear, layers: 3, proj_dim: 32 },
         probe_classes: 0,
+        probe_layer: 0,
     };
     let model = cfg.init(&device);
     let out = model.forward(Tensor::zeros([4, 3, 16, 16], &device));

@@ -7,7 +7,7 @@
 use burn::module::Module;
 use burn::tensor::{Tensor, TensorData};
 use simclr::config::{ModelArgs, RunArgs};
-use simclr::import::import_tensorflow;
+use simclr::import::{import_tensorflow, TfOptions};
 use simclr::resnet::{Arch, Padding, Stem};
 use simclr::tfcheckpoint::Bundle;
 use std::path::{Path, PathBuf};
@@ -40,18 +40,24 @@ fn assert_close(what: &str, got: Tensor<2>, want: &serde_json::Value) {
     }
 }
 
-/// Imports fixture `name` and compares h and each head layer with TensorFlow's.
+/// Imports fixture `name` and compares h, each head layer and the supervised head's logits with
+/// TensorFlow's.
 fn check(name: &str, sk: f32, se: f32) {
-    let (model, cfg, report) = import_tensorflow(&fixture(name).join("model.ckpt-1"), false, &ModelArgs::default(), &RunArgs::default(), &device()).unwrap();
+    let want = expected(name);
+    let layer = want["classifier_input"].as_u64().unwrap() as usize;
+    let options = TfOptions { classifier_layer: layer, ..Default::default() };
+    let (model, cfg, report) = import_tensorflow(&fixture(name).join("model.ckpt-1"), options, &ModelArgs::default(), &RunArgs::default(), &device()).unwrap();
     assert_eq!((cfg.model.arch, cfg.model.width, cfg.model.stem, cfg.model.padding), (Arch::Resnet50, 0.0625, Stem::Imagenet, Padding::Tensorflow));
     assert_eq!((cfg.model.sk_ratio, cfg.model.se_ratio, cfg.model.head_layers, cfg.model.proj_dim), (sk, se, 3, 16));
-    assert_eq!(report.classifier, Some(vec![128, 10]), "{name}: the supervised head is seen");
-    assert!(report.ignored.iter().all(|n| n == "global_step" || n.ends_with("Momentum") || n.starts_with("head_supervised/")), "{:?}", report.ignored);
-    let want = expected(name);
+    assert_eq!((report.classifier, report.classifier_layer), (Some(vec![128, 10]), Some(layer)), "{name}: the supervised head");
+    assert_eq!((cfg.monitor.num_classes, cfg.monitor.probe_layer), (10, layer));
+    assert!(report.ignored.iter().all(|n| n == "global_step" || n.ends_with("Momentum")), "{:?}", report.ignored);
     let (shape, images) = array(&want["images"]);
     let images = Tensor::<4>::from_data(TensorData::new(images, [shape[0], shape[1], shape[2], shape[3]]), &device());
-    let hiddens = model.valid().forward(images);
+    let model = model.valid();
+    let hiddens = model.forward(images);
     assert_close(&format!("{name} h"), hiddens[0].clone(), &want["h"]);
+    assert_close(&format!("{name} logits"), model.probe_logits(&hiddens).unwrap(), &want["logits"]);
     for (k, layer) in want["head"].as_array().unwrap().iter().enumerate() {
         assert_close(&format!("{name} head layer {}", k + 1), hiddens[k + 1].clone(), layer);
     }
@@ -96,7 +102,7 @@ fn damaged(name: &str, edit: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>)) -> (tempfi
 }
 
 fn import_error(prefix: &Path) -> String {
-    format!("{:#}", import_tensorflow(prefix, false, &ModelArgs::default(), &RunArgs::default(), &device()).unwrap_err())
+    format!("{:#}", import_tensorflow(prefix, Default::default(), &ModelArgs::default(), &RunArgs::default(), &device()).unwrap_err())
 }
 
 #[test]
@@ -154,8 +160,20 @@ fn a_missing_extra_or_misshaped_variable_is_refused_naming_it() {
 }
 
 #[test]
+fn a_classifier_layer_that_does_not_fit_the_supervised_head_is_refused() {
+    let import = |layer| {
+        let options = TfOptions { classifier_layer: layer, ..Default::default() };
+        format!("{:#}", import_tensorflow(&fixture("v1").join("model.ckpt-1"), options, &ModelArgs::default(), &RunArgs::default(), &device()).unwrap_err())
+    };
+    // z has 16 dimensions, the supervised head reads 128.
+    let err = import(3);
+    assert!(err.contains("--classifier-layer 3: that layer has 16 dimensions, but the supervised head reads 128"), "{err}");
+    assert!(import(4).contains("--classifier-layer 4: the network has 3 head layers"));
+}
+
+#[test]
 fn the_moving_averages_are_asked_for_by_name() {
-    let err = format!("{:#}", import_tensorflow(&fixture("v1").join("model.ckpt-1"), true, &ModelArgs::default(), &RunArgs::default(), &device()).unwrap_err());
+    let err = format!("{:#}", import_tensorflow(&fixture("v1").join("model.ckpt-1"), TfOptions { ema: true, ..Default::default() }, &ModelArgs::default(), &RunArgs::default(), &device()).unwrap_err());
     assert!(err.contains("no moving averages"), "{err}");
 }
 
@@ -167,10 +185,64 @@ fn a_folder_is_read_through_its_checkpoint_file_or_its_only_index() {
     let (dir, prefix) = damaged("sk", |_, _| {});
     std::fs::write(dir.path().join("checkpoint"), "model_checkpoint_path: \"model.ckpt-1\"\nall_model_checkpoint_paths: \"model.ckpt-1\"\n").unwrap();
     assert_eq!(resolve(dir.path()).unwrap(), prefix);
-    assert!(import_tensorflow(dir.path(), false, &ModelArgs::default(), &RunArgs::default(), &device()).is_ok());
+    assert!(import_tensorflow(dir.path(), Default::default(), &ModelArgs::default(), &RunArgs::default(), &device()).is_ok());
     std::fs::write(dir.path().join("checkpoint"), "model_checkpoint_path: \"model.ckpt-250228\"\n").unwrap();
     let err = format!("{:#}", resolve(dir.path()).unwrap_err());
     assert!(err.contains("names model.ckpt-250228") && err.contains("missing"), "{err}");
     let empty = tempfile::tempdir().unwrap();
     assert!(format!("{:#}", resolve(empty.path()).unwrap_err()).contains("no TensorFlow checkpoint in this folder"));
+}
+
+#[test]
+fn predict_classifies_images_with_the_imported_supervised_head() {
+    use simclr::eval::predict::predict;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sk");
+    // 32 px: evaluation takes the whole image, so a 32 × 32 file reaches the network as it is.
+    let model = ModelArgs { image_size: Some(32), ..Default::default() };
+    let run = RunArgs { out: Some(out.clone()), ..Default::default() };
+    let options = TfOptions { classifier_layer: 1, ..Default::default() };
+    simclr::import::run(&fixture("sk"), None, options, &model, &run, &device()).unwrap();
+    let images: Vec<PathBuf> = (0..2u32)
+        .map(|k| {
+            let file = dir.path().join(format!("{k}.png"));
+            image::RgbImage::from_fn(32, 32, |x, y| image::Rgb([(x * 8 + k * 40) as u8, (y * 8) as u8, ((x ^ y) * 8) as u8])).save(&file).unwrap();
+            file
+        })
+        .collect();
+    let found = predict(&out, &images, 10, None, &simclr::config::Config::default(), &device()).unwrap();
+    assert_eq!((found.classes, found.layer, found.image_size, found.predictions.len()), (10, 1, 32, 2));
+
+    // The same images through the imported network directly: the softmax of the supervised head
+    // on head layer 1, every class, most probable first, named by number.
+    let (net, _, _) = import_tensorflow(&fixture("sk"), options, &model, &RunArgs::default(), &device()).unwrap();
+    let net = net.valid();
+    for (file, p) in images.iter().zip(&found.predictions) {
+        let img = image::open(file).unwrap().to_rgb8();
+        let pixels: Vec<f32> = (0..3).flat_map(|c| img.pixels().map(move |px| px.0[c] as f32 / 255.0)).collect();
+        let logits = net.probe_logits(&net.forward(Tensor::<4>::from_data(TensorData::new(pixels, [1, 3, 32, 32]), &device()))).unwrap();
+        let want = burn::tensor::activation::softmax(logits, 1).into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(p.top.len(), 10);
+        assert!(p.top.windows(2).all(|w| w[0].probability >= w[1].probability), "{p:?}");
+        for g in &p.top {
+            assert!((g.probability - want[g.class]).abs() < 1e-5, "{}: class {} {} vs {}", file.display(), g.class, g.probability, want[g.class]);
+            assert_eq!(g.name, format!("class {}", g.class));
+        }
+    }
+
+    // Named classes; a wrong count of names, a missing image and a network without a classifier
+    // are refused by name.
+    let names = dir.path().join("names.txt");
+    std::fs::write(&names, (0..10).map(|c| format!("kind {c}\n")).collect::<String>()).unwrap();
+    let named = predict(&out, &images[..1], 1, Some(&names), &simclr::config::Config::default(), &device()).unwrap();
+    assert_eq!(named.predictions[0].top[0].name, format!("kind {}", found.predictions[0].top[0].class));
+    std::fs::write(&names, "a\nb\n").unwrap();
+    let err = format!("{:#}", predict(&out, &images, 1, Some(&names), &simclr::config::Config::default(), &device()).unwrap_err());
+    assert!(err.contains("2 names for a classifier of 10 classes"), "{err}");
+    let err = format!("{:#}", predict(&out, &[dir.path().join("none.png")], 1, None, &simclr::config::Config::default(), &device()).unwrap_err());
+    assert!(err.contains("none.png: no such image file"), "{err}");
+    let plain = dir.path().join("plain");
+    simclr::import::run(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/resnet18-w0.125.pth"), None, Default::default(), &ModelArgs::default(), &RunArgs { out: Some(plain.clone()), ..Default::default() }, &device()).unwrap();
+    let err = format!("{:#}", predict(&plain, &images, 1, None, &simclr::config::Config::default(), &device()).unwrap_err());
+    assert!(err.contains("has no classifier"), "{err}");
 }

@@ -15,8 +15,11 @@
 //! - **No colour distortion** (`s = 0`, the official `color_distort=False`): neither jitter nor the
 //!   random grayscale, which is part of the colour distortion.
 //! - **Evaluation** ([`AugmentConfig::eval`], official `preprocess_for_eval`): for views over 32 px a
-//!   centre crop of 87.5% of the shorter side, resized (bilinearly; the official code uses bicubic),
-//!   so non-square images are not distorted; 32 px and under, the whole image resized.
+//!   centre crop of 87.5% of the shorter side, resized, so non-square images are not distorted;
+//!   32 px and under, the whole image resized.
+//! - **Resize** ([`Resize`]): bilinear by default; `bicubic` is TF1's `resize_bicubic` as the
+//!   official code calls it (for crops and evaluation), which networks imported from its
+//!   checkpoints record.
 //!
 //! Every view is drawn from its own RNG seeded by `(seed, epoch, index, view)`, so the views do not
 //! depend on thread scheduling and a resumed run sees exactly the views an unbroken run would.
@@ -66,6 +69,22 @@ pub struct AugmentConfig {
     /// other than the size, crop area and colour strength are then unused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub one_branch: Vec<ablation::Transform>,
+    /// How crops are resized to the output side.
+    #[serde(default)]
+    pub resize: Resize,
+}
+
+/// How a crop is resized to the view's side.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Resize {
+    /// Bilinear, half-pixel centres (torchvision's).
+    #[default]
+    Bilinear,
+    /// TF1's `tf.image.resize_bicubic` as the official code calls it ([`resize_bicubic`]), then
+    /// clipped to [0, 1] as its `preprocess_for_eval`.
+    Bicubic,
 }
 
 impl AugmentConfig {
@@ -85,6 +104,7 @@ impl AugmentConfig {
             blur: image_size > 32,
             blur_prob: 0.5,
             one_branch: Vec::new(),
+            resize: Resize::Bilinear,
         }
     }
 
@@ -102,6 +122,7 @@ impl AugmentConfig {
             blur: false,
             blur_prob: 0.0,
             one_branch: Vec::new(),
+            resize: Resize::Bilinear,
         }
     }
 
@@ -169,7 +190,14 @@ pub fn augment(img: &Image, cfg: &AugmentConfig, rng: &mut impl Rng) -> Image {
         (false, Some(proportion)) => center_square(img.height, img.width, proportion),
         (false, None) => Crop { top: 0, left: 0, height: img.height, width: img.width },
     };
-    let mut out = resize_bilinear(img, region, cfg.image_size, cfg.image_size);
+    let mut out = match cfg.resize {
+        Resize::Bilinear => resize_bilinear(img, region, cfg.image_size, cfg.image_size),
+        Resize::Bicubic => {
+            let mut out = resize_bicubic(img, region, cfg.image_size, cfg.image_size);
+            clip_unit(&mut out);
+            out
+        }
+    };
     if cfg.flip && rng.random::<f32>() < 0.5 {
         mirror_rows(&mut out);
     }
@@ -241,6 +269,48 @@ pub fn resize_bilinear(img: &Image, crop: Crop, out_h: usize, out_w: usize) -> I
     let xs: Vec<_> = (0..out_w).map(|x| axis(x, sx, crop.left, crop.width)).collect();
     let ys: Vec<_> = (0..out_h).map(|y| axis(y, sy, crop.top, crop.height)).collect();
     resize_planes(img, &xs, &ys, &mut out);
+    out
+}
+
+/// TensorFlow's legacy bicubic resize of the `crop` region of `img` to `out_h × out_w`
+/// (`tf.compat.v1.image.resize_bicubic` with `align_corners` and `half_pixel_centers` off, as the
+/// official `center_crop` and `crop_and_resize` call it): output pixel `o` samples the source at
+/// `o · in/out` (no half-pixel shift), Keys' cubic with a = −0.75 weighs its four neighbours
+/// (clamped to the edge), at the fraction rounded to 1/1024 as TensorFlow's coefficient table.
+/// Values can overshoot [0, 1].
+pub fn resize_bicubic(img: &Image, crop: Crop, out_h: usize, out_w: usize) -> Image {
+    const TABLE: f32 = 1024.0;
+    const A: f32 = -0.75;
+    // Keys' kernel at distance x ∈ [0, 1] and x + 1 ∈ [1, 2].
+    let near = |x: f32| ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0;
+    let far = |x: f32| {
+        let x = x + 1.0;
+        ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A
+    };
+    let taps = |out: usize, start: usize, len: usize| -> Vec<([usize; 4], [f32; 4])> {
+        let scale = len as f32 / out as f32;
+        (0..out)
+            .map(|o| {
+                let at = o as f32 * scale;
+                let floor = at.floor();
+                let step = ((at - floor) * TABLE).round_ties_even();
+                let (d, e) = (step / TABLE, (TABLE - step) / TABLE);
+                let index = |k: isize| start + (floor as isize + k).clamp(0, len as isize - 1) as usize;
+                ([index(-1), index(0), index(1), index(2)], [far(d), near(d), near(e), far(e)])
+            })
+            .collect()
+    };
+    let (xs, ys) = (taps(out_w, crop.left, crop.width), taps(out_h, crop.top, crop.height));
+    let mut out = Image::zeros(out_h, out_w);
+    let (in_plane, w) = (img.plane(), img.width);
+    for (src, dst) in img.data.chunks_exact(in_plane).zip(out.data.chunks_exact_mut(out_h * out_w)) {
+        for ((rows, wy), line) in ys.iter().zip(dst.chunks_exact_mut(out_w)) {
+            for ((cols, wx), d) in xs.iter().zip(line.iter_mut()) {
+                let across = |r: usize| (0..4).map(|k| wx[k] * src[r * w + cols[k]]).sum::<f32>();
+                *d = (0..4).map(|k| wy[k] * across(rows[k])).sum();
+            }
+        }
+    }
     out
 }
 

@@ -126,7 +126,7 @@ pub enum Command {
     /// checkpoint folder for --checkpoint; depth, width, stem, selective kernels and
     /// squeeze-excitation are read from the weights.
     #[command(mut_arg("out", |a| a.help("Output folder, the checkpoint for --checkpoint [default: runs/imported]")))]
-    #[command(mut_arg("zero_init_residual", |a| a.hide(true)))]
+    #[command(mut_arg("zero_init_residual", |a| a.hide(true)), mut_arg("padding", |a| a.hide(true)))]
     Import {
         /// A TensorFlow checkpoint (its prefix, e.g. `r50_1x_sk1/model.ckpt-250228`, reading
         /// PREFIX.index and PREFIX.data-*), a file written by torch.save (state dict or a
@@ -141,6 +141,11 @@ pub enum Command {
         /// of the weights.
         #[arg(long)]
         ema: bool,
+        /// TensorFlow checkpoint: the layer its supervised head reads (0: h, as SimCLR v1's models
+        /// and v2's pretrained ones with their linear-evaluation head; 1: head layer 1, as v2's
+        /// fine-tuned models, the official --ft_proj_selector=1). `predict` classifies with it.
+        #[arg(long, default_value_t = 0)]
+        classifier_layer: usize,
         /// The head (drawn from --seed) and input size; --arch, --width and --stem, if given, must
         /// agree with the weights.
         #[command(flatten, next_help_heading = "Model")]
@@ -183,6 +188,27 @@ pub enum Command {
         what: BenchCommand,
         /// Also write the results as JSON to this file.
         #[arg(long, global = true)]
+        json: Option<PathBuf>,
+    },
+    /// Classify image files with a checkpoint's classifier (a pretraining run's online probe, or
+    /// the supervised head of an imported TensorFlow checkpoint): each image's most probable
+    /// classes.
+    Predict {
+        /// Checkpoint folder, or a pretraining run's --out folder (its latest checkpoint).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Image files (preprocessed as evaluation: the centre 87.5%, resized to the network's side).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// Classes shown per image.
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+        /// Class names, one a line in class order (e.g. ImageNet's 1000 for the released models);
+        /// default: the checkpoint's dataset's, or `class N`.
+        #[arg(long)]
+        class_names: Option<PathBuf>,
+        /// Also write the predictions as JSON to this file.
+        #[arg(long)]
         json: Option<PathBuf>,
     },
     /// Write a checkpoint's network for other tools: `--format torchvision`, the encoder as a

@@ -76,8 +76,9 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(println!("map of {rows} rows of {}: {}", dir.display(), png.display()))
         }
         Command::Search(args) => Ok(println!("{}", print::found(&simclr::search::search(&args, device)?))),
-        Command::Import { weights, prefix, ema, model, run } => {
-            let (report, out) = simclr::import::run(&weights, prefix.as_deref(), ema, &model, &run, device)?;
+        Command::Import { weights, prefix, ema, classifier_layer, model, run } => {
+            let options = simclr::import::TfOptions { ema, classifier_layer };
+            let (report, out) = simclr::import::run(&weights, prefix.as_deref(), options, &model, &run, device)?;
             Ok(println!("{}", print::imported(&report, &out)))
         }
         Command::Augment { image, index, samples, png, image_size, seed, data, augment } => {
@@ -97,6 +98,14 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(println!("wrote {} (rows: original + crop, colour, blur, crop+colour, full pipeline, view pairs)", png.display()))
         }
         Command::Bench { what, json } => bench(&s, what, json),
+        Command::Predict { checkpoint, images, top, class_names, json } => {
+            let config = Config { run: s.run_settings(), ..Default::default() };
+            let found = simclr::eval::predict::predict(&checkpoint, &images, top, class_names.as_deref(), &config, device)?;
+            if let Some(file) = json {
+                std::fs::write(&file, serde_json::to_string_pretty(&found)?).with_context(|| format!("--json {}: cannot write it", file.display()))?;
+            }
+            Ok(println!("{}", print::predicted(&found)))
+        }
         Command::Export { checkpoint, format, layer, out } => {
             let out = out.unwrap_or_else(|| format.default_out().into());
             Ok(println!("{}", print::exported(&simclr::export::run(&checkpoint, format, layer, &out)?)))

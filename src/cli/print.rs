@@ -70,6 +70,16 @@ pub fn imported(r: &ImportReport, out: &Path) -> String {
     )
 }
 
+/// `simclr predict`'s lines: each image's classes, most probable first.
+pub fn predicted(p: &simclr::eval::predict::Predictions) -> String {
+    let mut out = format!("{} classes of {} (classifier on layer {}, {} px):", p.classes, p.checkpoint.display(), p.layer, p.image_size);
+    for one in &p.predictions {
+        let guesses: Vec<String> = one.top.iter().map(|g| format!("{} ({:.1}%)", g.name, 100.0 * g.probability)).collect();
+        let _ = write!(out, "\n{}: {}", one.image.display(), guesses.join(", "));
+    }
+    out
+}
+
 /// `simclr export`'s line, with how to load the file.
 pub fn exported(e: &Exported) -> String {
     let (dir, file) = (e.checkpoint.display(), e.file.display());

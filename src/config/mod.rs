@@ -107,6 +107,9 @@ settings! {
         /// (comma-separated among crop, cutout, color, sobel, noise, blur, rotate; unset: the
         /// standard pipeline on both views).
         [] one_branch: Option<crate::augment::ablation::Transforms>,
+        /// How crops are resized, in training and in evaluation of the network (bicubic: TF1's
+        /// resize_bicubic as the official code, recorded by networks imported from TensorFlow).
+        [value_enum] resize: crate::augment::Resize = crate::augment::Resize::Bilinear,
     }
 }
 
@@ -186,6 +189,9 @@ settings! {
         [] keep_checkpoints: usize = 2,
         /// Train a linear probe on stop-gradient(h) alongside, when the dataset has labels.
         [] online_probe: bool = true,
+        /// The layer the online probe reads: 0 = h (the official linear evaluation while
+        /// pretraining), k = head layer k (SimCLR v2's fine-tuned classifiers: 1).
+        [] probe_layer: usize = 0,
         /// Classes of the training set (filled in by `pretrain`; 0 = unlabelled or unknown).
         [hide = true] num_classes: usize = 0,
         /// Run a kNN monitor on the test split every N epochs (0 = off).
@@ -325,7 +331,15 @@ impl Config {
         if !(m.width > 0.0 && m.width.is_finite()) {
             bail!("--width {}: must be positive (1, 2, 4 as the paper, or e.g. 0.25 for quick runs)", m.width);
         }
-        self.model.network(crate::resnet::Stem::Imagenet.stride() * 8, 0).encoder.check().map_err(anyhow::Error::msg)?;
+        self.model.network(crate::resnet::Stem::Imagenet.stride() * 8, 0, 0).encoder.check().map_err(anyhow::Error::msg)?;
+        let layers = match m.head {
+            HeadMode::None => 0,
+            HeadMode::Linear => 1,
+            HeadMode::Nonlinear => m.head_layers,
+        };
+        if self.monitor.probe_layer > layers {
+            bail!("--probe-layer {}: the head has {layers} layers (0 is h)", self.monitor.probe_layer);
+        }
         if m.head == HeadMode::Nonlinear && m.head_layers == 0 {
             bail!("--head-layers 0: a nonlinear head needs at least 1 layer (use --head none for no head)");
         }
@@ -363,7 +377,7 @@ impl Config {
     /// monitor settings ask for one.
     pub fn model(&self, image_size: usize) -> ModelConfig {
         let probe_classes = if self.monitor.online_probe { self.monitor.num_classes } else { 0 };
-        self.model.network(image_size, probe_classes)
+        self.model.network(image_size, probe_classes, self.monitor.probe_layer)
     }
 
     /// The augmentation pipeline for views of side `image_size`.
@@ -425,8 +439,8 @@ impl DataSettings {
 
 impl ModelSettings {
     /// The network for input images of side `image_size`, with an online probe over
-    /// `probe_classes` classes (0: none).
-    pub fn network(&self, image_size: usize, probe_classes: usize) -> ModelConfig {
+    /// `probe_classes` classes (0: none) reading layer `probe_layer` (0: h).
+    pub fn network(&self, image_size: usize, probe_classes: usize, probe_layer: usize) -> ModelConfig {
         ModelConfig {
             encoder: ResNetConfig {
                 arch: self.arch,
@@ -439,6 +453,7 @@ impl ModelSettings {
             },
             head: HeadConfig { mode: self.head, layers: self.head_layers, proj_dim: self.proj_dim },
             probe_classes,
+            probe_layer,
         }
     }
 }
@@ -452,6 +467,7 @@ impl AugmentSettings {
             aug.blur = blur;
         }
         aug.one_branch = self.one_branch.as_ref().map(|t| t.0.clone()).unwrap_or_default();
+        aug.resize = self.resize;
         aug
     }
 }

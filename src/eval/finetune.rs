@@ -110,7 +110,7 @@ impl Classifier {
             bail!("--from-head-layer {from_head_layer}: the model's head has only {} layers", model.head.len());
         }
         let dim = model.head.out_dim_after(from_head_layer, model.encoder.out_dim());
-        let net = SimClr { encoder: model.encoder, head: model.head.truncated(from_head_layer), probe: None };
+        let net = SimClr { encoder: model.encoder, head: model.head.truncated(from_head_layer), probe: None, probe_layer: 0, input_resize: model.input_resize };
         let fc = crate::model::seeded(seed, device, || LinearConfig::new(dim, classes).init(device));
         Ok(Classifier { net, fc })
     }

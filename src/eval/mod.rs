@@ -8,9 +8,10 @@ pub mod finetune;
 pub mod knn;
 pub mod linear;
 pub mod map;
+pub mod predict;
 pub mod report;
 
-use crate::augment::{augment, AugmentConfig};
+use crate::augment::augment;
 use crate::checkpoint;
 use crate::config::Config;
 use crate::data::{BadImages, Dataset};
@@ -145,12 +146,14 @@ fn load_weights(checkpoint_arg: Option<&Path>, flags: &Config, dataset_size: usi
             let checkpoint::Verified { dir, model_sha256 } = checkpoint::resolve(path)?;
             let config = checkpoint::read_config(&dir)?;
             let size = if config.model.image_size > 0 { config.model.image_size } else { dataset_size };
-            let model = checkpoint::load_model(config.model(size).init(device), &dir.join("model.safetensors"))?;
+            let mut model = checkpoint::load_model(config.model(size).init(device), &dir.join("model.safetensors"))?;
+            model.input_resize = config.augment.resize;
             Ok(Loaded { model, config, image_size: size, checkpoint: Some(dir), checkpoint_sha256: Some(model_sha256) })
         }
         None => {
             let size = if flags.model.image_size > 0 { flags.model.image_size } else { dataset_size };
-            let model = random_init_baseline(flags, size).init_seeded(flags.run.seed, device);
+            let mut model = random_init_baseline(flags, size).init_seeded(flags.run.seed, device);
+            model.input_resize = flags.augment.resize;
             Ok(Loaded { model, config: flags.clone(), image_size: size, checkpoint: None, checkpoint_sha256: None })
         }
     }
@@ -167,7 +170,8 @@ pub fn random_init_baseline(flags: &Config, image_size: usize) -> crate::model::
 }
 
 /// Output `layer` (index into `[h, head layers…]`) for every image of `ds`, preprocessed for
-/// evaluation ([`AugmentConfig::eval`]: over 32 px a centre crop of 87.5%, then resized to `image_size`), in batches of `batch`, BN in inference mode, no gradient.
+/// evaluation ([`SimClr::eval_pipeline`]: over 32 px a centre crop of 87.5%, then resized to
+/// `image_size` as the network's run resized), in batches of `batch`, BN in inference mode, no gradient.
 /// Unreadable images are left out under [`BadImages::Skip`] (and logged), an error otherwise.
 pub fn extract(
     model: &SimClr,
@@ -209,7 +213,7 @@ pub fn extract_layers(
 ) -> Result<(Vec<Features>, Vec<usize>)> {
     let device = device.clone().inner();
     let model = model.valid().to_device(&device);
-    let aug = AugmentConfig::eval(image_size);
+    let aug = model.eval_pipeline(image_size);
     let mut data = vec![Vec::new(); layers.len()];
     let mut dims = vec![0; layers.len()];
     let mut labels = Vec::with_capacity(ds.len());

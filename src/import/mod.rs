@@ -218,8 +218,8 @@ pub fn our_name(name: &str, arch: Arch) -> Target {
 
 /// What the imported network expects: RGB in [0, 1], no mean/std normalisation (the official
 /// code's convention and ours; google-research/simclr#12), evaluated on the centre 87.5% of the
-/// shorter side resized to --image-size.
-pub const INPUT: &str = "RGB in [0, 1] without mean/std normalisation; evaluation takes the centre 87.5% of the shorter side, resized to --image-size (224 for the released models)";
+/// shorter side resized to --image-size (bicubically where the official code did).
+pub const INPUT: &str = "RGB in [0, 1] without mean/std normalisation; evaluation takes the centre 87.5% of the shorter side, resized to --image-size (224 for the released models; bicubic as TensorFlow's resize_bicubic for networks imported from TensorFlow, [augment] resize)";
 
 /// What was imported, written as `OUT/import.json`.
 #[derive(Debug, Serialize)]
@@ -236,8 +236,10 @@ pub struct ImportReport {
     pub shape: Shape,
     /// The projection head read from the weights (none: drawn from --seed).
     pub head: Option<tensorflow::HeadShape>,
-    /// The supervised head's `[in, classes]`, present in the weights but not imported.
+    /// The supervised head's `[in, classes]`, imported as the network's classifier (the probe).
     pub classifier: Option<Vec<usize>>,
+    /// The layer it reads (0: h, k: head layer k).
+    pub classifier_layer: Option<usize>,
     /// Tensors loaded into the network.
     pub tensors_loaded: usize,
     /// Tensors of the file left out (the classifier, anything outside the prefix, training state).
@@ -264,9 +266,12 @@ pub fn import(weights: &Path, prefix: Option<&str>, model: &ModelArgs, run: &Run
     check_flag("--arch", model.arch.map(|a| a != shape.arch), &shape)?;
     check_flag("--width", model.width.map(|w| (w - shape.width).abs() > 1e-6), &shape)?;
     check_flag("--stem", model.stem.map(|s| s != Stem::Auto && s != shape.stem), &shape)?;
+    check_flag("--sk-ratio", model.sk_ratio.map(|r| r != 0.0), &shape)?;
+    check_flag("--se-ratio", model.se_ratio.map(|r| r != 0.0), &shape)?;
     cfg.model.arch = shape.arch;
     cfg.model.width = shape.width;
     cfg.model.stem = shape.stem;
+    cfg.model.padding = crate::resnet::Padding::Torchvision;
     cfg.monitor.online_probe = false;
 
     let mut ignored: Vec<String> = all.keys().filter(|k| !k.starts_with(prefix.as_str())).cloned().collect();
@@ -300,6 +305,7 @@ pub fn import(weights: &Path, prefix: Option<&str>, model: &ModelArgs, run: &Run
         shape,
         head: None,
         classifier: None,
+        classifier_layer: None,
         tensors_loaded: ours.len(),
         ignored,
         input: INPUT,
@@ -307,11 +313,22 @@ pub fn import(weights: &Path, prefix: Option<&str>, model: &ModelArgs, run: &Run
     Ok((model, cfg, report))
 }
 
-/// Reads the official code's TensorFlow checkpoint `weights` (its prefix, `.index` or a data
-/// file) into a network shaped by its variables: the encoder and, where the checkpoint has one,
-/// the projection head (else drawn from `run`'s seed); `ema` takes the moving averages. Model
-/// flags that shape the network must agree with the checkpoint.
-pub fn import_tensorflow(weights: &Path, ema: bool, model: &ModelArgs, run: &RunArgs, device: &Device) -> Result<(SimClr, Config, ImportReport)> {
+/// How to read a TensorFlow checkpoint.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TfOptions {
+    /// Load the moving averages (`ema_model/…`) instead of the weights.
+    pub ema: bool,
+    /// The layer the supervised head reads (0: h; SimCLR v2's fine-tuned models: 1).
+    pub classifier_layer: usize,
+}
+
+/// Reads the official code's TensorFlow checkpoint `weights` (its prefix, `.index`, a data file
+/// or its folder) into a network shaped by its variables: the encoder, the projection head where
+/// the checkpoint has one (else drawn from `run`'s seed) and the supervised head as the probe,
+/// reading `options.classifier_layer`. Model flags that shape the network must agree with the
+/// checkpoint.
+pub fn import_tensorflow(weights: &Path, options: TfOptions, model: &ModelArgs, run: &RunArgs, device: &Device) -> Result<(SimClr, Config, ImportReport)> {
+    let ema = options.ema;
     let bundle = crate::tfcheckpoint::Bundle::open(weights)?;
     let file = bundle.prefix().display().to_string();
     let vars = tensorflow::network_variables(&bundle, ema)?;
@@ -327,6 +344,8 @@ pub fn import_tensorflow(weights: &Path, ema: bool, model: &ModelArgs, run: &Run
     let mut cfg = Config { model: model.clone().resolve(), run: run.clone().resolve(), ..Config::default() };
     (cfg.model.arch, cfg.model.width, cfg.model.stem) = (shape.arch, shape.width, shape.stem);
     (cfg.model.sk_ratio, cfg.model.se_ratio, cfg.model.padding) = (shape.sk_ratio, shape.se_ratio, crate::resnet::Padding::Tensorflow);
+    // The official code resizes with TF1's bicubic, in training and evaluation.
+    cfg.augment.resize = crate::augment::Resize::Bicubic;
     if let Some((h, vars)) = &head {
         let theirs = format!("the checkpoint's head ({:?}, {} layers, z of {})", h.mode, h.layers, h.proj_dim);
         for (flag, differs) in [
@@ -341,7 +360,21 @@ pub fn import_tensorflow(weights: &Path, ema: bool, model: &ModelArgs, run: &Run
         (cfg.model.head, cfg.model.head_layers, cfg.model.proj_dim) = (h.mode, h.layers, h.proj_dim);
         wanted.extend(vars.iter().cloned());
     }
-    cfg.monitor.online_probe = false;
+    let classifier = tensorflow::classifier(&vars);
+    cfg.monitor.online_probe = classifier.is_some();
+    if let Some(kernel) = &classifier {
+        let layer = options.classifier_layer;
+        let dims: Vec<usize> = std::iter::once(h_dim).chain(head.iter().flat_map(|(h, _)| (1..=h.layers).map(|k| if k == h.layers { h.proj_dim } else { h_dim }))).collect();
+        let Some(&dim) = dims.get(layer) else {
+            bail!("--classifier-layer {layer}: the network has {} head layers (0 is h)", dims.len() - 1);
+        };
+        let [din, classes] = kernel[..] else { bail!("--weights {file}: head_supervised/linear_layer/dense/kernel has shape {kernel:?}, not [in, classes]") };
+        if din != dim {
+            bail!("--classifier-layer {layer}: that layer has {dim} dimensions, but the supervised head reads {din} (head_supervised/linear_layer/dense/kernel is {kernel:?}); choose the layer it was trained on");
+        }
+        (cfg.monitor.num_classes, cfg.monitor.probe_layer) = (classes, layer);
+        wanted.extend(tensorflow::classifier_variables(din, classes));
+    }
 
     let mut ours = tensorflow::read(&bundle, &wanted, ema)?;
     if let Some((h, _)) = &head {
@@ -361,7 +394,8 @@ pub fn import_tensorflow(weights: &Path, ema: bool, model: &ModelArgs, run: &Run
         prefix: String::new(),
         shape,
         head: head.map(|(h, _)| h),
-        classifier: tensorflow::classifier(&vars),
+        classifier_layer: classifier.is_some().then_some(options.classifier_layer),
+        classifier,
         tensors_loaded: ours.len(),
         ignored,
         input: INPUT,
@@ -371,7 +405,14 @@ pub fn import_tensorflow(weights: &Path, ema: bool, model: &ModelArgs, run: &Run
 
 fn check_flag(flag: &str, differs: Option<bool>, shape: &Shape) -> Result<()> {
     if differs == Some(true) {
-        bail!("{flag} disagrees with the weights, which are a {:?} of width {} with the {:?} stem; leave it out", shape.arch, shape.width, shape.stem);
+        bail!(
+            "{flag} disagrees with the weights, which are a {:?} of width {} with the {:?} stem (sk_ratio {}, se_ratio {}); leave it out",
+            shape.arch,
+            shape.width,
+            shape.stem,
+            shape.sk_ratio,
+            shape.se_ratio
+        );
     }
     Ok(())
 }
@@ -402,16 +443,17 @@ fn load(mut model: SimClr, tensors: &BTreeMap<String, &TensorData>, scope: &str)
 /// `simclr import`: imports `weights` and writes `OUT/model.safetensors` (atomically),
 /// `OUT/config.toml` and `OUT/import.json`. Returns that report and the folder `OUT`.
 /// A TensorFlow checkpoint (see [`crate::tfcheckpoint::is_checkpoint`]) is read by
-/// [`import_tensorflow`] (`ema`: its moving averages), anything else by [`import`].
-pub fn run(weights: &Path, prefix: Option<&str>, ema: bool, model: &ModelArgs, run: &RunArgs, device: &Device) -> Result<(ImportReport, PathBuf)> {
+/// [`import_tensorflow`] with `tf_options`, anything else by [`import`].
+pub fn run(weights: &Path, prefix: Option<&str>, tf_options: TfOptions, model: &ModelArgs, run: &RunArgs, device: &Device) -> Result<(ImportReport, PathBuf)> {
     let tf = crate::tfcheckpoint::is_checkpoint(weights);
-    if !tf && ema {
-        bail!("--ema: {} is not a TensorFlow checkpoint (no {}.index); --ema reads a TensorFlow checkpoint's moving averages", weights.display(), weights.display());
+    if !tf && (tf_options.ema || tf_options.classifier_layer > 0) {
+        let flag = if tf_options.ema { "--ema" } else { "--classifier-layer" };
+        bail!("{flag}: {} is not a TensorFlow checkpoint (no {}.index); {flag} is for the official code's checkpoints", weights.display(), weights.display());
     }
     if tf && prefix.is_some() {
         bail!("--prefix: a TensorFlow checkpoint's variables are found by their names; leave --prefix out");
     }
-    let (model, mut cfg, report) = if tf { import_tensorflow(weights, ema, model, run, device)? } else { import(weights, prefix, model, run, device)? };
+    let (model, mut cfg, report) = if tf { import_tensorflow(weights, tf_options, model, run, device)? } else { import(weights, prefix, model, run, device)? };
     cfg.validate()?;
     let out: PathBuf = run.out.clone().unwrap_or_else(|| PathBuf::from("runs/imported"));
     cfg.run.out = out.clone();

@@ -9,7 +9,8 @@
 //! attention's 1×1, its BN, the 1×1 to the mixing logits), the last 1×1, and squeeze-excitation's two
 //! biased 1×1 convolutions. The projection head is `head_contrastive/nl_J/dense/kernel` and
 //! `head_contrastive/nl_J/batch_normalization/…` (the last without β; `l_0` for a linear head);
-//! the supervised head `head_supervised/linear_layer/dense/{kernel, bias}`.
+//! the supervised head `head_supervised/linear_layer/dense/{kernel, bias}`, read into our probe
+//! (which layer it reads is not in the checkpoint: `--classifier-layer`).
 //!
 //! Depth, width, stem, selective kernels and squeeze-excitation are read from the variables: each
 //! candidate network's expected list (names and shapes) is compared with the checkpoint's, and
@@ -351,7 +352,18 @@ pub fn infer_head(vars: &BTreeMap<String, Vec<usize>>, h_dim: usize) -> Result<O
 
 /// The supervised head's `[in, classes]`, if the checkpoint has one.
 pub fn classifier(vars: &BTreeMap<String, Vec<usize>>) -> Option<Vec<usize>> {
-    vars.get("head_supervised/linear_layer/dense/kernel").cloned()
+    vars.get(&format!("{SUPERVISED}/kernel")).cloned()
+}
+
+/// The official supervised head's dense layer (`linear_layer` with a bias, no BN).
+const SUPERVISED: &str = "head_supervised/linear_layer/dense";
+
+/// The supervised head's variables, read into our probe.
+pub fn classifier_variables(din: usize, classes: usize) -> [Variable; 2] {
+    [
+        Variable { tf: format!("{SUPERVISED}/kernel"), shape: vec![din, classes], ours: "probe.weight".into(), layout: Layout::Linear },
+        Variable { tf: format!("{SUPERVISED}/bias"), shape: vec![classes], ours: "probe.bias".into(), layout: Layout::Vector },
+    ]
 }
 
 /// Reads `vars` from `bundle` (from `ema_model/` when `ema`) laid out as ours.

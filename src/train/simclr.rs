@@ -59,7 +59,7 @@ impl Objective<SimClr> for SimClrObjective {
         let labelled = labelled_rows(&labels, ranks);
         let hiddens = model.forward(batch.pixels);
         let Loss { total, mut logged } = self.coupled_loss(hiddens.last().expect("the head returns z").clone(), ranks)?;
-        match probe_loss(model, hiddens[0].clone(), &labels, labelled) {
+        match probe_loss(model, &hiddens, &labels, labelled) {
             Some(probe) => {
                 logged.extend(probe.logged);
                 Ok(Loss { total: total + probe.total, logged })
@@ -115,9 +115,9 @@ impl Cached<SimClr> for SimClrObjective {
     }
 
     fn chunk_loss(&self, model: &SimClr, chunk: &ViewChunk) -> (Tensor<2>, Option<Loss>) {
-        let mut hiddens = model.forward(chunk.pixels());
-        let z = hiddens.pop().expect("the head returns z");
-        (z, probe_loss(model, hiddens.swap_remove(0), &chunk.labels, chunk.labelled))
+        let hiddens = model.forward(chunk.pixels());
+        let z = hiddens.last().expect("the head returns z").clone();
+        (z, probe_loss(model, &hiddens, &chunk.labels, chunk.labelled))
     }
 
     fn coupled_loss(&self, z: Tensor<2>, ranks: &'static dyn Collective) -> Result<Loss> {
@@ -152,12 +152,12 @@ fn labelled_rows(labels: &[Option<usize>], ranks: &dyn Collective) -> f32 {
     labelled[0]
 }
 
-/// The online probe's cross-entropy on h (`[rows, ·]`, each row's label in `labels`) and its
+/// The online probe's cross-entropy on its layer of `hiddens` (`[rows, ·]` each, each row's label in `labels`) and its
 /// accuracy, as this rank's part of the global batch's (sums over its rows divided by the
 /// `labelled` rows of the global batch, so that the parts add up to them); `None` without a probe
 /// or when no image of the global batch has a label (e.g. STL-10's unlabelled part).
-fn probe_loss(model: &SimClr, h: Tensor<2>, labels: &[Option<usize>], labelled: f32) -> Option<Loss> {
-    let logits = model.probe_logits(h)?;
+fn probe_loss(model: &SimClr, hiddens: &[Tensor<2>], labels: &[Option<usize>], labelled: f32) -> Option<Loss> {
+    let logits = model.probe_logits(hiddens)?;
     if labelled == 0.0 {
         return None;
     }
