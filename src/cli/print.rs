@@ -57,16 +57,29 @@ pub fn found(f: &Found) -> String {
 
 /// `simclr import`'s line.
 pub fn imported(r: &ImportReport, out: &Path) -> String {
+    let shape = &r.shape;
+    let mut what = format!("{:?} width {} ({:?} stem", shape.arch, shape.width, shape.stem);
+    for (name, ratio) in [("sk_ratio", shape.sk_ratio), ("se_ratio", shape.se_ratio)] {
+        if ratio > 0.0 {
+            let _ = write!(what, ", {name} {ratio}");
+        }
+    }
+    what.push(')');
+    if let Some(h) = &r.head {
+        let _ = write!(what, ", its {}-layer projection head (z of {})", h.layers, h.proj_dim);
+    }
+    if let (Some(c), Some(layer)) = (&r.classifier, r.classifier_layer) {
+        let _ = write!(what, " and its {}-class classifier on layer {layer}", c.last().copied().unwrap_or(0));
+    }
+    let source = if r.prefix.is_empty() { String::new() } else { format!(", prefix {:?}", r.prefix) };
     format!(
-        "imported {:?} width {} ({:?} stem, {} tensors, prefix {:?}, {} ignored) into {}: use --checkpoint {}",
-        r.shape.arch,
-        r.shape.width,
-        r.shape.stem,
+        "imported {what} from a {} file ({} tensors{source}, {} ignored) into {}: use --checkpoint {}\ninput: {}",
+        r.format,
         r.tensors_loaded,
-        r.prefix,
         r.ignored.len(),
         out.display(),
-        out.display()
+        out.display(),
+        r.input
     )
 }
 

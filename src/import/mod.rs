@@ -216,10 +216,17 @@ pub fn our_name(name: &str, arch: Arch) -> Target {
     mapped.map_or(Target::Unknown, Target::Ours)
 }
 
-/// What the imported network expects: RGB in [0, 1], no mean/std normalisation (the official
-/// code's convention and ours; google-research/simclr#12), evaluated on the centre 87.5% of the
-/// shorter side resized to --image-size (bicubically where the official code did).
-pub const INPUT: &str = "RGB in [0, 1] without mean/std normalisation; evaluation takes the centre 87.5% of the shorter side, resized to --image-size (224 for the released models; bicubic as TensorFlow's resize_bicubic for networks imported from TensorFlow, [augment] resize)";
+/// What the imported network expects, as `import` prints it and `import.json` records it: RGB in
+/// [0, 1], no mean/std normalisation (the official code's convention and ours;
+/// google-research/simclr#12), evaluated on the centre 87.5% of the shorter side resized to
+/// --image-size as `resize` says (bicubic where the official code made it).
+pub fn input_convention(resize: crate::augment::Resize) -> String {
+    let how = match resize {
+        crate::augment::Resize::Bilinear => "bilinearly",
+        crate::augment::Resize::Bicubic => "bicubically as TensorFlow's resize_bicubic (the official code's)",
+    };
+    format!("RGB in [0, 1] without mean/std normalisation; evaluation takes the centre 87.5% of the shorter side, resized {how} to --image-size (224 for ImageNet models)")
+}
 
 /// What was imported, written as `OUT/import.json`.
 #[derive(Debug, Serialize)]
@@ -245,7 +252,7 @@ pub struct ImportReport {
     /// Tensors of the file left out (the classifier, anything outside the prefix, training state).
     pub ignored: Vec<String>,
     /// The input the network expects.
-    pub input: &'static str,
+    pub input: String,
 }
 
 /// Reads the encoder in `weights` (under `prefix`, found by itself when `None`) into a network
@@ -308,7 +315,7 @@ pub fn import(weights: &Path, prefix: Option<&str>, model: &ModelArgs, run: &Run
         classifier_layer: None,
         tensors_loaded: ours.len(),
         ignored,
-        input: INPUT,
+        input: input_convention(cfg.augment.resize),
     };
     Ok((model, cfg, report))
 }
@@ -398,7 +405,7 @@ pub fn import_tensorflow(weights: &Path, options: TfOptions, model: &ModelArgs, 
         classifier,
         tensors_loaded: ours.len(),
         ignored,
-        input: INPUT,
+        input: input_convention(cfg.augment.resize),
     };
     Ok((net, cfg, report))
 }
