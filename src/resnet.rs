@@ -133,14 +133,24 @@ pub struct ResNetConfig {
 }
 
 /// Smallest attention width of a selective kernel (official `min_dim`).
-const SK_MIN_DIM: usize = 32;
+pub const SK_MIN_DIM: usize = 32;
+
+/// The attention width of a selective kernel over `planes` channels: max(⌊planes·ratio⌋, 32).
+pub fn sk_width(planes: usize, ratio: f32) -> usize {
+    ((planes as f64 * ratio as f64) as usize).max(SK_MIN_DIM)
+}
+
+/// The squeeze width of squeeze-excitation in a block of `planes`: max(⌊planes·ratio⌋, 1).
+pub fn se_width(planes: usize, ratio: f32) -> usize {
+    ((planes as f64 * ratio as f64) as usize).max(1)
+}
 
 fn yes() -> bool {
     true
 }
 
 /// Channel count `base` scaled by the width multiplier (at least 1).
-fn scaled(base: usize, width: f32) -> usize {
+pub fn scaled(base: usize, width: f32) -> usize {
     ((base as f32 * width).round() as usize).max(1)
 }
 
@@ -193,15 +203,14 @@ fn max_pool(x: Tensor<4>, padding: Padding) -> Tensor<4> {
 pub struct Shortcut {
     conv: Conv2d,
     bn: BatchNorm,
+    /// The average pooling's stride, when it pools.
     pool: Option<usize>,
 }
 
 impl Shortcut {
     fn new(cin: usize, cout: usize, stride: usize, pool: bool, device: &Device) -> Option<Self> {
-        (stride != 1 || cin != cout).then(|| match pool {
-            true => Self { conv: conv(cin, cout, 1, 1, device), bn: bn(cout, false, device), pool: Some(stride) },
-            false => Self { conv: conv(cin, cout, 1, stride, device), bn: bn(cout, false, device), pool: None },
-        })
+        let (conv_stride, pool) = if pool { (1, Some(stride)) } else { (stride, None) };
+        (stride != 1 || cin != cout).then(|| Self { conv: conv(cin, cout, 1, conv_stride, device), bn: bn(cout, false, device), pool })
     }
 
     fn apply(this: &Option<Self>, x: Tensor<4>, compute: &Compute) -> Tensor<4> {
@@ -250,7 +259,7 @@ pub struct SelectiveKernel {
 
 impl SelectiveKernel {
     fn new(planes: usize, ratio: f32, device: &Device) -> Self {
-        let mid = ((planes as f64 * ratio as f64) as usize).max(SK_MIN_DIM);
+        let mid = sk_width(planes, ratio);
         Self { reduce: conv(planes, mid, 1, 1, device), bn: bn(mid, false, device), mix: conv(mid, 2 * planes, 1, 1, device) }
     }
 
@@ -281,7 +290,7 @@ pub struct SqueezeExcite {
 
 impl SqueezeExcite {
     fn new(planes: usize, channels: usize, ratio: f32, device: &Device) -> Self {
-        let mid = ((planes as f64 * ratio as f64) as usize).max(1);
+        let mid = se_width(planes, ratio);
         let biased = |cin, cout| Conv2dConfig::new([cin, cout], [1, 1]).with_initializer(Initializer::KaimingNormal { gain: 2f64.sqrt(), fan_out_only: true }).init(device);
         Self { reduce: biased(channels, mid), expand: biased(mid, channels) }
     }
@@ -462,6 +471,12 @@ impl ResNetConfig {
             ));
         }
         Ok(())
+    }
+
+    /// Dimension of h: the last stage's channels.
+    pub fn out_dim(&self) -> usize {
+        let expansion = if self.arch.layout().1 { 4 } else { 1 };
+        expansion * scaled(512, self.width)
     }
 
     /// Smallest image side this network accepts: the last stage must keep at least one pixel.

@@ -340,7 +340,7 @@ pub fn import_tensorflow(weights: &Path, options: TfOptions, model: &ModelArgs, 
     let file = bundle.prefix().display().to_string();
     let vars = tensorflow::network_variables(&bundle, ema)?;
     let (encoder, mut wanted) = tensorflow::infer_encoder(&vars).map_err(|e| anyhow::anyhow!("--weights {file}: {e}"))?;
-    let h_dim = encoder.arch.layout().1.then_some(4).unwrap_or(1) * ((512.0 * encoder.width).round() as usize).max(1);
+    let h_dim = encoder.out_dim();
     let head = tensorflow::infer_head(&vars, h_dim).map_err(|e| anyhow::anyhow!("--weights {file}: {e}"))?;
     let shape = Shape { arch: encoder.arch, width: encoder.width, stem: encoder.stem, sk_ratio: encoder.sk_ratio, se_ratio: encoder.se_ratio };
     check_flag("--arch", model.arch.map(|a| a != shape.arch), &shape)?;
@@ -354,16 +354,7 @@ pub fn import_tensorflow(weights: &Path, options: TfOptions, model: &ModelArgs, 
     // The official code resizes with TF1's bicubic, in training and evaluation.
     cfg.augment.resize = crate::augment::Resize::Bicubic;
     if let Some((h, vars)) = &head {
-        let theirs = format!("the checkpoint's head ({:?}, {} layers, z of {})", h.mode, h.layers, h.proj_dim);
-        for (flag, differs) in [
-            ("--head", model.head.is_some_and(|m| m != h.mode)),
-            ("--head-layers", model.head_layers.is_some_and(|l| l != h.layers)),
-            ("--proj-dim", model.proj_dim.is_some_and(|d| d != h.proj_dim)),
-        ] {
-            if differs {
-                bail!("{flag} disagrees with {theirs}; leave it out");
-            }
-        }
+        check_head_flags(model, h)?;
         (cfg.model.head, cfg.model.head_layers, cfg.model.proj_dim) = (h.mode, h.layers, h.proj_dim);
         wanted.extend(vars.iter().cloned());
     }
@@ -371,19 +362,12 @@ pub fn import_tensorflow(weights: &Path, options: TfOptions, model: &ModelArgs, 
     cfg.monitor.online_probe = classifier.is_some();
     if let Some(kernel) = &classifier {
         let layer = options.classifier_layer;
-        let dims: Vec<usize> = std::iter::once(h_dim).chain(head.iter().flat_map(|(h, _)| (1..=h.layers).map(|k| if k == h.layers { h.proj_dim } else { h_dim }))).collect();
-        let Some(&dim) = dims.get(layer) else {
-            bail!("--classifier-layer {layer}: the network has {} head layers (0 is h)", dims.len() - 1);
-        };
-        let [din, classes] = kernel[..] else { bail!("--weights {file}: head_supervised/linear_layer/dense/kernel has shape {kernel:?}, not [in, classes]") };
-        if din != dim {
-            bail!("--classifier-layer {layer}: that layer has {dim} dimensions, but the supervised head reads {din} (head_supervised/linear_layer/dense/kernel is {kernel:?}); choose the layer it was trained on");
-        }
+        let classes = classifier_classes(kernel, layer, h_dim, head.as_ref().map(|(h, _)| h)).with_context(|| format!("--weights {file}"))?;
         (cfg.monitor.num_classes, cfg.monitor.probe_layer) = (classes, layer);
-        wanted.extend(tensorflow::classifier_variables(din, classes));
+        wanted.extend(tensorflow::classifier_variables(kernel[0], classes));
     }
 
-    let mut ours = tensorflow::read(&bundle, &wanted, ema)?;
+    let (mut ours, read) = tensorflow::read(&bundle, &wanted, ema)?;
     if let Some((h, _)) = &head {
         // The last layer's BN has no β (`center=False`): ours stays at zero.
         ours.insert(format!("head.layers.{}.bn.beta", h.layers - 1), TensorData::new(vec![0f32; h.proj_dim], [h.proj_dim]));
@@ -392,8 +376,7 @@ pub fn import_tensorflow(weights: &Path, options: TfOptions, model: &ModelArgs, 
     let scope = if head.is_some() { "" } else { "encoder." };
     let refs: BTreeMap<String, &TensorData> = ours.iter().map(|(k, v)| (k.clone(), v)).collect();
     let net = load(net, &refs, scope).with_context(|| format!("--weights {file}"))?;
-    let used: std::collections::BTreeSet<&str> = wanted.iter().map(|v| v.tf.as_str()).collect();
-    let ignored = bundle.entries().keys().filter(|n| !used.contains(n.as_str())).cloned().collect();
+    let ignored = bundle.entries().keys().filter(|n| !read.contains(n.as_str())).cloned().collect();
     let report = ImportReport {
         weights: file,
         weights_sha256: sha256_file(&crate::tfcheckpoint::index_path(bundle.prefix()))?,
@@ -408,6 +391,38 @@ pub fn import_tensorflow(weights: &Path, options: TfOptions, model: &ModelArgs, 
         input: input_convention(cfg.augment.resize),
     };
     Ok((net, cfg, report))
+}
+
+/// The head flags, where given, must be the checkpoint's head `h`.
+fn check_head_flags(model: &ModelArgs, h: &tensorflow::HeadShape) -> Result<()> {
+    for (flag, differs) in [
+        ("--head", model.head.is_some_and(|m| m != h.mode)),
+        ("--head-layers", model.head_layers.is_some_and(|l| l != h.layers)),
+        ("--proj-dim", model.proj_dim.is_some_and(|d| d != h.proj_dim)),
+    ] {
+        if differs {
+            bail!("{flag} disagrees with the checkpoint's head ({:?}, {} layers, z of {}); leave it out", h.mode, h.layers, h.proj_dim);
+        }
+    }
+    Ok(())
+}
+
+/// The classes of the supervised head `kernel` (`[in, classes]`) read at `layer` of a network
+/// with features h of `h_dim` and the projection head `head`, whose output there must have `in`
+/// dimensions.
+fn classifier_classes(kernel: &[usize], layer: usize, h_dim: usize, head: Option<&tensorflow::HeadShape>) -> Result<usize> {
+    let layers = head.map_or(0, |h| h.layers);
+    let dim = match (layer, head) {
+        (0, _) => h_dim,
+        (k, Some(h)) if k == h.layers => h.proj_dim,
+        (k, Some(_)) if k < layers => h_dim,
+        _ => bail!("--classifier-layer {layer}: the network has {layers} head layers (0 is h)"),
+    };
+    let [din, classes] = kernel[..] else { bail!("head_supervised/linear_layer/dense/kernel has shape {kernel:?}, not [in, classes]") };
+    if din != dim {
+        bail!("--classifier-layer {layer}: that layer has {dim} dimensions, but the supervised head reads {din} (head_supervised/linear_layer/dense/kernel is {kernel:?}); choose the layer it was trained on");
+    }
+    Ok(classes)
 }
 
 fn check_flag(flag: &str, differs: Option<bool>, shape: &Shape) -> Result<()> {

@@ -23,7 +23,7 @@
 //! the shape does not change (ResNet-18/34's first stage), which this encoder does not have:
 //! checkpoints of those depths are refused by name. Every released model is ResNet-50 or deeper.
 
-use crate::resnet::{Arch, Padding, ResNetConfig, Stem};
+use crate::resnet::{scaled, se_width, sk_width, Arch, Padding, ResNetConfig, Stem};
 use crate::tfcheckpoint::Bundle;
 use anyhow::{bail, Result};
 use burn::tensor::TensorData;
@@ -98,10 +98,6 @@ fn bn_vars(names: &mut Names, tf: &str, c: usize, ours: &str, center: bool) {
     }
 }
 
-fn scaled(base: usize, width: f32) -> usize {
-    ((base as f32 * width).round() as usize).max(1)
-}
-
 /// The official code's variables for the encoder `cfg` (a bottleneck depth, ImageNet or CIFAR
 /// stem), in creation order, with our names.
 pub fn encoder_variables(cfg: &ResNetConfig) -> Vec<Variable> {
@@ -145,7 +141,7 @@ pub fn encoder_variables(cfg: &ResNetConfig) -> Vec<Variable> {
             n.conv(3, planes, branches, &format!("{b}.conv2"), false);
             n.bn(branches, &format!("{b}.bn2"));
             if sk {
-                let mid = ((planes as f64 * cfg.sk_ratio as f64) as usize).max(32);
+                let mid = sk_width(planes, cfg.sk_ratio);
                 n.conv(1, planes, mid, &format!("{b}.sk.reduce"), false);
                 n.bn(mid, &format!("{b}.sk.bn"));
                 n.conv(1, mid, 2 * planes, &format!("{b}.sk.mix"), false);
@@ -153,7 +149,7 @@ pub fn encoder_variables(cfg: &ResNetConfig) -> Vec<Variable> {
             n.conv(1, planes, cout, &format!("{b}.conv3"), false);
             n.bn(cout, &format!("{b}.bn3"));
             if cfg.se_ratio > 0.0 {
-                let mid = ((planes as f64 * cfg.se_ratio as f64) as usize).max(1);
+                let mid = se_width(planes, cfg.se_ratio);
                 n.conv(1, cout, mid, &format!("{b}.se.reduce"), true);
                 n.conv(1, mid, cout, &format!("{b}.se.expand"), true);
             }
@@ -235,7 +231,7 @@ fn candidates(first: &[usize], vars: &BTreeMap<String, Vec<usize>>) -> Vec<ResNe
                 continue;
             }
             let width = stem_width as f32 / 64.0;
-            let sk_ratio = if sk { ratio(vars, "sk", width, 32) } else { 0.0 };
+            let sk_ratio = if sk { ratio(vars, "sk", width, crate::resnet::SK_MIN_DIM) } else { 0.0 };
             for se in [false, true] {
                 let se_ratio = if se { ratio(vars, "se", width, 1) } else { 0.0 };
                 let cfg = ResNetConfig { arch, width, stem, zero_init_residual: false, sk_ratio, se_ratio, padding: Padding::Tensorflow };
@@ -366,16 +362,18 @@ pub fn classifier_variables(din: usize, classes: usize) -> [Variable; 2] {
     ]
 }
 
-/// Reads `vars` from `bundle` (from `ema_model/` when `ema`) laid out as ours.
-pub fn read(bundle: &Bundle, vars: &[Variable], ema: bool) -> Result<BTreeMap<String, TensorData>> {
+/// Reads `vars` from `bundle` (from `ema_model/` when `ema`) laid out as ours, by our names; with
+/// the names of the checkpoint's variables read.
+pub fn read(bundle: &Bundle, vars: &[Variable], ema: bool) -> Result<(BTreeMap<String, TensorData>, std::collections::BTreeSet<String>)> {
     let mut out = BTreeMap::new();
+    let mut read = std::collections::BTreeSet::new();
     for v in vars {
         let averaged = format!("ema_model/{}", v.tf);
         let name = if ema && bundle.entries().contains_key(&averaged) { averaged } else { v.tf.clone() };
-        let data = bundle.read(&name)?;
-        out.insert(v.ours.clone(), relayout(data, v.layout));
+        out.insert(v.ours.clone(), relayout(bundle.read(&name)?, v.layout));
+        read.insert(name);
     }
-    Ok(out)
+    Ok((out, read))
 }
 
 /// `data` in our layout.
