@@ -42,6 +42,10 @@ pub struct HeadConfig {
     pub layers: usize,
     /// Output dimension of z.
     pub proj_dim: usize,
+    /// Only the first this many layers (a fine-tuned network keeps the head up to the layer its
+    /// classifier reads; v2's "fine-tune from head layer K"); `None`: all.
+    #[serde(default)]
+    pub keep: Option<usize>,
 }
 
 /// Linear (no bias) + BN, optionally followed by ReLU.
@@ -95,12 +99,11 @@ impl HeadConfig {
                 layers
             }
         };
-        ProjectionHead { layers, compute: Compute::default() }
-    }
-
-    /// Dimension of z for features of dimension `input_dim`.
-    pub fn out_dim(&self, input_dim: usize) -> usize {
-        if self.mode == HeadMode::None { input_dim } else { self.proj_dim }
+        let head = ProjectionHead { layers, compute: Compute::default() };
+        match self.keep {
+            Some(k) => head.truncated(k),
+            None => head,
+        }
     }
 }
 

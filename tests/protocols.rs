@@ -69,7 +69,8 @@ fn pretrained_beats_random_init_and_every_command_reports() {
     assert!(report(&d("le"))["metrics"]["train_top1"].as_f64().unwrap() > 0.5);
 
     let ft = s(&d("ft"));
-    simclr(&["finetune", "--checkpoint", &run_s, "--label-fraction", "0.02", "--epochs", "10", "--batch-size", "32", "--out", &ft]);
+    // v2's way: fine-tuned from head layer 1, which the fine-tuned network keeps.
+    simclr(&["finetune", "--checkpoint", &run_s, "--label-fraction", "0.02", "--epochs", "10", "--batch-size", "32", "--from-head-layer", "1", "--out", &ft]);
     let r = report(&d("ft"));
     assert_eq!(r["metrics"]["labelled_images"], 100);
     assert_eq!(r["metrics"]["peak_lr"], 0.05 * 32.0 / 256.0, "paper App. B.5: 0.05 × B / 256");
@@ -78,6 +79,7 @@ fn pretrained_beats_random_init_and_every_command_reports() {
     assert!(ft_top1 > 0.3, "fine-tuned on 100 labels: {ft_top1}");
     let subset = std::fs::read_to_string(d("ft").join("subset-0.02-seed0.txt")).unwrap();
     assert_eq!(subset.lines().count(), 100);
+    fine_tuned_network_is_a_checkpoint(&d("ft"), ft_top1, &d("ft-le"), &d("image.png"));
 
     let emb = s(&d("emb"));
     simclr(&["embed", "--checkpoint", &run_s, "--split", "test", "--out", &emb]);
@@ -97,6 +99,31 @@ fn pretrained_beats_random_init_and_every_command_reports() {
     cached.sort();
     assert_eq!(cached.len(), 4, "{cached:?}");
     assert!(cached.iter().any(|p| std::fs::read(p.join("features.npy")).unwrap() == npy));
+}
+
+/// The network `finetune` wrote into `ft` reloads with its kept head layer and its classifier,
+/// which gives the reported test top-1 on the same images; `linear-eval` reads its encoder and
+/// `predict` classifies with it, naming the dataset's classes.
+fn fine_tuned_network_is_a_checkpoint(ft: &Path, reported: f64, le: &Path, png: &Path) {
+    use burn::tensor::{Tensor, TensorData};
+    let device = simclr::default_device();
+    let loaded = simclr::eval::load(Some(ft), &simclr::config::Config::default(), 16, &device).unwrap();
+    assert_eq!((loaded.model.head.len(), loaded.model.probe_layer, loaded.image_size), (1, 1, 16));
+    assert_eq!(report(ft)["metrics"]["checkpoint"].as_str().map(Path::new), Some(loaded.checkpoint.as_deref().unwrap()));
+    let test = simclr::data::open(&loaded.config.source(), simclr::data::Split::Test).unwrap();
+    let f = simclr::eval::extract(&loaded.model, 1, test.as_ref(), 16, 256, &simclr::data::BadImages::Fail, &device).unwrap();
+    let probe = loaded.model.probe.as_ref().expect("the classifier is the probe");
+    let predicted = probe.forward(Tensor::<2>::from_data(TensorData::new(f.data.clone(), [f.n, f.dim]), &device)).argmax(1).into_data().convert::<i64>().into_vec::<i64>().unwrap();
+    let hits = predicted.iter().zip(&f.labels).filter(|(p, l)| **p as usize == **l).count();
+    assert_eq!(hits as f64 / f.n as f64, reported, "the reloaded classifier's test top-1");
+
+    let le_s = le.to_str().unwrap();
+    simclr(&["linear-eval", "--checkpoint", ft.to_str().unwrap(), "--layer", "head:1", "--out", le_s]);
+    assert!(top1(le) > 0.3, "linear evaluation of the fine-tuned encoder: {}", top1(le));
+    image::RgbImage::from_fn(16, 16, |x, y| image::Rgb([(x * 16) as u8, (y * 16) as u8, 128])).save(png).unwrap();
+    let line = simclr(&["predict", "--checkpoint", ft.to_str().unwrap(), "--top", "2", png.to_str().unwrap()]);
+    let names = simclr::data::DatasetKind::Builtin.class_names().unwrap();
+    assert!(line.contains("10 classes") && names.iter().any(|n| line.contains(&format!("{n} ("))), "{line}");
 }
 
 #[test]

@@ -53,7 +53,7 @@ fn head_returns_h_every_layer_and_z() {
     let device = simclr::default_device();
     let cfg = ModelConfig {
         encoder: ResNetConfig { arch: Arch::Resnet18, width: 0.25, stem: Stem::Cifar, zero_init_residual: true, sk_ratio: 0.0, se_ratio: 0.0, padding: Default::default() },
-        head: HeadConfig { mode: HeadMode::Nonlinear, layers: 3, proj_dim: 32 },
+        head: HeadConfig { mode: HeadMode::Nonlinear, layers: 3, proj_dim: 32, keep: None },
         probe_classes: 0,
         probe_layer: 0,
     };
@@ -65,7 +65,7 @@ fn head_returns_h_every_layer_and_z() {
     let head = simclr::num_trainable_params(&model) - simclr::num_trainable_params(&model.encoder);
     assert_eq!(head, 2 * (128 * 128 + 256) + 128 * 32 + 64);
     for (mode, n) in [(HeadMode::None, 1), (HeadMode::Linear, 2)] {
-        let m = ModelConfig { head: HeadConfig { mode, layers: 2, proj_dim: 32 }, ..cfg.clone() }.init(&device);
+        let m = ModelConfig { head: HeadConfig { mode, layers: 2, proj_dim: 32, keep: None }, ..cfg.clone() }.init(&device);
         assert_eq!(m.forward(Tensor::zeros([2, 3, 16, 16], &device)).len(), n);
     }
 }

@@ -65,7 +65,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Finetune { mut eval, subset, optim } => {
             eval.run = s.run_args(eval.run);
             let r = simclr::commands::finetune(&eval, &subset, &optim, device)?;
-            Ok(println!("{}", print::classified(&r, &format!("finetune ({}, {} labelled images)", r.source(), r.metrics.extra.labelled_images))))
+            let line = print::classified(&r, &format!("finetune ({}, {} labelled images)", r.source(), r.metrics.extra.labelled_images));
+            Ok(println!("{line}; the fine-tuned network: --checkpoint {}", r.out.display()))
         }
         Command::Embed { mut eval, features, split, map } => {
             eval.run = s.run_args(eval.run);

@@ -89,6 +89,8 @@ settings! {
         [] head_layers: usize = 2,
         /// Dimension of z.
         [] proj_dim: usize = 128,
+        /// Only the first this many head layers: a fine-tuned network's (set by `finetune`).
+        [skip] head_keep: Option<usize> = None,
     }
 }
 
@@ -451,7 +453,7 @@ impl ModelSettings {
                 se_ratio: self.se_ratio,
                 padding: self.padding,
             },
-            head: HeadConfig { mode: self.head, layers: self.head_layers, proj_dim: self.proj_dim },
+            head: HeadConfig { mode: self.head, layers: self.head_layers, proj_dim: self.proj_dim, keep: self.head_keep },
             probe_classes,
             probe_layer,
         }

@@ -154,6 +154,9 @@ impl train::StepHook<Classifier> for EpochLoss {
 
 /// What fine-tuning produced.
 pub struct Finetuned {
+    /// The fine-tuned network: encoder, the kept head layers, the classifier as its probe
+    /// reading the last kept layer.
+    pub model: SimClr,
     /// Test-set class scores of the fine-tuned network, one row per readable test image.
     pub test_scores: Vec<f32>,
     /// The labels of those rows (unreadable test images are left out of both).
@@ -220,5 +223,7 @@ pub fn finetune(
     let test_f = extract(&clf.net, layer, test, image_size, 256, bad, device)?;
     let train_f = extract(&clf.net, layer, &Subset::new(train.clone(), subset.to_vec()), image_size, 256, bad, device)?;
     let train_accuracy = crate::eval::topk_accuracy(&score(&train_f), classes, &train_f.labels, 1)?;
-    Ok(Finetuned { test_scores: score(&test_f), test_labels: test_f.labels, train_accuracy, final_loss: epoch_loss, peak_lr })
+    let Classifier { net, fc } = clf;
+    let model = SimClr { probe: Some(fc), probe_layer: layer, ..net };
+    Ok(Finetuned { model, test_scores: score(&test_f), test_labels: test_f.labels, train_accuracy, final_loss: epoch_loss, peak_lr })
 }
