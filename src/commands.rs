@@ -359,25 +359,24 @@ pub fn finetune(args: &EvalArgs, subset_args: &SubsetArgs, optim: &FinetuneOptim
         seed: p.flags.run.seed,
     };
     let done = finetune::finetune(p.loaded.model.clone(), p.loaded.image_size, p.train.clone(), &subset, p.test.as_ref(), &cfg, &p.flags.bad_images(), device)?;
-    let checkpoint = save_finetuned(&p, &done.model, &cfg, classes, subset.len())?;
+    let checkpoint = save_finetuned(&p, &done, &cfg, classes)?;
     let layer = Layer::Head(cfg.from_head_layer);
     let extra = FinetuneExtra { final_loss: done.final_loss, labelled_images: subset.len(), peak_lr: done.peak_lr, subset_file, checkpoint };
     let m = classification(&p, &done.test_scores, &done.test_labels, Some(done.train_accuracy), layer, extra)?;
     report(&p, "finetune", serde_json::to_value(&cfg)?, m, start)
 }
 
-/// Writes the fine-tuned `model` as a checkpoint of `OUT` (the sealed format of pretraining's),
+/// Writes the fine-tuned network as a checkpoint of `OUT` (the sealed format of pretraining's),
 /// its config the network's with the head kept up to the classifier's layer, the classifier as
 /// the probe, and the data it was fine-tuned on; `OUT/report.json` says how it was made.
-fn save_finetuned(p: &Prepared, model: &crate::model::SimClr, ft: &Finetune, classes: usize, labelled: usize) -> Result<PathBuf> {
+fn save_finetuned(p: &Prepared, done: &finetune::Finetuned, ft: &Finetune, classes: usize) -> Result<PathBuf> {
     let mut cfg = p.loaded.config.clone();
     (cfg.model.head_keep, cfg.model.image_size) = (Some(ft.from_head_layer), p.loaded.image_size);
     (cfg.monitor.online_probe, cfg.monitor.num_classes, cfg.monitor.probe_layer) = (true, classes, ft.from_head_layer);
     (cfg.data, cfg.run.out, cfg.run.seed) = (p.flags.data.clone(), p.out.clone(), ft.seed);
-    let steps = ft.epochs * (labelled / ft.batch.min(labelled).max(1));
-    let state = crate::checkpoint::TrainState { step: steps, epoch: ft.epochs, seed: ft.seed };
+    let state = crate::checkpoint::TrainState { step: done.steps, epoch: ft.epochs, seed: ft.seed };
     let rule = crate::optim::Rule::new(crate::optim::OptimizerKind::Sgd, ft.momentum, ft.weight_decay);
-    crate::checkpoint::save(&p.out, &cfg, model, &crate::optim::Optimizer::new(rule), &state)
+    crate::checkpoint::save(&p.out, &cfg, &done.model, &crate::optim::Optimizer::new(rule), &state)
 }
 
 /// Which split `simclr embed` writes.

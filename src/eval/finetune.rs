@@ -167,6 +167,8 @@ pub struct Finetuned {
     pub final_loss: f64,
     /// The learning rate after batch-size scaling (the cosine's start).
     pub peak_lr: f64,
+    /// Optimiser steps taken.
+    pub steps: usize,
 }
 
 /// Fine-tunes `model` on the images `subset` of `train` and scores `test`.
@@ -225,5 +227,5 @@ pub fn finetune(
     let train_accuracy = crate::eval::topk_accuracy(&score(&train_f), classes, &train_f.labels, 1)?;
     let Classifier { net, fc } = clf;
     let model = SimClr { probe: Some(fc), probe_layer: layer, ..net };
-    Ok(Finetuned { model, test_scores: score(&test_f), test_labels: test_f.labels, train_accuracy, final_loss: epoch_loss, peak_lr })
+    Ok(Finetuned { model, test_scores: score(&test_f), test_labels: test_f.labels, train_accuracy, final_loss: epoch_loss, peak_lr, steps: total })
 }
