@@ -111,8 +111,8 @@ fn v2(width: f32, se_ratio: f32) -> ResNetConfig {
 
 #[test]
 fn selective_kernels_add_the_official_parameter_count() {
-    // SimCLR v2's README lists r50_1x_sk1 at 35 M parameters (with its 1000-way supervised head,
-    // 2048·1000 + 1000) against 24 M without selective kernels. Ours, counted by hand: ResNet-50
+    // SimCLR v2's README lists r50_1x_sk1 at 35 M parameters (the encoder: its colab counts without
+    // the heads) against 24 M without selective kernels. Ours, counted by hand: ResNet-50
     // 23,508,032; each bottleneck's 3×3 doubles (+9·p²) with its BN (+2p), the attention adds p·32
     // + BN 64 + 32·2p where 32 > p/16, and the deep stem (27·32 + 9·32·32 + 9·32·64 + BN 256) is
     // 29,600 where the 7×7 was 9,408 + BN 128; the four shortcuts keep their sizes.
