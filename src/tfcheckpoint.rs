@@ -156,13 +156,14 @@ pub fn prefix_of(path: &Path) -> PathBuf {
     path.to_path_buf()
 }
 
-/// Whether `path` names a TensorFlow checkpoint: its `PREFIX.index` exists, or `path` is a
-/// folder with TensorFlow's `checkpoint` file or `.index` files.
+/// Whether `path` names a TensorFlow checkpoint: its `PREFIX.index` exists (whatever it is: the
+/// reader then says why it cannot read it), or `path` is a folder with TensorFlow's `checkpoint`
+/// file or `.index` files.
 pub fn is_checkpoint(path: &Path) -> bool {
     if path.is_dir() {
         return crate::files::is_regular(&path.join("checkpoint")) || indexes(path).is_ok_and(|i| !i.is_empty());
     }
-    crate::files::is_regular(&index_path(&prefix_of(path)))
+    index_path(&prefix_of(path)).exists()
 }
 
 /// The `.index` files of the folder `dir`, sorted.

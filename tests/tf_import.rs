@@ -246,3 +246,14 @@ fn predict_classifies_images_with_the_imported_supervised_head() {
     let err = format!("{:#}", predict(&plain, &images, 1, None, &simclr::config::Config::default(), &device()).unwrap_err());
     assert!(err.contains("has no classifier"), "{err}");
 }
+
+#[test]
+fn a_fifo_where_the_index_should_be_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = dir.path().join("model.ckpt-9.index");
+    assert!(std::process::Command::new("mkfifo").arg(&index).status().unwrap().success());
+    let prefix = dir.path().join("model.ckpt-9");
+    assert!(simclr::tfcheckpoint::is_checkpoint(&prefix), "the index exists: the TensorFlow reader says why it cannot read it");
+    let err = import_error(&prefix);
+    assert!(err.contains("a FIFO; only regular files are read"), "{err}");
+}
