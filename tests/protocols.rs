@@ -113,7 +113,7 @@ fn fine_tuned_network_is_a_checkpoint(ft: &Path, reported: f64, le: &Path, png: 
     let test = simclr::data::open(&loaded.config.source(), simclr::data::Split::Test).unwrap();
     let f = simclr::eval::extract(&loaded.model, 1, test.as_ref(), 16, 256, &simclr::data::BadImages::Fail, &device).unwrap();
     let probe = loaded.model.probe.as_ref().expect("the classifier is the probe");
-    let predicted = probe.forward(Tensor::<2>::from_data(TensorData::new(f.data.clone(), [f.n, f.dim]), &device)).argmax(1).into_data().convert::<i64>().into_vec::<i64>().unwrap();
+    let predicted = probe.forward(Tensor::<2>::from_data(TensorData::new(f.data.clone(), [f.n, f.dim]), &device)).argmax(1).into_data().convert::<i64>().try_into_vec::<i64>().unwrap();
     let hits = predicted.iter().zip(&f.labels).filter(|(p, l)| **p as usize == **l).count();
     assert_eq!(hits as f64 / f.n as f64, reported, "the reloaded classifier's test top-1");
 
