@@ -1,10 +1,11 @@
-//! The evaluation commands (`linear-eval`, `knn`, `finetune`, `embed`) as library functions: each
-//! loads a checkpoint (or builds a random-init network), runs its protocol, writes
-//! `OUT/report.json` (plus a confusion matrix PNG for classifiers) and returns that report.
+//! The evaluation commands (`linear-eval`, `knn`, `finetune`, `embed`) and v2's distillation
+//! (`distill`) as library functions: each loads a checkpoint (or builds a random-init network),
+//! runs its protocol, writes `OUT/report.json` (plus a confusion matrix PNG for classifiers) and
+//! returns that report.
 
 use crate::config::{Config, DataArgs, ModelArgs, RunArgs};
 use crate::data::{self, Dataset, Split};
-use crate::eval::{self, Layer, Loaded};
+use crate::eval::{self, paired, Layer, Loaded};
 use crate::eval::finetune::{self, Finetune};
 use crate::eval::knn::Knn;
 use crate::eval::linear::{self, SgdProbe};
@@ -250,7 +251,31 @@ fn classification<E>(p: &Prepared, scores: &[f32], labels: &[usize], train_top1:
         extra,
     };
     confusion_png(&matrix, &p.out.join("confusion.png"))?;
+    crate::eval::embed::write_ints(&paired::predictions(scores, classes), &p.out.join(PREDICTIONS))?;
+    crate::eval::embed::write_ints(labels, &p.out.join(TEST_LABELS))?;
     Ok(m)
+}
+
+/// The file of each classifier command's `OUT` with its top class for each scored test image.
+pub const PREDICTIONS: &str = "test_predictions.npy";
+/// The file beside it with those images' labels.
+pub const TEST_LABELS: &str = "test_labels.npy";
+
+/// `simclr compare`: the classifiers whose commands wrote the folders `a` and `b`, compared image
+/// by image on their shared test images (McNemar's test, [`paired::mcnemar`]).
+pub fn compare(a: &Path, b: &Path) -> Result<paired::Paired> {
+    let read = |dir: &Path| -> Result<(Vec<usize>, Vec<usize>)> {
+        let file = |name: &str| {
+            let f = dir.join(name);
+            crate::eval::embed::read_ints(&f).with_context(|| format!("{}: no {name} to compare; give the --out of linear-eval, knn, finetune or distill", dir.display()))
+        };
+        Ok((file(PREDICTIONS)?, file(TEST_LABELS)?))
+    };
+    let ((pa, la), (pb, lb)) = (read(a)?, read(b)?);
+    if la != lb || pa.len() != la.len() || pb.len() != lb.len() {
+        bail!("{} and {} did not score the same test images (their {TEST_LABELS} differ): compare runs on the same test split", a.display(), b.display());
+    }
+    paired::mcnemar(&paired::hits(&pa, &la), &paired::hits(&pb, &lb))
 }
 
 fn require_labels(p: &Prepared, protocol: &str) -> Result<()> {
@@ -310,11 +335,12 @@ pub struct SubsetArgs {
     pub from_head_layer: usize,
 }
 
-/// The optimisation of `simclr finetune` (paper App. B.5): its own flags, with their own defaults.
+/// How `finetune` and `distill` train their classifier (paper App. B.5's fine-tuning): its own
+/// flags, with their own defaults.
 #[derive(Clone, Debug)]
 #[cfg_attr(feature = "cli", derive(clap::Args))]
-pub struct FinetuneOptimArgs {
-    /// Epochs over the labelled subset.
+pub struct ClassifierOptimArgs {
+    /// Epochs over the training images (the labelled subset for `finetune`, every image for `distill`).
     #[cfg_attr(feature = "cli", arg(long, default_value_t = 30))]
     pub epochs: usize,
     /// Images per step.
@@ -327,16 +353,40 @@ pub struct FinetuneOptimArgs {
     /// How the LR scales with the batch size.
     #[cfg_attr(feature = "cli", arg(long, value_enum, default_value = "linear"))]
     pub lr_scaling: crate::schedule::LrScaling,
-    /// Nesterov momentum.
+    /// Update rule (sgd: Nesterov momentum, as the paper's fine-tuning).
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value = "sgd"))]
+    pub optimizer: crate::optim::OptimizerKind,
+    /// Momentum.
     #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.9))]
     pub momentum: f64,
-    /// Weight decay (none, as the paper).
+    /// Weight decay (none, as the paper's fine-tuning).
     #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.0))]
     pub weight_decay: f64,
+    /// Smallest random-crop area of the training views, a fraction of the image (the paper's
+    /// 0.08; small images such as Fashion-MNIST's 28 px lose much to 8% crops).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = crate::augment::PAPER_MIN_CROP_AREA))]
+    pub crop_min_area: f32,
+}
+
+impl ClassifierOptimArgs {
+    /// The settings, with `seed` for the data order and the classifier's weights.
+    pub fn fit(&self, seed: u64) -> finetune::Fit {
+        finetune::Fit {
+            epochs: self.epochs,
+            batch: self.batch_size,
+            lr: self.lr,
+            lr_scaling: self.lr_scaling,
+            optimizer: self.optimizer,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            crop_min_area: self.crop_min_area,
+            seed,
+        }
+    }
 }
 
 /// `simclr finetune`.
-pub fn finetune(args: &EvalArgs, subset_args: &SubsetArgs, optim: &FinetuneOptimArgs, device: &Device) -> Result<Report<ClassMetrics<FinetuneExtra>>> {
+pub fn finetune(args: &EvalArgs, subset_args: &SubsetArgs, optim: &ClassifierOptimArgs, device: &Device) -> Result<Report<ClassMetrics<FinetuneExtra>>> {
     let start = Instant::now();
     let p = prepare(args, None, "runs/finetune", device)?;
     require_labels(&p, "fine-tuning")?;
@@ -348,16 +398,7 @@ pub fn finetune(args: &EvalArgs, subset_args: &SubsetArgs, optim: &FinetuneOptim
     };
     let subset_file = p.out.join(format!("subset-{}-seed{}.txt", subset_args.label_fraction, p.flags.run.seed));
     finetune::write_subset(&subset_file, &subset)?;
-    let cfg = Finetune {
-        from_head_layer: subset_args.from_head_layer,
-        epochs: optim.epochs,
-        batch: optim.batch_size,
-        lr: optim.lr,
-        lr_scaling: optim.lr_scaling,
-        momentum: optim.momentum,
-        weight_decay: optim.weight_decay,
-        seed: p.flags.run.seed,
-    };
+    let cfg = Finetune { from_head_layer: subset_args.from_head_layer, fit: optim.fit(p.flags.run.seed) };
     let done = finetune::finetune(p.loaded.model.clone(), p.loaded.image_size, p.train.clone(), &subset, p.test.as_ref(), &cfg, &p.flags.bad_images(), device)?;
     let checkpoint = save_finetuned(&p, &done, &cfg, classes)?;
     let layer = Layer::Head(cfg.from_head_layer);
@@ -366,17 +407,133 @@ pub fn finetune(args: &EvalArgs, subset_args: &SubsetArgs, optim: &FinetuneOptim
     report(&p, "finetune", serde_json::to_value(&cfg)?, m, start)
 }
 
-/// Writes the fine-tuned network as a checkpoint of `OUT` (the sealed format of pretraining's),
-/// its config the network's with the head kept up to the classifier's layer, the classifier as
-/// the probe, and the data it was fine-tuned on; `OUT/report.json` says how it was made.
+/// Writes the fine-tuned network as a checkpoint of `OUT` ([`save_classifier`]), the head kept up
+/// to the classifier's layer.
 fn save_finetuned(p: &Prepared, done: &finetune::Finetuned, ft: &Finetune, classes: usize) -> Result<PathBuf> {
     let mut cfg = p.loaded.config.clone();
-    (cfg.model.head_keep, cfg.model.image_size) = (Some(ft.from_head_layer), p.loaded.image_size);
-    (cfg.monitor.online_probe, cfg.monitor.num_classes, cfg.monitor.probe_layer) = (true, classes, ft.from_head_layer);
-    (cfg.data, cfg.run.out, cfg.run.seed) = (p.flags.data.clone(), p.out.clone(), ft.seed);
-    let state = crate::checkpoint::TrainState { step: done.steps, epoch: ft.epochs, seed: ft.seed };
-    let rule = crate::optim::Rule::new(crate::optim::OptimizerKind::Sgd, ft.momentum, ft.weight_decay);
-    crate::checkpoint::save(&p.out, &cfg, &done.model, &crate::optim::Optimizer::new(rule), &state)
+    cfg.model.head_keep = Some(ft.from_head_layer);
+    let optim = crate::optim::Optimizer::new(crate::optim::Rule::new(ft.fit.optimizer, ft.fit.momentum, ft.fit.weight_decay));
+    save_classifier(p, cfg, &done.model, &optim, &ft.fit, done.steps, classes)
+}
+
+/// Writes a network whose probe is its classifier (fine-tuned, distilled) as a checkpoint of `OUT`
+/// (the sealed format of pretraining's): `cfg` (the network's settings) with the classifier as
+/// the probe at its layer, the data it was trained on and `fit`'s seed; `OUT/report.json` says
+/// how it was made.
+fn save_classifier(p: &Prepared, mut cfg: Config, model: &crate::model::SimClr, optim: &crate::optim::Optimizer, fit: &finetune::Fit, steps: usize, classes: usize) -> Result<PathBuf> {
+    cfg.model.image_size = p.loaded.image_size;
+    (cfg.monitor.online_probe, cfg.monitor.num_classes, cfg.monitor.probe_layer) = (true, classes, model.probe_layer);
+    (cfg.data, cfg.run.out, cfg.run.seed) = (p.flags.data.clone(), p.out.clone(), fit.seed);
+    let state = crate::checkpoint::TrainState { step: steps, epoch: fit.epochs, seed: fit.seed };
+    crate::checkpoint::save(&p.out, &cfg, model, optim, &state)
+}
+
+/// What `simclr distill` reads besides the data: the teacher, the loss, the labelled images and the
+/// student network.
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct DistillArgs {
+    /// The teacher: a network with a classifier (the --out of `simclr finetune`, or its checkpoint
+    /// folder).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub teacher: PathBuf,
+    /// τ of the teacher's and the student's softmax (the official notebook's 1; the loss is
+    /// scaled by τ², as there).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1.0))]
+    pub temperature: f32,
+    /// Weight w of the labelled images' cross-entropy beside the teacher's (v2 eq. 3 with
+    /// α = 1 − w); 0: the teacher alone. Needs --subset.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0.0))]
+    pub label_weight: f32,
+    /// The labelled images for --label-weight: the subset file `simclr finetune` wrote.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub subset: Option<PathBuf>,
+    /// Student encoder depth (default: the teacher's; self-distillation).
+    #[cfg_attr(feature = "cli", arg(long, value_enum, help_heading = "Student"))]
+    pub arch: Option<crate::resnet::Arch>,
+    /// Student width multiplier (default: the teacher's; e.g. half of it for big-to-small).
+    #[cfg_attr(feature = "cli", arg(long, help_heading = "Student"))]
+    pub width: Option<f32>,
+    /// Student selective kernels (default: the teacher's).
+    #[cfg_attr(feature = "cli", arg(long, help_heading = "Student"))]
+    pub sk_ratio: Option<f32>,
+    /// Student squeeze-excitation (default: the teacher's).
+    #[cfg_attr(feature = "cli", arg(long, help_heading = "Student"))]
+    pub se_ratio: Option<f32>,
+}
+
+/// `distill`'s extras.
+#[derive(Debug, Serialize)]
+pub struct DistillExtra {
+    /// The teacher's test top-1 on the same rows (fraction).
+    pub teacher_top1: f64,
+    /// Share of test images on which student and teacher pick the same class.
+    pub teacher_agreement: f64,
+    /// The student (a) against its teacher (b), image by image on the test split.
+    pub vs_teacher: paired::Paired,
+    /// Mean loss of the last epoch.
+    pub final_loss: f64,
+    /// Images distilled on (every training image).
+    pub images: usize,
+    /// Of them, images that brought their label (--subset with --label-weight).
+    pub labelled_images: usize,
+    /// The learning rate after scaling by the batch size.
+    pub peak_lr: f64,
+    /// The student's checkpoint.
+    pub checkpoint: PathBuf,
+    /// Where the time went.
+    pub timing: crate::distill::Timing,
+}
+
+/// `simclr distill`: a student trained on the teacher's class probabilities on every training
+/// image, checkpointed each epoch in `OUT/checkpoints`, scored on the test split beside its teacher.
+pub fn distill(args: &DistillArgs, data: &DataArgs, run: &RunArgs, optim: &ClassifierOptimArgs, device: &Device) -> Result<Report<ClassMetrics<DistillExtra>>> {
+    let start = Instant::now();
+    let eval_args = EvalArgs { checkpoint: Some(args.teacher.clone()), random_init: false, data: data.clone(), model: ModelArgs::default(), run: run.clone() };
+    let mut p = prepare(&eval_args, None, "runs/distill", device)?;
+    let cfg = crate::distill::Distill { temperature: args.temperature, label_weight: args.label_weight, fit: optim.fit(p.flags.run.seed) };
+    cfg.validate()?;
+    let classes = crate::distill::teacher_classes(&p.loaded.model).with_context(|| format!("--teacher {}", args.teacher.display()))?;
+    let labelled = match (&args.subset, args.label_weight > 0.0) {
+        (Some(file), true) => finetune::read_subset(file, p.train.len())?,
+        (None, false) => Vec::new(),
+        (Some(file), false) => bail!("--subset {}: read only with --label-weight above 0; add --label-weight (e.g. 0.5) or leave --subset out", file.display()),
+        (None, true) => bail!("--label-weight {}: needs the labelled images; add --subset with the subset file `simclr finetune` wrote", args.label_weight),
+    };
+    let mut student_cfg = p.loaded.config.clone();
+    let m = &mut student_cfg.model;
+    m.arch = args.arch.unwrap_or(m.arch);
+    m.width = args.width.unwrap_or(m.width);
+    m.sk_ratio = args.sk_ratio.unwrap_or(m.sk_ratio);
+    m.se_ratio = args.se_ratio.unwrap_or(m.se_ratio);
+    m.head_keep = Some(0);
+    (student_cfg.monitor.online_probe, student_cfg.monitor.num_classes, student_cfg.monitor.probe_layer) = (true, classes, 0);
+    (student_cfg.data, student_cfg.run.out, student_cfg.run.seed) = (p.flags.data.clone(), p.out.clone(), cfg.fit.seed);
+    student_cfg.validate().context("the student network")?;
+    // The report's network is the student; its `checkpoint` the teacher it was taught by.
+    p.loaded.config = student_cfg.clone();
+    let student = eval::random_init_baseline(&student_cfg, p.loaded.image_size).init_seeded(cfg.fit.seed, device).with_compute(p.flags.run.compute(device)?);
+    let bad = p.flags.bad_images();
+    let mut checkpoint = PathBuf::new();
+    let mut save = |end: finetune::EpochEnd<'_>| -> Result<()> {
+        checkpoint = save_classifier(&p, student_cfg.clone(), &end.clf.clone().into_model(), end.optim, &cfg.fit, end.steps, classes)?;
+        Ok(())
+    };
+    let done = crate::distill::distill(&p.loaded.model, student, p.loaded.image_size, p.train.clone(), &labelled, p.test.as_ref(), &cfg, &bad, &mut save, device)?;
+    let hits = |scores: &[f32]| paired::hits(&paired::predictions(scores, classes), &done.test_labels);
+    let extra = DistillExtra {
+        vs_teacher: paired::mcnemar(&hits(&done.test_scores), &hits(&done.teacher_scores))?,
+        teacher_top1: eval::topk_accuracy(&done.teacher_scores, classes, &done.test_labels, 1)?,
+        teacher_agreement: crate::distill::agreement(&done.test_scores, &done.teacher_scores, classes),
+        final_loss: done.final_loss,
+        images: p.train.len(),
+        labelled_images: labelled.len(),
+        peak_lr: done.peak_lr,
+        checkpoint,
+        timing: done.timing,
+    };
+    let m = classification(&p, &done.test_scores, &done.test_labels, None, Layer::Head(0), extra)?;
+    report(&p, "distill", serde_json::to_value(&cfg)?, m, start)
 }
 
 /// Which split `simclr embed` writes.

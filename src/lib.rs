@@ -22,6 +22,7 @@ pub mod curves;
 pub mod data;
 pub mod demo;
 pub mod device;
+pub mod distill;
 pub mod distributed;
 pub mod eval;
 pub mod export;

@@ -94,6 +94,7 @@ fn each_command_lists_only_the_flags_it_reads() {
     let optim = ["temperature", "l2-normalize", "batch-size", "epochs", "max-steps", "optimizer", "lr", "lr-scaling", "warmup-epochs", "weight-decay", "momentum", "sync-bn", "micro-batch", "chunk-views"];
     let network = ["checkpoint", "random-init", "seed", "out"];
     let features = ["layer", "feature-cache"];
+    let classifier_optim = ["epochs", "batch-size", "lr", "lr-scaling", "optimizer", "momentum", "weight-decay", "crop-min-area"];
     let cases: Vec<(&[&str], Vec<&str>)> = vec![
         (&["knn"], [&network[..], &features, &data, &model, &["k", "knn-temperature"]].concat()),
         (&["linear-eval"], [&network[..], &features, &data, &model, &["solver", "sgd-epochs", "sgd-lr"]].concat()),
@@ -102,7 +103,9 @@ fn each_command_lists_only_the_flags_it_reads() {
         (&["export"], vec!["checkpoint", "format", "layer", "out"]),
         (&["predict"], vec!["checkpoint", "top", "class-names", "json"]),
         (&["import"], [&["weights", "prefix", "ema", "classifier-layer", "seed", "out"][..], &model].concat().into_iter().filter(|f| !["zero-init-residual", "padding"].contains(f)).collect()),
-        (&["finetune"], [&network[..], &data, &model, &["label-fraction", "subset", "from-head-layer"], &["epochs", "batch-size", "lr", "lr-scaling", "momentum", "weight-decay"]].concat()),
+        (&["finetune"], [&network[..], &data, &model, &["label-fraction", "subset", "from-head-layer"], &classifier_optim].concat()),
+        (&["distill"], [&["teacher", "temperature", "label-weight", "subset", "arch", "width", "sk-ratio", "se-ratio", "seed", "out"][..], &data, &classifier_optim].concat()),
+        (&["compare"], vec![]),
         (&["bench", "step"], [&model[..], &["steps", "warmup", "json", "batch-size", "micro-batch", "chunk-views", "optimizer"]].concat()),
     ];
     for (command, expected) in cases {
@@ -134,6 +137,10 @@ fn help_shows_the_defaults_each_command_uses() {
         assert!(finetune.contains(default), "finetune --help lacks {default}");
     }
     assert!(help(&["knn"]).contains("[default: runs/knn]"));
+    let distill = help(&["distill"]);
+    for default in ["[default: 1]", "[default: 0]", "[default: sgd]", "[default: 0.08]", "[default: runs/distill]"] {
+        assert!(distill.contains(default), "distill --help lacks {default}");
+    }
 }
 
 #[test]

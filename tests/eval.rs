@@ -213,3 +213,28 @@ fn several_layers_in_one_pass_equal_each_layer_alone_and_the_probe_scores_them()
     assert_eq!(p.train_top1, p.test_top1, "the same features as train and test");
     assert!(simclr::eval::extract_layers(&model, &[3], &ds, 16, 20, &bad, &device()).is_err(), "no layer 3 with a 2-layer head");
 }
+
+#[test]
+fn mcnemar_counts_the_discordant_images_and_its_p_value_is_the_exact_binomial_tail() {
+    use simclr::eval::paired::{hits, mcnemar, predictions};
+    let (t, f) = (true, false);
+    // Only the first right on 3 images, never the second alone: p = 2 · (½)³.
+    let c = mcnemar(&[t, t, t, t, f], &[f, f, f, t, f]).unwrap();
+    assert_eq!((c.images, c.only_a, c.only_b), (5, 3, 0));
+    assert!((c.p_value - 0.25).abs() < 1e-12 && (c.top1_a - 0.8).abs() < 1e-12 && (c.top1_b - 0.2).abs() < 1e-12, "{c:?}");
+    // 10 against 2: p = 2 · (1 + 12 + 66) / 2¹².
+    let a: Vec<bool> = (0..12).map(|i| i < 10).collect();
+    let b: Vec<bool> = (0..12).map(|i| i >= 10).collect();
+    assert!((mcnemar(&a, &b).unwrap().p_value - 158.0 / 4096.0).abs() < 1e-12);
+    // Symmetric, 1 when the split is even, tiny but not 0 for thousands of images.
+    assert_eq!(mcnemar(&b, &a).unwrap().p_value, mcnemar(&a, &b).unwrap().p_value);
+    assert_eq!(mcnemar(&[t, f], &[f, t]).unwrap().p_value, 1.0);
+    let a: Vec<bool> = (0..9000).map(|i| i < 5000).collect();
+    let b: Vec<bool> = (0..9000).map(|i| i >= 5000).collect();
+    let p = mcnemar(&a, &b).unwrap().p_value;
+    assert!(p > 0.0 && p < 1e-20, "{p}");
+    assert!(mcnemar(&[t], &[t, f]).is_err() && mcnemar(&[], &[]).is_err());
+    // Ties pick the first class, as the confusion matrix does.
+    assert_eq!(predictions(&[0.1, 0.9, 0.5, 0.5, 2.0, -1.0], 2), [1, 0, 0]);
+    assert_eq!(hits(&[1, 0, 0], &[1, 1, 0]), [true, false, true]);
+}

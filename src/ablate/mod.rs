@@ -367,16 +367,18 @@ fn supervised(cfg: &Config, data: &EvalData, device: &Device, result: &mut CellR
     let every: Vec<usize> = (0..data.train.len()).collect();
     let steps_per_epoch = every.len() / cfg.optim.batch_size;
     let epochs = if cfg.optim.max_steps > 0 { cfg.optim.max_steps.div_ceil(steps_per_epoch) } else { cfg.optim.epochs };
-    let settings = finetune::Finetune {
-        from_head_layer: 0,
+    let fit = finetune::Fit {
         epochs,
         batch: cfg.optim.batch_size,
         lr: studies::SUPERVISED_LR,
         lr_scaling: crate::schedule::LrScaling::Linear,
+        optimizer: crate::optim::OptimizerKind::Sgd,
         momentum: 0.9,
         weight_decay: studies::SUPERVISED_WEIGHT_DECAY,
+        crop_min_area: crate::augment::PAPER_MIN_CROP_AREA,
         seed: cfg.run.seed,
     };
+    let settings = finetune::Finetune { from_head_layer: 0, fit };
     let done = finetune::finetune(model, size, data.train.clone(), &every, data.test.as_ref(), &settings, &cfg.bad_images(), device)?;
     let classes = data.train.num_classes();
     result.top1.insert("supervised".into(), 100.0 * eval::topk_accuracy(&done.test_scores, classes, &done.test_labels, 1)?);

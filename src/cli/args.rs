@@ -1,7 +1,7 @@
 //! The flags of every command: clap's definitions, with the help each `--help` prints.
 
 use clap::{Parser, Subcommand};
-use simclr::commands::{EvalArgs, FeatureArgs, FinetuneOptimArgs, Solver, SplitArg, SubsetArgs};
+use simclr::commands::{ClassifierOptimArgs, DistillArgs, EvalArgs, FeatureArgs, Solver, SplitArg, SubsetArgs};
 use simclr::config::{AugmentArgs, ConfigArgs, DataArgs, ModelArgs, RunArgs};
 use std::path::PathBuf;
 
@@ -89,7 +89,30 @@ pub enum Command {
         #[command(flatten)]
         eval: EvalArgs,
         #[command(flatten, next_help_heading = "Fine-tuning optimisation")]
-        optim: FinetuneOptimArgs,
+        optim: ClassifierOptimArgs,
+    },
+    /// SimCLR v2's third stage: train a student (the teacher's network without projection head,
+    /// or a smaller one) from scratch on a fine-tuned teacher's class probabilities on every
+    /// training image; checkpoints in OUT/checkpoints, scored beside the teacher.
+    #[command(mut_arg("out", |a| a.help("Output folder (the student's checkpoints, report.json, confusion.png) [default: runs/distill]")))]
+    Distill {
+        #[command(flatten)]
+        distill: DistillArgs,
+        /// The dataset, as for `pretrain` (its training images are distilled on, its test split scores).
+        #[command(flatten, next_help_heading = "Data")]
+        data: DataArgs,
+        #[command(flatten, next_help_heading = "Run")]
+        run: RunArgs,
+        #[command(flatten, next_help_heading = "Distillation optimisation")]
+        optim: ClassifierOptimArgs,
+    },
+    /// Compare two classifiers image by image on their shared test images (McNemar's exact test):
+    /// the --out folders of two linear-eval, knn, finetune or distill runs.
+    Compare {
+        /// The first run's folder (its test_predictions.npy and test_labels.npy).
+        a: PathBuf,
+        /// The second run's folder.
+        b: PathBuf,
     },
     /// Write the representation of every image as features.npy (+ labels.npy, and index.npy: each
     /// row's image index), for `simclr search` and other tools.

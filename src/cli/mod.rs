@@ -68,6 +68,20 @@ pub fn run(cli: Cli) -> Result<()> {
             let line = print::classified(&r, &format!("finetune ({}, {} labelled images)", r.source(), r.metrics.extra.labelled_images));
             Ok(println!("{line}; the fine-tuned network: --checkpoint {}", r.out.display()))
         }
+        Command::Distill { distill, data, run, optim } => {
+            let r = simclr::commands::distill(&distill, &data, &s.run_args(run), &optim, device)?;
+            let x = &r.metrics.extra;
+            let line = print::classified(&r, &format!("distill ({}, {} images)", r.source(), x.images));
+            let v = &x.vs_teacher;
+            Ok(println!(
+                "{line}; teacher top-1 {:.2}% (student − teacher {:+.2} points, McNemar p = {:.2e}), agreement {:.2}%; the student: --checkpoint {}",
+                100.0 * x.teacher_top1, 100.0 * (v.top1_a - v.top1_b), v.p_value, 100.0 * x.teacher_agreement, r.out.display()
+            ))
+        }
+        Command::Compare { a, b } => {
+            let c = simclr::commands::compare(&a, &b)?;
+            Ok(println!("{}", print::compared(&c, &a, &b)))
+        }
         Command::Embed { mut eval, features, split, map } => {
             eval.run = s.run_args(eval.run);
             Ok(println!("{}", print::embedded(&simclr::commands::embed(&eval, &features, split, map.as_deref(), device)?)))

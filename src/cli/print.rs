@@ -22,6 +22,14 @@ pub fn classified<E: serde::Serialize>(r: &Report<ClassMetrics<E>>, what: &str) 
     line
 }
 
+/// `simclr compare`'s lines.
+pub fn compared(c: &simclr::eval::paired::Paired, a: &std::path::Path, b: &std::path::Path) -> String {
+    format!(
+        "{}: top-1 {:.2}%\n{}: top-1 {:.2}%\ndifference {:+.2} points on {} test images; only the first right on {}, only the second on {}; McNemar exact p = {:.3e}",
+        a.display(), 100.0 * c.top1_a, b.display(), 100.0 * c.top1_b, 100.0 * (c.top1_a - c.top1_b), c.images, c.only_a, c.only_b, c.p_value
+    )
+}
+
 /// `simclr embed`'s line.
 pub fn embedded(r: &Report<EmbedMetrics>) -> String {
     let m = &r.metrics;

@@ -96,13 +96,24 @@ pub fn read_index(dir: &Path) -> Result<Option<Vec<usize>>> {
     if !file.exists() {
         return Ok(None);
     }
-    Ok(Some(read_npy(&file, "<i8", 8)?.1.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as usize).collect()))
+    read_ints(&file).map(Some)
 }
 
 /// Writes each row's image index as `index.npy` into `out` (by rename).
 pub fn write_index(index: &[usize], out: &Path) -> Result<()> {
-    let bytes: Vec<u8> = index.iter().flat_map(|&i| (i as i64).to_le_bytes()).collect();
-    write_npy(&out.join("index.npy"), "<i8", &[index.len()], &bytes)
+    write_ints(index, &out.join("index.npy"))
+}
+
+/// Writes non-negative integers as a 1-D int64 `.npy` (by rename).
+pub fn write_ints(values: &[usize], file: &Path) -> Result<()> {
+    let bytes: Vec<u8> = values.iter().flat_map(|&i| (i as i64).to_le_bytes()).collect();
+    write_npy(file, "<i8", &[values.len()], &bytes)
+}
+
+/// Reads a 1-D int64 `.npy` of non-negative integers; an error naming the file for a negative one.
+pub fn read_ints(file: &Path) -> Result<Vec<usize>> {
+    let values = read_npy(file, "<i8", 8)?.1.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes"))).collect::<Vec<_>>();
+    values.iter().map(|&v| usize::try_from(v).with_context(|| format!("{}: holds {v}, not an index", file.display()))).collect()
 }
 
 /// Writes `features.npy` (and `labels.npy` when labelled) into `out`, each file by rename.

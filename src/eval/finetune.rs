@@ -2,12 +2,14 @@
 //! class-balanced label subsets drawn with a seed and saved as an index file, the encoder (plus the
 //! first K head layers, v2's "fine-tune from head layer K") and a new linear classifier trained
 //! end to end with cross-entropy, Nesterov SGD, cosine schedule, crop + flip augmentation only.
-//! With a randomly initialised network this is the supervised-from-scratch baseline.
+//! With a randomly initialised network this is the supervised-from-scratch baseline. Its loop
+//! ([`train_classifier`]: crop + flip views, the cosine schedule, the engine's steps) also trains
+//! distillation's students ([`crate::distill`]).
 
 use crate::augment::AugmentConfig;
-use crate::data::loader::{Loader, Shard};
+use crate::data::loader::{Batch, Loader, Shard};
 use crate::data::{BadImages, Dataset, Subset};
-use crate::eval::{extract, Features};
+use crate::eval::extract;
 use crate::model::SimClr;
 use crate::eval::linear::LinearClassifier;
 use crate::optim::{Optimizer, OptimizerKind, Rule};
@@ -60,24 +62,10 @@ pub fn read_subset(file: &Path, len: usize) -> Result<Vec<usize>> {
     Ok(out)
 }
 
-impl Finetune {
-    /// Checks the settings, naming the flag of each.
-    pub fn validate(&self) -> Result<()> {
-        use crate::config::check;
-        check::nonzero("--epochs", self.epochs)?;
-        check::nonzero("--batch-size", self.batch)?;
-        check::positive("--lr", self.lr)?;
-        check::momentum("--momentum", self.momentum)?;
-        check::finite_at_least("--weight-decay", self.weight_decay, 0.0)
-    }
-}
-
-/// Fine-tuning settings.
+/// How a classifier network trains: `finetune`, `distill`, `ablate`'s supervised baseline.
 #[derive(Clone, Debug, Serialize)]
-pub struct Finetune {
-    /// Head layers kept under the classifier (0: classify h).
-    pub from_head_layer: usize,
-    /// Epochs over the labelled subset.
+pub struct Fit {
+    /// Epochs over the training images.
     pub epochs: usize,
     /// Images per step.
     pub batch: usize,
@@ -86,12 +74,42 @@ pub struct Finetune {
     pub lr: f64,
     /// How the base learning rate scales with the batch size.
     pub lr_scaling: LrScaling,
-    /// Nesterov momentum.
+    /// The update rule (fine-tuning: SGD with Nesterov momentum, as the paper).
+    pub optimizer: OptimizerKind,
+    /// Momentum.
     pub momentum: f64,
-    /// Weight decay (0 by default, as the paper).
+    /// Weight decay (0 for fine-tuning, as the paper).
     pub weight_decay: f64,
+    /// Smallest random-crop area of the training views, a fraction of the image in (0, 1].
+    pub crop_min_area: f32,
     /// Seed of the data order and augmentation.
     pub seed: u64,
+}
+
+impl Fit {
+    /// Checks the settings, naming the flag of each.
+    pub fn validate(&self) -> Result<()> {
+        use crate::config::check;
+        check::nonzero("--epochs", self.epochs)?;
+        check::nonzero("--batch-size", self.batch)?;
+        check::positive("--lr", self.lr)?;
+        check::momentum("--momentum", self.momentum)?;
+        check::finite_at_least("--weight-decay", self.weight_decay, 0.0)?;
+        if !(self.crop_min_area > 0.0 && self.crop_min_area <= 1.0) {
+            bail!("--crop-min-area {}: must be in (0, 1] (the paper's 0.08; 1: no crop)", self.crop_min_area);
+        }
+        Ok(())
+    }
+}
+
+/// Fine-tuning settings.
+#[derive(Clone, Debug, Serialize)]
+pub struct Finetune {
+    /// Head layers kept under the classifier (0: classify h).
+    pub from_head_layer: usize,
+    /// The optimisation.
+    #[serde(flatten)]
+    pub fit: Fit,
 }
 
 /// The network being fine-tuned: encoder, kept head layers, new linear classifier.
@@ -115,6 +133,12 @@ impl Classifier {
         Ok(Classifier { net, fc })
     }
 
+    /// The network as a [`SimClr`] whose probe is the classifier, reading the last kept layer:
+    /// what checkpoints hold and every command reads.
+    pub fn into_model(self) -> SimClr {
+        let Classifier { net, fc } = self;
+        SimClr { probe: Some(fc), probe_layer: net.head.len(), ..net }
+    }
 }
 
 impl Classify<4> for Classifier {
@@ -123,21 +147,37 @@ impl Classify<4> for Classifier {
     }
 }
 
-/// Fine-tuning's view of its steps: a progress bar, each epoch's mean loss logged, and an error
-/// once the loss is not a finite number.
-struct EpochLoss {
+/// A classifier's view of its steps: a progress bar, each epoch's mean loss logged (and handed to
+/// `epoch_end`), and an error once the loss is not a finite number.
+struct EpochLoss<'a> {
+    stage: &'static str,
     epochs: usize,
     steps_per_epoch: usize,
     /// The mean loss of the epoch so far (of the last epoch, at the end).
     loss: f64,
     bar: indicatif::ProgressBar,
+    epoch_end: &'a mut dyn FnMut(EpochEnd<'_>) -> Result<()>,
 }
 
-impl train::StepHook<Classifier> for EpochLoss {
+/// A classifier's state at the end of one of its training epochs.
+pub struct EpochEnd<'a> {
+    /// Epochs done.
+    pub epoch: usize,
+    /// Steps done.
+    pub steps: usize,
+    /// The epoch's mean loss.
+    pub loss: f64,
+    /// The network.
+    pub clf: &'a Classifier,
+    /// The optimiser.
+    pub optim: &'a Optimizer,
+}
+
+impl train::StepHook<Classifier> for EpochLoss<'_> {
     fn after_step(&mut self, end: train::StepEnd<'_, Classifier>) -> Result<train::Flow> {
-        let (value, done, per_epoch) = (end.logged.get("loss").expect("the cross-entropy logs its loss"), end.done, self.steps_per_epoch);
+        let (value, done, per_epoch) = (end.logged.get("loss").expect("a classifier's objective logs its loss"), end.done, self.steps_per_epoch);
         if !value.is_finite() {
-            bail!("fine-tuning loss became {value} at step {done}; lower --lr");
+            bail!("{} loss became {value} at step {done}; lower --lr", self.stage);
         }
         if (done - 1) % per_epoch == 0 {
             self.loss = 0.0;
@@ -146,10 +186,86 @@ impl train::StepHook<Classifier> for EpochLoss {
         self.bar.set_position(done as u64);
         self.bar.set_message(format!("epoch {}/{} loss {value:.4}", (done - 1) / per_epoch + 1, self.epochs));
         if done % per_epoch == 0 {
-            self.bar.suspend(|| tracing::info!("fine-tune epoch {}/{}: loss {:.4}", done / per_epoch, self.epochs, self.loss));
+            let epoch = done / per_epoch;
+            self.bar.suspend(|| tracing::info!("{} epoch {epoch}/{}: loss {:.4}", self.stage, self.epochs, self.loss));
+            (self.epoch_end)(EpochEnd { epoch, steps: done, loss: self.loss, clf: end.model, optim: end.optim })?;
         }
         Ok(train::Flow::Continue)
     }
+}
+
+/// A trained classifier.
+pub struct Trained {
+    /// The network, on the plain device.
+    pub clf: Classifier,
+    /// Mean loss of the last epoch.
+    pub final_loss: f64,
+    /// The learning rate after batch-size scaling (the cosine's start).
+    pub peak_lr: f64,
+    /// Optimiser steps taken.
+    pub steps: usize,
+}
+
+/// Trains `clf` (built on the plain `device`) on crop + flip views of side `image_size` of the
+/// images `pool` of `train`, `fit.batch` a step, minimising `objective` on the batches
+/// `batch_of` makes of the loader's (on the autodiff device it is given). `stage` names the
+/// training in the progress bar and the log; `epoch_end` sees the network after each epoch.
+#[allow(clippy::too_many_arguments)]
+pub fn train_classifier<O: train::Objective<Classifier>>(
+    clf: Classifier,
+    train: Arc<dyn Dataset>,
+    pool: &[usize],
+    image_size: usize,
+    fit: &Fit,
+    objective: O,
+    bad: &BadImages,
+    stage: &'static str,
+    mut batch_of: impl FnMut(Batch, &Device) -> Result<O::Batch>,
+    epoch_end: &mut dyn FnMut(EpochEnd<'_>) -> Result<()>,
+    device: &Device,
+) -> Result<Trained> {
+    fit.validate()?;
+    let ad = device.clone().autodiff();
+    // Built on the plain device, then moved: a parameter drawn on the autodiff device is no leaf
+    // once moved, and cannot be marked for training.
+    let clf = clf.to_device(&ad).train();
+    let batch = fit.batch.min(pool.len());
+    let steps_per_epoch = pool.len() / batch;
+    let total = fit.epochs.checked_mul(steps_per_epoch).with_context(|| format!("--epochs {}: too many steps to count; use fewer epochs", fit.epochs))?;
+    let peak_lr = fit.lr_scaling.scale(fit.lr, batch);
+    let schedule = WarmupCosine { peak: peak_lr, warmup_steps: 0, total_steps: total };
+    // Crop and flip only: no colour distortion (strength 0), no blur; resized as the network's run.
+    let aug = AugmentConfig { blur: false, min_area: fit.crop_min_area, resize: clf.net.input_resize, ..AugmentConfig::simclr(image_size, 0.0) };
+    let loader = Loader { ds: train, pool: pool.to_vec(), views: 1, aug, seed: fit.seed, batch, shard: Shard::WHOLE, bad: bad.clone() }.spawn(0, total);
+    let mut optim = Optimizer::new(Rule::new(fit.optimizer, fit.momentum, fit.weight_decay));
+    let bar = crate::progress::bar(total as u64, stage);
+    let mut progress = EpochLoss { stage, epochs: fit.epochs, steps_per_epoch, loss: 0.0, bar, epoch_end };
+    let next_batch = |_| batch_of(loader.recv().context("the data loader stopped")??, &ad);
+    let clf = train::run(clf, &mut optim, &train::Whole(objective), |step| schedule.lr(step), 0..total, distributed::alone(), next_batch, &mut progress)?;
+    progress.bar.finish_and_clear();
+    Ok(Trained { clf: clf.valid(), final_loss: progress.loss, peak_lr, steps: total })
+}
+
+/// The pixels of a loader's batch of one view per image, `[n, 3, S, S]` on `device`.
+pub fn view_pixels(batch: &Batch, image_size: usize, device: &Device) -> Tensor<4> {
+    Tensor::<4>::from_data(TensorData::new(batch.pixels.clone(), [batch.images.len(), 3, image_size, image_size]), device)
+}
+
+/// The class scores of `model`'s probe (a fine-tuned network's classifier) on every readable
+/// image of `ds`, preprocessed for evaluation, with their labels (empty for unlabelled images).
+/// An error for a network without a probe.
+pub fn probe_scores(model: &SimClr, ds: &dyn Dataset, image_size: usize, bad: &BadImages, device: &Device) -> Result<(Vec<f32>, Vec<usize>)> {
+    let probe = model.probe.as_ref().context("the network has no classifier (probe) to score with")?;
+    let dim = probe.weight.dims()[0];
+    let head = LinearClassifier {
+        mean: vec![0.0; dim],
+        std: vec![1.0; dim],
+        weight: crate::floats(probe.weight.val()),
+        bias: probe.bias.as_ref().map_or_else(|| vec![0.0; probe.weight.dims()[1]], |b| crate::floats(b.val())),
+        l2: 0.0,
+    };
+    let f = extract(model, model.probe_layer, ds, image_size, 256, bad, device)?;
+    Ok((head.scores(&f, &device.clone().inner()), f.labels))
 }
 
 /// What fine-tuning produced.
@@ -172,6 +288,7 @@ pub struct Finetuned {
 }
 
 /// Fine-tunes `model` on the images `subset` of `train` and scores `test`.
+#[allow(clippy::too_many_arguments)]
 pub fn finetune(
     model: SimClr,
     image_size: usize,
@@ -182,50 +299,20 @@ pub fn finetune(
     bad: &BadImages,
     device: &Device,
 ) -> Result<Finetuned> {
-    cfg.validate()?;
+    cfg.fit.validate()?;
     let classes = train.num_classes();
     if classes == 0 {
         bail!("fine-tuning needs a labelled dataset");
     }
-    let ad = device.clone().autodiff();
-    // Built on the plain device, then moved: a parameter drawn on the autodiff device is no leaf
-    // once moved, and cannot be marked for training.
-    let clf = Classifier::new(model, cfg.from_head_layer, classes, cfg.seed, device)?.to_device(&ad).train();
-    let dim = clf.fc.weight.dims()[0];
-    let batch = cfg.batch.min(subset.len());
-    let steps_per_epoch = subset.len() / batch;
-    let total = cfg.epochs * steps_per_epoch;
-    let peak_lr = cfg.lr_scaling.scale(cfg.lr, batch);
-    let schedule = WarmupCosine { peak: peak_lr, warmup_steps: 0, total_steps: total };
-    // Crop and flip only: no colour distortion (strength 0), no blur.
-    let aug = AugmentConfig { blur: false, ..AugmentConfig::simclr(image_size, 0.0) };
-    let loader = Loader { ds: train.clone(), pool: subset.to_vec(), views: 1, aug, seed: cfg.seed, batch, shard: Shard::WHOLE, bad: bad.clone() }.spawn(0, total);
-    let mut optim = Optimizer::new(Rule::new(OptimizerKind::Sgd, cfg.momentum, cfg.weight_decay));
-    let mut progress = EpochLoss { epochs: cfg.epochs, steps_per_epoch, loss: 0.0, bar: crate::progress::bar(total as u64, "fine-tuning") };
-    let next_batch = |_| -> Result<Labelled<4>> {
-        let b = loader.recv().context("the data loader stopped")??;
-        let x = Tensor::<4>::from_data(TensorData::new(b.pixels, [batch, 3, image_size, image_size]), &ad);
+    let clf = Classifier::new(model, cfg.from_head_layer, classes, cfg.fit.seed, device)?;
+    let labelled = |b: Batch, ad: &Device| -> Result<Labelled<4>> {
         let labels: Vec<usize> = b.images.iter().map(|&i| train.label(i).context("an image of the subset has no label")).collect::<Result<_>>()?;
-        Ok(Labelled { x, y: crate::eval::linear::one_hot(&labels, classes, &ad) })
+        Ok(Labelled { x: view_pixels(&b, image_size, ad), y: crate::eval::linear::one_hot(&labels, classes, ad) })
     };
-    let clf = train::run(clf, &mut optim, &train::Whole(CrossEntropy::<4>), |step| schedule.lr(step), 0..total, distributed::alone(), next_batch, &mut progress)?;
-    progress.bar.finish_and_clear();
-    let epoch_loss = progress.loss;
-    let clf = clf.valid();
-    let head = LinearClassifier {
-        mean: vec![0.0; dim],
-        std: vec![1.0; dim],
-        weight: crate::floats(clf.fc.weight.val()),
-        bias: crate::floats(clf.fc.bias.clone().expect("the classifier has a bias").val()),
-        l2: cfg.weight_decay,
-    };
-    let layer = cfg.from_head_layer;
-    let inner = device.clone().inner();
-    let score = |f: &Features| head.scores(f, &inner);
-    let test_f = extract(&clf.net, layer, test, image_size, 256, bad, device)?;
-    let train_f = extract(&clf.net, layer, &Subset::new(train.clone(), subset.to_vec()), image_size, 256, bad, device)?;
-    let train_accuracy = crate::eval::topk_accuracy(&score(&train_f), classes, &train_f.labels, 1)?;
-    let Classifier { net, fc } = clf;
-    let model = SimClr { probe: Some(fc), probe_layer: layer, ..net };
-    Ok(Finetuned { model, test_scores: score(&test_f), test_labels: test_f.labels, train_accuracy, final_loss: epoch_loss, peak_lr, steps: total })
+    let trained = train_classifier(clf, train.clone(), subset, image_size, &cfg.fit, CrossEntropy::<4>, bad, "fine-tuning", labelled, &mut |_| Ok(()), device)?;
+    let model = trained.clf.into_model();
+    let (test_scores, test_labels) = probe_scores(&model, test, image_size, bad, device)?;
+    let (train_scores, train_labels) = probe_scores(&model, &Subset::new(train.clone(), subset.to_vec()), image_size, bad, device)?;
+    let train_accuracy = crate::eval::topk_accuracy(&train_scores, classes, &train_labels, 1)?;
+    Ok(Finetuned { model, test_scores, test_labels, train_accuracy, final_loss: trained.final_loss, peak_lr: trained.peak_lr, steps: trained.steps })
 }

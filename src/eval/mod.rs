@@ -8,6 +8,7 @@ pub mod finetune;
 pub mod knn;
 pub mod linear;
 pub mod map;
+pub mod paired;
 pub mod predict;
 pub mod report;
 

@@ -12,10 +12,12 @@
 //! The objectives: [`simclr::SimClrObjective`] (NT-Xent over the views gathered from every rank,
 //! plus the online linear probe; `pretrain`, `bench step`, `ablate`) and
 //! [`supervised::CrossEntropy`] (fine-tuning, `ablate`'s supervised baseline, the SGD linear
-//! probe). A new method (distillation's teacher logits as targets, another contrastive loss) is
-//! another [`Objective`]; the step stays the one here.
+//! probe) and [`distill::Distillation`] (SimCLR v2's third stage: a teacher's probabilities as
+//! targets). A new method (another contrastive loss) is another [`Objective`]; the step stays the
+//! one here.
 
 pub mod cache;
+pub mod distill;
 pub mod simclr;
 pub mod supervised;
 

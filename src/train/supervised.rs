@@ -39,7 +39,14 @@ impl<const D: usize, M: Classify<D>> Objective<M> for CrossEntropy<D> {
     /// Each rank's own batch (fine-tuning and the probe run on every rank alone): `ranks` unused.
     fn loss(&self, model: &M, batch: Labelled<D>, _: &'static dyn Collective) -> Result<Loss> {
         let rows = batch.y.dims()[0];
-        let loss = (log_softmax(model.logits(batch.x), 1) * batch.y).sum().neg().div_scalar(rows as f32);
+        let loss = soft_cross_entropy(model.logits(batch.x), batch.y).div_scalar(rows as f32);
         Ok(Loss { logged: vec![("loss", loss.clone().detach())], total: loss })
     }
+}
+
+/// `−Σ_rows Σ_y targets · log softmax(logits)`: the cross-entropy of `logits` (`[rows, classes]`)
+/// against target distributions (one-hot labels, a teacher's probabilities; a row of zeros adds
+/// nothing), summed over the rows.
+pub fn soft_cross_entropy(logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
+    (log_softmax(logits, 1) * targets).sum().neg()
 }
