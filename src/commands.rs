@@ -494,8 +494,10 @@ pub fn distill(args: &DistillArgs, data: &DataArgs, run: &RunArgs, optim: &Class
     let cfg = crate::distill::Distill { temperature: args.temperature, label_weight: args.label_weight, fit: optim.fit(p.flags.run.seed) };
     cfg.validate()?;
     let classes = crate::distill::teacher_classes(&p.loaded.model).with_context(|| format!("--teacher {}", args.teacher.display()))?;
+    // Every image pretraining saw (STL-10: its unlabelled images, then the labelled ones).
+    let images = data::first(data::open(&p.flags.source(), Split::Pretrain)?, p.flags.data.limit);
     let labelled = match (&args.subset, args.label_weight > 0.0) {
-        (Some(file), true) => finetune::read_subset(file, p.train.len())?,
+        (Some(file), true) => in_pretraining_split(&finetune::read_subset(file, p.train.len())?, p.train.as_ref(), images.as_ref())?,
         (None, false) => Vec::new(),
         (Some(file), false) => bail!("--subset {}: read only with --label-weight above 0; add --label-weight (e.g. 0.5) or leave --subset out", file.display()),
         (None, true) => bail!("--label-weight {}: needs the labelled images; add --subset with the subset file `simclr finetune` wrote", args.label_weight),
@@ -519,14 +521,14 @@ pub fn distill(args: &DistillArgs, data: &DataArgs, run: &RunArgs, optim: &Class
         checkpoint = save_classifier(&p, student_cfg.clone(), &end.clf.clone().into_model(), end.optim, &cfg.fit, end.steps, classes)?;
         Ok(())
     };
-    let done = crate::distill::distill(&p.loaded.model, student, p.loaded.image_size, p.train.clone(), &labelled, p.test.as_ref(), &cfg, &bad, &mut save, device)?;
+    let done = crate::distill::distill(&p.loaded.model, student, p.loaded.image_size, images.clone(), &labelled, p.test.as_ref(), &cfg, &bad, &mut save, device)?;
     let hits = |scores: &[f32]| paired::hits(&paired::predictions(scores, classes), &done.test_labels);
     let extra = DistillExtra {
         vs_teacher: paired::mcnemar(&hits(&done.test_scores), &hits(&done.teacher_scores))?,
         teacher_top1: eval::topk_accuracy(&done.teacher_scores, classes, &done.test_labels, 1)?,
         teacher_agreement: crate::distill::agreement(&done.test_scores, &done.teacher_scores, classes),
         final_loss: done.final_loss,
-        images: p.train.len(),
+        images: images.len(),
         labelled_images: labelled.len(),
         peak_lr: done.peak_lr,
         checkpoint,
@@ -534,6 +536,17 @@ pub fn distill(args: &DistillArgs, data: &DataArgs, run: &RunArgs, optim: &Class
     };
     let m = classification(&p, &done.test_scores, &done.test_labels, None, Layer::Head(0), extra)?;
     report(&p, "distill", serde_json::to_value(&cfg)?, m, start)
+}
+
+/// The training-split images `subset` as indices of `images`, the pretraining split, which ends
+/// with the training split (the same images for every dataset but STL-10, whose unlabelled images
+/// come first); checked image by image on the labels.
+fn in_pretraining_split(subset: &[usize], train: &dyn Dataset, images: &dyn Dataset) -> Result<Vec<usize>> {
+    let offset = images.len().checked_sub(train.len()).filter(|&o| subset.iter().all(|&i| images.label(o + i) == train.label(i)));
+    let Some(offset) = offset else {
+        bail!("--subset: its training images are not the last {} of the {} images distilled on (use the dataset and --limit the subset was drawn with)", train.len(), images.len());
+    };
+    Ok(subset.iter().map(|&i| offset + i).collect())
 }
 
 /// Which split `simclr embed` writes.

@@ -228,4 +228,10 @@ fn bad_distillation_input_is_named() {
     let err = distill(&["--sk-ratio", "0.0625"]);
     assert!(err.contains("student"), "{err}");
     assert!(!out.join("checkpoints").exists(), "nothing is written before the settings are checked");
+    // Mixed with the labels (eq. 3): the subset's images bring theirs.
+    let labelled = std::fs::read_to_string(&subset).unwrap().lines().count() as u64;
+    simclr(&["distill", "--teacher", ft_s, "--limit", "64", "--epochs", "1", "--batch-size", "32", "--label-weight", "0.5", "--subset", subset.to_str().unwrap(), "--out", out_s]);
+    let r = report(&out);
+    assert_eq!((r["metrics"]["images"].as_u64(), r["metrics"]["labelled_images"].as_u64()), (Some(64), Some(labelled)));
+    assert_eq!(r["settings"]["label_weight"], 0.5);
 }

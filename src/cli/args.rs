@@ -98,7 +98,8 @@ pub enum Command {
     Distill {
         #[command(flatten)]
         distill: DistillArgs,
-        /// The dataset, as for `pretrain` (its training images are distilled on, its test split scores).
+        /// The dataset, as for `pretrain`: the images pretraining sees are distilled on (STL-10:
+        /// unlabelled and train), its test split scores.
         #[command(flatten, next_help_heading = "Data")]
         data: DataArgs,
         #[command(flatten, next_help_heading = "Run")]
