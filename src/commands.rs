@@ -473,7 +473,7 @@ pub struct DistillExtra {
     pub vs_teacher: paired::Paired,
     /// Mean loss of the last epoch.
     pub final_loss: f64,
-    /// Images distilled on (every training image).
+    /// Images distilled on (every image pretraining sees).
     pub images: usize,
     /// Of them, images that brought their label (--subset with --label-weight).
     pub labelled_images: usize,
@@ -526,7 +526,7 @@ pub fn distill(args: &DistillArgs, data: &DataArgs, run: &RunArgs, optim: &Class
     let extra = DistillExtra {
         vs_teacher: paired::mcnemar(&hits(&done.test_scores), &hits(&done.teacher_scores))?,
         teacher_top1: eval::topk_accuracy(&done.teacher_scores, classes, &done.test_labels, 1)?,
-        teacher_agreement: crate::distill::agreement(&done.test_scores, &done.teacher_scores, classes),
+        teacher_agreement: paired::agreement(&done.test_scores, &done.teacher_scores, classes),
         final_loss: done.final_loss,
         images: images.len(),
         labelled_images: labelled.len(),

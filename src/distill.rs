@@ -144,12 +144,3 @@ pub fn teacher_classes(teacher: &SimClr) -> Result<usize> {
         None => bail!("the teacher has no classifier: give the checkpoint `simclr finetune` wrote (its --out), or one pretrained with its online probe"),
     }
 }
-
-/// The share of rows (of `classes` scores each) whose highest-scoring class is the same in `a`
-/// and `b` (ties: the first).
-pub fn agreement(a: &[f32], b: &[f32], classes: usize) -> f64 {
-    let top = |row: &[f32]| row.iter().enumerate().fold(0, |best, (c, &s)| if s > row[best] { c } else { best });
-    let rows = a.len() / classes.max(1);
-    let same = a.chunks(classes).zip(b.chunks(classes)).filter(|(x, y)| top(x) == top(y)).count();
-    same as f64 / rows.max(1) as f64
-}

@@ -182,7 +182,7 @@ fn a_student_reaches_its_teachers_predictions_and_reloads_to_its_scores() {
     let scores = |m: &simclr::model::SimClr, ds: &dyn simclr::data::Dataset| simclr::eval::finetune::probe_scores(m, ds, 16, &bad, &device).unwrap();
     let (t, _) = scores(&teacher.model, train.as_ref());
     let (s, _) = scores(&student.model, train.as_ref());
-    let agreement = simclr::distill::agreement(&s, &t, 10);
+    let agreement = simclr::eval::paired::agreement(&s, &t, 10);
     eprintln!("agreement on the training images: {agreement}");
     assert!(agreement >= 0.95, "the student agrees with its teacher on {:.1}% of the training images", 100.0 * agreement);
     // The teacher's predictions vary: agreement with a constant would not count.
@@ -196,7 +196,7 @@ fn a_student_reaches_its_teachers_predictions_and_reloads_to_its_scores() {
     assert_eq!(simclr::eval::topk_accuracy(&s, 10, &labels, 1).unwrap(), r["metrics"]["top1"].as_f64().unwrap());
     let (t, _) = scores(&teacher.model, test.as_ref());
     assert_eq!(simclr::eval::topk_accuracy(&t, 10, &labels, 1).unwrap(), r["metrics"]["teacher_top1"].as_f64().unwrap());
-    assert_eq!(simclr::distill::agreement(&s, &t, 10), r["metrics"]["teacher_agreement"].as_f64().unwrap());
+    assert_eq!(simclr::eval::paired::agreement(&s, &t, 10), r["metrics"]["teacher_agreement"].as_f64().unwrap());
     // `compare` on the two folders: the report's student-against-teacher test.
     let line = simclr(&["compare", ds_s, ft_s]);
     let v = &r["metrics"]["vs_teacher"];

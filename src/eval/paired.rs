@@ -64,3 +64,9 @@ pub fn predictions(scores: &[f32], classes: usize) -> Vec<usize> {
 pub fn hits(predicted: &[usize], labels: &[usize]) -> Vec<bool> {
     predicted.iter().zip(labels).map(|(p, l)| p == l).collect()
 }
+
+/// The share of rows (of `classes` scores each) on which `a` and `b` pick the same top class.
+pub fn agreement(a: &[f32], b: &[f32], classes: usize) -> f64 {
+    let (pa, pb) = (predictions(a, classes), predictions(b, classes));
+    pa.iter().zip(&pb).filter(|(x, y)| x == y).count() as f64 / pa.len().max(1) as f64
+}
