@@ -413,18 +413,18 @@ fn save_finetuned(p: &Prepared, done: &finetune::Finetuned, ft: &Finetune, class
     let mut cfg = p.loaded.config.clone();
     cfg.model.head_keep = Some(ft.from_head_layer);
     let optim = crate::optim::Optimizer::new(crate::optim::Rule::new(ft.fit.optimizer, ft.fit.momentum, ft.fit.weight_decay));
-    save_classifier(p, cfg, &done.model, &optim, &ft.fit, done.steps, classes)
+    save_classifier(p, cfg, &done.model, &optim, &ft.fit, (done.steps, ft.fit.epochs), classes)
 }
 
 /// Writes a network whose probe is its classifier (fine-tuned, distilled) as a checkpoint of `OUT`
 /// (the sealed format of pretraining's): `cfg` (the network's settings) with the classifier as
-/// the probe at its layer, the data it was trained on and `fit`'s seed; `OUT/report.json` says
-/// how it was made.
-fn save_classifier(p: &Prepared, mut cfg: Config, model: &crate::model::SimClr, optim: &crate::optim::Optimizer, fit: &finetune::Fit, steps: usize, classes: usize) -> Result<PathBuf> {
+/// the probe at its layer, the data it was trained on and `fit`'s seed, at `(step, epoch)` of its
+/// training; `OUT/report.json` says how it was made.
+fn save_classifier(p: &Prepared, mut cfg: Config, model: &crate::model::SimClr, optim: &crate::optim::Optimizer, fit: &finetune::Fit, (step, epoch): (usize, usize), classes: usize) -> Result<PathBuf> {
     cfg.model.image_size = p.loaded.image_size;
     (cfg.monitor.online_probe, cfg.monitor.num_classes, cfg.monitor.probe_layer) = (true, classes, model.probe_layer);
     (cfg.data, cfg.run.out, cfg.run.seed) = (p.flags.data.clone(), p.out.clone(), fit.seed);
-    let state = crate::checkpoint::TrainState { step: steps, epoch: fit.epochs, seed: fit.seed };
+    let state = crate::checkpoint::TrainState { step, epoch, seed: fit.seed };
     crate::checkpoint::save(&p.out, &cfg, model, optim, &state)
 }
 
@@ -518,7 +518,7 @@ pub fn distill(args: &DistillArgs, data: &DataArgs, run: &RunArgs, optim: &Class
     let bad = p.flags.bad_images();
     let mut checkpoint = PathBuf::new();
     let mut save = |end: finetune::EpochEnd<'_>| -> Result<()> {
-        checkpoint = save_classifier(&p, student_cfg.clone(), &end.clf.clone().into_model(), end.optim, &cfg.fit, end.steps, classes)?;
+        checkpoint = save_classifier(&p, student_cfg.clone(), &end.clf.clone().into_model(), end.optim, &cfg.fit, (end.steps, end.epoch), classes)?;
         Ok(())
     };
     let done = crate::distill::distill(&p.loaded.model, student, p.loaded.image_size, images.clone(), &labelled, p.test.as_ref(), &cfg, &bad, &mut save, device)?;

@@ -147,8 +147,8 @@ impl Classify<4> for Classifier {
     }
 }
 
-/// A classifier's view of its steps: a progress bar, each epoch's mean loss logged (and handed to
-/// `epoch_end`), and an error once the loss is not a finite number.
+/// A classifier's view of its steps: a progress bar, each epoch's mean loss logged, the network
+/// handed to `epoch_end` after each epoch, and an error once the loss is not a finite number.
 struct EpochLoss<'a> {
     stage: &'static str,
     epochs: usize,
@@ -165,8 +165,6 @@ pub struct EpochEnd<'a> {
     pub epoch: usize,
     /// Steps done.
     pub steps: usize,
-    /// The epoch's mean loss.
-    pub loss: f64,
     /// The network.
     pub clf: &'a Classifier,
     /// The optimiser.
@@ -188,7 +186,7 @@ impl train::StepHook<Classifier> for EpochLoss<'_> {
         if done % per_epoch == 0 {
             let epoch = done / per_epoch;
             self.bar.suspend(|| tracing::info!("{} epoch {epoch}/{}: loss {:.4}", self.stage, self.epochs, self.loss));
-            (self.epoch_end)(EpochEnd { epoch, steps: done, loss: self.loss, clf: end.model, optim: end.optim })?;
+            (self.epoch_end)(EpochEnd { epoch, steps: done, clf: end.model, optim: end.optim })?;
         }
         Ok(train::Flow::Continue)
     }
