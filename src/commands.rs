@@ -389,6 +389,7 @@ impl ClassifierOptimArgs {
 pub fn finetune(args: &EvalArgs, subset_args: &SubsetArgs, optim: &ClassifierOptimArgs, device: &Device) -> Result<Report<ClassMetrics<FinetuneExtra>>> {
     let start = Instant::now();
     let p = prepare(args, None, "runs/finetune", device)?;
+    let _lock = claim_run_folder(&p.out, "finetune")?;
     require_labels(&p, "fine-tuning")?;
     let classes = p.train.num_classes();
     let labels: Vec<usize> = (0..p.train.len()).map(|i| p.train.label(i).expect("labelled")).collect();
@@ -405,6 +406,17 @@ pub fn finetune(args: &EvalArgs, subset_args: &SubsetArgs, optim: &ClassifierOpt
     let extra = FinetuneExtra { final_loss: done.final_loss, labelled_images: subset.len(), peak_lr: done.peak_lr, subset_file, checkpoint };
     let m = classification(&p, &done.test_scores, &done.test_labels, Some(done.train_accuracy), layer, extra)?;
     report(&p, "finetune", serde_json::to_value(&cfg)?, m, start)
+}
+
+/// Locks `out` for `command`, which writes checkpoints there, and refuses it where it already
+/// holds a run (its checkpoints, or a pretraining's metrics): saving would prune that run's
+/// checkpoints and move its `latest`. The lock is held while the returned file lives.
+fn claim_run_folder(out: &Path, command: &str) -> Result<std::fs::File> {
+    let lock = crate::checkpoint::lock_run(out)?;
+    if let Some(run) = crate::checkpoint::existing_run(out)? {
+        bail!("--out {}: the folder already holds a run ({run}), whose checkpoints `{command}` would replace; choose a fresh --out", out.display());
+    }
+    Ok(lock)
 }
 
 /// Writes the fine-tuned network as a checkpoint of `OUT` ([`save_classifier`]), the head kept up
@@ -491,6 +503,7 @@ pub fn distill(args: &DistillArgs, data: &DataArgs, run: &RunArgs, optim: &Class
     let start = Instant::now();
     let eval_args = EvalArgs { checkpoint: Some(args.teacher.clone()), random_init: false, data: data.clone(), model: ModelArgs::default(), run: run.clone() };
     let mut p = prepare(&eval_args, None, "runs/distill", device)?;
+    let _lock = claim_run_folder(&p.out, "distill")?;
     let cfg = crate::distill::Distill { temperature: args.temperature, label_weight: args.label_weight, fit: optim.fit(p.flags.run.seed) };
     cfg.validate()?;
     let classes = crate::distill::teacher_classes(&p.loaded.model).with_context(|| format!("--teacher {}", args.teacher.display()))?;

@@ -216,6 +216,7 @@ fn bad_distillation_input_is_named() {
     assert!(err.contains("--teacher") && err.contains("no classifier") && err.contains("simclr finetune"), "{err}");
     simclr(&[&["finetune", "--random-init", "--label-fraction", "0.5", "--epochs", "1", "--out", ft_s][..], &small].concat());
     let distill = |more: &[&str]| simclr_fails(&[&["distill", "--teacher", ft_s, "--limit", "64", "--out", out_s][..], more].concat());
+    let distill_into = |folder: &str| simclr_fails(&["distill", "--teacher", ft_s, "--limit", "64", "--out", folder]);
     let err = distill(&["--label-weight", "0.5"]);
     assert!(err.contains("--label-weight 0.5") && err.contains("--subset"), "{err}");
     let subset = ft.join("subset-0.5-seed0.txt");
@@ -228,6 +229,12 @@ fn bad_distillation_input_is_named() {
     let err = distill(&["--sk-ratio", "0.0625"]);
     assert!(err.contains("student"), "{err}");
     assert!(!out.join("checkpoints").exists(), "nothing is written before the settings are checked");
+    // A folder holding a run (here the pretraining's) is refused: its checkpoints would be pruned.
+    let err = distill_into(pre_s);
+    assert!(err.contains(pre_s) && err.contains("already holds a run"), "{err}");
+    let err = simclr_fails(&["finetune", "--checkpoint", pre_s, "--out", pre_s]);
+    assert!(err.contains("already holds a run"), "{err}");
+    assert_eq!(simclr::checkpoint::resolve(&pre).unwrap().dir.file_name().unwrap(), "step-00000001", "the pretraining's checkpoint is still its latest");
     // Mixed with the labels (eq. 3): the subset's images bring theirs.
     let labelled = std::fs::read_to_string(&subset).unwrap().lines().count() as u64;
     simclr(&["distill", "--teacher", ft_s, "--limit", "64", "--epochs", "1", "--batch-size", "32", "--label-weight", "0.5", "--subset", subset.to_str().unwrap(), "--out", out_s]);
