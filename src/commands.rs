@@ -424,7 +424,7 @@ fn claim_run_folder(out: &Path, command: &str) -> Result<std::fs::File> {
 fn save_finetuned(p: &Prepared, done: &finetune::Finetuned, ft: &Finetune, classes: usize) -> Result<PathBuf> {
     let mut cfg = p.loaded.config.clone();
     cfg.model.head_keep = Some(ft.from_head_layer);
-    let optim = crate::optim::Optimizer::new(crate::optim::Rule::new(ft.fit.optimizer, ft.fit.momentum, ft.fit.weight_decay));
+    let optim = crate::optim::Optimizer::new(ft.fit.rule());
     save_classifier(p, cfg, &done.model, &optim, &ft.fit, (done.steps, ft.fit.epochs), classes)
 }
 
@@ -472,6 +472,10 @@ pub struct DistillArgs {
     /// Student squeeze-excitation (default: the teacher's).
     #[cfg_attr(feature = "cli", arg(long, help_heading = "Student"))]
     pub se_ratio: Option<f32>,
+    /// Continue the distillation in --out from its latest checkpoint (written each epoch), with
+    /// the same teacher and settings.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub resume: bool,
 }
 
 /// `distill`'s extras.
@@ -503,7 +507,7 @@ pub fn distill(args: &DistillArgs, data: &DataArgs, run: &RunArgs, optim: &Class
     let start = Instant::now();
     let eval_args = EvalArgs { checkpoint: Some(args.teacher.clone()), random_init: false, data: data.clone(), model: ModelArgs::default(), run: run.clone() };
     let mut p = prepare(&eval_args, None, "runs/distill", device)?;
-    let _lock = claim_run_folder(&p.out, "distill")?;
+    let _lock = if args.resume { crate::checkpoint::lock_run(&p.out)? } else { claim_run_folder(&p.out, "distill")? };
     let cfg = crate::distill::Distill { temperature: args.temperature, label_weight: args.label_weight, fit: optim.fit(p.flags.run.seed) };
     cfg.validate()?;
     let classes = crate::distill::teacher_classes(&p.loaded.model).with_context(|| format!("--teacher {}", args.teacher.display()))?;
@@ -527,14 +531,15 @@ pub fn distill(args: &DistillArgs, data: &DataArgs, run: &RunArgs, optim: &Class
     student_cfg.validate().context("the student network")?;
     // The report's network is the student; its `checkpoint` the teacher it was taught by.
     p.loaded.config = student_cfg.clone();
-    let student = eval::random_init_baseline(&student_cfg, p.loaded.image_size).init_seeded(cfg.fit.seed, device).with_compute(p.flags.run.compute(device)?);
+    let settings = serde_json::json!({ "teacher": p.loaded.checkpoint_sha256, "student": student_cfg.model, "distill": cfg, "data": p.flags.data, "labelled": labelled });
+    let from = distillation_start(&p, &student_cfg, &settings, &cfg, classes, args.resume, device)?;
     let bad = p.flags.bad_images();
     let mut checkpoint = PathBuf::new();
     let mut save = |end: finetune::EpochEnd<'_>| -> Result<()> {
         checkpoint = save_classifier(&p, student_cfg.clone(), &end.clf.clone().into_model(), end.optim, &cfg.fit, (end.steps, end.epoch), classes)?;
         Ok(())
     };
-    let done = crate::distill::distill(&p.loaded.model, student, p.loaded.image_size, images.clone(), &labelled, p.test.as_ref(), &cfg, &bad, &mut save, device)?;
+    let done = crate::distill::distill(&p.loaded.model, from, p.loaded.image_size, images.clone(), &labelled, p.test.as_ref(), &cfg, &bad, &mut save, device)?;
     let hits = |scores: &[f32]| paired::hits(&paired::predictions(scores, classes), &done.test_labels);
     let extra = DistillExtra {
         vs_teacher: paired::mcnemar(&hits(&done.test_scores), &hits(&done.teacher_scores))?,
@@ -549,6 +554,37 @@ pub fn distill(args: &DistillArgs, data: &DataArgs, run: &RunArgs, optim: &Class
     };
     let m = classification(&p, &done.test_scores, &done.test_labels, None, Layer::Head(0), extra)?;
     report(&p, "distill", serde_json::to_value(&cfg)?, m, start)
+}
+
+/// The file of a distillation's `OUT` with what a `--resume` must repeat: the teacher, the
+/// student, the settings and the data.
+const DISTILL_SETTINGS: &str = "distill.json";
+
+/// Where the distillation into `p.out` starts: with `resume`, from its latest intact checkpoint
+/// (the student, the optimiser's state and the step), once its settings are the ones it was
+/// started with (`settings`); otherwise, or with nothing to resume, a new student of
+/// `student_cfg`, its settings written for a later `--resume`.
+fn distillation_start(p: &Prepared, student_cfg: &Config, settings: &serde_json::Value, cfg: &crate::distill::Distill, classes: usize, resume: bool, device: &Device) -> Result<finetune::Start> {
+    let compute = p.flags.run.compute(device)?;
+    let file = p.out.join(DISTILL_SETTINGS);
+    if let Some(latest) = resume.then(|| crate::checkpoint::latest_intact(&p.out)).transpose()?.flatten() {
+        let saved: serde_json::Value = crate::files::read_to_string(&file)
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .with_context(|| format!("--resume: {} holds no distillation to continue (no readable {DISTILL_SETTINGS}); start one into a fresh --out", p.out.display()))?;
+        if &saved != settings {
+            bail!("--resume: the distillation in {} was started with other settings ({}: {saved}); resume it with the same teacher, student, data and flags", p.out.display(), file.display());
+        }
+        let model = crate::checkpoint::load_model(student_cfg.model(p.loaded.image_size).init(device), &latest.dir.join("model.safetensors"))?.with_compute(compute);
+        let clf = finetune::Classifier::from_model(model)?;
+        let optim = crate::optim::Optimizer::load(cfg.fit.rule(), &latest.dir.join("optimizer.safetensors"), &clf, &device.clone().autodiff())?;
+        let step = crate::checkpoint::read_state(&latest.dir)?.step;
+        tracing::info!("resuming the distillation from {} at step {step}", latest.dir.display());
+        return Ok(finetune::Start { clf, optim, step });
+    }
+    std::fs::write(&file, serde_json::to_string_pretty(settings)?).with_context(|| format!("cannot write {}", file.display()))?;
+    let network = eval::random_init_baseline(student_cfg, p.loaded.image_size).init_seeded(cfg.fit.seed, device).with_compute(compute);
+    Ok(finetune::Start::fresh(crate::distill::new_student(network, classes, cfg.fit.seed, device)?, &cfg.fit))
 }
 
 /// The training-split images `subset` as indices of `images`, the pretraining split, which ends

@@ -13,7 +13,7 @@
 
 use crate::data::loader::Batch;
 use crate::data::{BadImages, Dataset};
-use crate::eval::finetune::{self, view_pixels, Classifier, EpochEnd, Fit};
+use crate::eval::finetune::{self, view_pixels, Classifier, EpochEnd, Fit, Start};
 use crate::model::SimClr;
 use crate::train::distill::{Distillation, Taught};
 use anyhow::{bail, Context, Result};
@@ -77,15 +77,15 @@ pub struct Distilled {
     pub timing: Timing,
 }
 
-/// Distils `teacher` (a network with a classifier: its probe) into `student` (the encoder of a
-/// fresh network; its head and probe are replaced by a new classifier drawn from the seed) on
-/// every image of `train`, views of side `image_size`; the images `labelled` (empty: none) also
-/// bring their labels, weighted as `cfg.label_weight` says. Scores both networks on `test`.
-/// `epoch_end` sees the student after each epoch.
+/// Distils `teacher` (a network with a classifier: its probe) into the student of `start` (a
+/// classifier on h: [`new_student`], or a resumed one) on every image of `train`, views of side
+/// `image_size`; the images `labelled` (empty: none) also bring their labels, weighted as
+/// `cfg.label_weight` says. Scores both networks on `test`. `epoch_end` sees the student after
+/// each epoch.
 #[allow(clippy::too_many_arguments)]
 pub fn distill(
     teacher: &SimClr,
-    student: SimClr,
+    start: Start,
     image_size: usize,
     train: Arc<dyn Dataset>,
     labelled: &[usize],
@@ -110,7 +110,6 @@ pub fn distill(
     }
     let inner = device.clone().inner();
     let teacher = teacher.valid().to_device(&inner);
-    let clf = Classifier::new(student, 0, classes, cfg.fit.seed, device)?;
     let mut timing = Timing::default();
     let started = Instant::now();
     let taught = |b: Batch, ad: &Device| -> Result<Taught> {
@@ -129,12 +128,18 @@ pub fn distill(
     };
     let objective = Distillation { temperature: cfg.temperature, label_weight: cfg.label_weight };
     let every: Vec<usize> = (0..train.len()).collect();
-    let trained = finetune::train_classifier(clf, train, &every, image_size, &cfg.fit, objective, bad, "distillation", taught, epoch_end, device)?;
+    let trained = finetune::train_classifier(start, train, &every, image_size, &cfg.fit, objective, bad, "distillation", taught, epoch_end, device)?;
     timing.student_s = started.elapsed().as_secs_f64() - timing.teacher_s;
     let model = trained.clf.into_model();
     let (test_scores, test_labels) = finetune::probe_scores(&model, test, image_size, bad, device)?;
     let (teacher_scores, _) = finetune::probe_scores(&teacher, test, image_size, bad, device)?;
     Ok(Distilled { model, test_scores, teacher_scores, test_labels, final_loss: trained.final_loss, peak_lr: trained.peak_lr, steps: trained.steps, timing })
+}
+
+/// A new student: the encoder of `network` (a fresh network; its head and probe are dropped) under
+/// a new classifier into `classes` drawn from `seed`.
+pub fn new_student(network: SimClr, classes: usize, seed: u64, device: &Device) -> Result<Classifier> {
+    Classifier::new(network, 0, classes, seed, device)
 }
 
 /// The classes of `teacher`'s classifier; an error naming the fix for a network without one.

@@ -104,7 +104,7 @@ fn each_command_lists_only_the_flags_it_reads() {
         (&["predict"], vec!["checkpoint", "top", "class-names", "json"]),
         (&["import"], [&["weights", "prefix", "ema", "classifier-layer", "seed", "out"][..], &model].concat().into_iter().filter(|f| !["zero-init-residual", "padding"].contains(f)).collect()),
         (&["finetune"], [&network[..], &data, &model, &["label-fraction", "subset", "from-head-layer"], &classifier_optim].concat()),
-        (&["distill"], [&["teacher", "temperature", "label-weight", "subset", "arch", "width", "sk-ratio", "se-ratio", "seed", "out"][..], &data, &classifier_optim].concat()),
+        (&["distill"], [&["teacher", "temperature", "label-weight", "subset", "arch", "width", "sk-ratio", "se-ratio", "resume", "seed", "out"][..], &data, &classifier_optim].concat()),
         (&["compare"], vec![]),
         (&["bench", "step"], [&model[..], &["steps", "warmup", "json", "batch-size", "micro-batch", "chunk-views", "optimizer"]].concat()),
     ];

@@ -242,3 +242,51 @@ fn bad_distillation_input_is_named() {
     assert_eq!((r["metrics"]["images"].as_u64(), r["metrics"]["labelled_images"].as_u64()), (Some(64), Some(labelled)));
     assert_eq!(r["settings"]["label_weight"], 0.5);
 }
+
+#[test]
+fn a_resumed_distillation_ends_where_an_uninterrupted_one_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    let (ft, full, part) = (d("ft"), d("full"), d("part"));
+    let small = ["--width", "0.125", "--image-size", "16", "--proj-dim", "32", "--limit", "64"];
+    simclr(&[&["finetune", "--random-init", "--label-fraction", "1", "--epochs", "1", "--out", &ft][..], &small].concat());
+    let distill = |out: &str, more: &[&str]| -> Vec<String> {
+        ["distill", "--teacher", &ft, "--limit", "64", "--epochs", "2", "--batch-size", "32", "--out", out].iter().chain(more).map(|s| s.to_string()).collect()
+    };
+    let distill = |out: &str, more: &[&str]| -> Vec<String> { distill(out, more) };
+    simclr(&distill(&full, &[]).iter().map(String::as_str).collect::<Vec<_>>());
+    // The same run stopped after its first epoch: its last checkpoint gone.
+    let status = Command::new("cp").args(["-r", &full, &part]).status().unwrap();
+    assert!(status.success());
+    let checkpoints = Path::new(&part).join("checkpoints");
+    std::fs::remove_dir_all(checkpoints.join("step-00000004")).unwrap();
+    std::fs::write(checkpoints.join("latest"), "step-00000002").unwrap();
+    std::fs::remove_file(Path::new(&part).join("report.json")).unwrap();
+    let run = |args: Vec<String>| simclr(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let fails = |args: Vec<String>| simclr_fails(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = fails(distill(&part, &["--resume", "--lr", "0.1"]));
+    assert!(err.contains("--resume") && err.contains("other settings"), "{err}");
+    run(distill(&part, &["--resume"]));
+    // Every weight as the uninterrupted run's, to the last bits that the order of a sum moves.
+    let weights = |run: &str| std::fs::read(Path::new(run).join("checkpoints/step-00000004/model.safetensors")).unwrap();
+    let (a, b) = (weights(&part), weights(&full));
+    let (a, b) = (safetensors::SafeTensors::deserialize(&a).unwrap(), safetensors::SafeTensors::deserialize(&b).unwrap());
+    let floats = |t: safetensors::tensor::TensorView| t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>();
+    let mut worst = (0f32, String::new());
+    assert!(a.len() > 20 && a.len() == b.len(), "{} and {} tensors", a.len(), b.len());
+    for (name, view) in a.tensors() {
+        for (x, y) in floats(view).iter().zip(floats(b.tensor(&name).unwrap())) {
+            let d = (x - y).abs() / y.abs().max(1.0);
+            if d > worst.0 {
+                worst = (d, name.clone());
+            }
+        }
+    }
+    assert!(worst.0 < 1e-4, "the resumed student differs from the uninterrupted one: {worst:?}");
+    assert_eq!(report(Path::new(&part))["metrics"]["top1"], report(Path::new(&full))["metrics"]["top1"]);
+    let err = fails(distill(&part, &["--resume"]));
+    assert!(err.contains("complete"), "{err}");
+    // Without --resume, a folder holding a distillation is refused.
+    let err = fails(distill(&part, &[]));
+    assert!(err.contains("already holds a run"), "{err}");
+}

@@ -87,6 +87,11 @@ pub struct Fit {
 }
 
 impl Fit {
+    /// The update rule these settings make.
+    pub fn rule(&self) -> Rule {
+        Rule::new(self.optimizer, self.momentum, self.weight_decay)
+    }
+
     /// Checks the settings, naming the flag of each.
     pub fn validate(&self) -> Result<()> {
         use crate::config::check;
@@ -138,6 +143,16 @@ impl Classifier {
     pub fn into_model(self) -> SimClr {
         let Classifier { net, fc } = self;
         SimClr { probe: Some(fc), probe_layer: net.head.len(), ..net }
+    }
+
+    /// The classifier [`Classifier::into_model`] made `model` from; an error for a network whose
+    /// probe does not read its last head layer (a pretraining run's).
+    pub fn from_model(model: SimClr) -> Result<Self> {
+        if model.probe_layer != model.head.len() {
+            bail!("the network's classifier reads layer {} of its {} head layers: not a fine-tuned or distilled network", model.probe_layer, model.head.len());
+        }
+        let fc = model.probe.context("the network has no classifier")?;
+        Ok(Classifier { net: SimClr { probe: None, probe_layer: 0, ..model }, fc })
     }
 }
 
@@ -204,13 +219,32 @@ pub struct Trained {
     pub steps: usize,
 }
 
-/// Trains `clf` (built on the plain `device`) on crop + flip views of side `image_size` of the
-/// images `pool` of `train`, `fit.batch` a step, minimising `objective` on the batches
-/// `batch_of` makes of the loader's (on the autodiff device it is given). `stage` names the
-/// training in the progress bar and the log; `epoch_end` sees the network after each epoch.
+/// Where a classifier's training starts: its network (built on the plain device), the optimiser
+/// and the steps already done (0, or a resumed run's).
+pub struct Start {
+    /// The network.
+    pub clf: Classifier,
+    /// The optimiser, with its state.
+    pub optim: Optimizer,
+    /// Steps done.
+    pub step: usize,
+}
+
+impl Start {
+    /// A new training of `clf`, with a new optimiser of `fit`'s rule.
+    pub fn fresh(clf: Classifier, fit: &Fit) -> Self {
+        Start { clf, optim: Optimizer::new(fit.rule()), step: 0 }
+    }
+}
+
+/// Trains the network of `start` on crop + flip views of side `image_size` of the images `pool`
+/// of `train`, `fit.batch` a step, from `start.step` to the end of `fit.epochs`, minimising
+/// `objective` on the batches `batch_of` makes of the loader's (on the autodiff device it is
+/// given). `stage` names the training in the progress bar and the log; `epoch_end` sees the
+/// network after each epoch.
 #[allow(clippy::too_many_arguments)]
 pub fn train_classifier<O: train::Objective<Classifier>>(
-    clf: Classifier,
+    start: Start,
     train: Arc<dyn Dataset>,
     pool: &[usize],
     image_size: usize,
@@ -226,6 +260,7 @@ pub fn train_classifier<O: train::Objective<Classifier>>(
     let ad = device.clone().autodiff();
     // Built on the plain device, then moved: a parameter drawn on the autodiff device is no leaf
     // once moved, and cannot be marked for training.
+    let Start { clf, mut optim, step: first } = start;
     let clf = clf.to_device(&ad).train();
     let batch = fit.batch.min(pool.len());
     let steps_per_epoch = pool.len() / batch;
@@ -234,12 +269,15 @@ pub fn train_classifier<O: train::Objective<Classifier>>(
     let schedule = WarmupCosine { peak: peak_lr, warmup_steps: 0, total_steps: total };
     // Crop and flip only: no colour distortion (strength 0), no blur; resized as the network's run.
     let aug = AugmentConfig { blur: false, min_area: fit.crop_min_area, resize: clf.net.input_resize, ..AugmentConfig::simclr(image_size, 0.0) };
-    let loader = Loader { ds: train, pool: pool.to_vec(), views: 1, aug, seed: fit.seed, batch, shard: Shard::WHOLE, bad: bad.clone() }.spawn(0, total);
-    let mut optim = Optimizer::new(Rule::new(fit.optimizer, fit.momentum, fit.weight_decay));
+    if first >= total {
+        bail!("{stage} is complete: step {first} of the {total} that --epochs {} makes; start it afresh into a new --out, or give more --epochs", fit.epochs);
+    }
+    let loader = Loader { ds: train, pool: pool.to_vec(), views: 1, aug, seed: fit.seed, batch, shard: Shard::WHOLE, bad: bad.clone() }.spawn(first, total);
     let bar = crate::progress::bar(total as u64, stage);
+    bar.set_position(first as u64);
     let mut progress = EpochLoss { stage, epochs: fit.epochs, steps_per_epoch, loss: 0.0, bar, epoch_end };
     let next_batch = |_| batch_of(loader.recv().context("the data loader stopped")??, &ad);
-    let clf = train::run(clf, &mut optim, &train::Whole(objective), |step| schedule.lr(step), 0..total, distributed::alone(), next_batch, &mut progress)?;
+    let clf = train::run(clf, &mut optim, &train::Whole(objective), |step| schedule.lr(step), first..total, distributed::alone(), next_batch, &mut progress)?;
     progress.bar.finish_and_clear();
     Ok(Trained { clf: clf.valid(), final_loss: progress.loss, peak_lr, steps: total })
 }
@@ -307,7 +345,7 @@ pub fn finetune(
         let labels: Vec<usize> = b.images.iter().map(|&i| train.label(i).context("an image of the subset has no label")).collect::<Result<_>>()?;
         Ok(Labelled { x: view_pixels(&b, image_size, ad), y: crate::eval::linear::one_hot(&labels, classes, ad) })
     };
-    let trained = train_classifier(clf, train.clone(), subset, image_size, &cfg.fit, CrossEntropy::<4>, bad, "fine-tuning", labelled, &mut |_| Ok(()), device)?;
+    let trained = train_classifier(Start::fresh(clf, &cfg.fit), train.clone(), subset, image_size, &cfg.fit, CrossEntropy::<4>, bad, "fine-tuning", labelled, &mut |_| Ok(()), device)?;
     let model = trained.clf.into_model();
     let (test_scores, test_labels) = probe_scores(&model, test, image_size, bad, device)?;
     let (train_scores, train_labels) = probe_scores(&model, &Subset::new(train.clone(), subset.to_vec()), image_size, bad, device)?;
