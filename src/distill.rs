@@ -18,7 +18,7 @@ use crate::model::SimClr;
 use crate::train::distill::{Distillation, Taught};
 use anyhow::{bail, Context, Result};
 use burn::module::Module;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Instant;
@@ -117,13 +117,7 @@ pub fn distill(
         let logits = teacher.probe_logits(&teacher.forward(view_pixels(&b, image_size, &inner))).expect("the teacher has a classifier");
         let logits = Tensor::<2>::from_data(logits.into_data(), ad);
         timing.teacher_s += t.elapsed().as_secs_f64();
-        let mut onehot = vec![0f32; b.images.len() * classes];
-        for (row, &i) in b.images.iter().enumerate() {
-            if let Some(label) = label_of[i] {
-                onehot[row * classes + label] = 1.0;
-            }
-        }
-        let labels = Tensor::<2>::from_data(TensorData::new(onehot, [b.images.len(), classes]), ad);
+        let labels = crate::eval::linear::one_hot_where_labelled(b.images.iter().map(|&i| label_of[i]), classes, ad);
         Ok(Taught { x: view_pixels(&b, image_size, ad), teacher: logits, labels })
     };
     let objective = Distillation { temperature: cfg.temperature, label_weight: cfg.label_weight };

@@ -74,11 +74,19 @@ fn standardized(f: &Features, mean: &[f32], std: &[f32], device: &Device) -> Ten
 
 /// One-hot rows `[labels.len(), classes]`.
 pub(crate) fn one_hot(labels: &[usize], classes: usize, device: &Device) -> Tensor<2> {
-    let mut data = vec![0f32; labels.len() * classes];
-    for (i, &l) in labels.iter().enumerate() {
-        data[i * classes + l] = 1.0;
+    one_hot_where_labelled(labels.iter().map(|&l| Some(l)), classes, device)
+}
+
+/// One-hot rows `[rows, classes]`, one a label, a row of zeros where there is none.
+pub(crate) fn one_hot_where_labelled(labels: impl ExactSizeIterator<Item = Option<usize>>, classes: usize, device: &Device) -> Tensor<2> {
+    let rows = labels.len();
+    let mut data = vec![0f32; rows * classes];
+    for (i, l) in labels.enumerate() {
+        if let Some(l) = l {
+            data[i * classes + l] = 1.0;
+        }
     }
-    Tensor::from_data(TensorData::new(data, [labels.len(), classes]), device)
+    Tensor::from_data(TensorData::new(data, [rows, classes]), device)
 }
 
 /// Penalised cross-entropy and its gradient at `params` = `[W (dim × C) row-major, b (C)]`.

@@ -162,14 +162,7 @@ fn probe_loss(model: &SimClr, hiddens: &[Tensor<2>], labels: &[Option<usize>], l
         return None;
     }
     let [rows, classes] = logits.dims();
-    let mut onehot = vec![0f32; rows * classes];
-    for (r, label) in labels.iter().enumerate() {
-        if let Some(label) = label {
-            onehot[r * classes + label] = 1.0;
-        }
-    }
-    let device = logits.device();
-    let y = Tensor::<2>::from_data(TensorData::new(onehot, [rows, classes]), &device);
+    let y = crate::eval::linear::one_hot_where_labelled(labels.iter().copied(), classes, &logits.device());
     let predicted = logits.clone().detach().argmax(1).reshape([rows]).one_hot::<2>(classes).float();
     let acc = (predicted * y.clone()).sum().div_scalar(labelled);
     let ce = (log_softmax(logits, 1) * y).sum().neg().div_scalar(labelled);
