@@ -380,6 +380,7 @@ impl ClassifierOptimArgs {
             momentum: self.momentum,
             weight_decay: self.weight_decay,
             crop_min_area: self.crop_min_area,
+            color_strength: 0.0,
             seed,
         }
     }

@@ -36,7 +36,7 @@ fn a_tiny_study_reports_and_a_killed_one_resumes_to_the_same_results() {
     assert!(done.iter().all(|(_, v)| (10.0..=100.0).contains(v)), "{done:?}");
     let report = std::fs::read_to_string(whole.join("report.md")).unwrap();
     assert!(report.contains("| **crop** |") && report.contains(&format!("{:.1} (33.1)", done[0].1)), "{report}");
-    assert!(!report.contains("Partial") && report.contains("--max-steps 5"), "{report}");
+    assert!(report.contains("Partial: 2 of 55 cells finished") && report.contains("--max-steps 5"), "{report}");
     for png in ["pairs.png", "strength.png"] {
         let img = image::open(whole.join(png)).unwrap();
         assert!(img.width() > 300 && img.height() > 300, "{png}");
@@ -71,9 +71,53 @@ fn a_tiny_study_reports_and_a_killed_one_resumes_to_the_same_results() {
     assert_eq!(top1(&killed), done, "the resumed study ends where the unbroken one did");
 
     // The same folder with other settings is refused, naming the cell's folder.
-    let out = ablate(&whole, &["--seed", "1"]);
+    let out = ablate(&whole, &["--limit", "256"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("other settings") && err.contains("cells/crop"), "{err}");
+}
+
+#[test]
+fn seeds_give_mean_and_sd_and_tested_verdicts_and_finished_runs_are_found_in_results_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, other) = (dir.path().join("first"), dir.path().join("other"));
+    let seeds = ["--seeds", "2", "--seed", "3"];
+    let out = ablate(&first, &seeds);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let runs = results(&first);
+    let ids: Vec<(String, u64)> = runs.iter().map(|r| (r["id"].as_str().unwrap().into(), r["config"]["run"]["seed"].as_u64().unwrap())).collect();
+    assert_eq!(ids, [("crop".into(), 3), ("crop".into(), 4), ("crop+color".into(), 3), ("crop+color".into(), 4)]);
+    // Each run records which test images it got right, as many as the accuracy says.
+    for r in &runs {
+        let (count, digits) = r["hits"]["h"].as_str().unwrap().split_once(':').unwrap();
+        let n: usize = count.parse().unwrap();
+        let right: u32 = digits.chars().map(|c| c.to_digit(16).unwrap().count_ones()).sum();
+        assert!((100.0 * right as f64 / n as f64 - r["top1"]["h"].as_f64().unwrap()).abs() < 1e-9 && r["trains"] == "simclr", "{r}");
+    }
+    let mean = |id: &str| runs.iter().filter(|r| r["id"] == id).map(|r| r["top1"]["h"].as_f64().unwrap()).sum::<f64>() / 2.0;
+    let report = std::fs::read_to_string(first.join("report.md")).unwrap();
+    assert!(report.contains(&format!("{:.1} ± ", mean("crop"))), "{report}");
+    let claim = report.lines().find(|l| l.starts_with("| Crop then colour (one branch) beats crop alone")).expect("the declared claim's row");
+    assert!(claim.contains(&format!("{:+.2} (", mean("crop+color") - mean("crop"))) && claim.contains("2 seeds") && claim.contains("**"), "{claim}");
+    assert!(report.lines().any(|l| l.starts_with("| Crop then colour (one branch) beats colour alone") && l.contains("not measured")), "{report}");
+
+    // The run folders gone (as in a fresh checkout of a committed results.json), nothing reruns.
+    std::fs::remove_dir_all(first.join("cells")).unwrap();
+    let out = ablate(&first, &seeds);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.contains("0 runs trained") && said.contains("4 found finished"), "{said}");
+    assert_eq!(results(&first), runs);
+    // Another folder takes them through --reuse, and trains only what they lack (seed 5).
+    let out = Command::new(env!("CARGO_BIN_EXE_simclr"))
+        .args(["--quiet", "ablate", "--study", "augment", "--only", "crop", "--max-steps", "5", "--limit", "384", "--seeds", "3", "--seed", "3", "--reuse"])
+        .arg(&first)
+        .arg("--out")
+        .arg(&other)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.contains("1 runs trained") && said.contains("2 found finished"), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    let kept: Vec<&serde_json::Value> = runs.iter().filter(|r| r["id"] == "crop").collect();
+    assert_eq!(results(&other).iter().take(2).collect::<Vec<_>>(), kept);
 }
 
 #[test]
@@ -95,4 +139,27 @@ fn list_shows_each_study_without_training() {
     let full = Command::new(env!("CARGO_BIN_EXE_simclr")).args(["ablate", "--study", "scale", "--preset", "full", "--list"]).output().unwrap();
     let text = String::from_utf8_lossy(&full.stdout);
     assert!(text.contains("batch8192-epochs800") && text.contains("TPU"), "{text}");
+    // Cells of identical settings are one run, said so.
+    let small = Command::new(env!("CARGO_BIN_EXE_simclr")).args(["ablate", "--study", "scale", "--list"]).output().unwrap();
+    let text = String::from_utf8_lossy(&small.stdout);
+    assert!(text.contains("23 runs") && text.contains("one run for batch128-epochs10 and resnet18x0.125-simclr"), "{text}");
+    for (study, cells, runs) in [("augment", 10, 30), ("head", 4, 12), ("temperature", 4, 12), ("scale", 8, 24)] {
+        let out = Command::new(env!("CARGO_BIN_EXE_simclr")).args(["ablate", "--study", study, "--preset", "medium", "--list"]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(&format!("{cells} cells")) && text.contains(&format!("{runs} runs: the cells at seeds 0, 1, 2")), "{study}: {text}");
+    }
+}
+
+#[test]
+fn per_image_hits_round_trip_through_json_and_bad_text_is_refused() {
+    use simclr::ablate::Hits;
+    for n in 0..13usize {
+        let hits = Hits((0..n).map(|i| i % 3 == 0 || i + 1 == n).collect());
+        let text = serde_json::to_string(&hits).unwrap();
+        assert_eq!(serde_json::from_str::<Hits>(&text).unwrap(), hits, "{text}");
+    }
+    assert_eq!(serde_json::to_string(&Hits(vec![true, false, true, true, true])).unwrap(), "\"5:b8\"");
+    for bad in ["\"5:b\"", "\"x:b8\"", "\"5:g8\"", "\"b8\"", "\"5:b8f\""] {
+        assert!(serde_json::from_str::<Hits>(bad).is_err(), "{bad}");
+    }
 }

@@ -238,3 +238,40 @@ fn mcnemar_counts_the_discordant_images_and_its_p_value_is_the_exact_binomial_ta
     assert_eq!(predictions(&[0.1, 0.9, 0.5, 0.5, 2.0, -1.0], 2), [1, 0, 0]);
     assert_eq!(hits(&[1, 0, 0], &[1, 1, 0]), [true, false, true]);
 }
+
+#[test]
+fn a_contrast_over_seeds_and_images_has_the_bootstrap_interval_of_its_noise() {
+    use simclr::eval::paired::contrast;
+    // One seed, 1,000 images: the first alone right on 60, the second alone on 40, both on 500.
+    // The contrast is 2 points; its paired standard error is √(0.06 + 0.04 − 0.02²)/√1000 ≈ 1.0
+    // point, so the 95% interval is about 2 ± 1.96.
+    let a: Vec<bool> = (0..1000).map(|i| i < 560).collect();
+    let b: Vec<bool> = (0..1000).map(|i| i < 500 || (560..600).contains(&i)).collect();
+    let c = contrast(&[vec![&a[..], &b[..]]], &[1.0, -1.0], 7).unwrap();
+    let se = 100.0 * ((0.06 + 0.04 - 0.02f64 * 0.02) / 1000.0).sqrt();
+    assert!((c.estimate - 2.0).abs() < 1e-9 && c.per_seed.len() == 1 && c.images == 1000, "{c:?}");
+    assert!((c.ci95.0 - (2.0 - 1.96 * se)).abs() < 0.25 && (c.ci95.1 - (2.0 + 1.96 * se)).abs() < 0.25, "{c:?} (se {se:.3})");
+    assert!(c.p_value > 0.02 && c.p_value < 0.09, "{c:?}");
+    // Reversed terms mirror it; an image every classifier gets right moves nothing.
+    let r = contrast(&[vec![&b[..], &a[..]]], &[1.0, -1.0], 7).unwrap();
+    assert!((r.estimate + 2.0).abs() < 1e-9 && (r.p_value - c.p_value).abs() < 0.02, "{r:?}");
+    let same = contrast(&[vec![&a[..], &a[..]]], &[1.0, -1.0], 7).unwrap();
+    assert_eq!((same.estimate, same.ci95, same.p_value), (0.0, (0.0, 0.0), 1.0));
+    // Two seeds that disagree (+5 and −5 points, no test noise to speak of): the mean is 0 and the
+    // interval spans the seeds, where a test over images alone would call both seeds significant.
+    let n = 2000;
+    let right = |k: usize| (0..n).map(|i| i < k).collect::<Vec<bool>>();
+    let (hi, mid, lo) = (right(1100), right(1000), right(900));
+    let c = contrast(&[vec![&hi[..], &mid[..]], vec![&lo[..], &mid[..]]], &[1.0, -1.0], 1).unwrap();
+    assert_eq!((c.estimate, c.per_seed.clone()), (0.0, vec![5.0, -5.0]));
+    assert!(c.ci95.0 < -4.0 && c.ci95.1 > 4.0 && c.p_value > 0.5, "{c:?}");
+    // A difference of differences: the weights, not the number of terms, make the contrast.
+    let d = contrast(&[vec![&hi[..], &mid[..], &mid[..], &lo[..]]], &[1.0, -1.0, -1.0, 1.0], 1).unwrap();
+    assert!((d.estimate - 0.0).abs() < 1e-9, "{d:?}");
+    let e = contrast(&[vec![&hi[..], &lo[..], &mid[..], &mid[..]]], &[1.0, -1.0, -1.0, 1.0], 1).unwrap();
+    assert!((e.estimate - 10.0).abs() < 1e-9 && e.ci95.0 > 8.0, "{e:?}");
+    // Mismatched runs are refused.
+    assert!(contrast(&[vec![&a[..], &hi[..]]], &[1.0, -1.0], 0).is_err());
+    assert!(contrast(&[vec![&a[..]]], &[1.0, -1.0], 0).is_err());
+    assert!(contrast(&[], &[1.0], 0).is_err());
+}

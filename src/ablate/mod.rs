@@ -60,6 +60,10 @@ pub enum Preset {
     /// Narrow ResNet-18 (width 0.125) on 24 px views of at most 8,000 training images, a few
     /// epochs a cell: each study within an hour on a 2-core CPU with the libtorch build.
     Small,
+    /// The key contrasts of each finding at a budget where the full pipeline's contrastive task
+    /// is learnt (see [`studies::base`]), every cell at 3 seeds: hours on a CPU, resumable per
+    /// cell and seed.
+    Medium,
     /// The paper's settings (ResNet-50, 224 px, batch 4096, 100 epochs; §2.3 and App. B.9).
     Full,
 }
@@ -78,10 +82,20 @@ pub struct AblateArgs {
     /// runs/ablate-STUDY].
     #[cfg_attr(feature = "cli", arg(long))]
     pub out: Option<PathBuf>,
-    /// Seed of every cell (weights, data order, views, evaluation).
+    /// Seed of every cell (weights, data order, views, evaluation); with --seeds N, the first of N.
     #[cfg_attr(feature = "cli", arg(long, default_value_t = 0))]
     pub seed: u64,
-    /// Run only these cells (comma-separated ids; --list shows them).
+    /// Runs each cell at N seeds (--seed, --seed + 1, …): tables show mean ± SD, verdicts test
+    /// over seeds and test images [default: 3 for the medium preset, 1 otherwise].
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub seeds: Option<u64>,
+    /// Other study folders (comma-separated) whose finished runs fill this study's cells where the
+    /// training, settings and seed are identical (read from their results.json; the medium
+    /// preset's studies share their base cell this way).
+    #[cfg_attr(feature = "cli", arg(long, value_delimiter = ','))]
+    pub reuse: Vec<PathBuf>,
+    /// Train only these cells (comma-separated ids; --list shows them); the report still covers
+    /// every finished cell of the study.
     #[cfg_attr(feature = "cli", arg(long, value_delimiter = ','))]
     pub only: Vec<String>,
     /// Train each cell for this many steps instead of the preset's epochs (a smoke test).
@@ -102,11 +116,71 @@ pub enum CellKind {
     /// SimCLR pretraining, then linear evaluation of each of these layers.
     Contrastive(Vec<Layer>),
     /// The supervised baseline: the same network from random init, trained with labels on every
-    /// training image (`simclr finetune --random-init --label-fraction 1`) for the same epochs.
+    /// training image (`simclr finetune --random-init --label-fraction 1`) for the same epochs,
+    /// its views cropped, flipped and colour-distorted at the cell's `augment.color_strength`
+    /// (0: crop and flip only, as `finetune`).
     Supervised,
     /// No training: linear evaluation of h of the network with torchvision's random
     /// initialisation (`simclr linear-eval --random-init`), what pretraining has to beat.
     RandomInit,
+}
+
+impl CellKind {
+    /// What the cell's run trains.
+    pub fn trains(&self) -> Trains {
+        match self {
+            Self::Contrastive(_) => Trains::Simclr,
+            Self::Supervised => Trains::Supervised,
+            Self::RandomInit => Trains::Nothing,
+        }
+    }
+
+    /// The names of the scores it records (keys of [`CellResult::top1`]).
+    fn scores(&self) -> Vec<String> {
+        match self {
+            Self::Contrastive(layers) => layers.iter().map(Layer::to_string).collect(),
+            Self::Supervised => vec!["supervised".into()],
+            Self::RandomInit => vec!["h".into()],
+        }
+    }
+}
+
+/// What a cell's run trained, recorded with its result so that a finished run is recognised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trains {
+    /// SimCLR pretraining, then linear evaluation.
+    Simclr,
+    /// Supervised training from random init.
+    Supervised,
+    /// Nothing: linear evaluation of the untrained network.
+    Nothing,
+}
+
+/// Which test images a classifier got right, in the test split's order (for paired tests). In
+/// JSON: the count, a colon, then 4 images a hexadecimal digit, the first in the high bit.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Hits(pub Vec<bool>);
+
+impl Serialize for Hits {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let digits: String = self.0.chunks(4).map(|c| char::from_digit(c.iter().enumerate().map(|(i, &b)| (b as u32) << (3 - i)).sum(), 16).expect("a nibble")).collect();
+        s.serialize_str(&format!("{}:{digits}", self.0.len()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Hits {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let bad = || serde::de::Error::custom(format!("per-image hits: expected COUNT:HEX, got {:?}", text.chars().take(40).collect::<String>()));
+        let (n, digits) = text.split_once(':').ok_or_else(bad)?;
+        let n: usize = n.parse().map_err(|_| bad())?;
+        if digits.len() != n.div_ceil(4) {
+            return Err(bad());
+        }
+        let nibbles = digits.chars().map(|c| c.to_digit(16)).collect::<Option<Vec<u32>>>().ok_or_else(bad)?;
+        Ok(Hits((0..n).map(|i| nibbles[i / 4] >> (3 - i % 4) & 1 == 1).collect()))
+    }
 }
 
 /// One cell of a study: a place in one of its tables, and the run that fills it.
@@ -160,14 +234,41 @@ pub struct CellResult {
     /// before it was recorded, counted again when such a result is read.
     #[serde(default)]
     pub encoder_params: usize,
-    /// The cell's settings (a rerun with other settings in the same folder is refused).
+    /// The cell's settings, its seed included (a rerun with other settings in the same folder is
+    /// refused).
     pub config: Config,
+    /// What the run trained; absent in results written before it was recorded, which are then
+    /// never taken for a finished cell.
+    #[serde(default)]
+    pub trains: Option<Trains>,
+    /// Which test images each score of `top1` got right (empty in results written before they
+    /// were recorded).
+    #[serde(default)]
+    pub hits: BTreeMap<String, Hits>,
+    /// The commit of the working tree the run was started in (`git describe --always --dirty`),
+    /// when it was one.
+    #[serde(default)]
+    pub commit: Option<String>,
+    /// The backend that trained it.
+    #[serde(default)]
+    pub backend: Option<String>,
+    /// In a report's tables: the seeds averaged into this row (empty: one run, as stored).
+    #[serde(skip)]
+    pub seeds: Vec<u64>,
+    /// In a report's tables: the standard deviation over `seeds` of each `top1`.
+    #[serde(skip)]
+    pub top1_sd: BTreeMap<String, f64>,
 }
 
 impl CellResult {
     /// The first evaluated layer's top-1 (h for the contrastive cells), if any.
     pub fn main_top1(&self) -> Option<f64> {
-        ["h", "supervised"].iter().find_map(|k| self.top1.get(*k)).or_else(|| self.top1.values().next()).copied()
+        self.top1.get(self.main_score()?).copied()
+    }
+
+    /// The name of the first evaluated layer's score (h for the contrastive cells), if any.
+    pub fn main_score(&self) -> Option<&str> {
+        ["h", "supervised"].into_iter().find(|k| self.top1.contains_key(*k)).or_else(|| self.top1.keys().next().map(String::as_str))
     }
 }
 
@@ -186,9 +287,9 @@ pub enum Ablated {
     Ran {
         /// The study.
         study: Study,
-        /// Cells trained by this invocation.
+        /// Runs (a cell at a seed) trained by this invocation.
         ran: usize,
-        /// Cells found finished before.
+        /// Runs found finished before (in the folder or through `--reuse`).
         kept: usize,
         /// Seconds this invocation took.
         seconds: f64,
@@ -204,11 +305,22 @@ pub fn run(args: &AblateArgs, precision: Precision, memory_format: MemoryFormat,
     let mut base = studies::base(args.preset, &args.data, &out, args.seed);
     (base.run.precision, base.run.memory_format) = (precision, memory_format);
     base.run.compute(device)?;
-    let cells = select(studies::cells(args.study, args.preset, &base), &args.only, args.max_steps)?;
+    let cells = with_max_steps(studies::cells(args.study, args.preset, &base), args.max_steps);
+    let chosen = select(&cells, &args.only)?;
+    let seeds = seeds(args)?;
+    let runs = plan(&chosen, &seeds);
     if args.list {
-        return Ok(Ablated::Listed(report::listing(args.study, args.preset, &cells, &base)));
+        return Ok(Ablated::Listed(report::listing(args.study, args.preset, &chosen, &runs, &base)));
     }
     std::fs::create_dir_all(&out).with_context(|| format!("--out {}: cannot create the folder; choose a writable path", out.display()))?;
+    let mut finished = Finished::read(&out)?;
+    finished.check(&cells, &out)?;
+    for other in &args.reuse {
+        let file = other.join("results.json");
+        let text = crate::files::read_to_string(&file).with_context(|| format!("--reuse {}: no study results to reuse; give a folder `simclr ablate` wrote", other.display()))?;
+        let runs: Vec<CellResult> = serde_json::from_str(&text).with_context(|| format!("--reuse {}: not a study's results", file.display()))?;
+        finished.1.extend(runs);
+    }
     let data = EvalData {
         train: data::first(data::open(&base.source(), Split::Train)?, base.data.limit),
         test: data::open(&base.source(), Split::Test)?,
@@ -217,33 +329,171 @@ pub fn run(args: &AblateArgs, precision: Precision, memory_format: MemoryFormat,
         bail!("simclr ablate evaluates with labels, and --dataset {} has none; use a labelled dataset", base.data.dataset.name());
     }
     let start = Instant::now();
-    let (mut results, mut kept) = (Vec::with_capacity(cells.len()), 0);
-    for (i, cell) in cells.iter().enumerate() {
-        let (result, earlier) = run_cell(cell, &out.join("cells").join(&cell.id), &data, device, progress)?;
-        let when = if earlier { "finished before".to_string() } else { format!("{:.0} s", result.seconds) };
-        tracing::info!("[{}/{}] {}: {} ({when})", i + 1, cells.len(), cell.id, summary(&result));
-        kept += earlier as usize;
-        results.push(result);
-        report::write(&out, args.study, args.preset, &cells, &results, &base, data.test.len())?;
+    let (mut ran, mut kept) = (0, 0);
+    for (i, run) in runs.iter().enumerate() {
+        let seed = run.cell.config.run.seed;
+        let name = format!("{} (seed {seed})", run.cell.id);
+        if finished.find(&run.cell).is_some() {
+            tracing::info!("[{}/{}] {name}: finished before", i + 1, runs.len());
+            kept += 1;
+            continue;
+        }
+        let result = run_cell(&run.cell, &out.join("cells").join(&run.cell.id).join(format!("seed-{seed}")), &data, device, progress)?;
+        tracing::info!("[{}/{}] {name}: {} ({:.0} s)", i + 1, runs.len(), summary(&result), result.seconds);
+        finished.0.push(result);
+        ran += 1;
+        report::write(&out, args.study, args.preset, &cells, &finished.of(&cells), &base, data.test.len())?;
     }
-    Ok(Ablated::Ran { study: args.study, ran: results.len() - kept, kept, seconds: start.elapsed().as_secs_f64(), report: out.join("report.md") })
+    report::write(&out, args.study, args.preset, &cells, &finished.of(&cells), &base, data.test.len())?;
+    Ok(Ablated::Ran { study: args.study, ran, kept, seconds: start.elapsed().as_secs_f64(), report: out.join("report.md") })
 }
 
-/// The cells `only` names (all when empty), each trained `max_steps` steps when given.
-fn select(cells: Vec<Cell>, only: &[String], max_steps: Option<usize>) -> Result<Vec<Cell>> {
-    if let Some(unknown) = only.iter().find(|id| !cells.iter().any(|c| &c.id == *id)) {
-        bail!("--only {unknown}: no such cell; the study's cells are {}", cells.iter().map(|c| c.id.as_str()).collect::<Vec<_>>().join(", "));
+/// Most seeds a cell runs at (each is a whole training run).
+const MAX_SEEDS: u64 = 100;
+
+/// The seeds every chosen cell runs at: `--seeds` of them from `--seed`.
+fn seeds(args: &AblateArgs) -> Result<Vec<u64>> {
+    let n = args.seeds.unwrap_or(if args.preset == Preset::Medium { 3 } else { 1 });
+    if !(1..=MAX_SEEDS).contains(&n) {
+        bail!("--seeds {n}: give 1 to {MAX_SEEDS} runs a cell");
     }
-    Ok(cells
+    (0..n).map(|k| args.seed.checked_add(k).with_context(|| format!("--seed {} --seeds {n}: the seeds pass {}; use a smaller --seed", args.seed, u64::MAX))).collect()
+}
+
+/// Every cell trained `max_steps` steps when given.
+fn with_max_steps(cells: Vec<Cell>, max_steps: Option<usize>) -> Vec<Cell> {
+    cells
         .into_iter()
-        .filter(|c| only.is_empty() || only.contains(&c.id))
         .map(|mut c| {
             if let Some(steps) = max_steps {
                 c.config.optim.max_steps = steps;
             }
             c
         })
-        .collect())
+        .collect()
+}
+
+/// The cells `only` names (all when empty).
+fn select(cells: &[Cell], only: &[String]) -> Result<Vec<Cell>> {
+    if let Some(unknown) = only.iter().find(|id| !cells.iter().any(|c| &c.id == *id)) {
+        bail!("--only {unknown}: no such cell; the study's cells are {}", cells.iter().map(|c| c.id.as_str()).collect::<Vec<_>>().join(", "));
+    }
+    Ok(cells.iter().filter(|c| only.is_empty() || only.contains(&c.id)).cloned().collect())
+}
+
+/// One training run: a cell at one seed, standing for every chosen cell with the same settings
+/// (they are one run, evaluated on the union of their layers).
+pub struct Run {
+    /// The first such cell, its seed set and its layers the union.
+    pub cell: Cell,
+    /// The ids of the other cells it stands for.
+    pub same_as: Vec<String>,
+}
+
+/// The runs `cells` need at each of `seeds`: cells of identical settings share one.
+fn plan(cells: &[Cell], seeds: &[u64]) -> Vec<Run> {
+    let mut runs: Vec<Run> = Vec::new();
+    for &seed in seeds {
+        for cell in cells {
+            let mut cell = cell.clone();
+            cell.config.run.seed = seed;
+            match runs.iter_mut().find(|r| r.cell.kind.trains() == cell.kind.trains() && same_settings(&r.cell.config, &cell.config)) {
+                Some(run) => {
+                    if let (CellKind::Contrastive(have), CellKind::Contrastive(more)) = (&mut run.cell.kind, &cell.kind) {
+                        let extra: Vec<Layer> = more.iter().filter(|l| !have.contains(l)).copied().collect();
+                        have.extend(extra);
+                    }
+                    run.same_as.push(cell.id);
+                }
+                None => runs.push(Run { cell, same_as: Vec::new() }),
+            }
+        }
+    }
+    runs
+}
+
+/// The finished runs of a study folder: `OUT/results.json` (which survives as a committed file
+/// when the run folders do not) and each run folder's `result.json`; then those of `--reuse`.
+struct Finished(Vec<CellResult>, Vec<CellResult>);
+
+impl Finished {
+    fn read(out: &Path) -> Result<Finished> {
+        let mut found: Vec<CellResult> = Vec::new();
+        let file = out.join("results.json");
+        if file.exists() {
+            let text = crate::files::read_to_string(&file)?;
+            found = serde_json::from_str(&text).with_context(|| format!("{}: not a study's results; move it away to start the study afresh", file.display()))?;
+        }
+        for cell in read_dir_or_empty(&out.join("cells"))? {
+            for run in read_dir_or_empty(&cell)? {
+                let file = run.join("result.json");
+                if let Ok(text) = crate::files::read_to_string(&file) {
+                    let done: CellResult = serde_json::from_str(&text).with_context(|| format!("{}: not a cell result; delete it to run the cell again", file.display()))?;
+                    if !found.iter().any(|r| r.id == done.id && r.config.run.seed == done.config.run.seed) {
+                        found.push(done);
+                    }
+                }
+            }
+        }
+        Ok(Finished(found, Vec::new()))
+    }
+
+    /// Refuses results stored under a cell's id with other settings than the cell's (another
+    /// preset, data or step count), which the report would otherwise mix in.
+    fn check(&self, cells: &[Cell], out: &Path) -> Result<()> {
+        for r in &self.0 {
+            if let Some(cell) = cells.iter().find(|c| c.id == r.id) {
+                let mut settings = cell.config.clone();
+                settings.run.seed = r.config.run.seed;
+                if r.trains != Some(cell.kind.trains()) || !same_settings(&r.config, &settings) {
+                    bail!(
+                        "{}: cell {} (seed {}) was run with other settings (another --preset, --max-steps or data, or written by an older simclr); use another --out, or move that folder's results.json and cells/{} away to run it again",
+                        out.display(),
+                        r.id,
+                        r.config.run.seed,
+                        r.id
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The finished run that fills `cell` at its seed: same training and settings, every score
+    /// the cell needs; labelled as the cell.
+    fn find(&self, cell: &Cell) -> Option<CellResult> {
+        let needs = cell.kind.scores();
+        let run = self.0.iter().chain(&self.1).find(|r| r.trains == Some(cell.kind.trains()) && same_settings(&r.config, &cell.config) && needs.iter().all(|k| r.top1.contains_key(k) || r.diverged.is_some()))?;
+        let mut r = run.clone();
+        (r.id, r.table, r.row, r.column, r.paper) = (cell.id.clone(), cell.table.to_string(), cell.row.clone(), cell.column.clone(), cell.paper);
+        Some(r)
+    }
+
+    /// Every finished run of each of `cells`, at every seed found, in the cells' order.
+    fn of(&self, cells: &[Cell]) -> Vec<CellResult> {
+        let mut seeds: Vec<u64> = self.0.iter().chain(&self.1).map(|r| r.config.run.seed).collect();
+        seeds.sort_unstable();
+        seeds.dedup();
+        cells
+            .iter()
+            .flat_map(|cell| {
+                seeds.iter().filter_map(move |&seed| {
+                    let mut at = cell.clone();
+                    at.config.run.seed = seed;
+                    self.find(&at)
+                })
+            })
+            .collect()
+    }
+}
+
+/// The entries of `dir`, none when it does not exist.
+fn read_dir_or_empty(dir: &Path) -> Result<Vec<PathBuf>> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => Ok(entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("{}: cannot list", dir.display())),
+    }
 }
 
 fn summary(r: &CellResult) -> String {
@@ -258,22 +508,11 @@ fn encoder_params(cfg: &Config) -> usize {
     crate::num_trainable_params(&cfg.model(cfg.model.image_size).encoder.init(&crate::default_device()))
 }
 
-/// Runs one cell in `dir`, or reads its result when an earlier invocation finished it (then
-/// `true`).
-fn run_cell(cell: &Cell, dir: &Path, data: &EvalData, device: &Device, progress: bool) -> Result<(CellResult, bool)> {
+/// Runs one cell in `dir` (resuming its pretraining from the folder's last checkpoint) and writes
+/// its result there.
+fn run_cell(cell: &Cell, dir: &Path, data: &EvalData, device: &Device, progress: bool) -> Result<CellResult> {
     let mut cfg = cell.config.clone();
     cfg.run.out = dir.to_path_buf();
-    let file = dir.join("result.json");
-    if let Ok(text) = crate::files::read_to_string(&file) {
-        let mut done: CellResult = serde_json::from_str(&text).with_context(|| format!("{}: not a cell result; delete it to run the cell again", file.display()))?;
-        if !same_settings(&done.config, &cfg) {
-            bail!("{}: this cell was run with other settings (another --preset, --seed or data?); use another --out, or delete the folder to run it again", dir.display());
-        }
-        if done.encoder_params == 0 {
-            done.encoder_params = encoder_params(&cfg);
-        }
-        return Ok((done, true));
-    }
     let start = Instant::now();
     let mut result = CellResult {
         id: cell.id.clone(),
@@ -290,20 +529,33 @@ fn run_cell(cell: &Cell, dir: &Path, data: &EvalData, device: &Device, progress:
         paper: cell.paper,
         encoder_params: encoder_params(&cfg),
         config: cfg.clone(),
+        trains: Some(cell.kind.trains()),
+        hits: BTreeMap::new(),
+        commit: commit(),
+        backend: Some(crate::device::backend_name(device).to_string()),
+        seeds: Vec::new(),
+        top1_sd: BTreeMap::new(),
     };
     match &cell.kind {
         CellKind::Contrastive(layers) => contrastive(&cfg, layers, data, device, progress, &mut result)?,
         CellKind::Supervised => supervised(&cfg, data, device, &mut result)?,
         CellKind::RandomInit => {
             let model = eval::random_init_baseline(&cfg, cfg.model.image_size).init_seeded(cfg.run.seed, device).with_compute(cfg.run.compute(device)?);
-            result.top1 = linear_top1(&model, &[Layer::H], &cfg, data, device)?;
+            linear_top1(&model, &[Layer::H], &cfg, data, device, &mut result)?;
         }
     }
     result.seconds = start.elapsed().as_secs_f64();
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the folder", dir.display()))?;
-    let tmp = dir.join(".result.json.tmp");
+    let (tmp, file) = (dir.join(".result.json.tmp"), dir.join("result.json"));
     std::fs::write(&tmp, serde_json::to_string_pretty(&result)?).and_then(|_| std::fs::rename(&tmp, &file)).with_context(|| format!("{}: cannot write", file.display()))?;
-    Ok((result, false))
+    Ok(result)
+}
+
+/// The commit of the current folder's git checkout, `-dirty` when it has changes.
+fn commit() -> Option<String> {
+    let out = std::process::Command::new("git").args(["describe", "--always", "--dirty", "--abbrev=10"]).stderr(std::process::Stdio::null()).output().ok()?;
+    let text = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (out.status.success() && !text.is_empty()).then_some(text)
 }
 
 /// Whether two cell configs train the same network: equal but for where the run and the image
@@ -338,29 +590,36 @@ fn contrastive(cfg: &Config, layers: &[Layer], data: &EvalData, device: &Device,
     result.steps = last.steps;
     (result.loss, result.contrast_acc, result.contrast_entropy) = (Some(last.loss), Some(last.contrast_acc), Some(last.contrast_entropy));
     let model = done.eval_model();
-    result.top1 = linear_top1(&model, layers, cfg, data, device)?;
-    Ok(())
+    linear_top1(&model, layers, cfg, data, device, result)
 }
 
-/// Test top-1 (%) of the linear protocol on each of `layers` of `model` (`simclr linear-eval`'s
-/// default: L-BFGS, L2 chosen on held-out training images), the features of every layer extracted
-/// in one pass over each split.
-fn linear_top1(model: &crate::model::SimClr, layers: &[Layer], cfg: &Config, data: &EvalData, device: &Device) -> Result<BTreeMap<String, f64>> {
+/// Records the test top-1 (%) and per-image hits of the linear protocol on each of `layers` of
+/// `model` (`simclr linear-eval`'s default: L-BFGS, L2 chosen on held-out training images), the
+/// features of every layer extracted in one pass over each split.
+fn linear_top1(model: &crate::model::SimClr, layers: &[Layer], cfg: &Config, data: &EvalData, device: &Device, result: &mut CellResult) -> Result<()> {
     let (bad, classes) = (cfg.bad_images(), data.train.num_classes());
     let indices = layers.iter().map(|layer| layer.index(model.head.len())).collect::<Result<Vec<_>>>()?;
     let extract = |ds: &dyn crate::data::Dataset| eval::extract_layers(model, &indices, ds, cfg.model.image_size, 256, &bad, device);
     let ((train, _), (test, _)) = (extract(data.train.as_ref())?, extract(data.test.as_ref())?);
-    let mut top1 = BTreeMap::new();
     for ((layer, train), test) in layers.iter().zip(&train).zip(&test) {
         let probe = eval::linear::probe(train, test, classes, eval::linear::Fit::Lbfgs, cfg.run.seed, device)?;
-        top1.insert(layer.to_string(), 100.0 * probe.test_top1);
+        record(result, &layer.to_string(), &probe.test_scores, &test.labels, classes)?;
     }
-    Ok(top1)
+    Ok(())
+}
+
+/// Records a classifier's test top-1 (%) and per-image hits under `name`.
+fn record(result: &mut CellResult, name: &str, scores: &[f32], labels: &[usize], classes: usize) -> Result<()> {
+    let hits = eval::paired::hits(&eval::paired::predictions(scores, classes), labels);
+    result.top1.insert(name.to_string(), 100.0 * eval::topk_accuracy(scores, classes, labels, 1)?);
+    result.hits.insert(name.to_string(), Hits(hits));
+    Ok(())
 }
 
 /// The supervised baseline: the cell's network with torchvision's initialisation, trained with
-/// labels on every training image for the cell's epochs (crop + flip; `simclr finetune`'s
-/// protocol), its test top-1.
+/// labels on every training image for the cell's epochs (`simclr finetune`'s protocol on views
+/// cropped as the cell's SimCLR views, flipped and colour-distorted at its strength), its test
+/// top-1.
 fn supervised(cfg: &Config, data: &EvalData, device: &Device, result: &mut CellResult) -> Result<()> {
     let size = cfg.model.image_size;
     let model = eval::random_init_baseline(cfg, size).init_seeded(cfg.run.seed, device).with_compute(cfg.run.compute(device)?);
@@ -375,13 +634,13 @@ fn supervised(cfg: &Config, data: &EvalData, device: &Device, result: &mut CellR
         optimizer: crate::optim::OptimizerKind::Sgd,
         momentum: 0.9,
         weight_decay: studies::SUPERVISED_WEIGHT_DECAY,
-        crop_min_area: crate::augment::PAPER_MIN_CROP_AREA,
+        crop_min_area: cfg.augment.crop_min_area,
+        color_strength: cfg.augment.color_strength,
         seed: cfg.run.seed,
     };
     let settings = finetune::Finetune { from_head_layer: 0, fit };
     let done = finetune::finetune(model, size, data.train.clone(), &every, data.test.as_ref(), &settings, &cfg.bad_images(), device)?;
-    let classes = data.train.num_classes();
-    result.top1.insert("supervised".into(), 100.0 * eval::topk_accuracy(&done.test_scores, classes, &done.test_labels, 1)?);
+    record(result, "supervised", &done.test_scores, &done.test_labels, data.train.num_classes())?;
     (result.steps, result.loss) = (epochs * steps_per_epoch, Some(done.final_loss));
     Ok(())
 }

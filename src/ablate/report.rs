@@ -1,8 +1,9 @@
-//! A study's outputs: `results.json` (every finished cell), `report.md` (the budget, the exact
-//! command, one table per figure of the paper with its numbers beside ours, and whether each of the
-//! paper's directions holds here) and PNG figures drawn with `plotters`.
+//! A study's outputs: `results.json` (every finished run: a cell at a seed), `report.md` (the
+//! budget, the exact command, one table per figure of the paper with its numbers beside ours, mean
+//! ± SD over seeds, and the verdicts: the paper's claims as declared contrasts, tested by a paired
+//! bootstrap over seeds and test images) and PNG figures drawn with `plotters`.
 
-use super::{Cell, CellKind, CellResult, Preset, Study};
+use super::{Cell, CellKind, CellResult, Preset, Run, Study};
 use crate::config::Config;
 use anyhow::{Context, Result};
 use plotters::prelude::*;
@@ -14,26 +15,44 @@ use std::path::Path;
 pub fn write(out: &Path, study: Study, preset: Preset, cells: &[Cell], results: &[CellResult], base: &Config, test_images: usize) -> Result<()> {
     let json = serde_json::to_string_pretty(results)?;
     std::fs::write(out.join("results.json"), json).with_context(|| format!("--out {}: cannot write results.json", out.display()))?;
-    let figures = figures(out, study, results)?;
+    let shown = by_cell(results);
+    let figures = figures(out, study, &shown)?;
     let mut md = String::new();
     let _ = writeln!(md, "# `simclr ablate --study {}` ({:?} preset)\n", study.name(), preset);
     md += &budget(preset, cells, results, base);
-    md += &tables(study, results);
-    if results.len() < cells.len() {
-        let _ = writeln!(md, "**Partial: {} of {} cells finished; the verdicts below are on those only.**\n", results.len(), cells.len());
+    md += &tables(study, &shown);
+    if shown.len() < cells.len() {
+        let _ = writeln!(md, "**Partial: {} of {} cells finished; the verdicts below are on those only.**\n", shown.len(), cells.len());
     }
-    md += &findings(study, results, Noise::of(results, test_images));
+    md += &findings(study, &shown, Noise::of(&shown, test_images));
+    md += &contrasts(study, preset, results);
     for f in figures {
         let _ = writeln!(md, "![{f}]({f})\n");
     }
     std::fs::write(out.join("report.md"), md).with_context(|| format!("--out {}: cannot write report.md", out.display()))
 }
 
-/// What `--list` prints: the cells and their settings, and what the preset costs.
-pub fn listing(study: Study, preset: Preset, cells: &[Cell], base: &Config) -> String {
+/// What `--list` prints: the cells and their settings, the runs they make, and what the preset
+/// costs.
+pub fn listing(study: Study, preset: Preset, cells: &[Cell], runs: &[Run], base: &Config) -> String {
     let mut s = format!("study {} ({preset:?} preset), {} cells:\n", study.name(), cells.len());
     for c in cells {
         let _ = writeln!(s, "  {:<22} {:<13} row {:<16} column {:<12} {}", c.id, c.table, c.row, c.column, settings(&c.config, &c.kind));
+    }
+    let seeds: Vec<u64> = runs.iter().map(|r| r.cell.config.run.seed).fold(Vec::new(), |mut v, s| {
+        if !v.contains(&s) {
+            v.push(s);
+        }
+        v
+    });
+    let _ = writeln!(s, "{} runs: the cells at seed{} {}", runs.len(), if seeds.len() > 1 { "s" } else { "" }, seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", "));
+    for r in runs.iter().filter(|r| !r.same_as.is_empty() && r.cell.config.run.seed == seeds[0]) {
+        let _ = writeln!(s, "  one run for {} and {} (identical settings)", r.cell.id, r.same_as.join(", "));
+    }
+    s += "claims tested (the verdicts, declared before the runs; contrast = Σ weight × top-1):\n";
+    for claim in study.definition().claims(preset) {
+        let terms: Vec<String> = claim.terms.iter().map(|(id, score, w)| format!("{}{id}:{score}", if *w < 0.0 { "− " } else { "+ " })).collect();
+        let _ = writeln!(s, "  {}: {}", claim.text, terms.join(" "));
     }
     s + &budget(preset, cells, &[], base)
 }
@@ -99,7 +118,14 @@ fn budget(preset: Preset, cells: &[Cell], results: &[CellResult], base: &Config)
         Some(steps) => format!("{steps} steps a cell"),
         None => format!("{epochs} training epochs in all"),
     };
-    let _ = writeln!(s, "Cells: {} finished of {} ({length}; each cell's own settings are in `cells/ID/config.toml`).", results.len(), cells.len());
+    let finished = cells.iter().filter(|c| results.iter().any(|r| r.id == c.id)).count();
+    let _ = writeln!(s, "Cells: {finished} finished of {} ({length}; each run's own settings are in `cells/ID/seed-S/config.toml`, and in `results.json`).", cells.len());
+    let mut made_by: Vec<String> = results.iter().map(|r| format!("commit {} on {}", r.commit.as_deref().unwrap_or("unrecorded"), r.backend.as_deref().unwrap_or("an unrecorded backend"))).collect();
+    made_by.sort();
+    made_by.dedup();
+    if !made_by.is_empty() {
+        let _ = writeln!(s, "Made by: {} ({} runs).", made_by.join("; "), results.len());
+    }
     if !results.is_empty() {
         let secs: f64 = results.iter().map(|r| r.seconds).sum();
         let _ = writeln!(s, "Time: {:.1} min for the cells run here ({:.0} s a cell on average; cells finished by an earlier invocation count their own time).", secs / 60.0, secs / results.len() as f64);
@@ -129,10 +155,13 @@ pub(crate) fn ours_and_paper(r: Option<&CellResult>) -> String {
     match r {
         None => "—".into(),
         Some(r) if r.diverged.is_some() => "diverged".into(),
-        Some(r) => match r.paper {
-            Some(p) => format!("{} ({p:.1})", pct(r.main_top1())),
-            None => pct(r.main_top1()),
-        },
+        Some(r) => {
+            let ours = score(Some(r), r.main_score().unwrap_or("h"));
+            match r.paper {
+                Some(p) => format!("{ours} ({p:.1})"),
+                None => ours,
+            }
+        }
     }
 }
 
@@ -172,28 +201,29 @@ impl Noise {
         Noise(100.0 * 2.0 * std::f64::consts::SQRT_2 * (p * (1.0 - p) / n.max(1) as f64).sqrt())
     }
 
-    /// The verdict on a claim whose margin here is `diff` points (positive: the paper's direction).
+    /// How a margin of `diff` points (positive: the paper's direction) compares with the noise:
+    /// a description, not a test (the declared contrasts are the verdicts).
     pub(crate) fn verdict(self, diff: f64) -> String {
         match diff {
-            d if d > self.0 => "**holds here**".into(),
-            d if d < -self.0 => "**does not hold here**".into(),
-            _ => format!("**too close to call here** (within ±{:.1} points)", self.0),
+            d if d > self.0 => format!("in the paper's direction, beyond ±{:.1}", self.0),
+            d if d < -self.0 => format!("against the paper's direction, beyond ±{:.1}", self.0),
+            _ => format!("within ±{:.1}", self.0),
         }
     }
 }
 
 pub(crate) fn verdict(holds: bool) -> &'static str {
     if holds {
-        "**holds here**"
+        "in the paper's direction"
     } else {
-        "**does not hold here**"
+        "against the paper's direction"
     }
 }
 
 /// Whether each of the paper's directions holds in these results, with the numbers.
 fn findings(study: Study, results: &[CellResult], noise: Noise) -> String {
-    let mut s = String::from("## The paper's findings at this scale\n\n");
-    let _ = writeln!(s, "Test accuracies closer than ±{:.1} points are not told apart: that is twice the standard error of the difference of two cells' accuracies from the size of the test split alone; training with another seed moves a cell further.\n", noise.0);
+    let mut s = String::from("## Reading the tables\n\n");
+    let _ = writeln!(s, "A description of the tables, not a test: where a line compares the best of several cells, it is a maximum over cells, and ±{:.1} points is only twice the standard error of a difference from the size of the test split (seed noise comes on top). The verdicts are the declared contrasts below, where the study has them.\n", noise.0);
     let top = |table: &str, row: &str, col: &str| find(results, table, row, col).and_then(CellResult::main_top1);
     if let Some(base) = top("baseline", "random init", "-") {
         let trained: Vec<f64> = results.iter().filter(|r| !matches!(r.table.as_str(), "baseline") && r.top1.contains_key("h")).filter_map(|r| r.top1.get("h").copied()).collect();
@@ -337,4 +367,107 @@ pub(crate) fn lines(file: &Path, title: &str, x_desc: &str, series: &[(String, V
 /// `x` with at most three decimals and no trailing zeros.
 fn short(x: f64) -> String {
     format!("{x:.3}").trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// The report's rows: one per cell, its scores averaged over the seeds it ran at (the standard
+/// deviation and the seeds kept beside them); a cell at one seed is shown as stored.
+pub(crate) fn by_cell(results: &[CellResult]) -> Vec<CellResult> {
+    let mut rows: Vec<CellResult> = Vec::new();
+    for r in results {
+        if rows.iter().any(|row| row.id == r.id) {
+            continue;
+        }
+        let runs: Vec<&CellResult> = results.iter().filter(|x| x.id == r.id).collect();
+        let mut row = r.clone();
+        if runs.len() > 1 {
+            let avg = |f: &dyn Fn(&CellResult) -> Option<f64>| mean(runs.iter().filter_map(|x| f(x)));
+            row.seeds = runs.iter().map(|x| x.config.run.seed).collect();
+            // A layer's mean and SD over the runs that have it (a diverged run has none).
+            let mut layers: Vec<&String> = runs.iter().flat_map(|x| x.top1.keys()).collect();
+            layers.sort();
+            layers.dedup();
+            for layer in layers {
+                let v: Vec<f64> = runs.iter().filter_map(|x| x.top1.get(layer).copied()).collect();
+                let m = v.iter().sum::<f64>() / v.len() as f64;
+                row.top1.insert(layer.clone(), m);
+                row.top1_sd.insert(layer.clone(), (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len().max(2) - 1) as f64).sqrt());
+            }
+            (row.contrast_acc, row.contrast_entropy, row.loss) = (avg(&|x| x.contrast_acc), avg(&|x| x.contrast_entropy), avg(&|x| x.loss));
+            row.seconds = runs.iter().map(|x| x.seconds).sum();
+            let diverged: Vec<String> = runs.iter().filter_map(|x| x.diverged.as_ref().map(|d| format!("seed {}: {d}", x.config.run.seed))).collect();
+            row.diverged = (diverged.len() == runs.len()).then(|| diverged.join("; "));
+        }
+        rows.push(row);
+    }
+    rows
+}
+
+/// A cell's score on `layer`: the mean ± SD over seeds where it ran at several.
+pub(crate) fn score(r: Option<&CellResult>, layer: &str) -> String {
+    match r.and_then(|r| Some((r.top1.get(layer)?, r.top1_sd.get(layer)))) {
+        None => "—".into(),
+        Some((m, Some(sd))) => format!("{m:.1} ± {sd:.1}"),
+        Some((m, None)) => format!("{m:.1}"),
+    }
+}
+
+/// A claim of the paper, declared before the runs as a contrast of cells: `Σ weight · top-1`
+/// over its terms (cell id, score), positive in the paper's direction.
+pub(crate) struct Claim {
+    /// The claim, in the paper's words.
+    pub text: &'static str,
+    /// The paper's numbers for it.
+    pub paper: &'static str,
+    /// (cell id, score name, weight).
+    pub terms: Vec<(&'static str, &'static str, f64)>,
+}
+
+impl Claim {
+    /// `a` better than `b` on `score`.
+    pub fn better(text: &'static str, paper: &'static str, a: &'static str, b: &'static str, score: &'static str) -> Claim {
+        Claim { text, paper, terms: vec![(a, score, 1.0), (b, score, -1.0)] }
+    }
+}
+
+/// The verdicts: each declared claim's contrast, tested over seeds and test images.
+fn contrasts(study: Study, preset: Preset, results: &[CellResult]) -> String {
+    let claims = study.definition().claims(preset);
+    if claims.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from("## Verdicts: the paper's claims as contrasts declared before the runs\n\n");
+    let _ = writeln!(s, "Each claim is one contrast of cells fixed in the code before any cell ran (`simclr ablate --study {} --list` names them), positive in the paper's direction, averaged over the seeds at which all its cells finished. The interval is the central 95% of {} bootstrap replicates that draw the seeds and the test images with replacement, the same images for every cell (paired): it counts seed noise and test-set noise. **Reproduced** when the interval lies above 0, **opposite** when below, **inconclusive** when it holds 0.\n", study.name(), crate::eval::paired::REPLICATES);
+    s += "| claim | paper | ours: contrast (per seed) | 95% interval | p | verdict |\n|---|---|---|---|---|---|\n";
+    for claim in &claims {
+        let _ = writeln!(s, "| {} | {} | {} |", claim.text, claim.paper, tested(claim, results));
+    }
+    s + "\n"
+}
+
+/// A claim's measured columns: the contrast, its interval, p and verdict; or why it is missing.
+fn tested(claim: &Claim, results: &[CellResult]) -> String {
+    let run = |id: &str, seed: u64| results.iter().find(|r| r.id == id && r.config.run.seed == seed);
+    let mut seeds: Vec<u64> = results.iter().map(|r| r.config.run.seed).collect();
+    seeds.sort_unstable();
+    seeds.dedup();
+    seeds.retain(|&seed| claim.terms.iter().all(|(id, score, _)| run(id, seed).is_some_and(|r| r.hits.contains_key(*score))));
+    if seeds.is_empty() {
+        let missing: Vec<&str> = claim.terms.iter().map(|t| t.0).filter(|id| !results.iter().any(|r| r.id == *id && r.diverged.is_none())).collect();
+        return format!("not measured: {} | | |", if missing.is_empty() { "no seed at which every cell finished".into() } else { format!("{} not finished or diverged", missing.join(", ")) });
+    }
+    let hits: Vec<Vec<&[bool]>> = seeds.iter().map(|&seed| claim.terms.iter().map(|(id, score, _)| run(id, seed).expect("kept above").hits[*score].0.as_slice()).collect()).collect();
+    let weights: Vec<f64> = claim.terms.iter().map(|t| t.2).collect();
+    match crate::eval::paired::contrast(&hits, &weights, 0) {
+        Err(e) => format!("not measured: {e} | | |"),
+        Ok(c) => {
+            let per_seed: Vec<String> = c.per_seed.iter().map(|d| format!("{d:+.2}")).collect();
+            let verdict = match c.ci95 {
+                (lo, _) if lo > 0.0 => "**reproduced**",
+                (_, hi) if hi < 0.0 => "**opposite**",
+                _ => "**inconclusive**",
+            };
+            let p = if c.p_value * crate::eval::paired::REPLICATES as f64 <= 2.0 { format!("< {:.0e}", 2.0 / crate::eval::paired::REPLICATES as f64) } else { if c.p_value >= 0.01 { format!("{:.2}", c.p_value) } else { format!("{:.0e}", c.p_value) } };
+            format!("{:+.2} ({}; {} seed{}) | [{:+.2}, {:+.2}] | {p} | {verdict}", c.estimate, per_seed.join(", "), seeds.len(), if seeds.len() > 1 { "s" } else { "" }, c.ci95.0, c.ci95.1)
+        }
+    }
 }

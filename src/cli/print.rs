@@ -122,7 +122,7 @@ pub fn ablated(a: &Ablated) -> String {
     match a {
         Ablated::Listed(listing) => listing.trim_end().to_string(),
         Ablated::Ran { study, ran, kept, seconds, report } => {
-            format!("ablate {}: {ran} cells run in {:.1} min, {kept} kept from before; report {}", study.name(), seconds / 60.0, report.display())
+            format!("ablate {}: {ran} runs trained in {:.1} min, {kept} found finished; report {}", study.name(), seconds / 60.0, report.display())
         }
     }
 }

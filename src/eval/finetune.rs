@@ -82,6 +82,9 @@ pub struct Fit {
     pub weight_decay: f64,
     /// Smallest random-crop area of the training views, a fraction of the image in (0, 1].
     pub crop_min_area: f32,
+    /// Colour distortion strength of the training views (paper App. A; 0: crop and flip only, as
+    /// fine-tuning; `ablate`'s supervised cells of Table 1 set it).
+    pub color_strength: f32,
     /// Seed of the data order and augmentation.
     pub seed: u64,
 }
@@ -100,6 +103,7 @@ impl Fit {
         check::positive("--lr", self.lr)?;
         check::momentum("--momentum", self.momentum)?;
         check::finite_at_least("--weight-decay", self.weight_decay, 0.0)?;
+        check::finite_at_least("colour strength", self.color_strength as f64, 0.0)?;
         if !(self.crop_min_area > 0.0 && self.crop_min_area <= 1.0) {
             bail!("--crop-min-area {}: must be in (0, 1] (the paper's 0.08; 1: no crop)", self.crop_min_area);
         }
@@ -267,8 +271,9 @@ pub fn train_classifier<O: train::Objective<Classifier>>(
     let total = fit.epochs.checked_mul(steps_per_epoch).with_context(|| format!("--epochs {}: too many steps to count; use fewer epochs", fit.epochs))?;
     let peak_lr = fit.lr_scaling.scale(fit.lr, batch);
     let schedule = WarmupCosine { peak: peak_lr, warmup_steps: 0, total_steps: total };
-    // Crop and flip only: no colour distortion (strength 0), no blur; resized as the network's run.
-    let aug = AugmentConfig { blur: false, min_area: fit.crop_min_area, resize: clf.net.input_resize, ..AugmentConfig::simclr(image_size, 0.0) };
+    // Crop and flip, colour distortion at `fit.color_strength` (none for fine-tuning), no blur;
+    // resized as the network's run.
+    let aug = AugmentConfig { blur: false, min_area: fit.crop_min_area, resize: clf.net.input_resize, ..AugmentConfig::simclr(image_size, fit.color_strength) };
     if first >= total {
         bail!("{stage} is complete: step {first} of the {total} that --epochs {} makes; start it afresh into a new --out, or give more --epochs", fit.epochs);
     }

@@ -4,7 +4,7 @@
 use super::Definition;
 use crate::ablate::report::*;
 use crate::ablate::studies::{cell, h};
-use crate::ablate::{Cell, CellResult, Preset};
+use crate::ablate::{Cell, CellKind, CellResult, Preset};
 use crate::config::Config;
 use anyhow::Result;
 use std::fmt::Write as _;
@@ -15,19 +15,31 @@ use crate::augment::ablation::{Transform, Transforms};
 pub(in crate::ablate) struct Augment;
 
 impl Definition for Augment {
-    fn cells(&self, _: Preset, base: &Config) -> Vec<Cell> {
-        augment(base)
+    fn cells(&self, preset: Preset, base: &Config) -> Vec<Cell> {
+        match preset {
+            Preset::Medium => medium(base),
+            Preset::Small | Preset::Full => augment(base),
+        }
     }
 
     fn tables(&self, results: &[CellResult]) -> String {
         let mut s = String::new();
-        s += "### Transformations on one branch (paper Fig. 5): row = first, column = second, diagonal = alone\n\n";
-        s += &pairs_table(results, ours_and_paper, CellResult::main_top1);
-        s += "\n### Contrastive accuracy of the last epoch (%), same layout: how easily each pair's task was solved\n\n";
-        s += &pairs_table(results, |r| pct(r.and_then(|r| r.contrast_acc).map(|a| 100.0 * a)), |r| r.contrast_acc.map(|a| 100.0 * a));
-        s += "\n### Colour distortion strength, crop + colour on both views (paper Table 1)\n\n| strength | top-1 (paper) |\n|---|---|\n";
-        for r in results.iter().filter(|r| r.table == "strength") {
-            let _ = writeln!(s, "| {} | {} |", r.column, ours_and_paper(Some(r)));
+        let acc = |r: Option<&CellResult>| pct(r.and_then(|r| r.contrast_acc).map(|a| 100.0 * a));
+        if results.iter().any(|r| r.table == "pairs" && r.row != r.column) {
+            s += "### Transformations on one branch (paper Fig. 5): row = first, column = second, diagonal = alone\n\n";
+            s += &pairs_table(results, ours_and_paper, CellResult::main_top1);
+            s += "\n### Contrastive accuracy of the last epoch (%), same layout: how easily each pair's task was solved\n\n";
+            s += &pairs_table(results, acc, |r| r.contrast_acc.map(|a| 100.0 * a));
+        } else if results.iter().any(|r| r.table == "pairs") {
+            s += "### Transformations on one branch (paper Fig. 5; the other branch only resized)\n\n| transformations | top-1 (paper) | contrastive acc % |\n|---|---|---|\n";
+            for r in results.iter().filter(|r| r.table == "pairs") {
+                let _ = writeln!(s, "| {} | {} | {} |", r.id.replace('+', " → "), ours_and_paper(Some(r)), acc(Some(r)));
+            }
+        }
+        s += "\n### Colour distortion strength, crop + colour on both views (paper Table 1)\n\n| strength | SimCLR (paper) | contrastive acc % | supervised (paper) |\n|---|---|---|---|\n";
+        for column in distinct(results, "strength", |r| &r.column) {
+            let (simclr, supervised) = (find(results, "strength", "SimCLR", &column), find(results, "strength", "supervised", &column));
+            let _ = writeln!(s, "| {column} | {} | {} | {} |", ours_and_paper(simclr), acc(simclr), ours_and_paper(supervised));
         }
         s
     }
@@ -71,12 +83,33 @@ impl Definition for Augment {
         if let (Some(a), Some(b)) = (singles, composed) {
             let _ = writeln!(s, "- Composing transformations helps (paper: no single transformation suffices): mean of the pairs {b:.1} vs of single transformations {a:.1}: {}.", noise.verdict(b - a));
         }
-        let strength: Vec<(String, f64)> = results.iter().filter(|r| r.table == "strength").filter_map(|r| Some((r.column.clone(), r.main_top1()?))).collect();
+        let strength: Vec<(String, f64)> = results.iter().filter(|r| r.table == "strength" && r.row == "SimCLR").filter_map(|r| Some((r.column.clone(), r.main_top1()?))).collect();
         if strength.len() >= 2 {
             let (weak, strong) = (&strength[0], strength.iter().filter(|s| !s.0.contains("blur")).last().expect("a strength without blur"));
             let _ = writeln!(s, "- Stronger colour distortion helps SimCLR (paper: 59.6 at 1/8 → 63.2 at 1 → 64.5 with blur): {} at {} vs {} at {}: {}.", fmt1(weak.1), weak.0, fmt1(strong.1), strong.0, noise.verdict(strong.1 - weak.1));
         }
         s
+    }
+
+    fn claims(&self, preset: Preset) -> Vec<Claim> {
+        let mut claims = vec![
+            Claim::better("Crop then colour (one branch) beats crop alone", "Fig. 5: 56.3 vs 33.1", "crop+color", "crop", "h"),
+            Claim::better("Crop then colour (one branch) beats colour alone", "Fig. 5: 56.3 vs 25.6", "crop+color", "color", "h"),
+        ];
+        match preset {
+            Preset::Medium => claims.extend([
+                Claim::better("Colour distortion helps SimCLR (both views, with crop)", "Table 1: crop alone is Fig. 5's 33.1; strength 1/2: 62.6", "strength-0.5", "strength-0", "h"),
+                Claim::better("Stronger colour distortion helps SimCLR", "Table 1: 62.6 at 1/2, 63.2 at 1", "strength-1", "strength-0.5", "h"),
+                Claim::better("Stronger colour distortion does not help supervised training (strength 0 at least as good as 1)", "Table 1: 77.0 at 1/8, 75.7 at 1", "supervised-strength-0", "supervised-strength-1", "supervised"),
+                Claim {
+                    text: "Colour distortion helps SimCLR more than supervised training: (SimCLR 1 − 0) − (supervised 1 − 0)",
+                    paper: "Table 1, 1/8 → 1: SimCLR +3.6, supervised −1.3",
+                    terms: vec![("strength-1", "h", 1.0), ("strength-0", "h", -1.0), ("supervised-strength-1", "supervised", -1.0), ("supervised-strength-0", "supervised", 1.0)],
+                },
+            ]),
+            Preset::Small | Preset::Full => claims.push(Claim::better("Stronger colour distortion helps SimCLR", "Table 1: 59.6 at 1/8, 63.2 at 1", "strength-1", "strength-0.125", "h")),
+        }
+        claims
     }
 
     fn figures(&self, out: &Path, results: &[CellResult]) -> Result<Vec<String>> {
@@ -86,13 +119,16 @@ impl Definition for Augment {
             .map(|a| Transform::ALL.iter().map(|b| find(results, "pairs", a.name(), b.name()).and_then(CellResult::main_top1)).collect())
             .collect();
         let names: Vec<&str> = Transform::ALL.iter().map(|t| t.name()).collect();
-        heatmap(&out.join("pairs.png"), "linear top-1 %, one branch transformed (row: 1st, column: 2nd)", &names, &grid)?;
-        files.push("pairs.png".into());
-        let strength = |blur: bool| -> Vec<(f64, f64)> {
-            let cells = results.iter().filter(|r| r.table == "strength" && r.config.augment.blur == Some(blur));
-            cells.filter_map(|r| Some((r.config.augment.color_strength as f64, r.main_top1()?))).collect()
+        if results.iter().any(|r| r.table == "pairs" && r.row != r.column) {
+            heatmap(&out.join("pairs.png"), "linear top-1 %, one branch transformed (row: 1st, column: 2nd)", &names, &grid)?;
+            files.push("pairs.png".into());
+        }
+        let strength = |row: &str, blur: bool| -> Vec<(f64, f64)> {
+            let cells = results.iter().filter(|r| r.table == "strength" && r.row == row && r.config.augment.blur == Some(blur));
+            cells.filter(|r| r.config.augment.color_strength > 0.0).filter_map(|r| Some((r.config.augment.color_strength as f64, r.main_top1()?))).collect()
         };
-        lines(&out.join("strength.png"), "colour distortion strength", "strength s", &[("crop + colour".into(), strength(false)), ("crop + colour + blur".into(), strength(true))])?;
+        let series = [("SimCLR, crop + colour".into(), strength("SimCLR", false)), ("SimCLR, crop + colour + blur".into(), strength("SimCLR", true)), ("supervised, crop + colour".into(), strength("supervised", false))];
+        lines(&out.join("strength.png"), "colour distortion strength", "strength s", &series)?;
         files.push("strength.png".into());
         Ok(files)
     }
@@ -132,6 +168,34 @@ fn augment(base: &Config) -> Vec<Cell> {
         (cfg.augment.color_strength, cfg.augment.blur) = (strength, Some(blur));
         let id = format!("strength-{strength}{}", if blur { "-blur" } else { "" });
         cells.push(cell(id, "strength", "SimCLR".into(), label.into(), h(), cfg, Some(paper)));
+    }
+    cells
+}
+
+/// Paper Table 1, supervised row: (strength, ImageNet top-1 %) of a ResNet-50 trained with labels
+/// on views colour-distorted at that strength.
+pub const TABLE1_SUPERVISED: [(f32, f64); 4] = [(0.125, 77.0), (0.25, 76.7), (0.5, 76.5), (1.0, 75.7)];
+
+/// The medium preset's key contrasts of §3: crop alone, colour alone and crop then colour on one
+/// branch (Fig. 5's protocol), and the two-branch pipeline at colour strength 0, ½ and 1 beside
+/// supervised training on views distorted at the same strengths (Table 1).
+fn medium(base: &Config) -> Vec<Cell> {
+    let mut cells = Vec::new();
+    for list in [vec![Transform::Crop], vec![Transform::Color], vec![Transform::Crop, Transform::Color]] {
+        let index = |t: Transform| Transform::ALL.iter().position(|&a| a == t).expect("every transformation is in ALL");
+        let (i, j) = (index(list[0]), index(list[list.len() - 1]));
+        let mut cfg = base.clone();
+        cfg.augment.one_branch = Some(Transforms(list.clone()));
+        let (first, second) = (list[0].to_string(), list[list.len() - 1].to_string());
+        cells.push(cell(Transforms(list).to_string().replace(',', "+"), "pairs", first, second, h(), cfg, Some(FIG5[i][j])));
+    }
+    for strength in [0.0f32, 0.5, 1.0] {
+        let mut cfg = base.clone();
+        (cfg.augment.color_strength, cfg.augment.blur) = (strength, Some(false));
+        let paper = |table: &[(f32, f64)]| table.iter().find(|t| t.0 == strength).map(|t| t.1);
+        let simclr = TABLE1.iter().filter(|t| !t.2).map(|t| (t.1, t.3)).collect::<Vec<_>>();
+        cells.push(cell(format!("strength-{strength}"), "strength", "SimCLR".into(), strength.to_string(), h(), cfg.clone(), paper(&simclr)));
+        cells.push(cell(format!("supervised-strength-{strength}"), "strength", "supervised".into(), strength.to_string(), CellKind::Supervised, cfg, paper(&TABLE1_SUPERVISED)));
     }
     cells
 }

@@ -48,6 +48,19 @@ impl Definition for Head {
         s
     }
 
+    fn claims(&self, preset: Preset) -> Vec<Claim> {
+        let (linear, nonlinear) = match preset {
+            Preset::Full => ("linear-2048", "nonlinear-2048"),
+            Preset::Small | Preset::Medium => ("linear-128", "nonlinear-128"),
+        };
+        vec![
+            Claim::better("A nonlinear head beats a linear one (evaluated on h)", "Fig. 8: by 3%", nonlinear, linear, "h"),
+            Claim::better("A linear head beats no head (on h)", "Fig. 8: > 10% for the nonlinear head", linear, "none", "h"),
+            Claim { text: "h beats z with the nonlinear head", paper: "Fig. 8: by > 10%", terms: vec![(nonlinear, "h", 1.0), (nonlinear, "z", -1.0)] },
+            Claim { text: "h beats z with a linear head", paper: "Fig. 8: smaller gap", terms: vec![(linear, "h", 1.0), (linear, "z", -1.0)] },
+        ]
+    }
+
     fn figures(&self, out: &Path, results: &[CellResult]) -> Result<Vec<String>> {
         let mut files = Vec::new();
         let mut all = Vec::new();
@@ -72,6 +85,7 @@ impl Definition for Head {
 fn head(preset: Preset, base: &Config) -> Vec<Cell> {
     let (dims, epochs): (&[usize], usize) = match preset {
         Preset::Small => (&[32, 128, 512], 15),
+        Preset::Medium => (std::slice::from_ref(&base.model.proj_dim), base.optim.epochs),
         Preset::Full => (&[32, 64, 128, 256, 512, 1024, 2048], base.optim.epochs),
     };
     let with = |mode: HeadMode, dim: usize| {

@@ -6,7 +6,7 @@ mod head;
 mod scale;
 mod temperature;
 
-use super::report::Noise;
+use super::report::{Claim, Noise};
 use super::{Cell, CellResult, Preset, Study};
 use crate::config::Config;
 use anyhow::Result;
@@ -22,6 +22,9 @@ pub(super) trait Definition: Sync {
     /// Whether each of the paper's directions holds in `results` (Markdown list items), told apart
     /// from `noise`.
     fn findings(&self, results: &[CellResult], noise: Noise) -> String;
+    /// The paper's claims this study tests at `preset`, each a contrast of its cells declared
+    /// before the runs (the report's verdicts).
+    fn claims(&self, preset: Preset) -> Vec<Claim>;
     /// Draws the study's figures into `out`; returns their file names.
     fn figures(&self, out: &Path, results: &[CellResult]) -> Result<Vec<String>>;
 }

@@ -16,11 +16,53 @@ pub(in crate::ablate) struct Scale;
 
 impl Definition for Scale {
     fn cells(&self, preset: Preset, base: &Config) -> Vec<Cell> {
-        scale(preset, base)
+        match preset {
+            Preset::Medium => medium(base),
+            Preset::Small => scale(false, base),
+            Preset::Full => scale(true, base),
+        }
+    }
+
+    fn claims(&self, preset: Preset) -> Vec<Claim> {
+        match preset {
+            Preset::Medium => vec![
+                Claim::better("Training longer helps (twice the epochs)", "Fig. 9: 100 → 200 epochs, +2 to +5 points", "epochs-x2", "base", "h"),
+                Claim::better("A bigger batch helps at the same epochs (4× the batch)", "Fig. 9: 256 → 1024 at 100 epochs, ~+4", "batch-x4", "base", "h"),
+                Claim::better("A wider network helps (twice the width)", "Fig. 7: ResNet-50 ×1 → ×2, 69.3 → 74.2", "width-x2", "base", "h"),
+                Claim {
+                    text: "The wider network's gain is more than its wider h gives untrained: (×2 − ×1) − (untrained ×2 − untrained ×1)",
+                    paper: "—",
+                    terms: vec![("width-x2", "h", 1.0), ("base", "h", -1.0), ("random-init-width-x2", "h", -1.0), ("random-init", "h", 1.0)],
+                },
+                Claim {
+                    text: "Width helps SimCLR more than supervised training: (SimCLR ×2 − ×1) − (supervised ×2 − ×1)",
+                    paper: "Fig. 7: the gap to supervised closes with width",
+                    terms: vec![("width-x2", "h", 1.0), ("base", "h", -1.0), ("supervised-width-x2", "supervised", -1.0), ("supervised", "supervised", 1.0)],
+                },
+            ],
+            Preset::Small => vec![
+                Claim::better("Training longer helps (batch 128, 20 vs 5 epochs)", "Fig. 9: +2 to +5 points from 100 to 200 epochs", "batch128-epochs20", "batch128-epochs5", "h"),
+                Claim::better("A bigger batch helps (256 vs 64, 5 epochs)", "Fig. 9: most when training is short", "batch256-epochs5", "batch64-epochs5", "h"),
+                Claim::better("A wider network helps (ResNet-18 ×0.25 vs ×0.125)", "Fig. 7", "resnet18x0.25-simclr", "resnet18x0.125-simclr", "h"),
+            ],
+            Preset::Full => vec![
+                Claim::better("Training longer helps (batch 4096, 800 vs 100 epochs)", "Fig. 9", "batch4096-epochs800", "batch4096-epochs100", "h"),
+                Claim::better("A bigger batch helps (4096 vs 256, 100 epochs)", "Fig. 9", "batch4096-epochs100", "batch256-epochs100", "h"),
+                Claim::better("A wider network helps (ResNet-50 ×2 vs ×1)", "Fig. 7: 69.3 → 74.2", "resnet50x2-simclr", "resnet50x1-simclr", "h"),
+            ],
+        }
     }
 
     fn tables(&self, results: &[CellResult]) -> String {
         let mut s = String::new();
+        if results.iter().any(|r| r.table == "medium") {
+            s += "### Longer, bigger batch, wider: each one change from the shared settings (paper Fig. 9 and Fig. 7)\n\n| cell | setting | trains | top-1 | contrastive acc % | steps | encoder parameters |\n|---|---|---|---|---|---|---|\n";
+            for r in results.iter().filter(|r| r.table == "medium" || r.table == "baseline") {
+                let acc = pct(r.contrast_acc.map(|a| 100.0 * a));
+                let _ = writeln!(s, "| {} | {} | {} | {} | {acc} | {} | {:.2} M |", r.id, r.row, r.column, ours_and_paper(Some(r)), r.steps, r.encoder_params as f64 / 1e6);
+            }
+            return s;
+        }
         let batches = distinct(results, "batch-epochs", |r| &r.column);
         s += "### Batch size × training epochs (paper Fig. 9)\n\n| epochs \\ batch |";
         for b in &batches {
@@ -76,6 +118,9 @@ impl Definition for Scale {
 
     fn figures(&self, out: &Path, results: &[CellResult]) -> Result<Vec<String>> {
         let mut files = Vec::new();
+        if !results.iter().any(|r| r.table == "batch-epochs" || r.table == "size") {
+            return Ok(files);
+        }
         let all: Vec<(String, Vec<(f64, f64)>)> = distinct(results, "batch-epochs", |r| &r.row)
             .iter()
             .map(|e| (e.clone(), series(results, "batch-epochs", e, "h", &column)))
@@ -91,17 +136,46 @@ impl Definition for Scale {
     }
 }
 
+/// The medium preset's key contrasts of §5.2, each one change from the shared settings: twice the
+/// epochs, four times the batch (the same epochs, so a quarter of the steps, as the paper's Fig. 9
+/// at a fixed epoch count), twice the width beside the untrained and the supervised network of each
+/// width (the untrained baseline tells how much a wider h alone gives a linear classifier).
+fn medium(base: &Config) -> Vec<Cell> {
+    let mut cells = vec![cell("base".into(), "medium", "shared settings".into(), "SimCLR".into(), h(), base.clone(), None)];
+    let mut longer = base.clone();
+    longer.optim.epochs *= 2;
+    cells.push(cell("epochs-x2".into(), "medium", format!("{} epochs", longer.optim.epochs), "SimCLR".into(), h(), longer, None));
+    let mut bigger = base.clone();
+    bigger.optim.batch_size *= 4;
+    if bigger.optim.batch_size > CHUNK {
+        bigger.optim.micro_batch = CHUNK;
+    }
+    cells.push(cell("batch-x4".into(), "medium", format!("batch {}", bigger.optim.batch_size), "SimCLR".into(), h(), bigger, None));
+    let mut unaugmented = base.clone();
+    unaugmented.augment.color_strength = 0.0;
+    cells.push(cell("supervised".into(), "medium", "shared settings".into(), "supervised".into(), CellKind::Supervised, unaugmented.clone(), None));
+    let mut wider = base.clone();
+    wider.model.width *= 2.0;
+    let name = format!("width {}", wider.model.width);
+    cells.push(cell("width-x2".into(), "medium", name.clone(), "SimCLR".into(), h(), wider.clone(), None));
+    cells.push(cell("random-init-width-x2".into(), "medium", name.clone(), "untrained".into(), CellKind::RandomInit, wider.clone(), None));
+    unaugmented.model.width = wider.model.width;
+    cells.push(cell("supervised-width-x2".into(), "medium", name, "supervised".into(), CellKind::Supervised, unaugmented, None));
+    cells
+}
+
 /// Images a chunk of the batch-size cells' batches above it (`--micro-batch`): the paper's batches
 /// with the memory of a batch of 256 (gradient caching; BN's statistics per chunk, an image's views
 /// in different chunks).
 const CHUNK: usize = 256;
 
 /// §5.2: batch size × training epochs (Fig. 9), and wider and deeper encoders, each beside the
-/// same network trained with labels for the same epochs (Fig. 7).
-fn scale(preset: Preset, base: &Config) -> Vec<Cell> {
-    let (batches, epochs, size_epochs): (&[usize], &[usize], usize) = match preset {
-        Preset::Small => (&[64, 128, 256, 1024, 4096], &[5, 10, 20], 10),
-        Preset::Full => (&[256, 512, 1024, 2048, 4096, 8192], &[100, 200, 400, 800], 100),
+/// same network trained with labels for the same epochs (Fig. 7): the small grid, or with `full`
+/// the paper's.
+fn scale(full: bool, base: &Config) -> Vec<Cell> {
+    let (batches, epochs, size_epochs): (&[usize], &[usize], usize) = match full {
+        false => (&[64, 128, 256, 1024, 4096], &[5, 10, 20], 10),
+        true => (&[256, 512, 1024, 2048, 4096, 8192], &[100, 200, 400, 800], 100),
     };
     let mut cells = Vec::new();
     for &e in epochs {
@@ -115,15 +189,16 @@ fn scale(preset: Preset, base: &Config) -> Vec<Cell> {
         }
     }
     let w = base.model.width;
-    let sizes: Vec<(Arch, f32)> = match preset {
-        Preset::Small => vec![(Arch::Resnet18, w), (Arch::Resnet18, 2.0 * w), (Arch::Resnet34, w), (Arch::Resnet50, w)],
-        Preset::Full => vec![(Arch::Resnet18, w), (Arch::Resnet34, w), (Arch::Resnet50, w), (Arch::Resnet50, 2.0 * w), (Arch::Resnet50, 4.0 * w)],
+    let sizes: Vec<(Arch, f32)> = match full {
+        false => vec![(Arch::Resnet18, w), (Arch::Resnet18, 2.0 * w), (Arch::Resnet34, w), (Arch::Resnet50, w)],
+        true => vec![(Arch::Resnet18, w), (Arch::Resnet34, w), (Arch::Resnet50, w), (Arch::Resnet50, 2.0 * w), (Arch::Resnet50, 4.0 * w)],
     };
     for (arch, width) in sizes {
         let mut cfg = base.clone();
         (cfg.model.arch, cfg.model.width, cfg.optim.epochs) = (arch, width, size_epochs);
         let name = format!("{arch:?}x{width}").to_lowercase();
         cells.push(cell(format!("{name}-simclr"), "size", name.clone(), "SimCLR".into(), h(), cfg.clone(), None));
+        cfg.augment.color_strength = 0.0;
         cells.push(cell(format!("{name}-supervised"), "size", name, "supervised".into(), CellKind::Supervised, cfg, None));
     }
     cells
