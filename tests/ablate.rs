@@ -41,11 +41,11 @@ fn a_tiny_study_reports_and_a_killed_one_resumes_to_the_same_results() {
         let img = image::open(whole.join(png)).unwrap();
         assert!(img.width() > 300 && img.height() > 300, "{png}");
     }
-    assert_eq!(std::fs::read_to_string(whole.join("cells/crop+color/config.toml")).unwrap().matches("one_branch = \"crop,color\"").count(), 1);
+    assert_eq!(std::fs::read_to_string(whole.join("cells/crop+color/seed-0/config.toml")).unwrap().matches("one_branch = \"crop,color\"").count(), 1);
 
     // Killed once the second cell has its step-3 checkpoint.
     let mut child = Command::new(env!("CARGO_BIN_EXE_simclr")).arg("--quiet").args(TINY).arg("--out").arg(&killed).stderr(Stdio::null()).spawn().unwrap();
-    let checkpoint = killed.join("cells/crop+color/checkpoints/step-00000003");
+    let checkpoint = killed.join("cells/crop+color/seed-0/checkpoints/step-00000003");
     let start = Instant::now();
     while !checkpoint.join("manifest.json").exists() && start.elapsed() < Duration::from_secs(300) {
         std::thread::sleep(Duration::from_millis(5));
@@ -53,8 +53,8 @@ fn a_tiny_study_reports_and_a_killed_one_resumes_to_the_same_results() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(checkpoint.exists(), "the second cell never wrote its first checkpoint");
-    assert!(!killed.join("cells/crop+color/result.json").exists(), "killed too late: the second cell had finished");
-    let first = killed.join("cells/crop/result.json");
+    assert!(!killed.join("cells/crop+color/seed-0/result.json").exists(), "killed too late: the second cell had finished");
+    let first = killed.join("cells/crop/seed-0/result.json");
     let (before, modified) = (std::fs::read(&first).unwrap(), std::fs::metadata(&first).unwrap().modified().unwrap());
 
     let out = ablate(&killed, &[]);
@@ -62,7 +62,7 @@ fn a_tiny_study_reports_and_a_killed_one_resumes_to_the_same_results() {
     assert!(out.status.success(), "{log}");
     assert!(log.contains("resuming from") && log.contains("step-00000003"), "{log}");
     assert_eq!((std::fs::read(&first).unwrap(), std::fs::metadata(&first).unwrap().modified().unwrap()), (before, modified), "the finished cell was not run again");
-    let steps: Vec<u64> = std::fs::read_to_string(killed.join("cells/crop+color/metrics.jsonl"))
+    let steps: Vec<u64> = std::fs::read_to_string(killed.join("cells/crop+color/seed-0/metrics.jsonl"))
         .unwrap()
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["step"].as_u64())
@@ -71,7 +71,7 @@ fn a_tiny_study_reports_and_a_killed_one_resumes_to_the_same_results() {
     assert_eq!(top1(&killed), done, "the resumed study ends where the unbroken one did");
 
     // The same folder with other settings is refused, naming the cell's folder.
-    let out = ablate(&whole, &["--limit", "256"]);
+    let out = ablate(&whole, &["--preset", "medium"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("other settings") && err.contains("cells/crop"), "{err}");
 }

@@ -245,7 +245,7 @@ pub struct CellResult {
     /// were recorded).
     #[serde(default)]
     pub hits: BTreeMap<String, Hits>,
-    /// The commit of the working tree the run was started in (`git describe --always --dirty`),
+    /// The commit of the working tree `ablate` was started in (`git describe --always --dirty`),
     /// when it was one.
     #[serde(default)]
     pub commit: Option<String>,
@@ -328,7 +328,7 @@ pub fn run(args: &AblateArgs, precision: Precision, memory_format: MemoryFormat,
     if data.train.num_classes() == 0 {
         bail!("simclr ablate evaluates with labels, and --dataset {} has none; use a labelled dataset", base.data.dataset.name());
     }
-    let start = Instant::now();
+    let (start, commit) = (Instant::now(), commit());
     let (mut ran, mut kept) = (0, 0);
     for (i, run) in runs.iter().enumerate() {
         let seed = run.cell.config.run.seed;
@@ -338,7 +338,7 @@ pub fn run(args: &AblateArgs, precision: Precision, memory_format: MemoryFormat,
             kept += 1;
             continue;
         }
-        let result = run_cell(&run.cell, &out.join("cells").join(&run.cell.id).join(format!("seed-{seed}")), &data, device, progress)?;
+        let result = run_cell(&run.cell, &out.join("cells").join(&run.cell.id).join(format!("seed-{seed}")), &data, &commit, device, progress)?;
         tracing::info!("[{}/{}] {name}: {} ({:.0} s)", i + 1, runs.len(), summary(&result), result.seconds);
         finished.0.push(result);
         ran += 1;
@@ -509,8 +509,8 @@ fn encoder_params(cfg: &Config) -> usize {
 }
 
 /// Runs one cell in `dir` (resuming its pretraining from the folder's last checkpoint) and writes
-/// its result there.
-fn run_cell(cell: &Cell, dir: &Path, data: &EvalData, device: &Device, progress: bool) -> Result<CellResult> {
+/// its result there, recording `commit` as the code that ran it.
+fn run_cell(cell: &Cell, dir: &Path, data: &EvalData, commit: &Option<String>, device: &Device, progress: bool) -> Result<CellResult> {
     let mut cfg = cell.config.clone();
     cfg.run.out = dir.to_path_buf();
     let start = Instant::now();
@@ -531,7 +531,7 @@ fn run_cell(cell: &Cell, dir: &Path, data: &EvalData, device: &Device, progress:
         config: cfg.clone(),
         trains: Some(cell.kind.trains()),
         hits: BTreeMap::new(),
-        commit: commit(),
+        commit: commit.clone(),
         backend: Some(crate::device::backend_name(device).to_string()),
         seeds: Vec::new(),
         top1_sd: BTreeMap::new(),
@@ -551,7 +551,8 @@ fn run_cell(cell: &Cell, dir: &Path, data: &EvalData, device: &Device, progress:
     Ok(result)
 }
 
-/// The commit of the current folder's git checkout, `-dirty` when it has changes.
+/// The commit of the current folder's git checkout when `ablate` starts, `-dirty` when it has
+/// changes.
 fn commit() -> Option<String> {
     let out = std::process::Command::new("git").args(["describe", "--always", "--dirty", "--abbrev=10"]).stderr(std::process::Stdio::null()).output().ok()?;
     let text = String::from_utf8(out.stdout).ok()?.trim().to_string();

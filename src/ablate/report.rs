@@ -16,7 +16,8 @@ pub fn write(out: &Path, study: Study, preset: Preset, cells: &[Cell], results: 
     let json = serde_json::to_string_pretty(results)?;
     std::fs::write(out.join("results.json"), json).with_context(|| format!("--out {}: cannot write results.json", out.display()))?;
     let shown = by_cell(results);
-    let figures = figures(out, study, &shown)?;
+    let noise = Noise::of(&shown, test_images);
+    let figures = figures(out, study, &shown, &Frame::of(&shown, noise))?;
     let mut md = String::new();
     let _ = writeln!(md, "# `simclr ablate --study {}` ({:?} preset)\n", study.name(), preset);
     md += &budget(preset, cells, results, base);
@@ -24,7 +25,7 @@ pub fn write(out: &Path, study: Study, preset: Preset, cells: &[Cell], results: 
     if shown.len() < cells.len() {
         let _ = writeln!(md, "**Partial: {} of {} cells finished; the verdicts below are on those only.**\n", shown.len(), cells.len());
     }
-    md += &findings(study, &shown, Noise::of(&shown, test_images));
+    md += &findings(study, &shown, noise);
     md += &contrasts(study, preset, results);
     for f in figures {
         let _ = writeln!(md, "![{f}]({f})\n");
@@ -247,14 +248,15 @@ pub(crate) fn fmt1(v: f64) -> String {
 }
 
 /// Draws the study's figures into `out`; returns their file names.
-fn figures(out: &Path, study: Study, results: &[CellResult]) -> Result<Vec<String>> {
+fn figures(out: &Path, study: Study, results: &[CellResult], frame: &Frame) -> Result<Vec<String>> {
     crate::curves::register_font();
-    study.definition().figures(out, results)
+    study.definition().figures(out, results, frame)
 }
 
-/// The (x, top-1 of `layer`) points of the cells of `table`'s `row`, x from each cell by `x`.
-pub(crate) fn series(results: &[CellResult], table: &str, row: &str, layer: &str, x: &dyn Fn(&CellResult) -> Option<f64>) -> Vec<(f64, f64)> {
-    results.iter().filter(|r| r.table == table && r.row == row).filter_map(|r| Some((x(r)?, *r.top1.get(layer)?))).collect()
+/// The points of the cells of `table`'s `row`: x from each cell by `x`, the mean top-1 of `layer`
+/// and its SD over seeds.
+pub(crate) fn series(results: &[CellResult], table: &str, row: &str, layer: &str, x: &dyn Fn(&CellResult) -> Option<f64>) -> Vec<Point> {
+    results.iter().filter(|r| r.table == table && r.row == row).filter_map(|r| Some(Point::of(r, x(r)?, layer, None))).collect()
 }
 
 /// A cell's column as a number (an output size, a τ, a batch size).
@@ -272,12 +274,13 @@ fn save(file: &Path, (w, h): (u32, u32), buf: Vec<u8>) -> Result<()> {
 }
 
 /// A square heat map of `values[row][column]` (missing cells blank) with the numbers written in,
-/// and a last column of row means.
+/// a last column of row means, and a colour bar from the lowest to the highest value.
 pub(crate) fn heatmap(file: &Path, title: &str, names: &[&str], values: &[Vec<Option<f64>>]) -> Result<()> {
     const CELL: i32 = 64;
+    const BAR: i32 = 90;
     let n = names.len() as i32;
     let (left, top) = (90, 60);
-    let size = ((left + (n + 1) * CELL + 20) as u32, (top + n * CELL + 20) as u32);
+    let size = ((left + (n + 1) * CELL + 20 + BAR) as u32, (top + n * CELL + 20) as u32);
     let mut buf = vec![0u8; (size.0 * size.1 * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut buf, size).into_drawing_area();
@@ -308,24 +311,73 @@ pub(crate) fn heatmap(file: &Path, title: &str, names: &[&str], values: &[Vec<Op
                 }
             }
         }
+        if lo.is_finite() {
+            // The colour bar: the highest value at the top.
+            let (x, height) = (left + (n + 1) * CELL + 24, n * CELL);
+            for k in 0..height {
+                let v = hi - (hi - lo) * k as f64 / (height - 1).max(1) as f64;
+                root.draw(&Rectangle::new([(x, top + k), (x + 18, top + k + 1)], shade(v).filled())).map_err(draw_error)?;
+            }
+            root.draw(&Rectangle::new([(x, top), (x + 18, top + height)], RGBColor(160, 160, 160))).map_err(draw_error)?;
+            root.draw_text(&format!("{hi:.1}"), &font.color(&BLACK), (x + 22, top)).map_err(draw_error)?;
+            root.draw_text(&format!("{lo:.1}"), &font.color(&BLACK), (x + 22, top + height - 14)).map_err(draw_error)?;
+        }
         root.present().map_err(draw_error)?;
     }
     save(file, size, buf)
 }
 
-/// Lines of `(x, top-1)` points (x > 0, on a log scale), one per named series.
-pub(crate) fn lines(file: &Path, title: &str, x_desc: &str, series: &[(String, Vec<(f64, f64)>)]) -> Result<()> {
-    let size = (720u32, 440u32);
+/// A point of a line plot: x, the (mean) top-1, its SD over seeds when there were several, and
+/// an optional name written beside it.
+#[derive(Clone, Debug)]
+pub(crate) struct Point {
+    pub x: f64,
+    pub y: f64,
+    pub sd: Option<f64>,
+    pub name: Option<String>,
+}
+
+impl Point {
+    /// The point of cell `r` at `x`: its top-1 of `layer` and SD.
+    pub fn of(r: &CellResult, x: f64, layer: &str, name: Option<String>) -> Point {
+        Point { x, y: r.top1.get(layer).copied().unwrap_or(f64::NAN), sd: r.top1_sd.get(layer).copied(), name }
+    }
+}
+
+/// What every line plot of a report shows besides its lines: the untrained network's top-1 (a
+/// dashed line), and the noise of a single run's accuracy (error bars of ±2 standard errors of
+/// the test split, where a point has no SD over seeds).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Frame {
+    pub untrained: Option<f64>,
+    pub two_se: f64,
+}
+
+impl Frame {
+    pub fn of(results: &[CellResult], noise: Noise) -> Frame {
+        let untrained = find(results, "baseline", "random init", "-").and_then(CellResult::main_top1);
+        Frame { untrained, two_se: noise.0 / std::f64::consts::SQRT_2 }
+    }
+}
+
+/// Lines of points (x > 0, on a log scale), one per named series, with error bars (± SD over
+/// seeds, or ±2 SE of the test split for one run), the untrained network's line, the legend
+/// beside the plot (never over the data) and `notes` under it.
+pub(crate) fn lines(file: &Path, title: &str, x_desc: &str, series: &[(String, Vec<Point>)], frame: &Frame, notes: &[String]) -> Result<()> {
+    let size = (960u32, 460u32);
     let mut buf = vec![0u8; (size.0 * size.1 * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut buf, size).into_drawing_area();
         root.fill(&WHITE).map_err(draw_error)?;
-        let points = || series.iter().flat_map(|(_, s)| s.iter());
-        let (x0, x1) = points().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.0), hi.max(p.0)));
-        let (y0, y1) = points().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
-        let (x0, x1) = if x0.is_finite() && x0 > 0.0 { (x0 / 1.3, x1 * 1.3) } else { (1.0, 10.0) };
-        let (y0, y1) = if y0.is_finite() { (y0 - 2.0, y1 + 2.0) } else { (0.0, 100.0) };
-        let mut chart = ChartBuilder::on(&root)
+        let (plot, legend) = root.split_horizontally(700);
+        let points = || series.iter().flat_map(|(_, s)| s.iter()).filter(|p| p.y.is_finite() && p.x > 0.0);
+        let err = |p: &Point| p.sd.unwrap_or(frame.two_se);
+        let (x0, x1) = points().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.x), hi.max(p.x)));
+        let (y0, y1) = points().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.y - err(p)), hi.max(p.y + err(p))));
+        let (y0, y1) = frame.untrained.map_or((y0, y1), |u| (y0.min(u), y1.max(u)));
+        let (x0, x1) = if x0.is_finite() { (x0 / 1.3, x1 * 1.3) } else { (1.0, 10.0) };
+        let (y0, y1) = if y0.is_finite() { (y0 - 1.0, y1 + 1.0) } else { (0.0, 100.0) };
+        let mut chart = ChartBuilder::on(&plot)
             .caption(title, ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(40)
@@ -342,26 +394,78 @@ pub(crate) fn lines(file: &Path, title: &str, x_desc: &str, series: &[(String, V
             .label_style(("sans-serif", 13))
             .draw()
             .map_err(draw_error)?;
-        for (i, (name, s)) in series.iter().enumerate().filter(|(_, (_, s))| !s.is_empty()) {
+        let grey = RGBColor(110, 110, 110);
+        if let Some(u) = frame.untrained {
+            chart.draw_series(DashedLineSeries::new(vec![(x0, u), (x1, u)], 8, 5, grey.stroke_width(2))).map_err(draw_error)?;
+        }
+        let mut keys: Vec<(String, RGBAColor, bool)> = Vec::new();
+        for (i, (name, s)) in series.iter().enumerate() {
+            let mut s: Vec<&Point> = s.iter().filter(|p| p.y.is_finite() && p.x > 0.0).collect();
+            if s.is_empty() {
+                continue;
+            }
             let colour = Palette99::pick(i).to_rgba();
-            let mut s = s.clone();
-            s.sort_by(|a, b| a.0.total_cmp(&b.0));
-            chart
-                .draw_series(LineSeries::new(s.iter().copied(), colour.stroke_width(2)))
-                .map_err(draw_error)?
-                .label(name.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2)));
-            chart.draw_series(s.iter().map(|&p| Circle::new(p, 4, colour.filled()))).map_err(draw_error)?;
+            s.sort_by(|a, b| a.x.total_cmp(&b.x));
+            chart.draw_series(LineSeries::new(s.iter().map(|p| (p.x, p.y)), colour.stroke_width(2))).map_err(draw_error)?;
+            // Error bars: the vertical span and its caps (the x axis is logarithmic).
+            for p in &s {
+                let (lo, hi, l, r) = (p.y - err(p), p.y + err(p), p.x / 1.025, p.x * 1.025);
+                let bar = [vec![(p.x, lo), (p.x, hi)], vec![(l, lo), (r, lo)], vec![(l, hi), (r, hi)]];
+                chart.draw_series(bar.into_iter().map(|path| PathElement::new(path, colour.stroke_width(1)))).map_err(draw_error)?;
+            }
+            chart.draw_series(s.iter().map(|p| Circle::new((p.x, p.y), 4, colour.filled()))).map_err(draw_error)?;
+            let named = s.iter().filter_map(|p| Some((p.x, p.y, p.name.as_ref()?)));
+            chart.draw_series(named.map(|(x, y, n)| Text::new(n.clone(), (x, y), ("sans-serif", 12).into_font().color(&BLACK)))).map_err(draw_error)?;
+            keys.push((name.clone(), colour, false));
+        }
+        if frame.untrained.is_some() {
+            keys.push(("untrained network".into(), grey.to_rgba(), true));
         }
         // The log axis labels only decades: each x of the data is written under the plot area.
-        let mut xs: Vec<f64> = points().map(|p| p.0).collect();
+        let mut xs: Vec<f64> = points().map(|p| p.x).collect();
         xs.sort_by(f64::total_cmp);
         xs.dedup();
         chart.draw_series(xs.iter().map(|&x| Text::new(short(x), (x, y0 + 0.02 * (y1 - y0)), ("sans-serif", 12).into_font().color(&RGBColor(90, 90, 90))))).map_err(draw_error)?;
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 13)).draw().map_err(draw_error)?;
+        // The legend, beside the plot.
+        let font = ("sans-serif", 13).into_font();
+        let mut y = 50;
+        for (name, colour, dashed) in &keys {
+            let style = colour.stroke_width(2);
+            if *dashed {
+                legend.draw(&PathElement::new(vec![(8, y + 7), (16, y + 7)], style)).map_err(draw_error)?;
+                legend.draw(&PathElement::new(vec![(22, y + 7), (30, y + 7)], style)).map_err(draw_error)?;
+            } else {
+                legend.draw(&PathElement::new(vec![(8, y + 7), (30, y + 7)], style)).map_err(draw_error)?;
+            }
+            legend.draw_text(name, &font.color(&BLACK), (38, y)).map_err(draw_error)?;
+            y += 22;
+        }
+        let bars = if points().any(|p| p.sd.is_some()) { "bars: ± SD over seeds".to_string() } else { format!("bars: ±{:.1} (2 SE of the test split, one run)", frame.two_se) };
+        for line in std::iter::once(&bars).chain(notes) {
+            y += 8;
+            for chunk in wrap(line, 34) {
+                legend.draw_text(&chunk, &font.color(&RGBColor(60, 60, 60)), (8, y)).map_err(draw_error)?;
+                y += 18;
+            }
+        }
         root.present().map_err(draw_error)?;
     }
     save(file, size, buf)
+}
+
+/// `text` in lines of at most about `width` characters, broken at spaces.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for word in text.split(' ') {
+        match lines.last_mut() {
+            Some(line) if line.chars().count() + 1 + word.chars().count() <= width => {
+                line.push(' ');
+                line.push_str(word);
+            }
+            _ => lines.push(word.to_string()),
+        }
+    }
+    lines
 }
 
 /// `x` with at most three decimals and no trailing zeros.

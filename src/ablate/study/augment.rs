@@ -112,7 +112,7 @@ impl Definition for Augment {
         claims
     }
 
-    fn figures(&self, out: &Path, results: &[CellResult]) -> Result<Vec<String>> {
+    fn figures(&self, out: &Path, results: &[CellResult], frame: &Frame) -> Result<Vec<String>> {
         let mut files = Vec::new();
         let grid: Vec<Vec<Option<f64>>> = Transform::ALL
             .iter()
@@ -123,12 +123,13 @@ impl Definition for Augment {
             heatmap(&out.join("pairs.png"), "linear top-1 %, one branch transformed (row: 1st, column: 2nd)", &names, &grid)?;
             files.push("pairs.png".into());
         }
-        let strength = |row: &str, blur: bool| -> Vec<(f64, f64)> {
+        let strength = |row: &str, blur: bool| -> Vec<Point> {
             let cells = results.iter().filter(|r| r.table == "strength" && r.row == row && r.config.augment.blur == Some(blur));
-            cells.filter(|r| r.config.augment.color_strength > 0.0).filter_map(|r| Some((r.config.augment.color_strength as f64, r.main_top1()?))).collect()
+            cells.filter(|r| r.config.augment.color_strength > 0.0).filter_map(|r| Some(Point::of(r, r.config.augment.color_strength as f64, r.main_score()?, None))).collect()
         };
         let series = [("SimCLR, crop + colour".into(), strength("SimCLR", false)), ("SimCLR, crop + colour + blur".into(), strength("SimCLR", true)), ("supervised, crop + colour".into(), strength("supervised", false))];
-        lines(&out.join("strength.png"), "colour distortion strength", "strength s", &series)?;
+        let notes: Vec<String> = results.iter().filter(|r| r.table == "strength" && r.config.augment.color_strength == 0.0).map(|r| format!("{} at strength 0 (off the log axis): {}", r.row, score(Some(r), r.main_score().unwrap_or("h")))).collect();
+        lines(&out.join("strength.png"), "colour distortion strength", "strength s", &series, frame, &notes)?;
         files.push("strength.png".into());
         Ok(files)
     }

@@ -24,7 +24,7 @@ impl Definition for Head {
         let mut s = String::new();
         s += "### Projection head (paper Fig. 8): top-1 of h, of the hidden layer (nonlinear) and of z\n\n| head | output dim | h | head:1 | z | steps |\n|---|---|---|---|---|---|\n";
         for r in results.iter().filter(|r| r.table == "head") {
-            let _ = writeln!(s, "| {} | {} | {} | {} | {} | {} |", r.row, r.column, pct(r.top1.get("h").copied()), pct(r.top1.get("head:1").copied()), pct(r.top1.get("z").copied()), r.steps);
+            let _ = writeln!(s, "| {} | {} | {} | {} | {} | {} |", r.row, r.column, score(Some(r), "h"), score(Some(r), "head:1"), score(Some(r), "z"), r.steps);
         }
         s
     }
@@ -61,20 +61,20 @@ impl Definition for Head {
         ]
     }
 
-    fn figures(&self, out: &Path, results: &[CellResult]) -> Result<Vec<String>> {
+    fn figures(&self, out: &Path, results: &[CellResult], frame: &Frame) -> Result<Vec<String>> {
         let mut files = Vec::new();
         let mut all = Vec::new();
         for (row, layer) in [("linear", "h"), ("linear", "z"), ("nonlinear", "h"), ("nonlinear", "z")] {
             all.push((format!("{row} head, {layer}"), series(results, "head", row, layer, &column)));
         }
-        if let Some(none) = find(results, "head", "none", "-").and_then(CellResult::main_top1) {
+        if let Some(none) = find(results, "head", "none", "-").filter(|r| r.main_top1().is_some()) {
             let xs: Vec<f64> = results.iter().filter(|r| r.table == "head").filter_map(column).collect();
             let (lo, hi) = xs.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
             if lo.is_finite() {
-                all.push(("no head (h = z)".into(), vec![(lo, none), (hi, none)]));
+                all.push(("no head (h = z)".into(), vec![Point::of(none, lo, "h", None), Point::of(none, hi, "h", None)]));
             }
         }
-        lines(&out.join("head.png"), "projection head: linear top-1 % against the output dimension", "projection output dimension", &all)?;
+        lines(&out.join("head.png"), "projection head: linear top-1 % against the output dimension", "projection output dimension", &all, frame, &[])?;
         files.push("head.png".into());
         Ok(files)
     }

@@ -6,7 +6,7 @@ mod head;
 mod scale;
 mod temperature;
 
-use super::report::{Claim, Noise};
+use super::report::{Claim, Frame, Noise};
 use super::{Cell, CellResult, Preset, Study};
 use crate::config::Config;
 use anyhow::Result;
@@ -25,8 +25,9 @@ pub(super) trait Definition: Sync {
     /// The paper's claims this study tests at `preset`, each a contrast of its cells declared
     /// before the runs (the report's verdicts).
     fn claims(&self, preset: Preset) -> Vec<Claim>;
-    /// Draws the study's figures into `out`; returns their file names.
-    fn figures(&self, out: &Path, results: &[CellResult]) -> Result<Vec<String>>;
+    /// Draws the study's figures into `out`, each in `frame` (the untrained line, the noise of a
+    /// run); returns their file names.
+    fn figures(&self, out: &Path, results: &[CellResult], frame: &Frame) -> Result<Vec<String>>;
 }
 
 impl Study {

@@ -116,21 +116,24 @@ impl Definition for Scale {
         s
     }
 
-    fn figures(&self, out: &Path, results: &[CellResult]) -> Result<Vec<String>> {
+    fn figures(&self, out: &Path, results: &[CellResult], frame: &Frame) -> Result<Vec<String>> {
         let mut files = Vec::new();
         if !results.iter().any(|r| r.table == "batch-epochs" || r.table == "size") {
             return Ok(files);
         }
-        let all: Vec<(String, Vec<(f64, f64)>)> = distinct(results, "batch-epochs", |r| &r.row)
+        let all: Vec<(String, Vec<Point>)> = distinct(results, "batch-epochs", |r| &r.row)
             .iter()
             .map(|e| (e.clone(), series(results, "batch-epochs", e, "h", &column)))
             .collect();
-        lines(&out.join("batch-epochs.png"), "batch size and training length: linear top-1 %", "batch size", &all)?;
+        let notes = ["batches above 256 in chunks of 256 (--micro-batch)".to_string()];
+        lines(&out.join("batch-epochs.png"), "batch size and training length: linear top-1 %", "batch size", &all, frame, &notes)?;
         files.push("batch-epochs.png".into());
-        let size = |col: &str, layer: &str| -> Vec<(f64, f64)> {
-            results.iter().filter(|r| r.table == "size" && r.column == col).filter_map(|r| Some((r.encoder_params as f64 / 1e6, *r.top1.get(layer)?))).collect()
+        let size = |col: &str, layer: &str| -> Vec<Point> {
+            let cells = results.iter().filter(|r| r.table == "size" && r.column == col && r.top1.contains_key(layer));
+            cells.map(|r| Point::of(r, r.encoder_params as f64 / 1e6, layer, Some(r.row.clone()))).collect()
         };
-        lines(&out.join("size.png"), "width and depth: top-1 % against encoder parameters", "encoder parameters (millions)", &[("SimCLR (linear eval)".into(), size("SimCLR", "h")), ("supervised".into(), size("supervised", "supervised"))])?;
+        let notes = ["each point is one encoder, named; the untrained line is the base encoder's".to_string()];
+        lines(&out.join("size.png"), "width and depth: top-1 % against encoder parameters", "encoder parameters (millions)", &[("SimCLR (linear eval)".into(), size("SimCLR", "h")), ("supervised".into(), size("supervised", "supervised"))], frame, &notes)?;
         files.push("size.png".into());
         Ok(files)
     }

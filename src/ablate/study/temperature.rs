@@ -24,7 +24,7 @@ impl Definition for Temperature {
         for r in results.iter().filter(|r| r.table == "temperature") {
             let paper = TABLE5.iter().find(|p| (p.0 == (r.row == "ℓ2-normalised")) && p.1.to_string() == r.column);
             let paper = paper.map_or("—".into(), |p| format!("{} / {} / {}", p.2, p.3, p.4));
-            let top1 = if r.diverged.is_some() { "diverged".into() } else { pct(r.main_top1()) };
+            let top1 = if r.diverged.is_some() { "diverged".into() } else { score(Some(r), "h") };
             let _ = writeln!(s, "| {} | {} | {} | {} | {top1} | {paper} |", r.row, r.column, r.contrast_entropy.map_or("—".into(), |v| format!("{v:.2}")), pct(r.contrast_acc.map(|a| 100.0 * a)));
         }
         s
@@ -66,10 +66,12 @@ impl Definition for Temperature {
         ]
     }
 
-    fn figures(&self, out: &Path, results: &[CellResult]) -> Result<Vec<String>> {
+    fn figures(&self, out: &Path, results: &[CellResult], frame: &Frame) -> Result<Vec<String>> {
         let mut files = Vec::new();
-        let all: Vec<(String, Vec<(f64, f64)>)> = ["ℓ2-normalised", "raw dot product"].iter().map(|row| (row.to_string(), series(results, "temperature", row, "h", &column))).collect();
-        lines(&out.join("temperature.png"), "temperature: linear top-1 %", "τ", &all)?;
+        let all: Vec<(String, Vec<Point>)> = ["ℓ2-normalised", "raw dot product"].iter().map(|row| (row.to_string(), series(results, "temperature", row, "h", &column))).collect();
+        let diverged: Vec<String> = results.iter().filter(|r| r.table == "temperature" && r.diverged.is_some()).map(|r| format!("{} τ {}", r.row, r.column)).collect();
+        let notes: Vec<String> = if diverged.is_empty() { Vec::new() } else { vec![format!("not drawn, diverged: {}", diverged.join(", "))] };
+        lines(&out.join("temperature.png"), "temperature: linear top-1 %", "τ", &all, frame, &notes)?;
         files.push("temperature.png".into());
         Ok(files)
     }
