@@ -93,7 +93,7 @@ fn budget(preset: Preset, cells: &[Cell], results: &[CellResult], base: &Config)
     let (d, m, o) = (&base.data, &base.model, &base.optim);
     let _ = writeln!(
         s,
-        "Shared settings: {:?} width {} on {} px views, head {:?} ({} layers, z of {}), {:?} at base LR {} ({:?} scaling), batch {}, τ {}, warm-up {} epochs, weight decay {}, colour strength {}, seed {}, precision {:?}. Data: `--dataset {}`{}{}. Evaluation: linear, L-BFGS on frozen features of un-augmented images, L2 chosen on 10% of the training images, test top-1.\n",
+        "Shared settings: {:?} width {} on {} px views, head {:?} ({} layers, z of {}), {:?} at base LR {} ({:?} scaling), batch {}, τ {}, warm-up {} epochs, weight decay {}, colour strength {}, smallest crop {} of the image, seed(s) {}, precision {:?}. Data: `--dataset {}`{}{}. Evaluation: linear, L-BFGS on frozen features of un-augmented images, L2 chosen on 10% of the training images, test top-1.\n",
         m.arch,
         m.width,
         m.image_size,
@@ -108,7 +108,8 @@ fn budget(preset: Preset, cells: &[Cell], results: &[CellResult], base: &Config)
         o.warmup_epochs,
         o.weight_decay,
         base.augment.color_strength,
-        base.run.seed,
+        base.augment.crop_min_area,
+        if results.is_empty() { base.run.seed.to_string() } else { seeds(results).iter().map(u64::to_string).collect::<Vec<_>>().join(", ") },
         base.run.precision,
         d.dataset.name(),
         d.data.as_ref().map(|p| format!(" `--data {}`", p.display())).unwrap_or_default(),
@@ -117,7 +118,7 @@ fn budget(preset: Preset, cells: &[Cell], results: &[CellResult], base: &Config)
     let epochs: usize = cells.iter().map(|c| c.config.optim.epochs).sum();
     let length = match cells.first().map(|c| c.config.optim.max_steps).filter(|&s| s > 0) {
         Some(steps) => format!("{steps} steps a cell"),
-        None => format!("{epochs} training epochs in all"),
+        None => format!("{epochs} training epochs a seed"),
     };
     let finished = cells.iter().filter(|c| results.iter().any(|r| r.id == c.id)).count();
     let _ = writeln!(s, "Cells: {finished} finished of {} ({length}; each run's own settings are in `cells/ID/seed-S/config.toml`, and in `results.json`).", cells.len());
@@ -129,7 +130,7 @@ fn budget(preset: Preset, cells: &[Cell], results: &[CellResult], base: &Config)
     }
     if !results.is_empty() {
         let secs: f64 = results.iter().map(|r| r.seconds).sum();
-        let _ = writeln!(s, "Time: {:.1} min for the cells run here ({:.0} s a cell on average; cells finished by an earlier invocation count their own time).", secs / 60.0, secs / results.len() as f64);
+        let _ = writeln!(s, "Time: {:.1} min for the runs reported here ({:.0} s a run on average; each run counts the time of the invocation that finished it).", secs / 60.0, secs / results.len() as f64);
     }
     if preset == Preset::Full {
         let _ = writeln!(
@@ -531,6 +532,20 @@ impl Claim {
     pub fn better(text: &'static str, paper: &'static str, a: &'static str, b: &'static str, score: &'static str) -> Claim {
         Claim { text, paper, terms: vec![(a, score, 1.0), (b, score, -1.0)] }
     }
+
+    /// A change gains more in one setting than in another: `(a − a₀) − (b − b₀)`, each pair
+    /// (changed cell, unchanged cell, score).
+    pub fn gains_more(text: &'static str, paper: &'static str, a: (&'static str, &'static str, &'static str), b: (&'static str, &'static str, &'static str)) -> Claim {
+        Claim { text, paper, terms: vec![(a.0, a.2, 1.0), (a.1, a.2, -1.0), (b.0, b.2, -1.0), (b.1, b.2, 1.0)] }
+    }
+}
+
+/// The seeds of `results`, ascending.
+fn seeds(results: &[CellResult]) -> Vec<u64> {
+    let mut seeds: Vec<u64> = results.iter().map(|r| r.config.run.seed).collect();
+    seeds.sort_unstable();
+    seeds.dedup();
+    seeds
 }
 
 /// The verdicts: each declared claim's contrast, tested over seeds and test images.
@@ -551,9 +566,7 @@ fn contrasts(study: Study, preset: Preset, results: &[CellResult]) -> String {
 /// A claim's measured columns: the contrast, its interval, p and verdict; or why it is missing.
 fn tested(claim: &Claim, results: &[CellResult]) -> String {
     let run = |id: &str, seed: u64| results.iter().find(|r| r.id == id && r.config.run.seed == seed);
-    let mut seeds: Vec<u64> = results.iter().map(|r| r.config.run.seed).collect();
-    seeds.sort_unstable();
-    seeds.dedup();
+    let mut seeds = seeds(results);
     seeds.retain(|&seed| claim.terms.iter().all(|(id, score, _)| run(id, seed).is_some_and(|r| r.hits.contains_key(*score))));
     if seeds.is_empty() {
         let missing: Vec<&str> = claim.terms.iter().map(|t| t.0).filter(|id| !results.iter().any(|r| r.id == *id && r.diverged.is_none())).collect();

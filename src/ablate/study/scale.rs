@@ -29,16 +29,18 @@ impl Definition for Scale {
                 Claim::better("Training longer helps (twice the epochs)", "Fig. 9: 100 → 200 epochs, +2 to +5 points", "epochs-x2", "base", "h"),
                 Claim::better("A bigger batch helps at the same epochs (4× the batch)", "Fig. 9: 256 → 1024 at 100 epochs, ~+4", "batch-x4", "base", "h"),
                 Claim::better("A wider network helps (twice the width)", "Fig. 7: ResNet-50 ×1 → ×2, 69.3 → 74.2", "width-x2", "base", "h"),
-                Claim {
-                    text: "The wider network's gain is more than its wider h gives untrained: (×2 − ×1) − (untrained ×2 − untrained ×1)",
-                    paper: "—",
-                    terms: vec![("width-x2", "h", 1.0), ("base", "h", -1.0), ("random-init-width-x2", "h", -1.0), ("random-init", "h", 1.0)],
-                },
-                Claim {
-                    text: "Width helps SimCLR more than supervised training: (SimCLR ×2 − ×1) − (supervised ×2 − ×1)",
-                    paper: "Fig. 7: the gap to supervised closes with width",
-                    terms: vec![("width-x2", "h", 1.0), ("base", "h", -1.0), ("supervised-width-x2", "supervised", -1.0), ("supervised", "supervised", 1.0)],
-                },
+                Claim::gains_more(
+                    "The wider network's gain is more than its wider h gives untrained: (×2 − ×1) − (untrained ×2 − untrained ×1)",
+                    "—",
+                    ("width-x2", "base", "h"),
+                    ("random-init-width-x2", "random-init", "h"),
+                ),
+                Claim::gains_more(
+                    "Width helps SimCLR more than supervised training: (SimCLR ×2 − ×1) − (supervised ×2 − ×1)",
+                    "Fig. 7: the gap to supervised closes with width",
+                    ("width-x2", "base", "h"),
+                    ("supervised-width-x2", "supervised", "supervised"),
+                ),
             ],
             Preset::Small => vec![
                 Claim::better("Training longer helps (batch 128, 20 vs 5 epochs)", "Fig. 9: +2 to +5 points from 100 to 200 epochs", "batch128-epochs20", "batch128-epochs5", "h"),
