@@ -252,10 +252,8 @@ pub struct CellResult {
     /// The backend that trained it.
     #[serde(default)]
     pub backend: Option<String>,
-    /// In a report's tables: the seeds averaged into this row (empty: one run, as stored).
-    #[serde(skip)]
-    pub seeds: Vec<u64>,
-    /// In a report's tables: the standard deviation over `seeds` of each `top1`.
+    /// In a report's tables: the standard deviation of each `top1` over the seeds averaged into
+    /// this row (empty: one run, as stored).
     #[serde(skip)]
     pub top1_sd: BTreeMap<String, f64>,
 }
@@ -471,9 +469,7 @@ impl Finished {
 
     /// Every finished run of each of `cells`, at every seed found, in the cells' order.
     fn of(&self, cells: &[Cell]) -> Vec<CellResult> {
-        let mut seeds: Vec<u64> = self.0.iter().chain(&self.1).map(|r| r.config.run.seed).collect();
-        seeds.sort_unstable();
-        seeds.dedup();
+        let seeds = report::seeds(self.0.iter().chain(&self.1));
         cells
             .iter()
             .flat_map(|cell| {
@@ -533,7 +529,6 @@ fn run_cell(cell: &Cell, dir: &Path, data: &EvalData, commit: &Option<String>, d
         hits: BTreeMap::new(),
         commit: commit.clone(),
         backend: Some(crate::device::backend_name(device).to_string()),
-        seeds: Vec::new(),
         top1_sd: BTreeMap::new(),
     };
     match &cell.kind {

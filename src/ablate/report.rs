@@ -486,7 +486,6 @@ pub(crate) fn by_cell(results: &[CellResult]) -> Vec<CellResult> {
         let mut row = r.clone();
         if runs.len() > 1 {
             let avg = |f: &dyn Fn(&CellResult) -> Option<f64>| mean(runs.iter().filter_map(|x| f(x)));
-            row.seeds = runs.iter().map(|x| x.config.run.seed).collect();
             // A layer's mean and SD over the runs that have it (a diverged run has none).
             let mut layers: Vec<&String> = runs.iter().flat_map(|x| x.top1.keys()).collect();
             layers.sort();
@@ -541,8 +540,8 @@ impl Claim {
 }
 
 /// The seeds of `results`, ascending.
-fn seeds(results: &[CellResult]) -> Vec<u64> {
-    let mut seeds: Vec<u64> = results.iter().map(|r| r.config.run.seed).collect();
+pub(crate) fn seeds<'a>(results: impl IntoIterator<Item = &'a CellResult>) -> Vec<u64> {
+    let mut seeds: Vec<u64> = results.into_iter().map(|r| r.config.run.seed).collect();
     seeds.sort_unstable();
     seeds.dedup();
     seeds
