@@ -469,7 +469,7 @@ impl Finished {
 
     /// Every finished run of each of `cells`, at every seed found, in the cells' order.
     fn of(&self, cells: &[Cell]) -> Vec<CellResult> {
-        let seeds = report::seeds(self.0.iter().chain(&self.1));
+        let seeds = report::seeds(self.0.iter().chain(&self.1).map(|r| r.config.run.seed));
         cells
             .iter()
             .flat_map(|cell| {

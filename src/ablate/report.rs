@@ -40,12 +40,7 @@ pub fn listing(study: Study, preset: Preset, cells: &[Cell], runs: &[Run], base:
     for c in cells {
         let _ = writeln!(s, "  {:<22} {:<13} row {:<16} column {:<12} {}", c.id, c.table, c.row, c.column, settings(&c.config, &c.kind));
     }
-    let seeds: Vec<u64> = runs.iter().map(|r| r.cell.config.run.seed).fold(Vec::new(), |mut v, s| {
-        if !v.contains(&s) {
-            v.push(s);
-        }
-        v
-    });
+    let seeds = seeds(runs.iter().map(|r| r.cell.config.run.seed));
     let _ = writeln!(s, "{} runs: the cells at seed{} {}", runs.len(), if seeds.len() > 1 { "s" } else { "" }, seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", "));
     for r in runs.iter().filter(|r| !r.same_as.is_empty() && r.cell.config.run.seed == seeds[0]) {
         let _ = writeln!(s, "  one run for {} and {} (identical settings)", r.cell.id, r.same_as.join(", "));
@@ -109,7 +104,7 @@ fn budget(preset: Preset, cells: &[Cell], results: &[CellResult], base: &Config)
         o.weight_decay,
         base.augment.color_strength,
         base.augment.crop_min_area,
-        if results.is_empty() { base.run.seed.to_string() } else { seeds(results).iter().map(u64::to_string).collect::<Vec<_>>().join(", ") },
+        if results.is_empty() { base.run.seed.to_string() } else { seeds(results.iter().map(|r| r.config.run.seed)).iter().map(u64::to_string).collect::<Vec<_>>().join(", ") },
         base.run.precision,
         d.dataset.name(),
         d.data.as_ref().map(|p| format!(" `--data {}`", p.display())).unwrap_or_default(),
@@ -539,9 +534,9 @@ impl Claim {
     }
 }
 
-/// The seeds of `results`, ascending.
-pub(crate) fn seeds<'a>(results: impl IntoIterator<Item = &'a CellResult>) -> Vec<u64> {
-    let mut seeds: Vec<u64> = results.into_iter().map(|r| r.config.run.seed).collect();
+/// The distinct `seeds`, ascending.
+pub(crate) fn seeds(seeds: impl IntoIterator<Item = u64>) -> Vec<u64> {
+    let mut seeds: Vec<u64> = seeds.into_iter().collect();
     seeds.sort_unstable();
     seeds.dedup();
     seeds
@@ -565,7 +560,7 @@ fn contrasts(study: Study, preset: Preset, results: &[CellResult]) -> String {
 /// A claim's measured columns: the contrast, its interval, p and verdict; or why it is missing.
 fn tested(claim: &Claim, results: &[CellResult]) -> String {
     let run = |id: &str, seed: u64| results.iter().find(|r| r.id == id && r.config.run.seed == seed);
-    let mut seeds = seeds(results);
+    let mut seeds = seeds(results.iter().map(|r| r.config.run.seed));
     seeds.retain(|&seed| claim.terms.iter().all(|(id, score, _)| run(id, seed).is_some_and(|r| r.hits.contains_key(*score))));
     if seeds.is_empty() {
         let missing: Vec<&str> = claim.terms.iter().map(|t| t.0).filter(|id| !results.iter().any(|r| r.id == *id && r.diverged.is_none())).collect();
