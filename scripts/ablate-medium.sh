@@ -10,14 +10,15 @@
 #   STUDIES=temperature scripts/ablate-medium.sh --only l2-tau1           # one cell (3 seeds)
 #
 # Environment: SIMCLR (the binary; a libtorch build: --device tch-cpu), DEVICE (tch-cpu),
-# OUT (docs/ablations/medium), STUDIES (the order: scale temperature head augment). Extra
-# arguments go to every `simclr ablate` call (e.g. --only, --seeds).
+# OUT (docs/ablations/medium), STUDIES (the order: scale temperature head augment), FMNIST (the
+# folder of Fashion-MNIST's IDX files: /usr/share/datasets/fashion-mnist). Extra arguments go to
+# every `simclr ablate` call (e.g. --only, --seeds).
 set -euo pipefail
 SIMCLR=${SIMCLR:-target/release/simclr}
 DEVICE=${DEVICE:-tch-cpu}
 OUT=${OUT:-docs/ablations/medium}
 STUDIES=${STUDIES:-"scale temperature head augment"}
-DATA=(--dataset fashion-mnist --data /usr/share/datasets/fashion-mnist)
+DATA=(--dataset fashion-mnist --data "${FMNIST:-/usr/share/datasets/fashion-mnist}")
 for study in $STUDIES; do
   reuse=()
   for other in scale temperature head augment; do

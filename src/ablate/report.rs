@@ -15,7 +15,8 @@ use std::path::Path;
 pub fn write(out: &Path, study: Study, preset: Preset, cells: &[Cell], results: &[CellResult], base: &Config, test_images: usize) -> Result<()> {
     let json = serde_json::to_string_pretty(results)?;
     std::fs::write(out.join("results.json"), json).with_context(|| format!("--out {}: cannot write results.json", out.display()))?;
-    let shown = by_cell(results);
+    let mut shown = by_cell(results);
+    let checks = check_training(&mut shown, results);
     let noise = Noise::of(&shown, test_images);
     let figures = figures(out, study, &shown, &Frame::of(&shown, noise))?;
     let mut md = String::new();
@@ -25,8 +26,9 @@ pub fn write(out: &Path, study: Study, preset: Preset, cells: &[Cell], results: 
     if shown.len() < cells.len() {
         let _ = writeln!(md, "**Partial: {} of {} cells finished; the verdicts below are on those only.**\n", shown.len(), cells.len());
     }
+    md += &checks;
     md += &findings(study, &shown, noise);
-    md += &contrasts(study, preset, results);
+    md += &contrasts(study, preset, results, &shown);
     for f in figures {
         let _ = writeln!(md, "![{f}]({f})\n");
     }
@@ -152,6 +154,7 @@ pub(crate) fn ours_and_paper(r: Option<&CellResult>) -> String {
     match r {
         None => "—".into(),
         Some(r) if r.diverged.is_some() => "diverged".into(),
+        Some(r) if r.failed.is_some() => format!("{} (did not train)", score(Some(r), r.main_score().unwrap_or("h"))),
         Some(r) => {
             let ours = score(Some(r), r.main_score().unwrap_or("h"));
             match r.paper {
@@ -471,7 +474,7 @@ fn short(x: f64) -> String {
 
 /// The report's rows: one per cell, its scores averaged over the seeds it ran at (the standard
 /// deviation and the seeds kept beside them); a cell at one seed is shown as stored.
-pub(crate) fn by_cell(results: &[CellResult]) -> Vec<CellResult> {
+pub fn by_cell(results: &[CellResult]) -> Vec<CellResult> {
     let mut rows: Vec<CellResult> = Vec::new();
     for r in results {
         if rows.iter().any(|row| row.id == r.id) {
@@ -542,8 +545,47 @@ pub(crate) fn seeds(seeds: impl IntoIterator<Item = u64>) -> Vec<u64> {
     seeds
 }
 
+/// Whether each supervised cell trained at all: its top-1 against a linear classifier on the
+/// untrained network of the same architecture, width and image size in the study (the floor any
+/// trained network must clear), as a paired contrast over seeds and test images. A cell whose 95%
+/// interval reaches 0 is marked `failed` in `rows` (its tables say "did not train", the claims
+/// that use it are not tested). Returns the report's section, empty when no supervised cell ran.
+pub fn check_training(rows: &mut [CellResult], results: &[CellResult]) -> String {
+    let untrained = |r: &CellResult| {
+        let m = &r.config.model;
+        rows.iter().find(|u| u.trains == Some(super::Trains::Nothing) && u.config.model.arch == m.arch && u.config.model.width == m.width && u.config.model.image_size == m.image_size).map(|u| u.id.clone())
+    };
+    let mut lines = Vec::new();
+    let mut failed = Vec::new();
+    for r in rows.iter().filter(|r| r.trains == Some(super::Trains::Supervised) && r.diverged.is_none()) {
+        let Some(floor) = untrained(r) else {
+            lines.push(format!("- {}: not checked (the study has no untrained network of its architecture and width)", r.id));
+            continue;
+        };
+        let line = match measure(&[(&r.id, "supervised", 1.0), (&floor, "h", -1.0)], results) {
+            Err(why) => format!("not checked: {why}"),
+            Ok((seeds, c)) if c.ci95.0 > 0.0 => format!("trained: {:+.2} over {floor} ({seeds} seed(s); 95% interval [{:+.2}, {:+.2}])", c.estimate, c.ci95.0, c.ci95.1),
+            Ok((seeds, c)) => {
+                let why = format!("{:+.2} over the untrained {floor} ({seeds} seed(s); 95% interval [{:+.2}, {:+.2}]), no better than random features", c.estimate, c.ci95.0, c.ci95.1);
+                failed.push((r.id.clone(), why.clone()));
+                format!("**did not train**: {why}; its comparisons are not evidence")
+            }
+        };
+        lines.push(format!("- {}: {line}", r.id));
+    }
+    for (id, why) in failed {
+        if let Some(row) = rows.iter_mut().find(|r| r.id == id) {
+            row.failed = Some(why);
+        }
+    }
+    if lines.is_empty() {
+        return String::new();
+    }
+    format!("## Training checks\n\nA supervised network that does not beat a linear classifier on the untrained network of the same architecture and width (paired bootstrap over seeds and test images) has not trained (too few steps, a bad learning rate); it is flagged, not reported as a finding.\n\n{}\n\n", lines.join("\n"))
+}
+
 /// The verdicts: each declared claim's contrast, tested over seeds and test images.
-fn contrasts(study: Study, preset: Preset, results: &[CellResult]) -> String {
+fn contrasts(study: Study, preset: Preset, results: &[CellResult], rows: &[CellResult]) -> String {
     let claims = study.definition().claims(preset);
     if claims.is_empty() {
         return String::new();
@@ -552,25 +594,21 @@ fn contrasts(study: Study, preset: Preset, results: &[CellResult]) -> String {
     let _ = writeln!(s, "Each claim is one contrast of cells fixed in the code before any cell ran (`simclr ablate --study {} --list` names them), positive in the paper's direction, averaged over the seeds at which all its cells finished. The interval is the central 95% of {} bootstrap replicates that draw the seeds and the test images with replacement, the same images for every cell (paired): it counts seed noise and test-set noise. **Reproduced** when the interval lies above 0, **opposite** when below, **inconclusive** when it holds 0.\n", study.name(), crate::eval::paired::REPLICATES);
     s += "| claim | paper | ours: contrast (per seed) | 95% interval | p | verdict |\n|---|---|---|---|---|---|\n";
     for claim in &claims {
-        let _ = writeln!(s, "| {} | {} | {} |", claim.text, claim.paper, tested(claim, results));
+        let _ = writeln!(s, "| {} | {} | {} |", claim.text, claim.paper, tested(claim, results, rows));
     }
     s + "\n"
 }
 
-/// A claim's measured columns: the contrast, its interval, p and verdict; or why it is missing.
-fn tested(claim: &Claim, results: &[CellResult]) -> String {
-    let run = |id: &str, seed: u64| results.iter().find(|r| r.id == id && r.config.run.seed == seed);
-    let mut seeds = seeds(results.iter().map(|r| r.config.run.seed));
-    seeds.retain(|&seed| claim.terms.iter().all(|(id, score, _)| run(id, seed).is_some_and(|r| r.hits.contains_key(*score))));
-    if seeds.is_empty() {
-        let missing: Vec<&str> = claim.terms.iter().map(|t| t.0).filter(|id| !results.iter().any(|r| r.id == *id && r.diverged.is_none())).collect();
-        return format!("not measured: {} | | |", if missing.is_empty() { "no seed at which every cell finished".into() } else { format!("{} not finished or diverged", missing.join(", ")) });
+/// A claim's measured columns: the contrast, its interval, p and verdict; or why it is missing
+/// (a term's cell not finished, diverged, or failed its training check in `rows`).
+fn tested(claim: &Claim, results: &[CellResult], rows: &[CellResult]) -> String {
+    let untrained: Vec<&str> = claim.terms.iter().map(|t| t.0).filter(|id| rows.iter().any(|r| r.id == *id && r.failed.is_some())).collect();
+    if !untrained.is_empty() {
+        return format!("not tested: {} did not train (Training checks) | | |", untrained.join(", "));
     }
-    let hits: Vec<Vec<&[bool]>> = seeds.iter().map(|&seed| claim.terms.iter().map(|(id, score, _)| run(id, seed).expect("kept above").hits[*score].0.as_slice()).collect()).collect();
-    let weights: Vec<f64> = claim.terms.iter().map(|t| t.2).collect();
-    match crate::eval::paired::contrast(&hits, &weights, 0) {
-        Err(e) => format!("not measured: {e} | | |"),
-        Ok(c) => {
+    match measure(&claim.terms, results) {
+        Err(why) => format!("not measured: {why} | | |"),
+        Ok((seeds, c)) => {
             let per_seed: Vec<String> = c.per_seed.iter().map(|d| format!("{d:+.2}")).collect();
             let verdict = match c.ci95 {
                 (lo, _) if lo > 0.0 => "**reproduced**",
@@ -578,7 +616,23 @@ fn tested(claim: &Claim, results: &[CellResult]) -> String {
                 _ => "**inconclusive**",
             };
             let p = if c.p_value * crate::eval::paired::REPLICATES as f64 <= 2.0 { format!("< {:.0e}", 2.0 / crate::eval::paired::REPLICATES as f64) } else { if c.p_value >= 0.01 { format!("{:.2}", c.p_value) } else { format!("{:.0e}", c.p_value) } };
-            format!("{:+.2} ({}; {} seed{}) | [{:+.2}, {:+.2}] | {p} | {verdict}", c.estimate, per_seed.join(", "), seeds.len(), if seeds.len() > 1 { "s" } else { "" }, c.ci95.0, c.ci95.1)
+            format!("{:+.2} ({}; {} seed{}) | [{:+.2}, {:+.2}] | {p} | {verdict}", c.estimate, per_seed.join(", "), seeds, if seeds > 1 { "s" } else { "" }, c.ci95.0, c.ci95.1)
         }
     }
+}
+
+/// The contrast `Σ weight · top-1` of `terms` (cell id, score, weight) over the seeds at which
+/// every term's cell finished, paired over seeds and test images (`eval::paired::contrast`), and
+/// the number of those seeds; or why it cannot be measured.
+fn measure(terms: &[(&str, &str, f64)], results: &[CellResult]) -> std::result::Result<(usize, crate::eval::paired::Contrast), String> {
+    let run = |id: &str, seed: u64| results.iter().find(|r| r.id == id && r.config.run.seed == seed);
+    let mut seeds = seeds(results.iter().map(|r| r.config.run.seed));
+    seeds.retain(|&seed| terms.iter().all(|(id, score, _)| run(id, seed).is_some_and(|r| r.hits.contains_key(*score))));
+    if seeds.is_empty() {
+        let missing: Vec<&str> = terms.iter().map(|t| t.0).filter(|id| !results.iter().any(|r| r.id == *id && r.diverged.is_none())).collect();
+        return Err(if missing.is_empty() { "no seed at which every cell finished".into() } else { format!("{} not finished or diverged", missing.join(", ")) });
+    }
+    let hits: Vec<Vec<&[bool]>> = seeds.iter().map(|&seed| terms.iter().map(|(id, score, _)| run(id, seed).expect("kept above").hits[*score].0.as_slice()).collect()).collect();
+    let weights: Vec<f64> = terms.iter().map(|t| t.2).collect();
+    crate::eval::paired::contrast(&hits, &weights, 0).map(|c| (seeds.len(), c)).map_err(|e| e.to_string())
 }

@@ -80,12 +80,12 @@ impl Definition for Scale {
             }
             s += "\n";
         }
-        s += "\n### Width and depth, SimCLR (linear eval) beside supervised training for the same epochs (paper Fig. 7)\n\n| encoder | trainable parameters | SimCLR | supervised | gap |\n|---|---|---|---|---|\n";
+        s += "\n### Width and depth, SimCLR (linear eval) beside supervised training for the same epochs and the untrained encoder (paper Fig. 7)\n\n| encoder | trainable parameters | untrained | SimCLR | supervised | gap |\n|---|---|---|---|---|---|\n";
         for net in distinct(results, "size", |r| &r.row) {
-            let (a, b) = (find(results, "size", &net, "SimCLR"), find(results, "size", &net, "supervised"));
+            let (a, b, u) = (find(results, "size", &net, "SimCLR"), find(results, "size", &net, "supervised"), find(results, "size", &net, "untrained"));
             let gap = a.and_then(CellResult::main_top1).zip(b.and_then(CellResult::main_top1)).map(|(x, y)| x - y);
             let params = a.or(b).map_or("—".into(), |r| format!("{:.2} M", r.encoder_params as f64 / 1e6));
-            let _ = writeln!(s, "| {net} | {params} | {} | {} | {} |", ours_and_paper(a), ours_and_paper(b), gap.map_or("—".into(), |g| format!("{g:+.1}")));
+            let _ = writeln!(s, "| {net} | {params} | {} | {} | {} | {} |", ours_and_paper(u), ours_and_paper(a), ours_and_paper(b), gap.map_or("—".into(), |g| format!("{g:+.1}")));
         }
         s
     }
@@ -134,8 +134,9 @@ impl Definition for Scale {
             let cells = results.iter().filter(|r| r.table == "size" && r.column == col && r.top1.contains_key(layer));
             cells.map(|r| Point::of(r, r.encoder_params as f64 / 1e6, layer, Some(r.row.clone()))).collect()
         };
-        let notes = ["each point is one encoder, named; the untrained line is the base encoder's".to_string()];
-        lines(&out.join("size.png"), "width and depth: top-1 % against encoder parameters", "encoder parameters (millions)", &[("SimCLR (linear eval)".into(), size("SimCLR", "h")), ("supervised".into(), size("supervised", "supervised"))], frame, &notes)?;
+        let notes = ["each point is one encoder, named; the dashed line is the base encoder untrained".to_string()];
+        let series = [("SimCLR (linear eval)".into(), size("SimCLR", "h")), ("supervised".into(), size("supervised", "supervised")), ("untrained (linear eval)".into(), size("untrained", "h"))];
+        lines(&out.join("size.png"), "width and depth: top-1 % against encoder parameters", "encoder parameters (millions)", &series, frame, &notes)?;
         files.push("size.png".into());
         Ok(files)
     }
@@ -175,8 +176,8 @@ fn medium(base: &Config) -> Vec<Cell> {
 const CHUNK: usize = 256;
 
 /// §5.2: batch size × training epochs (Fig. 9), and wider and deeper encoders, each beside the
-/// same network trained with labels for the same epochs (Fig. 7): the small grid, or with `full`
-/// the paper's.
+/// same network trained with labels for the same epochs (Fig. 7) and untrained (what its h gives a
+/// linear classifier before any training): the small grid, or with `full` the paper's.
 fn scale(full: bool, base: &Config) -> Vec<Cell> {
     let (batches, epochs, size_epochs): (&[usize], &[usize], usize) = match full {
         false => (&[64, 128, 256, 1024, 4096], &[5, 10, 20], 10),
@@ -203,6 +204,11 @@ fn scale(full: bool, base: &Config) -> Vec<Cell> {
         (cfg.model.arch, cfg.model.width, cfg.optim.epochs) = (arch, width, size_epochs);
         let name = format!("{arch:?}x{width}").to_lowercase();
         cells.push(cell(format!("{name}-simclr"), "size", name.clone(), "SimCLR".into(), h(), cfg.clone(), None));
+        // Untrained, the training settings play no part: the base's, so that the base encoder's
+        // is the study's random-init run.
+        let mut untrained = base.clone();
+        (untrained.model.arch, untrained.model.width) = (arch, width);
+        cells.push(cell(format!("{name}-untrained"), "size", name.clone(), "untrained".into(), CellKind::RandomInit, untrained, None));
         cfg.augment.color_strength = 0.0;
         cells.push(cell(format!("{name}-supervised"), "size", name, "supervised".into(), CellKind::Supervised, cfg, None));
     }
