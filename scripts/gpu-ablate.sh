@@ -50,10 +50,11 @@ save() {
     cp "$dir"/*.png "$RESULTS/${dir#"$OUT"/}" 2>/dev/null || true
   done
 }
-trap save EXIT
 # A call stopped at its limit keeps what the last minute's copy holds (ablate rewrites a study's
 # results.json after every run).
 ( while sleep 60; do save; done ) &
+saver=$!
+trap 'kill $saver 2>/dev/null; save' EXIT
 
 for study in ${STUDIES:-scale temperature head augment}; do
   SIMCLR=$bin STUDIES=$study scripts/ablate-medium.sh "$@"
