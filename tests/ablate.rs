@@ -202,3 +202,45 @@ fn a_supervised_cell_that_does_not_beat_its_untrained_encoder_is_flagged_not_cou
     assert!(section.contains("- supervised-wide: **did not train**: +1.00 over the untrained untrained-wide"), "{section}");
     assert!(section.contains("- supervised-deep: not checked"), "{section}");
 }
+
+/// A labelled folder of `per_class` 8 px drawings in each of 3 classes (the class's colour, its
+/// brightness varying), without a test/ split.
+fn labelled_folder(root: &Path, per_class: usize) {
+    for (c, class) in ["red", "green", "blue"].iter().enumerate() {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        for i in 0..per_class {
+            let v = 80 + (i * 7 % 170) as u8;
+            let img = image::RgbImage::from_fn(8, 8, |x, y| {
+                let mut p = [((x + y) as u8) * 3; 3];
+                p[c] = v;
+                image::Rgb(p)
+            });
+            img.save(root.join(class).join(format!("{i}.png"))).unwrap();
+        }
+    }
+}
+
+#[test]
+fn on_a_drawn_test_split_each_seed_holds_out_its_fold_and_the_contrast_pairs_within_folds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, out) = (dir.path().join("data"), dir.path().join("out"));
+    labelled_folder(&data, 150);
+    // --test-fraction 0.4: 3 folds per class of 60, 60 and 30 images; seeds 0, 1, 2 hold out
+    // folds 0, 1, 2, so each of the 450 images is tested once, on folds of unequal size.
+    let args = ["--quiet", "ablate", "--study", "augment", "--only", "crop,crop+color", "--max-steps", "2", "--dataset", "folder", "--test-fraction", "0.4", "--seeds", "3"];
+    let run = Command::new(env!("CARGO_BIN_EXE_simclr")).args(args).arg("--data").arg(&data).arg("--out").arg(&out).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let tested: Vec<(u64, u64, usize)> = results(&out)
+        .iter()
+        .map(|r| (r["config"]["run"]["seed"].as_u64().unwrap(), r["config"]["data"]["test_fold"].as_u64().unwrap(), r["hits"]["h"].as_str().unwrap().split(':').next().unwrap().parse().unwrap()))
+        .collect();
+    assert_eq!(tested, [(0, 0, 180), (1, 1, 180), (2, 2, 90), (0, 0, 180), (1, 1, 180), (2, 2, 90)]);
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("3 disjoint folds, seed S holding out fold S mod 3") && report.contains("every fold tested, so every image once"), "{report}");
+    let claim = report.lines().find(|l| l.starts_with("| Crop then colour (one branch) beats crop alone")).expect("the declared claim's row");
+    assert!(claim.contains("3 seeds") && claim.contains("**"), "{claim}");
+    // A fold outside the split is refused, naming the folds there are.
+    let bad = Command::new(env!("CARGO_BIN_EXE_simclr")).args(["linear-eval", "--random-init", "--dataset", "folder", "--test-fraction", "0.4", "--test-fold", "3", "--data"]).arg(&data).output().unwrap();
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && err.contains("--test-fold 3") && err.contains("0 to 2"), "{err}");
+}

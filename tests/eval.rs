@@ -270,6 +270,15 @@ fn a_contrast_over_seeds_and_images_has_the_bootstrap_interval_of_its_noise() {
     assert!((d.estimate - 0.0).abs() < 1e-9, "{d:?}");
     let e = contrast(&[vec![&hi[..], &lo[..], &mid[..], &mid[..]]], &[1.0, -1.0, -1.0, 1.0], 1).unwrap();
     assert!((e.estimate - 10.0).abs() < 1e-9 && e.ci95.0 > 8.0, "{e:?}");
+    // k-fold: seeds on test sets of their own (2,000 and 1,000 images) pool every tested image
+    // (+5 on 2,000 and −4 on 1,000: +2 over 3,000); two seeds on one set must match in length.
+    use simclr::eval::paired::contrast_on;
+    let (lo1000, mid1000) = ((0..1000).map(|i| i < 460).collect::<Vec<bool>>(), (0..1000).map(|i| i < 500).collect::<Vec<bool>>());
+    let k = contrast_on(&[vec![&hi[..], &mid[..]], vec![&lo1000[..], &mid1000[..]]], &[0, 1], &[1.0, -1.0], 1).unwrap();
+    assert!((k.estimate - 2.0).abs() < 1e-9 && k.per_seed == vec![5.0, -4.0] && k.images == 3000, "{k:?}");
+    assert!(k.ci95.0 < -3.0 && k.ci95.1 > 4.0, "seed noise still counts: {k:?}");
+    assert!(contrast_on(&[vec![&hi[..], &mid[..]], vec![&lo1000[..], &mid1000[..]]], &[0, 0], &[1.0, -1.0], 1).is_err());
+    assert!(contrast_on(&[vec![&hi[..], &mid[..]]], &[0, 1], &[1.0, -1.0], 1).is_err(), "a test set per seed");
     // Mismatched runs are refused.
     assert!(contrast(&[vec![&a[..], &hi[..]]], &[1.0, -1.0], 0).is_err());
     assert!(contrast(&[vec![&a[..]]], &[1.0, -1.0], 0).is_err());

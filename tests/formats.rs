@@ -187,11 +187,12 @@ fn a_labelled_folder_without_a_test_split_holds_out_part_of_each_class_with_a_se
     for (class, n) in sizes {
         (0..n).for_each(|i| save(&root.join(format!("{class}/nested/{i}.png")), 4, 4, i));
     }
-    let held = |fraction, seed| Source {
+    let fold_of = |fraction, seed, fold| Source {
         min_class_images: 2,
-        hold_out: Some(data::HoldOut { fraction, seed }),
+        hold_out: Some(data::HoldOut { fraction, seed, fold }),
         ..src(DatasetKind::Folder, root)
     };
+    let held = |fraction, seed| fold_of(fraction, seed, 0);
     let files = |ds: &dyn Dataset| -> Vec<String> { (0..ds.len()).map(|i| ds.file(i).unwrap().display().to_string()).collect() };
     let (train, test) = (data::open(&held(0.2, 3), Split::Train).unwrap(), data::open(&held(0.2, 3), Split::Test).unwrap());
     // "tiny" (1 image) left out, the others relabelled 0 and 1; a fifth of each class held out.
@@ -212,6 +213,27 @@ fn a_labelled_folder_without_a_test_split_holds_out_part_of_each_class_with_a_se
     let mut same = test_files.clone();
     (other.sort(), same.sort());
     assert_ne!(other, same);
+    // k-fold: a fraction of 0.2 cuts each class into 5 slices; fold k holds out the k-th, and
+    // the 5 folds' test splits are disjoint and test every image of a and b once (fold 0 above).
+    assert_eq!(data::HoldOut::folds(0.2), 5);
+    assert_eq!((data::HoldOut::folds(1.0 / 3.0), data::HoldOut::folds(0.3), data::HoldOut::folds(0.5)), (3, 4, 2));
+    let mut tested = Vec::new();
+    for fold in 0..5 {
+        let (train, test) = (data::open(&fold_of(0.2, 3, fold), Split::Train).unwrap(), data::open(&fold_of(0.2, 3, fold), Split::Test).unwrap());
+        assert_eq!([count(test.as_ref(), 0), count(test.as_ref(), 1)], [1, 2], "fold {fold}");
+        let (mut both, test_files) = (files(train.as_ref()), files(test.as_ref()));
+        assert!(both.iter().all(|f| !test_files.contains(f)), "fold {fold}: a test image is trained on");
+        both.extend(test_files.clone());
+        (both.sort(), both.dedup());
+        assert_eq!(both.len(), 15, "fold {fold}: train and test together are every image");
+        tested.extend(test_files);
+    }
+    tested.sort();
+    assert_eq!(tested, all, "each image tested once over the 5 folds");
+    // A fraction that does not divide 1: ⌈1/0.3⌉ = 4 folds cut at 0.3, 0.6, 0.9 of a class, the
+    // last the rest (b: 3, 3, 3, 1); a's cuts 1.5 → 2, 3, 4.5 → 5 keep one image back (2, 1, 1, 1).
+    let per_fold = |label| (0..4).map(|fold| count(data::open(&fold_of(0.3, 3, fold), Split::Test).unwrap().as_ref(), label)).collect::<Vec<_>>();
+    assert_eq!((per_fold(0), per_fold(1)), (vec![2, 1, 1, 1], vec![3, 3, 3, 1]));
     // A folder with its own test/ split refuses a drawn one.
     save(&root.join("test/a/0.png"), 4, 4, 0);
     let e = data::open(&held(0.2, 3), Split::Train).err().unwrap().to_string();

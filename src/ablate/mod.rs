@@ -86,7 +86,8 @@ pub struct AblateArgs {
     #[cfg_attr(feature = "cli", arg(long, default_value_t = 0))]
     pub seed: u64,
     /// Runs each cell at N seeds (--seed, --seed + 1, …): tables show mean ± SD, verdicts test
-    /// over seeds and test images [default: 3 for the medium preset, 1 otherwise].
+    /// over seeds and test images [default: 3 for the medium preset, 1 otherwise]. With
+    /// --test-fraction F, seed S holds out fold S mod ⌈1/F⌉ (k-fold: ⌈1/F⌉ seeds test every image).
     #[cfg_attr(feature = "cli", arg(long))]
     pub seeds: Option<u64>,
     /// Other study folders (comma-separated) whose finished runs fill this study's cells where the
@@ -202,6 +203,21 @@ pub struct Cell {
     pub paper: Option<f64>,
 }
 
+impl Cell {
+    /// The cell's run at `seed`. On a drawn test split (`--test-fraction F`) it holds out fold
+    /// `seed mod ⌈1/F⌉`, so that ⌈1/F⌉ consecutive seeds test every image once (k-fold), and a
+    /// contrast pairs the cells of one seed on that fold's images.
+    pub fn at_seed(&self, seed: u64) -> Cell {
+        let mut cell = self.clone();
+        cell.config.run.seed = seed;
+        let data = &mut cell.config.data;
+        if data.test_fraction > 0.0 {
+            data.test_fold = (seed % crate::data::HoldOut::folds(data.test_fraction) as u64) as usize;
+        }
+        cell
+    }
+}
+
 /// What a finished cell measured (`OUT/cells/ID/result.json`, and a row of `OUT/results.json`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CellResult {
@@ -274,10 +290,24 @@ impl CellResult {
     }
 }
 
-/// The data every cell of a study is evaluated on.
+/// The data a study's runs are evaluated on: the labelled training images and the test split.
 struct EvalData {
     train: Arc<dyn Dataset>,
     test: Arc<dyn Dataset>,
+}
+
+impl EvalData {
+    /// The evaluation data of `base`'s dataset with test fold `fold` held out (the training
+    /// images limited as pretraining's).
+    fn open(base: &Config, fold: usize) -> Result<Self> {
+        let mut at = base.clone();
+        at.data.test_fold = fold;
+        let data = Self { train: data::first(data::open(&at.source(), Split::Train)?, at.data.limit), test: data::open(&at.source(), Split::Test)? };
+        if data.train.num_classes() == 0 {
+            bail!("simclr ablate evaluates with labels, and --dataset {} has none; use a labelled dataset", base.data.dataset.name());
+        }
+        Ok(data)
+    }
 }
 
 /// What `simclr ablate` did.
@@ -323,13 +353,15 @@ pub fn run(args: &AblateArgs, precision: Precision, memory_format: MemoryFormat,
         let runs: Vec<CellResult> = serde_json::from_str(&text).with_context(|| format!("--reuse {}: not a study's results", file.display()))?;
         finished.1.extend(runs);
     }
-    let data = EvalData {
-        train: data::first(data::open(&base.source(), Split::Train)?, base.data.limit),
-        test: data::open(&base.source(), Split::Test)?,
-    };
-    if data.train.num_classes() == 0 {
-        bail!("simclr ablate evaluates with labels, and --dataset {} has none; use a labelled dataset", base.data.dataset.name());
+    // One test split per fold the runs hold out (one in all unless the data is a drawn split).
+    let mut folds = BTreeMap::new();
+    for run in &runs {
+        let fold = run.cell.config.data.test_fold;
+        if !folds.contains_key(&fold) {
+            folds.insert(fold, EvalData::open(&base, fold)?);
+        }
     }
+    let test_images = folds.values().map(|d| d.test.len()).sum();
     let (start, commit) = (Instant::now(), commit());
     let (mut ran, mut kept) = (0, 0);
     for (i, run) in runs.iter().enumerate() {
@@ -340,13 +372,14 @@ pub fn run(args: &AblateArgs, precision: Precision, memory_format: MemoryFormat,
             kept += 1;
             continue;
         }
-        let result = run_cell(&run.cell, &out.join("cells").join(&run.cell.id).join(format!("seed-{seed}")), &data, &commit, device, progress)?;
+        let data = &folds[&run.cell.config.data.test_fold];
+        let result = run_cell(&run.cell, &out.join("cells").join(&run.cell.id).join(format!("seed-{seed}")), data, &commit, device, progress)?;
         tracing::info!("[{}/{}] {name}: {} ({:.0} s)", i + 1, runs.len(), summary(&result), result.seconds);
         finished.0.push(result);
         ran += 1;
-        report::write(&out, args.study, args.preset, &cells, &finished.of(&cells), &base, data.test.len())?;
+        report::write(&out, args.study, args.preset, &cells, &finished.of(&cells), &base, test_images)?;
     }
-    report::write(&out, args.study, args.preset, &cells, &finished.of(&cells), &base, data.test.len())?;
+    report::write(&out, args.study, args.preset, &cells, &finished.of(&cells), &base, test_images)?;
     Ok(Ablated::Ran { study: args.study, ran, kept, seconds: start.elapsed().as_secs_f64(), report: out.join("report.md") })
 }
 
@@ -397,8 +430,7 @@ fn plan(cells: &[Cell], seeds: &[u64]) -> Vec<Run> {
     let mut runs: Vec<Run> = Vec::new();
     for &seed in seeds {
         for cell in cells {
-            let mut cell = cell.clone();
-            cell.config.run.seed = seed;
+            let cell = cell.at_seed(seed);
             match runs.iter_mut().find(|r| r.cell.kind.trains() == cell.kind.trains() && same_settings(&r.cell.config, &cell.config)) {
                 Some(run) => {
                     if let (CellKind::Contrastive(have), CellKind::Contrastive(more)) = (&mut run.cell.kind, &cell.kind) {
@@ -445,9 +477,7 @@ impl Finished {
     fn check(&self, cells: &[Cell], out: &Path) -> Result<()> {
         for r in &self.0 {
             if let Some(cell) = cells.iter().find(|c| c.id == r.id) {
-                let mut settings = cell.config.clone();
-                settings.run.seed = r.config.run.seed;
-                if r.trains != Some(cell.kind.trains()) || !same_settings(&r.config, &settings) {
+                if r.trains != Some(cell.kind.trains()) || !same_settings(&r.config, &cell.at_seed(r.config.run.seed).config) {
                     bail!(
                         "{}: cell {} (seed {}) was run with other settings (another --preset, --max-steps or data, or written by an older simclr); use another --out, or move that folder's results.json and cells/{} away to run it again",
                         out.display(),
@@ -477,11 +507,7 @@ impl Finished {
         cells
             .iter()
             .flat_map(|cell| {
-                seeds.iter().filter_map(move |&seed| {
-                    let mut at = cell.clone();
-                    at.config.run.seed = seed;
-                    self.find(&at)
-                })
+                seeds.iter().filter_map(move |&seed| self.find(&cell.at_seed(seed)))
             })
             .collect()
     }

@@ -83,6 +83,26 @@ fn settings(c: &Config, kind: &CellKind) -> String {
 }
 
 /// The budget section: the command, the shared settings, the data, the time.
+/// The drawn test split of `data` (`--test-fraction`), if any: its k-fold rotation over the
+/// seeds and which folds `results` tested.
+fn folds(data: &crate::config::DataSettings, results: &[CellResult]) -> String {
+    if data.test_fraction == 0.0 {
+        return String::new();
+    }
+    let k = crate::data::HoldOut::folds(data.test_fraction);
+    let mut tested: Vec<usize> = results.iter().map(|r| r.config.data.test_fold).collect();
+    (tested.sort_unstable(), tested.dedup());
+    let so_far = match tested.len() {
+        0 => String::new(),
+        n if n == k => "; every fold tested, so every image once".to_string(),
+        _ => format!("; folds tested: {}", tested.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")),
+    };
+    format!(
+        ", a test split of {} of each class drawn with split seed {} (`--test-fraction`): {k} disjoint folds, seed S holding out fold S mod {k} ({k} consecutive seeds test every image once{so_far})",
+        data.test_fraction, data.split_seed
+    )
+}
+
 fn budget(preset: Preset, cells: &[Cell], results: &[CellResult], base: &Config) -> String {
     let mut s = String::from("## Budget\n\n");
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -90,7 +110,7 @@ fn budget(preset: Preset, cells: &[Cell], results: &[CellResult], base: &Config)
     let (d, m, o) = (&base.data, &base.model, &base.optim);
     let _ = writeln!(
         s,
-        "Shared settings: {:?} width {} on {} px views, head {:?} ({} layers, z of {}), {:?} at base LR {} ({:?} scaling), batch {}, τ {}, warm-up {} epochs, weight decay {}, colour strength {}, smallest crop {} of the image, seed(s) {}, precision {:?}. Data: `--dataset {}`{}{}. Evaluation: linear, L-BFGS on frozen features of un-augmented images, L2 chosen on 10% of the training images, test top-1.\n",
+        "Shared settings: {:?} width {} on {} px views, head {:?} ({} layers, z of {}), {:?} at base LR {} ({:?} scaling), batch {}, τ {}, warm-up {} epochs, weight decay {}, colour strength {}, smallest crop {} of the image, seed(s) {}, precision {:?}. Data: `--dataset {}`{}{}{}. Evaluation: linear, L-BFGS on frozen features of un-augmented images, L2 chosen on 10% of the training images, test top-1.\n",
         m.arch,
         m.width,
         m.image_size,
@@ -111,6 +131,7 @@ fn budget(preset: Preset, cells: &[Cell], results: &[CellResult], base: &Config)
         d.dataset.name(),
         d.data.as_ref().map(|p| format!(" `--data {}`", p.display())).unwrap_or_default(),
         if d.limit > 0 { format!(", the first {} training images", d.limit) } else { String::new() },
+        folds(d, results),
     );
     let epochs: usize = cells.iter().map(|c| c.config.optim.epochs).sum();
     let length = match cells.first().map(|c| c.config.optim.max_steps).filter(|&s| s > 0) {
@@ -591,7 +612,7 @@ fn contrasts(study: Study, preset: Preset, results: &[CellResult], rows: &[CellR
         return String::new();
     }
     let mut s = String::from("## Verdicts: the paper's claims as contrasts declared before the runs\n\n");
-    let _ = writeln!(s, "Each claim is one contrast of cells fixed in the code before any cell ran (`simclr ablate --study {} --list` names them), positive in the paper's direction, averaged over the seeds at which all its cells finished. The interval is the central 95% of {} bootstrap replicates that draw the seeds and the test images with replacement, the same images for every cell (paired): it counts seed noise and test-set noise. **Reproduced** when the interval lies above 0, **opposite** when below, **inconclusive** when it holds 0.\n", study.name(), crate::eval::paired::REPLICATES);
+    let _ = writeln!(s, "Each claim is one contrast of cells fixed in the code before any cell ran (`simclr ablate --study {} --list` names them), positive in the paper's direction, averaged over the seeds at which all its cells finished. The interval is the central 95% of {} bootstrap replicates that draw the seeds and the test images with replacement, the same images for every cell (paired; on a drawn test split, each seed's own fold): it counts seed noise and test-set noise. **Reproduced** when the interval lies above 0, **opposite** when below, **inconclusive** when it holds 0.\n", study.name(), crate::eval::paired::REPLICATES);
     s += "| claim | paper | ours: contrast (per seed) | 95% interval | p | verdict |\n|---|---|---|---|---|---|\n";
     for claim in &claims {
         let _ = writeln!(s, "| {} | {} | {} |", claim.text, claim.paper, tested(claim, results, rows));
@@ -622,7 +643,8 @@ fn tested(claim: &Claim, results: &[CellResult], rows: &[CellResult]) -> String 
 }
 
 /// The contrast `Σ weight · top-1` of `terms` (cell id, score, weight) over the seeds at which
-/// every term's cell finished, paired over seeds and test images (`eval::paired::contrast`), and
+/// every term's cell finished, paired over seeds and test images (`eval::paired::contrast_on`: the
+/// runs of one seed share its test fold), and
 /// the number of those seeds; or why it cannot be measured.
 fn measure(terms: &[(&str, &str, f64)], results: &[CellResult]) -> std::result::Result<(usize, crate::eval::paired::Contrast), String> {
     let run = |id: &str, seed: u64| results.iter().find(|r| r.id == id && r.config.run.seed == seed);
@@ -633,6 +655,8 @@ fn measure(terms: &[(&str, &str, f64)], results: &[CellResult]) -> std::result::
         return Err(if missing.is_empty() { "no seed at which every cell finished".into() } else { format!("{} not finished or diverged", missing.join(", ")) });
     }
     let hits: Vec<Vec<&[bool]>> = seeds.iter().map(|&seed| terms.iter().map(|(id, score, _)| run(id, seed).expect("kept above").hits[*score].0.as_slice()).collect()).collect();
+    // The runs of one seed share its test fold (`Cell::at_seed`).
+    let folds: Vec<usize> = seeds.iter().map(|&seed| run(terms[0].0, seed).expect("kept above").config.data.test_fold).collect();
     let weights: Vec<f64> = terms.iter().map(|t| t.2).collect();
-    crate::eval::paired::contrast(&hits, &weights, 0).map(|c| (seeds.len(), c)).map_err(|e| e.to_string())
+    crate::eval::paired::contrast_on(&hits, &folds, &weights, 0).map(|c| (seeds.len(), c)).map_err(|e| e.to_string())
 }

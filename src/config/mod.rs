@@ -54,6 +54,9 @@ settings! {
         [] test_fraction: f64 = 0.0,
         /// Seed of the --test-fraction draw.
         [] split_seed: u64 = 0,
+        /// Which of the ⌈1/F⌉ disjoint slices of each class --test-fraction F holds out (0 to
+        /// ⌈1/F⌉ − 1; the rest train): over every fold each image is tested once (k-fold).
+        [] test_fold: usize = 0,
         /// Labelled folders: leave out the classes with fewer images (0 keeps all).
         [] min_class_images: usize = 0,
     }
@@ -413,6 +416,13 @@ impl DataSettings {
         if self.test_fraction > 0.0 && self.dataset != DatasetKind::Folder {
             bail!("--test-fraction is for --dataset folder (a labelled folder without a test/ split); {} has its own test split", self.dataset.name());
         }
+        if self.test_fold > 0 && self.test_fraction == 0.0 {
+            bail!("--test-fold {}: there are folds only with --test-fraction (e.g. --test-fraction 0.2 gives folds 0 to 4)", self.test_fold);
+        }
+        let folds = crate::data::HoldOut::folds(self.test_fraction);
+        if self.test_fraction > 0.0 && self.test_fold >= folds {
+            bail!("--test-fold {}: --test-fraction {} cuts each class into {folds} folds, 0 to {}", self.test_fold, self.test_fraction, folds - 1);
+        }
         if self.dataset != DatasetKind::Builtin && self.data.is_none() {
             bail!(
                 "--dataset {} needs --data DIR (Fashion-MNIST: `apt-get install -y dataset-fashion-mnist`, then --data /usr/share/datasets/fashion-mnist)",
@@ -434,7 +444,7 @@ impl DataSettings {
             }),
             coarse_labels: self.coarse_labels,
             min_class_images: self.min_class_images,
-            hold_out: (self.test_fraction > 0.0).then_some(crate::data::HoldOut { fraction: self.test_fraction, seed: self.split_seed }),
+            hold_out: (self.test_fraction > 0.0).then_some(crate::data::HoldOut { fraction: self.test_fraction, seed: self.split_seed, fold: self.test_fold }),
         }
     }
 }

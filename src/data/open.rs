@@ -78,18 +78,44 @@ pub struct Source {
     pub hold_out: Option<HoldOut>,
 }
 
-/// A test split drawn from a labelled folder that has none: of each class, in an order shuffled
-/// with `seed`, the first `fraction` of its images (rounded; at least one, and one left to train
-/// on) are the test split, the rest the training split (pretraining's too).
+/// A test split drawn from a labelled folder that has none: each class, in an order shuffled
+/// with `seed`, is cut into [`HoldOut::folds`] consecutive slices of `fraction` of its images
+/// (rounded; the last slice the rest), and slice `fold` is the test split, the others the
+/// training split (pretraining's too). Over every fold each image is tested once (k-fold); fold 0
+/// is the first `fraction` (at least one image, and one left to train on).
 #[derive(Clone, Copy, Debug)]
 pub struct HoldOut {
     /// Share of each class held out, in (0, 1).
     pub fraction: f64,
     /// Seed of the draw.
     pub seed: u64,
+    /// Which slice is held out, below [`HoldOut::folds`].
+    pub fold: usize,
 }
 
 impl HoldOut {
+    /// How many disjoint test slices `fraction` cuts each class into: ⌈1 / fraction⌉.
+    pub fn folds(fraction: f64) -> usize {
+        (1.0 / fraction - 1e-9).ceil().max(1.0) as usize
+    }
+
+    /// The positions `[start, end)` of the held-out slice in a shuffled class of `n` images:
+    /// between the cuts at `fold` and `fold + 1`, cut `k` at `k · fraction · n` (rounded, kept
+    /// within `[1, n − 1]` so that fold 0 tests one image and leaves one; the last cut `n`).
+    /// The cuts never decrease, so the folds are disjoint and cover the class.
+    fn slice(&self, n: usize) -> (usize, usize) {
+        if n < 2 {
+            return (0, 0);
+        }
+        let folds = Self::folds(self.fraction);
+        let cut = |k: usize| match k {
+            0 => 0,
+            k if k >= folds => n,
+            k => ((k as f64 * self.fraction * n as f64).round() as usize).clamp(1, n - 1),
+        };
+        (cut(self.fold), cut(self.fold + 1))
+    }
+
     /// The images of `ds` (labelled) in `split`, in one order shuffled with the seed, so that
     /// `--limit` takes a sample of every class rather than the first classes.
     fn select(&self, ds: Arc<dyn Dataset>, split: Split) -> Arc<dyn Dataset> {
@@ -99,10 +125,10 @@ impl HoldOut {
         let (mut test, mut train) = (Vec::new(), Vec::new());
         for class in &mut by_class {
             class.shuffle(&mut rng);
-            let n = class.len();
-            let held = ((self.fraction * n as f64).round() as usize).max(1).min(n.saturating_sub(1));
-            test.extend_from_slice(&class[..held]);
-            train.extend_from_slice(&class[held..]);
+            let (start, end) = self.slice(class.len());
+            test.extend_from_slice(&class[start..end]);
+            train.extend_from_slice(&class[..start]);
+            train.extend_from_slice(&class[end..]);
         }
         let mut picked = if split == Split::Test { test } else { train };
         picked.shuffle(&mut rng);

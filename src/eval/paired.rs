@@ -84,7 +84,7 @@ pub struct Contrast {
     /// Two-sided bootstrap p-value of "the contrast is 0": twice the share of replicates on the
     /// far side of 0 from the estimate, at least 1 / replicates.
     pub p_value: f64,
-    /// Test images.
+    /// Test images (over every test set the seeds were scored on).
     pub images: usize,
 }
 
@@ -99,32 +99,56 @@ pub const REPLICATES: usize = 10_000;
 /// paired: an image every run gets right moves nothing). With one seed it is a paired bootstrap
 /// over images, McNemar's question with a contrast of any number of classifiers.
 pub fn contrast(hits: &[Vec<&[bool]>], weights: &[f64], seed: u64) -> Result<Contrast> {
+    contrast_on(hits, &vec![0; hits.len()], weights, seed)
+}
+
+/// [`contrast`] where the seeds need not share their test images: seeds of equal `test_sets[s]`
+/// were scored on the same images in the same order, others on images of their own (each seed a
+/// fold of a k-fold split). The estimate pools every tested image (a seed weighs as its test
+/// images); each replicate draws the seeds with replacement and, once for each test set, its
+/// images with replacement, the same draw for every term and every seed on that set (paired).
+pub fn contrast_on(hits: &[Vec<&[bool]>], test_sets: &[usize], weights: &[f64], seed: u64) -> Result<Contrast> {
     use rand::{Rng, SeedableRng};
-    let images = hits.first().and_then(|s| s.first()).map_or(0, |h| h.len());
-    if images == 0 || hits.iter().any(|s| s.len() != weights.len() || s.iter().any(|h| h.len() != images)) {
+    let len = |s: usize| hits[s].first().map_or(0, |h| h.len());
+    let same_set_other_length = |s: usize| (0..s).any(|t| test_sets[t] == test_sets[s] && len(t) != len(s));
+    if hits.is_empty() || test_sets.len() != hits.len() || (0..hits.len()).any(|s| len(s) == 0 || hits[s].len() != weights.len() || hits[s].iter().any(|h| h.len() != len(s)) || same_set_other_length(s)) {
         bail!("a contrast needs every term at every seed scored on the same test images ({} terms; rows per run differ or are missing)", weights.len());
     }
-    // Each seed's contrast on each image, in points.
+    // Each seed's contrast on each of its images, in points.
     let value: Vec<Vec<f64>> = hits
         .iter()
-        .map(|terms| (0..images).map(|i| 100.0 * terms.iter().zip(weights).map(|(h, w)| if h[i] { *w } else { 0.0 }).sum::<f64>()).collect())
+        .map(|terms| (0..terms[0].len()).map(|i| 100.0 * terms.iter().zip(weights).map(|(h, w)| if h[i] { *w } else { 0.0 }).sum::<f64>()).collect())
         .collect();
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let per_seed: Vec<f64> = value.iter().map(|v| mean(v)).collect();
-    let estimate = mean(&per_seed);
+    let per_seed: Vec<f64> = value.iter().map(|v| v.iter().sum::<f64>() / v.len() as f64).collect();
+    let seeds = value.len();
+    let tested = (0..seeds).map(len).sum::<usize>() as f64;
+    let estimate = value.iter().flatten().sum::<f64>() / tested;
+    // The distinct test sets, each with its image count; `set_of[s]` indexes them.
+    let mut sets: Vec<(usize, usize)> = (0..seeds).map(|s| (test_sets[s], len(s))).collect();
+    (sets.sort_unstable(), sets.dedup());
+    let set_of: Vec<usize> = (0..seeds).map(|s| sets.iter().position(|&(id, _)| id == test_sets[s]).expect("listed")).collect();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let (seeds, mut count) = (value.len(), vec![0u32; images]);
+    let mut count: Vec<Vec<u32>> = sets.iter().map(|&(_, n)| vec![0; n]).collect();
     let mut replicates: Vec<f64> = (0..REPLICATES)
         .map(|_| {
-            count.iter_mut().for_each(|c| *c = 0);
-            (0..images).for_each(|_| count[rng.random_range(0..images)] += 1);
-            let drawn: f64 = (0..seeds).map(|_| value[rng.random_range(0..seeds)].iter().zip(&count).map(|(v, &c)| v * c as f64).sum::<f64>()).sum();
-            drawn / (seeds * images) as f64
+            for c in &mut count {
+                c.iter_mut().for_each(|c| *c = 0);
+                let n = c.len();
+                (0..n).for_each(|_| c[rng.random_range(0..n)] += 1);
+            }
+            let (mut drawn, mut images) = (0.0, 0);
+            for _ in 0..seeds {
+                let s = rng.random_range(0..seeds);
+                drawn += value[s].iter().zip(&count[set_of[s]]).map(|(v, &c)| v * c as f64).sum::<f64>();
+                images += len(s);
+            }
+            drawn / images as f64
         })
         .collect();
     replicates.sort_by(f64::total_cmp);
     let at = |q: f64| replicates[((q * REPLICATES as f64) as usize).min(REPLICATES - 1)];
     let far_side = replicates.iter().filter(|&&r| if estimate >= 0.0 { r <= 0.0 } else { r >= 0.0 }).count();
     let p_value = (2.0 * far_side.max(1) as f64 / REPLICATES as f64).min(1.0);
+    let images = sets.iter().map(|&(_, n)| n).sum();
     Ok(Contrast { estimate, per_seed, ci95: (at(0.025), at(0.975)), p_value, images })
 }
