@@ -395,6 +395,10 @@ pub(crate) fn lines(file: &Path, title: &str, x_desc: &str, series: &[(String, V
         let (x0, x1) = points().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.x), hi.max(p.x)));
         let (y0, y1) = points().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.y - err(p)), hi.max(p.y + err(p))));
         let (y0, y1) = frame.untrained.map_or((y0, y1), |u| (y0.min(u), y1.max(u)));
+        // Every point at one x (a study at one size): the series side by side around it, the x
+        // axis naming only that value.
+        let single = x0.is_finite() && x0 == x1;
+        let dodge = |i: usize| if single && series.len() > 1 { 1.2f64.powf(2.0 * i as f64 / (series.len() - 1) as f64 - 1.0) } else { 1.0 };
         let (x0, x1) = if x0.is_finite() { (x0 / 1.3, x1 * 1.3) } else { (1.0, 10.0) };
         let (y0, y1) = if y0.is_finite() { (y0 - 1.0, y1 + 1.0) } else { (0.0, 100.0) };
         let mut chart = ChartBuilder::on(&plot)
@@ -409,7 +413,7 @@ pub(crate) fn lines(file: &Path, title: &str, x_desc: &str, series: &[(String, V
             .x_desc(x_desc)
             .y_desc("top-1 %")
             .x_labels(6)
-            .x_label_formatter(&|x| short(*x))
+            .x_label_formatter(&|x| if single { String::new() } else { short(*x) })
             .max_light_lines(1)
             .label_style(("sans-serif", 13))
             .draw()
@@ -420,7 +424,7 @@ pub(crate) fn lines(file: &Path, title: &str, x_desc: &str, series: &[(String, V
         }
         let mut keys: Vec<(String, RGBAColor, bool)> = Vec::new();
         for (i, (name, s)) in series.iter().enumerate() {
-            let mut s: Vec<&Point> = s.iter().filter(|p| p.y.is_finite() && p.x > 0.0).collect();
+            let mut s: Vec<Point> = s.iter().filter(|p| p.y.is_finite() && p.x > 0.0).map(|p| Point { x: p.x * dodge(i), ..p.clone() }).collect();
             if s.is_empty() {
                 continue;
             }
