@@ -172,17 +172,15 @@ pub(crate) fn pct(v: Option<f64>) -> String {
 
 /// One cell of a Markdown table: ours, and the paper's in brackets when it has one.
 pub(crate) fn ours_and_paper(r: Option<&CellResult>) -> String {
-    match r {
-        None => "—".into(),
-        Some(r) if r.diverged.is_some() => "diverged".into(),
-        Some(r) if r.failed.is_some() => format!("{} (did not train)", score(Some(r), r.main_score().unwrap_or("h"))),
-        Some(r) => {
-            let ours = score(Some(r), r.main_score().unwrap_or("h"));
-            match r.paper {
-                Some(p) => format!("{ours} ({p:.1})"),
-                None => ours,
-            }
-        }
+    let Some(r) = r else { return "—".into() };
+    if r.diverged.is_some() {
+        return "diverged".into();
+    }
+    let ours = score(Some(r), r.main_score().unwrap_or("h"));
+    match (&r.failed, r.paper) {
+        (Some(_), _) => format!("{ours} (did not train)"),
+        (None, Some(p)) => format!("{ours} ({p:.1})"),
+        (None, None) => ours,
     }
 }
 
