@@ -89,7 +89,7 @@ fn listed_flags(args: &[&str]) -> Vec<String> {
 #[test]
 fn each_command_lists_only_the_flags_it_reads() {
     let global = ["quiet", "device", "precision", "memory-format", "help"];
-    let data = ["dataset", "data", "limit", "file-list", "cache-size", "cache-dir", "coarse-labels", "strict", "test-fraction", "split-seed", "min-class-images"];
+    let data = ["dataset", "data", "limit", "file-list", "cache-size", "cache-dir", "coarse-labels", "strict", "test-fraction", "split-seed", "test-fold", "min-class-images"];
     let model = ["arch", "width", "stem", "zero-init-residual", "sk-ratio", "se-ratio", "padding", "image-size", "head", "head-layers", "proj-dim"];
     let optim = ["temperature", "l2-normalize", "batch-size", "epochs", "max-steps", "optimizer", "lr", "lr-scaling", "warmup-epochs", "weight-decay", "momentum", "sync-bn", "micro-batch", "chunk-views"];
     let network = ["checkpoint", "random-init", "seed", "out"];

@@ -379,3 +379,21 @@ fn a_feature_cache_that_cannot_be_written_costs_nothing_but_the_cache() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("top-1"));
 }
+
+#[test]
+fn a_network_pretrained_on_one_fold_is_not_evaluated_on_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, out) = (dir.path().join("data"), dir.path().join("run"));
+    for i in 0..40u8 {
+        png(&data.join(if i % 2 == 0 { "even" } else { "odd" }), &format!("{i}.png"), i * 6);
+    }
+    let (data_s, out_s) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let split = |fold: &'static str| ["--dataset", "folder", "--data", data_s, "--test-fraction", "0.25", "--test-fold", fold];
+    let o = simclr(&[&["pretrain", "--max-steps", "1", "--batch-size", "8", "--width", "0.125", "--image-size", "8", "--proj-dim", "16", "--out", out_s][..], &split("2")].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Fold 0's test images were fold 2's training images: refused, naming both draws.
+    let e = refused(&[&["knn", "--checkpoint", out_s][..], &split("0")].concat());
+    assert!(e.contains("--test-fold 2") && e.contains("--test-fold 0") && e.contains("pretrained on"), "{e}");
+    let same = simclr(&[&["knn", "--checkpoint", out_s, "--k", "5"][..], &split("2")].concat());
+    assert!(same.status.success(), "{}", String::from_utf8_lossy(&same.stderr));
+}

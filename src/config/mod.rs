@@ -432,6 +432,23 @@ impl DataSettings {
         Ok(())
     }
 
+    /// Refuses to evaluate a network pretrained on a drawn split (`--test-fraction`) of this
+    /// folder on another draw of it (`eval`): that test split would hold images it was pretrained on.
+    pub fn check_held_out_split(&self, eval: &DataSettings) -> Result<()> {
+        let split = |d: &DataSettings| (d.test_fraction, d.split_seed, d.test_fold, d.min_class_images);
+        let same_folder = self.dataset == eval.dataset && self.data.is_some() && self.data == eval.data;
+        if self.test_fraction > 0.0 && same_folder && split(self) != split(eval) {
+            let flags = |d: &DataSettings| format!("--test-fraction {} --split-seed {} --test-fold {} --min-class-images {}", d.test_fraction, d.split_seed, d.test_fold, d.min_class_images);
+            bail!(
+                "pretrained on {} with `{}` holding out its test split, and evaluated with `{}`: that test split holds images the network was pretrained on; give the pretraining's four flags",
+                self.data.as_deref().unwrap_or(Path::new("")).display(),
+                flags(self),
+                flags(eval)
+            );
+        }
+        Ok(())
+    }
+
     /// Where the data is and how to read it; the image cache (if any) defaults to `out/cache`.
     pub fn source(&self, out: &Path) -> crate::data::Source {
         crate::data::Source {

@@ -17,7 +17,7 @@ use crate::checkpoint;
 use crate::config::Config;
 use crate::data::{BadImages, Dataset};
 use crate::model::SimClr;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::SeedableRng;
@@ -146,6 +146,7 @@ fn load_weights(checkpoint_arg: Option<&Path>, flags: &Config, dataset_size: usi
         Some(path) => {
             let checkpoint::Verified { dir, model_sha256 } = checkpoint::resolve(path)?;
             let config = checkpoint::read_config(&dir)?;
+            config.data.check_held_out_split(&flags.data).with_context(|| format!("--checkpoint {}", dir.display()))?;
             let size = if config.model.image_size > 0 { config.model.image_size } else { dataset_size };
             let mut model = checkpoint::load_model(config.model(size).init(device), &dir.join("model.safetensors"))?;
             model.input_resize = config.augment.resize;
