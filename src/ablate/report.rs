@@ -82,7 +82,6 @@ fn settings(c: &Config, kind: &CellKind) -> String {
     )
 }
 
-/// The budget section: the command, the shared settings, the data, the time.
 /// The drawn test split of `data` (`--test-fraction`), if any: its k-fold rotation over the
 /// seeds and which folds `results` tested.
 fn folds(data: &crate::config::DataSettings, results: &[CellResult]) -> String {
@@ -103,6 +102,7 @@ fn folds(data: &crate::config::DataSettings, results: &[CellResult]) -> String {
     )
 }
 
+/// The budget section: the command, the shared settings, the data, the time.
 fn budget(preset: Preset, cells: &[Cell], results: &[CellResult], base: &Config) -> String {
     let mut s = String::from("## Budget\n\n");
     let args: Vec<String> = std::env::args().skip(1).collect();

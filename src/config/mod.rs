@@ -419,9 +419,11 @@ impl DataSettings {
         if self.test_fold > 0 && self.test_fraction == 0.0 {
             bail!("--test-fold {}: there are folds only with --test-fraction (e.g. --test-fraction 0.2 gives folds 0 to 4)", self.test_fold);
         }
-        let folds = crate::data::HoldOut::folds(self.test_fraction);
-        if self.test_fraction > 0.0 && self.test_fold >= folds {
-            bail!("--test-fold {}: --test-fraction {} cuts each class into {folds} folds, 0 to {}", self.test_fold, self.test_fraction, folds - 1);
+        if self.test_fraction > 0.0 {
+            let folds = crate::data::HoldOut::folds(self.test_fraction);
+            if self.test_fold >= folds {
+                bail!("--test-fold {}: --test-fraction {} cuts each class into {folds} folds, 0 to {}", self.test_fold, self.test_fraction, folds - 1);
+            }
         }
         if self.dataset != DatasetKind::Builtin && self.data.is_none() {
             bail!(
