@@ -46,6 +46,14 @@ def nt_xent(z: torch.Tensor, temperature: float) -> torch.Tensor:
     return F.cross_entropy(logits, target)
 
 
+def emit(result: dict, path) -> None:
+    """Prints `result` as one JSON line (the last line of standard output) and writes it to `path` if given."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(result, f, indent=2)
+    print(json.dumps(result))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", default="resnet18")
@@ -93,10 +101,7 @@ def main() -> None:
         "images_per_sec": a.batch_size / median,
         "steps_s": times,
     }
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(result, f, indent=2)
-    print(json.dumps(result))
+    emit(result, a.json)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,10 @@
 //! Convolutions are nearly all of a ResNet's arithmetic (§2.1, App. B.9). Burn 0.22.1's `flex`
 //! computes the forward pass by im2col + GEMM, and its backward comes from Burn's generic rule: the
 //! input gradient as a transposed convolution and the weight gradient as a second convolution with
-//! the output gradient as its kernel. On flex, where the CPU has AVX-512, the forward, the weight
-//! gradient and the stride-1 input gradient are [`crate::ops::direct`]'s blocked direct kernels on
-//! channels-last copies (output channels in whole 16-lane vectors; the stride-2 input gradient
-//! stays Burn's). Elsewhere on flex the weight gradient is one large GEMM per chunk of images
+//! the output gradient as its kernel. On flex, where the CPU has AVX-512 or AVX2 + FMA, the
+//! forward, the weight gradient and the stride-1 input gradient are [`crate::ops::direct`]'s
+//! blocked direct kernels on channels-last copies (output channels in multiples of 16; the
+//! stride-2 input gradient stays Burn's). Elsewhere on flex the weight gradient is one large GEMM per chunk of images
 //! ([`weight_grad`]), which ran 1.3–10× faster than Burn's per-input-channel GEMMs only k² rows
 //! tall (`docs/performance.md`):
 //!

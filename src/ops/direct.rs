@@ -13,38 +13,90 @@
 //! - **input gradient** (stride 1): the forward of the output gradient, padded by `k − 1 − pad`,
 //!   with the kernel flipped and its channels swapped (`dX = dY ⋆ rot180(W)ᵀ`);
 //! - **weight gradient**: a block of 12 input channels × 32 output channels of one tap accumulates
-//!   `x[p + tap, ci] · dy[p, co]` over a chunk of output pixels that stays in cache, each thread
-//!   over its share of the pixels, summed at the end.
+//!   `x[p + tap, ci] · dy[p, co]` over a chunk of output pixels that stays in cache (its output
+//!   gradient packed into dense blocks first), each thread over its share of the pixels, summed at
+//!   the end.
 //!
-//! The kernels are AVX-512 (`std::arch`), chosen at run time; [`available`] is false elsewhere and
+//! The kernels are AVX-512, or AVX2 + FMA with blocks half as wide (`std::arch`, [`Isa`]), the
+//! best the CPU runs chosen at run time; [`available`] is false on CPUs with neither and
 //! [`crate::ops::conv`] keeps Burn's path there, and for the shapes these kernels do not take.
 
 use super::geometry::Geometry;
 use rayon::prelude::*;
 
-/// `f32` lanes of one vector register.
+/// `f32` lanes of one AVX-512 vector register (two AVX2 ones), the unit of output channels.
 const LANES: usize = 16;
-/// Output channels of a register block: two vectors.
+/// Output channels of an AVX-512 register block: two vectors.
 const BLOCK_CHANNELS: usize = 2 * LANES;
 /// Output pixels of a forward register block (12 × 2 accumulators of the 32 registers).
 const BLOCK_PIXELS: usize = 12;
-/// Input channels of a weight-gradient register block.
+/// Input channels of an AVX-512 weight-gradient register block.
 const BLOCK_INPUTS: usize = 12;
 /// Output pixels of one forward task (a multiple of [`BLOCK_PIXELS`]).
 const TASK_PIXELS: usize = 8 * BLOCK_PIXELS;
 /// Output pixels of one step of the weight gradient's reduction.
 const CHUNK_PIXELS: usize = 128;
 
-/// Whether this CPU runs the direct kernels (x86-64 with AVX-512F).
+/// The instruction sets the micro-kernels are written for.
+///
+/// AVX-512 holds a register block of 12 pixels (or input channels) × 32 channels (24 of its 32
+/// vector registers); AVX2 + FMA, with 16 registers of 8 lanes, a block of 6 × 16 (12
+/// registers). The activation layouts and the tasks are the same for both; AVX2's weight panels
+/// and weight-gradient blocks are half as wide ([`Isa::panel`], [`Isa::weight_inputs`]), and its
+/// forward covers AVX-512's 12 pixels in two calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    Avx512,
+    Avx2,
+}
+
+impl Isa {
+    /// Whether this CPU runs the kernels in `self`.
+    pub fn runs(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            match self {
+                Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+                Isa::Avx2 => std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
+    /// The instruction sets this CPU runs, best first (empty off x86-64, or without AVX2 and FMA).
+    pub fn supported() -> Vec<Isa> {
+        [Isa::Avx512, Isa::Avx2].into_iter().filter(|isa| isa.runs()).collect()
+    }
+
+    /// The best instruction set this CPU runs the kernels in.
+    pub fn best() -> Option<Isa> {
+        [Isa::Avx512, Isa::Avx2].into_iter().find(|isa| isa.runs())
+    }
+
+    /// Output channels of a forward register block, and of a packed weight panel: 32 in AVX-512,
+    /// 16 in AVX2 (so each input channel's weights of a panel are one 64-byte cache line).
+    fn panel(self) -> usize {
+        match self {
+            Isa::Avx512 => BLOCK_CHANNELS,
+            Isa::Avx2 => LANES,
+        }
+    }
+
+    /// Input channels of a weight-gradient register block: 12 in AVX-512, 6 in AVX2.
+    fn weight_inputs(self) -> usize {
+        match self {
+            Isa::Avx512 => BLOCK_INPUTS,
+            Isa::Avx2 => BLOCK_INPUTS / 2,
+        }
+    }
+}
+
+/// Whether this CPU runs the direct kernels (x86-64 with AVX-512F, or AVX2 and FMA).
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    Isa::best().is_some()
 }
 
 /// Whether the forward and the weight gradient of `g` take the direct kernels: output channels in
@@ -62,27 +114,45 @@ pub fn takes_input_grad(g: &Geometry) -> bool {
 /// The convolution of `x` (`[batch, cin, h, w]`) by Burn's weight (`[cout, cin, k, k]`), in
 /// Burn's layout `[batch, cout, ho, wo]`.
 pub fn forward(x: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
-    assert!(takes(g), "the direct kernels do not take {g:?} on this CPU");
-    let xp = Padded::of(x, g.batch, g.cin, g.h, g.w, g.pad);
-    forward_packed(&xp, &pack_weight(weight, g.cout, g.cin, g.k, false), g)
+    forward_on(best(), x, weight, g)
+}
+
+/// [`forward`] in the instruction set `isa` (one this CPU [runs](Isa::runs)).
+pub fn forward_on(isa: Isa, x: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
+    assert!(takes(g) && isa.runs(), "the direct kernels do not take {g:?} in {isa:?} on this CPU");
+    let xp = Padded::of(isa, x, g.batch, g.cin, g.h, g.w, g.pad);
+    forward_packed(isa, &xp, &pack_weight(weight, g.cout, g.cin, g.k, false, isa.panel()), g)
+}
+
+/// The best instruction set of this CPU; callers checked [`available`] (through [`takes`]).
+fn best() -> Isa {
+    Isa::best().expect("the direct kernels need AVX-512F, or AVX2 and FMA, on x86-64")
 }
 
 /// Gradients of the convolution given its input `x` and the output gradient `dy`, all in Burn's
 /// layout: the input gradient when `input` (requires [`takes_input_grad`]) and the weight gradient
 /// `[cout, cin, k, k]`.
 pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], g: &Geometry, input: bool) -> (Option<Vec<f32>>, Vec<f32>) {
-    assert!(takes(g) && (!input || takes_input_grad(g)), "the direct kernels do not take {g:?} (input gradient: {input}) on this CPU");
+    backward_on(best(), x, weight, dy, g, input)
+}
+
+/// [`backward`] in the instruction set `isa` (one this CPU [runs](Isa::runs)).
+pub fn backward_on(isa: Isa, x: &[f32], weight: &[f32], dy: &[f32], g: &Geometry, input: bool) -> (Option<Vec<f32>>, Vec<f32>) {
+    assert!(
+        takes(g) && (!input || takes_input_grad(g)) && isa.runs(),
+        "the direct kernels do not take {g:?} (input gradient: {input}) in {isa:?} on this CPU"
+    );
     // The input gradient is the stride-1 convolution of dy padded by k − 1 − pad with the kernel
     // flipped and its channels swapped; the weight gradient reads the same padded copy.
     let dy_pad = if input { g.k - 1 - g.pad } else { 0 };
-    let dyp = Padded::of(dy, g.batch, g.cout, g.ho(), g.wo(), dy_pad);
+    let dyp = Padded::of(isa, dy, g.batch, g.cout, g.ho(), g.wo(), dy_pad);
     let dx = input.then(|| {
         let transposed = Geometry { batch: g.batch, cin: g.cout, h: g.ho(), w: g.wo(), cout: g.cin, k: g.k, stride: 1, pad: dy_pad };
-        let flipped = pack_weight(&swap_channels(weight, g.cout, g.cin, g.k * g.k), g.cin, g.cout, g.k, true);
-        forward_packed(&dyp, &flipped, &transposed)
+        let flipped = pack_weight(&swap_channels(weight, g.cout, g.cin, g.k * g.k), g.cin, g.cout, g.k, true, isa.panel());
+        forward_packed(isa, &dyp, &flipped, &transposed)
     });
-    let xp = Padded::of(x, g.batch, g.cin, g.h, g.w, g.pad);
-    (dx, weight_grad(&xp, &dyp, g))
+    let xp = Padded::of(isa, x, g.batch, g.cin, g.h, g.w, g.pad);
+    (dx, weight_grad(isa, &xp, &dyp, g))
 }
 
 /// Activations `[batch, c, h, w]` copied channels-last with a zero border: `[batch, h + 2·pad,
@@ -97,7 +167,7 @@ struct Padded {
 }
 
 impl Padded {
-    fn of(x: &[f32], batch: usize, c: usize, h: usize, w: usize, pad: usize) -> Self {
+    fn of(isa: Isa, x: &[f32], batch: usize, c: usize, h: usize, w: usize, pad: usize) -> Self {
         let (hp, wp, hw) = (h + 2 * pad, w + 2 * pad, h * w);
         assert_eq!(x.len(), batch * c * hw);
         let mut data = vec![0f32; batch * hp * wp * c];
@@ -105,7 +175,7 @@ impl Padded {
             for y in 0..h {
                 // Row y of every channel plane (a `c × w` matrix with row stride `hw`) into the
                 // inside of padded row y + pad.
-                transpose(&src[y * w..], hw, c, w, &mut dst[((y + pad) * wp + pad) * c..][..w * c], c);
+                transpose(isa, &src[y * w..], hw, c, w, &mut dst[((y + pad) * wp + pad) * c..][..w * c], c);
             }
         });
         Padded { data, h: hp, w: wp, c, pad }
@@ -120,22 +190,22 @@ impl Padded {
 }
 
 /// `dst[j·dst_stride + i] = src[i·src_stride + j]` for `i < rows`, `j < cols`.
-fn transpose(src: &[f32], src_stride: usize, rows: usize, cols: usize, dst: &mut [f32], dst_stride: usize) {
+fn transpose(isa: Isa, src: &[f32], src_stride: usize, rows: usize, cols: usize, dst: &mut [f32], dst_stride: usize) {
     if rows == 0 || cols == 0 {
         return;
     }
-    assert!(available(), "the register transpose needs AVX-512F");
+    assert!(isa.runs(), "the register transpose needs {isa:?} on this CPU");
     assert!(src.len() > (rows - 1) * src_stride + cols - 1 && dst.len() > (cols - 1) * dst_stride + rows - 1);
     // SAFETY: the assert keeps every index inside `dst`, which this call borrows whole.
-    unsafe { transpose_into(src, src_stride, rows, cols, dst.as_mut_ptr(), dst_stride) }
+    unsafe { transpose_into(isa, src, src_stride, rows, cols, dst.as_mut_ptr(), dst_stride) }
 }
 
 /// [`transpose`] into a raw destination, in 16 × 16 tiles.
 ///
 /// # Safety
-/// [`available`]; `dst + j·dst_stride + i` is valid for writes, and written by no one else
+/// This CPU runs `isa`; `dst + j·dst_stride + i` is valid for writes, and written by no one else
 /// meanwhile, for every `i < rows`, `j < cols`.
-unsafe fn transpose_into(src: &[f32], src_stride: usize, rows: usize, cols: usize, dst: *mut f32, dst_stride: usize) {
+unsafe fn transpose_into(isa: Isa, src: &[f32], src_stride: usize, rows: usize, cols: usize, dst: *mut f32, dst_stride: usize) {
     const TILE: usize = LANES;
     for i0 in (0..rows).step_by(TILE) {
         for j0 in (0..cols).step_by(TILE) {
@@ -149,7 +219,7 @@ unsafe fn transpose_into(src: &[f32], src_stride: usize, rows: usize, cols: usiz
                 continue;
             }
             assert!(src.len() >= (i0 + TILE - 1) * src_stride + j0 + TILE);
-            kernels::transpose16(src.as_ptr().add(i0 * src_stride + j0), src_stride, dst.add(j0 * dst_stride + i0), dst_stride);
+            kernels::transpose16(isa, src.as_ptr().add(i0 * src_stride + j0), src_stride, dst.add(j0 * dst_stride + i0), dst_stride);
         }
     }
 }
@@ -181,15 +251,16 @@ fn tap_offsets(g: &Geometry) -> Vec<usize> {
     (0..g.k).flat_map(|ky| (0..g.k).map(move |kx| (ky * wp + kx) * g.cin)).collect()
 }
 
-/// Burn's weight `[cout, cin, k, k]` as one `[tap, cin, 32]` panel per block of 32 output
-/// channels (the last one 16 wide when `cout` is an odd number of vectors), each contiguous so a
-/// register block streams its weights in order; flipped (`rot180`, for the input gradient) when
-/// `flip`.
-fn pack_weight(weight: &[f32], cout: usize, cin: usize, k: usize, flip: bool) -> Vec<f32> {
+/// Burn's weight `[cout, cin, k, k]` as one `[tap, cin, width]` panel per block of `width` output
+/// channels (the last one 16 wide when `cout` is an odd number of vectors and `width` is 32), each
+/// contiguous so a register block streams its weights in order; flipped (`rot180`, for the input
+/// gradient) when `flip`.
+fn pack_weight(weight: &[f32], cout: usize, cin: usize, k: usize, flip: bool, width: usize) -> Vec<f32> {
     let taps = k * k;
     let mut packed = vec![0f32; weight.len()];
     for co in 0..cout {
-        let (panel, width) = (co / BLOCK_CHANNELS * BLOCK_CHANNELS, BLOCK_CHANNELS.min(cout - co / BLOCK_CHANNELS * BLOCK_CHANNELS));
+        let panel = co / width * width;
+        let width = width.min(cout - panel);
         for ci in 0..cin {
             for t in 0..taps {
                 let source = if flip { taps - 1 - t } else { t };
@@ -214,7 +285,7 @@ fn swap_channels(weight: &[f32], cout: usize, cin: usize, taps: usize) -> Vec<f3
 /// The convolution of the padded channels-last input `xp` by the packed weight `wt`
 /// (`[tap, cin, cout]`), in Burn's layout `[batch, cout, ho, wo]`: each task computes a block of
 /// output pixels channels-last in cache and transposes it into place.
-fn forward_packed(xp: &Padded, wt: &[f32], g: &Geometry) -> Vec<f32> {
+fn forward_packed(isa: Isa, xp: &Padded, wt: &[f32], g: &Geometry) -> Vec<f32> {
     assert!(takes(g) && (xp.h, xp.w, xp.c, xp.pad) == (g.h + 2 * g.pad, g.w + 2 * g.pad, g.cin, g.pad));
     let (offsets, taps) = (pixel_offsets(g), tap_offsets(g));
     assert_eq!(xp.data.len(), g.batch * xp.h * xp.w * g.cin);
@@ -225,13 +296,13 @@ fn forward_packed(xp: &Padded, wt: &[f32], g: &Geometry) -> Vec<f32> {
     offsets.par_chunks(TASK_PIXELS).enumerate().for_each_init(
         || vec![0f32; TASK_PIXELS * cout],
         |block, (task, offsets)| {
-            for co in (0..cout).step_by(BLOCK_CHANNELS) {
-                let vectors = (cout - co).min(BLOCK_CHANNELS) / LANES;
+            for co in (0..cout).step_by(isa.panel()) {
+                let vectors = (cout - co).min(isa.panel()) / LANES;
                 for (i, pixels) in offsets.chunks(BLOCK_PIXELS).enumerate() {
                     // SAFETY: every offset plus tap plus input channel lies inside `xp` (a padded
                     // input of `g`, asserted above), the weight block inside `wt`, the outputs
                     // inside `block`.
-                    unsafe { kernels::forward(pixels, &taps, &xp.data, &wt[co * taps.len() * g.cin..], g.cin, cout, vectors, &mut block[i * BLOCK_PIXELS * cout + co..]) };
+                    unsafe { kernels::forward(isa, pixels, &taps, &xp.data, &wt[co * taps.len() * g.cin..], g.cin, cout, vectors, &mut block[i * BLOCK_PIXELS * cout + co..]) };
                 }
             }
             // The block's pixels, image by image, into the `[cout, pixels]` planes.
@@ -242,7 +313,7 @@ fn forward_packed(xp: &Padded, wt: &[f32], g: &Geometry) -> Vec<f32> {
                 let run = (pixels - p).min(offsets.len() - i);
                 // SAFETY: pixels q..q + run of image n, every channel: inside `out`, and no other
                 // task's pixels.
-                unsafe { transpose_into(&block[i * cout..], cout, run, cout, target.get().add(n * cout * pixels + p), pixels) };
+                unsafe { transpose_into(isa, &block[i * cout..], cout, run, cout, target.get().add(n * cout * pixels + p), pixels) };
                 i += run;
             }
         },
@@ -250,9 +321,25 @@ fn forward_packed(xp: &Padded, wt: &[f32], g: &Geometry) -> Vec<f32> {
     out
 }
 
+/// Rows `offsets[p]` of a channels-last buffer (an output gradient), `channels` values each,
+/// repacked for the weight-gradient kernels: block by block of `block` channels (the last one
+/// narrower), each block `[pixel, its channels]` contiguous at `out[c0·n..]` (`n` = the number of
+/// offsets), so the kernel streams one dense block from L1 instead of a row per pixel `channels`
+/// apart (which measured as its stalls).
+fn pack_rows(src: &[f32], offsets: &[usize], channels: usize, block: usize, out: &mut [f32]) {
+    let n = offsets.len();
+    assert_eq!(out.len(), n * channels);
+    for c0 in (0..channels).step_by(block) {
+        let width = block.min(channels - c0);
+        for (row, &offset) in out[c0 * n..][..n * width].chunks_exact_mut(width).zip(offsets) {
+            row.copy_from_slice(&src[offset + c0..][..width]);
+        }
+    }
+}
+
 /// Weight gradient in Burn's layout `[cout, cin, k, k]` from the padded channels-last input `xp`
 /// and the channels-last output gradient `dyp` (any border).
-fn weight_grad(xp: &Padded, dyp: &Padded, g: &Geometry) -> Vec<f32> {
+fn weight_grad(isa: Isa, xp: &Padded, dyp: &Padded, g: &Geometry) -> Vec<f32> {
     assert!(takes(g) && (xp.h, xp.w, xp.c, xp.pad) == (g.h + 2 * g.pad, g.w + 2 * g.pad, g.cin, g.pad));
     let (offsets, taps, grads) = (pixel_offsets(g), tap_offsets(g), dyp.interior());
     assert_eq!((dyp.c, grads.len()), (g.cout, offsets.len()));
@@ -263,15 +350,20 @@ fn weight_grad(xp: &Padded, dyp: &Padded, g: &Geometry) -> Vec<f32> {
         .zip(grads.par_chunks(share))
         .map(|(offsets, grads)| {
             let mut dw = vec![0f32; size];
+            let mut dyq = vec![0f32; CHUNK_PIXELS * g.cout];
             for (offsets, grads) in offsets.chunks(CHUNK_PIXELS).zip(grads.chunks(CHUNK_PIXELS)) {
+                let n = offsets.len();
+                let dyq = &mut dyq[..n * g.cout];
+                pack_rows(&dyp.data, grads, g.cout, isa.panel(), dyq);
                 for (t, &tap) in taps.iter().enumerate() {
-                    for ci in (0..g.cin).step_by(BLOCK_INPUTS) {
-                        let inputs = BLOCK_INPUTS.min(g.cin - ci);
-                        for co in (0..g.cout).step_by(BLOCK_CHANNELS) {
-                            let vectors = (g.cout - co).min(BLOCK_CHANNELS) / LANES;
-                            // SAFETY: offsets + tap + ci + inputs stay inside `xp`; each pixel's
-                            // gradient + co + 16·vectors inside `dyp`; the block inside `dw`.
-                            unsafe { kernels::weight(offsets, &xp.data, tap + ci, inputs, grads, &dyp.data[co..], g.cout, vectors, &mut dw[(t * g.cin + ci) * g.cout + co..]) };
+                    for ci in (0..g.cin).step_by(isa.weight_inputs()) {
+                        let inputs = isa.weight_inputs().min(g.cin - ci);
+                        for co in (0..g.cout).step_by(isa.panel()) {
+                            let vectors = (g.cout - co).min(isa.panel()) / LANES;
+                            // SAFETY: offsets + tap + ci + inputs stay inside `xp`; the packed
+                            // block holds n rows of 16·vectors; the block of dw, `inputs` rows of
+                            // cout from (t, ci, co), is inside it.
+                            unsafe { kernels::weight(isa, offsets, &xp.data, tap + ci, inputs, &dyq[co * n..][..n * vectors * LANES], vectors, g.cout, &mut dw[(t * g.cin + ci) * g.cout + co..]) };
                         }
                     }
                 }
@@ -295,10 +387,15 @@ fn weight_grad(xp: &Padded, dyp: &Padded, g: &Geometry) -> Vec<f32> {
     dw
 }
 
-/// The AVX-512 micro-kernels; callers check [`available`] first.
+/// The micro-kernels, AVX-512 and AVX2 + FMA; callers check that the CPU [runs](Isa::runs) the
+/// instruction set they name.
 mod kernels {
+    use super::Isa;
     #[cfg(target_arch = "x86_64")]
     use std::arch::x86_64::*;
+
+    /// Pixels (forward) or input channels (weight gradient) of an AVX2 register block.
+    const AVX2_BLOCK: usize = 6;
 
     /// Calls `$kernel::<P, V>` for the run-time pixel (or channel) count `$p` ≤ 12 and vector
     /// count `$v` ∈ {1, 2}.
@@ -322,21 +419,70 @@ mod kernels {
         };
     }
 
+    /// Calls `$kernel::<P>` for the run-time pixel (or channel) count `$p` ≤ [`AVX2_BLOCK`].
+    macro_rules! dispatch_avx2 {
+        ($kernel:ident, $p:expr, ($($arg:expr),*)) => {
+            match $p {
+                6 => $kernel::<6>($($arg),*), 5 => $kernel::<5>($($arg),*), 4 => $kernel::<4>($($arg),*),
+                3 => $kernel::<3>($($arg),*), 2 => $kernel::<2>($($arg),*), 1 => $kernel::<1>($($arg),*),
+                p => unreachable!("no AVX2 kernel for {p}"),
+            }
+        };
+    }
+
     /// `out[p·cout + 0..16·vectors] = Σ_tap Σ_ci x[offsets[p] + tap + ci] · w[(tap·cin + ci)·16·vectors + 0..]`
-    /// for the block's pixels.
+    /// for the block's pixels (at most 12; `vectors` ∈ {1, 2}).
     ///
     /// # Safety
-    /// AVX-512F is available; every index named above is inside its slice.
+    /// The CPU runs `isa`; every index named above is inside its slice.
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn forward(offsets: &[usize], taps: &[usize], x: &[f32], w: &[f32], cin: usize, cout: usize, vectors: usize, out: &mut [f32]) {
+    pub(super) unsafe fn forward(isa: Isa, offsets: &[usize], taps: &[usize], x: &[f32], w: &[f32], cin: usize, cout: usize, vectors: usize, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         {
-            let args = (offsets.as_ptr(), taps, x.as_ptr(), w.as_ptr(), cin, cout, out.as_mut_ptr());
-            let (o, t, xp, wp, ci, co, op) = args;
-            dispatch!(forward_block, offsets.len(), vectors, (o, t, xp, wp, ci, co, op));
+            let (xp, wp, op) = (x.as_ptr(), w.as_ptr(), out.as_mut_ptr());
+            match isa {
+                Isa::Avx512 => dispatch!(forward_block, offsets.len(), vectors, (offsets.as_ptr(), taps, xp, wp, cin, cout, op)),
+                // Each 16-channel vector of the panel (row stride 16·vectors), six pixels at a time.
+                Isa::Avx2 => {
+                    for v in 0..vectors {
+                        for (i, pixels) in offsets.chunks(AVX2_BLOCK).enumerate() {
+                            let (o, wv, ov) = (pixels.as_ptr(), wp.add(v * 16), op.add(i * AVX2_BLOCK * cout + v * 16));
+                            dispatch_avx2!(forward_block_avx2, pixels.len(), (o, taps, xp, wv, 16 * vectors, cin, cout, ov));
+                        }
+                    }
+                }
+            }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("direct kernels are x86-64 only ({offsets:?} {taps:?} {} {} {cin} {cout} {vectors} {})", x.len(), w.len(), out.len());
+        unreachable!("direct kernels are x86-64 only ({isa:?} {offsets:?} {taps:?} {} {} {cin} {cout} {vectors} {})", x.len(), w.len(), out.len());
+    }
+
+    /// AVX2 forward of `P` pixels × 16 channels: `out[p·cout + 0..16] = Σ_tap Σ_ci x[offsets[p] +
+    /// tap + ci] · w[(tap·cin + ci)·stride + 0..16]`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn forward_block_avx2<const P: usize>(offsets: *const usize, taps: &[usize], x: *const f32, mut w: *const f32, stride: usize, cin: usize, cout: usize, out: *mut f32) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; P];
+        for &tap in taps {
+            let mut rows = [x; P];
+            for (p, row) in rows.iter_mut().enumerate() {
+                *row = x.add(*offsets.add(p) + tap);
+            }
+            for ci in 0..cin {
+                let weights = [_mm256_loadu_ps(w.add(ci * stride)), _mm256_loadu_ps(w.add(ci * stride + 8))];
+                for p in 0..P {
+                    let value = _mm256_broadcast_ss(&*rows[p].add(ci));
+                    acc[p][0] = _mm256_fmadd_ps(value, weights[0], acc[p][0]);
+                    acc[p][1] = _mm256_fmadd_ps(value, weights[1], acc[p][1]);
+                }
+            }
+            w = w.add(cin * stride);
+        }
+        for (p, acc) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out.add(p * cout), acc[0]);
+            _mm256_storeu_ps(out.add(p * cout + 8), acc[1]);
+        }
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -373,13 +519,49 @@ mod kernels {
     /// 64-bit and twice 128-bit interleaves.
     ///
     /// # Safety
-    /// AVX-512F is available; the 16 rows of 16 values at `src` and at `dst` are inside their
+    /// The CPU runs `isa`; the 16 rows of 16 values at `src` and at `dst` are inside their
     /// allocations.
-    pub(super) unsafe fn transpose16(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+    pub(super) unsafe fn transpose16(isa: Isa, src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
         #[cfg(target_arch = "x86_64")]
-        transpose16_avx512(src, src_stride, dst, dst_stride);
+        match isa {
+            Isa::Avx512 => transpose16_avx512(src, src_stride, dst, dst_stride),
+            Isa::Avx2 => {
+                for (i, j) in [(0, 0), (0, 8), (8, 0), (8, 8)] {
+                    transpose8_avx2(src.add(i * src_stride + j), src_stride, dst.add(j * dst_stride + i), dst_stride);
+                }
+            }
+        }
         #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("direct kernels are x86-64 only ({src:?} {src_stride} {dst:?} {dst_stride})");
+        unreachable!("direct kernels are x86-64 only ({isa:?} {src:?} {src_stride} {dst:?} {dst_stride})");
+    }
+
+    /// `dst[j·dst_stride + i] = src[i·src_stride + j]` for `i, j < 8`, in AVX registers: 32-bit
+    /// interleaves, 64-bit shuffles, then 128-bit lane swaps.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn transpose8_avx2(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+        let mut r = [_mm256_setzero_ps(); 8];
+        for (i, r) in r.iter_mut().enumerate() {
+            *r = _mm256_loadu_ps(src.add(i * src_stride));
+        }
+        // t[2i], t[2i + 1]: rows 2i and 2i + 1 interleaved (columns 0, 1, 4, 5 and 2, 3, 6, 7).
+        let mut t = [_mm256_setzero_ps(); 8];
+        for i in (0..8).step_by(2) {
+            t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+            t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+        }
+        // u[4g + c]: columns c and c + 4 of rows 4g..4g + 4, one per 128-bit lane.
+        let mut u = [_mm256_setzero_ps(); 8];
+        for g in [0, 4] {
+            u[g] = _mm256_shuffle_ps::<0x44>(t[g], t[g + 2]);
+            u[g + 1] = _mm256_shuffle_ps::<0xee>(t[g], t[g + 2]);
+            u[g + 2] = _mm256_shuffle_ps::<0x44>(t[g + 1], t[g + 3]);
+            u[g + 3] = _mm256_shuffle_ps::<0xee>(t[g + 1], t[g + 3]);
+        }
+        for c in 0..4 {
+            _mm256_storeu_ps(dst.add(c * dst_stride), _mm256_permute2f128_ps::<0x20>(u[c], u[4 + c]));
+            _mm256_storeu_ps(dst.add((c + 4) * dst_stride), _mm256_permute2f128_ps::<0x31>(u[c], u[4 + c]));
+        }
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -420,39 +602,70 @@ mod kernels {
         }
     }
 
-    /// `dw[r·cout + 0..16·vectors] += Σ_p x[offsets[p] + shift + r] · dy[grads[p] + 0..]` for the
-    /// block's `inputs` channels `r`.
+    /// `dw[r·cout + 0..16·vectors] += Σ_p x[offsets[p] + shift + r] · dyq[p·16·vectors + 0..]` for
+    /// the block's `inputs` channels `r` (at most 12 in AVX-512, 6 in AVX2), `dyq` the block's
+    /// packed output gradient (`vectors` ∈ {1, 2} in AVX-512, 1 in AVX2).
     ///
     /// # Safety
-    /// AVX-512F is available; every index named above is inside its slice.
+    /// The CPU runs `isa`; every `x` index named above is inside `x`; `dw` holds `inputs` rows of
+    /// `cout` from its start.
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn weight(offsets: &[usize], x: &[f32], shift: usize, inputs: usize, grads: &[usize], dy: &[f32], cout: usize, vectors: usize, dw: &mut [f32]) {
+    pub(super) unsafe fn weight(isa: Isa, offsets: &[usize], x: &[f32], shift: usize, inputs: usize, dyq: &[f32], vectors: usize, cout: usize, dw: &mut [f32]) {
+        assert!(dyq.len() == offsets.len() * vectors * 16 && dw.len() >= (inputs - 1) * cout + vectors * 16);
         #[cfg(target_arch = "x86_64")]
         {
-            let args = (offsets, x.as_ptr().add(shift), grads.as_ptr(), dy.as_ptr(), cout, dw.as_mut_ptr());
-            let (o, xp, gr, dp, co, wp) = args;
-            dispatch!(weight_block, inputs, vectors, (o, xp, gr, dp, co, wp));
+            let (xp, dp, wp) = (x.as_ptr().add(shift), dyq.as_ptr(), dw.as_mut_ptr());
+            match isa {
+                Isa::Avx512 => dispatch!(weight_block, inputs, vectors, (offsets, xp, dp, cout, wp)),
+                Isa::Avx2 => {
+                    assert_eq!(vectors, 1, "AVX2 weight blocks are 16 channels wide");
+                    dispatch_avx2!(weight_block_avx2, inputs, (offsets, xp, dp, cout, wp));
+                }
+            }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("direct kernels are x86-64 only ({offsets:?} {grads:?} {} {shift} {inputs} {} {cout} {vectors} {})", x.len(), dy.len(), dw.len());
+        unreachable!("direct kernels are x86-64 only ({isa:?} {offsets:?} {} {shift} {inputs} {} {vectors} {cout} {})", x.len(), dyq.len(), dw.len());
+    }
+
+    /// AVX2 weight gradient of `R` input channels × 16 output channels: `dw[r·cout + 0..16] +=
+    /// Σ_p x[offsets[p] + r] · dyq[p·16 + 0..16]`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn weight_block_avx2<const R: usize>(offsets: &[usize], x: *const f32, dyq: *const f32, cout: usize, dw: *mut f32) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        for (r, acc) in acc.iter_mut().enumerate() {
+            *acc = [_mm256_loadu_ps(dw.add(r * cout)), _mm256_loadu_ps(dw.add(r * cout + 8))];
+        }
+        for (p, &offset) in offsets.iter().enumerate() {
+            let (dy, row) = (dyq.add(p * 16), x.add(offset));
+            let grad = [_mm256_loadu_ps(dy), _mm256_loadu_ps(dy.add(8))];
+            for r in 0..R {
+                let value = _mm256_broadcast_ss(&*row.add(r));
+                acc[r][0] = _mm256_fmadd_ps(value, grad[0], acc[r][0]);
+                acc[r][1] = _mm256_fmadd_ps(value, grad[1], acc[r][1]);
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            _mm256_storeu_ps(dw.add(r * cout), acc[0]);
+            _mm256_storeu_ps(dw.add(r * cout + 8), acc[1]);
+        }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn weight_block<const R: usize, const V: usize>(offsets: &[usize], x: *const f32, grads: *const usize, dy: *const f32, cout: usize, dw: *mut f32) {
+    unsafe fn weight_block<const R: usize, const V: usize>(offsets: &[usize], x: *const f32, dyq: *const f32, cout: usize, dw: *mut f32) {
         let mut acc = [[_mm512_setzero_ps(); V]; R];
         for (r, acc) in acc.iter_mut().enumerate() {
             for (v, acc) in acc.iter_mut().enumerate() {
                 *acc = _mm512_loadu_ps(dw.add(r * cout + v * 16));
             }
         }
-        for (i, &offset) in offsets.iter().enumerate() {
-            let dy = dy.add(*grads.add(i));
+        for (p, &offset) in offsets.iter().enumerate() {
+            let (dy, row) = (dyq.add(p * V * 16), x.add(offset));
             let mut grads = [_mm512_setzero_ps(); V];
             for (v, grad) in grads.iter_mut().enumerate() {
                 *grad = _mm512_loadu_ps(dy.add(v * 16));
             }
-            let row = x.add(offset);
             for r in 0..R {
                 let value = _mm512_set1_ps(*row.add(r));
                 for v in 0..V {
