@@ -31,13 +31,20 @@ from torch_step import emit, nt_xent, simclr_net  # noqa: E402
 
 def idx_images(path: str, limit: int) -> np.ndarray:
     """The first `limit` images (all when 0) of an IDX3 file, gzip or raw, as uint8 `[n, h, w]`."""
+    if not os.path.isfile(path):
+        raise SystemExit(f"{path}: not a file; --data names the folder of Fashion-MNIST's IDX files "
+                         "(Debian: apt-get install dataset-fashion-mnist)")
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rb") as f:
         data = f.read()
+    if len(data) < 16:
+        raise SystemExit(f"{path}: {len(data)} bytes, shorter than an IDX3 header")
     magic, n, h, w = np.frombuffer(data[:16], dtype=">u4")
     if magic != 0x803:
         raise SystemExit(f"{path}: not an IDX3 image file (magic {magic:#x}, expected 0x803)")
     n = min(n, limit) if limit else n
+    if len(data) < 16 + n * h * w:
+        raise SystemExit(f"{path}: its header promises {n} images of {h}×{w} but it holds {len(data) - 16} bytes of pixels")
     return np.frombuffer(data[16:16 + n * h * w], dtype=np.uint8).reshape(n, h, w)
 
 
@@ -81,7 +88,8 @@ def main() -> None:
     a = p.parse_args()
 
     torch.manual_seed(a.seed)
-    images = idx_images(os.path.join(a.data, "train-images-idx3-ubyte.gz"), a.limit)
+    raw = os.path.join(a.data, "train-images-idx3-ubyte")
+    images = idx_images(raw + ".gz" if os.path.exists(raw + ".gz") or not os.path.exists(raw) else raw, a.limit)
     loader = torch.utils.data.DataLoader(TwoViews(images, a.image_size, a.color_strength), batch_size=a.batch_size,
                                          shuffle=True, drop_last=True, num_workers=a.workers)
     memory_format = torch.contiguous_format if a.nchw else torch.channels_last

@@ -30,10 +30,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def timed(cmd: list) -> tuple:
-    """Runs `cmd` to completion; its wall seconds and standard output."""
+    """Runs `cmd` to completion; its wall seconds and standard output (its error output and exit if it fails)."""
     start = time.perf_counter()
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return time.perf_counter() - start, out
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    if run.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)}\nexited with {run.returncode}:\n{run.stderr.strip()}")
+    return time.perf_counter() - start, run.stdout
 
 
 def ours(a, device: str, binary: str) -> dict:
