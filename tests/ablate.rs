@@ -244,3 +244,33 @@ fn on_a_drawn_test_split_each_seed_holds_out_its_fold_and_the_contrast_pairs_wit
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success() && err.contains("--test-fold 3") && err.contains("0 to 2"), "{err}");
 }
+
+/// The committed medium-preset reports are what `ablate` writes from their committed
+/// `results.json`: in a fresh folder holding only that file it trains nothing, writes the same
+/// tables and verdicts (every line but the command, which names the folder), the study's figures,
+/// and the same `results.json` byte for byte (numbers round-trip).
+#[test]
+fn the_committed_medium_reports_are_rewritten_from_their_results_alone() {
+    const FASHION: &str = "/usr/share/datasets/fashion-mnist";
+    if !Path::new(FASHION).exists() {
+        eprintln!("skipped: {FASHION} missing (apt-get install -y dataset-fashion-mnist); CI installs it");
+        return;
+    }
+    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ablations/medium");
+    for (study, figures) in [("scale", &["length-batch.png", "width.png"][..]), ("temperature", &["temperature.png"][..])] {
+        let dir = tempfile::tempdir().unwrap();
+        let json = std::fs::read(committed.join(study).join("results.json")).unwrap();
+        std::fs::write(dir.path().join("results.json"), &json).unwrap();
+        let args = ["--quiet", "ablate", "--study", study, "--preset", "medium", "--dataset", "fashion-mnist", "--data", FASHION, "--out"];
+        let out = Command::new(env!("CARGO_BIN_EXE_simclr")).args(args).arg(dir.path()).output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && said.contains(": 0 runs trained"), "{study}: {said}{}", String::from_utf8_lossy(&out.stderr));
+        let lines = |file: &Path| -> Vec<String> { std::fs::read_to_string(file).unwrap().lines().filter(|l| !l.starts_with("Command:")).map(String::from).collect() };
+        assert_eq!(lines(&dir.path().join("report.md")), lines(&committed.join(study).join("report.md")), "{study}");
+        assert!(std::fs::read(dir.path().join("results.json")).unwrap() == json, "{study}: results.json changed on rewriting");
+        for png in figures {
+            let img = image::open(dir.path().join(png)).unwrap();
+            assert!(img.width() > 300 && img.height() > 300, "{study}: {png}");
+        }
+    }
+}

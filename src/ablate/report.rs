@@ -393,10 +393,11 @@ pub(crate) fn lines(file: &Path, title: &str, x_desc: &str, series: &[(String, V
         let (x0, x1) = points().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.x), hi.max(p.x)));
         let (y0, y1) = points().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.y - err(p)), hi.max(p.y + err(p))));
         let (y0, y1) = frame.untrained.map_or((y0, y1), |u| (y0.min(u), y1.max(u)));
-        // Every point at one x (a study at one size): the series side by side around it, the x
-        // axis naming only that value.
+        // The series side by side around each x, so that points at one x and their bars do not
+        // hide each other: wide apart when every point is at one x (a study at one size).
         let single = x0.is_finite() && x0 == x1;
-        let dodge = |i: usize| if single && series.len() > 1 { 1.2f64.powf(2.0 * i as f64 / (series.len() - 1) as f64 - 1.0) } else { 1.0 };
+        let spread = if single { 1.2f64 } else { 1.03 };
+        let dodge = |i: usize| if series.len() > 1 { spread.powf(2.0 * i as f64 / (series.len() - 1) as f64 - 1.0) } else { 1.0 };
         let (x0, x1) = if x0.is_finite() { (x0 / 1.3, x1 * 1.3) } else { (1.0, 10.0) };
         let (y0, y1) = if y0.is_finite() { (y0 - 1.0, y1 + 1.0) } else { (0.0, 100.0) };
         let mut chart = ChartBuilder::on(&plot)
@@ -411,7 +412,9 @@ pub(crate) fn lines(file: &Path, title: &str, x_desc: &str, series: &[(String, V
             .x_desc(x_desc)
             .y_desc("top-1 %")
             .x_labels(6)
-            .x_label_formatter(&|x| if single { String::new() } else { short(*x) })
+            // Each x of the data is written under the plot area below, so the axis names none
+            // (a decade's label would repeat one).
+            .x_label_formatter(&|_| String::new())
             .max_light_lines(1)
             .label_style(("sans-serif", 13))
             .draw()
@@ -437,13 +440,15 @@ pub(crate) fn lines(file: &Path, title: &str, x_desc: &str, series: &[(String, V
             }
             chart.draw_series(s.iter().map(|p| Circle::new((p.x, p.y), 4, colour.filled()))).map_err(draw_error)?;
             let named = s.iter().filter_map(|p| Some((p.x, p.y, p.name.as_ref()?)));
-            chart.draw_series(named.map(|(x, y, n)| Text::new(n.clone(), (x, y), ("sans-serif", 12).into_font().color(&BLACK)))).map_err(draw_error)?;
+            // Each name up and to the right of its point, clear of the point and its bar.
+            let label = |(x, y, n): (f64, f64, &String)| EmptyElement::at((x, y)) + Text::new(n.clone(), (8, -16), ("sans-serif", 12).into_font().color(&BLACK));
+            chart.draw_series(named.map(label)).map_err(draw_error)?;
             keys.push((name.clone(), colour, false));
         }
         if frame.untrained.is_some() {
             keys.push(("untrained network".into(), grey.to_rgba(), true));
         }
-        // The log axis labels only decades: each x of the data is written under the plot area.
+        // Each x of the data, written under the plot area (the log axis would label decades).
         let mut xs: Vec<f64> = points().map(|p| p.x).collect();
         xs.sort_by(f64::total_cmp);
         xs.dedup();

@@ -119,6 +119,9 @@ impl Definition for Scale {
     }
 
     fn figures(&self, out: &Path, results: &[CellResult], frame: &Frame) -> Result<Vec<String>> {
+        if results.iter().any(|r| r.table == "medium") {
+            return medium_figures(out, results, frame);
+        }
         let mut files = Vec::new();
         if !results.iter().any(|r| r.table == "batch-epochs" || r.table == "size") {
             return Ok(files);
@@ -140,6 +143,33 @@ impl Definition for Scale {
         files.push("size.png".into());
         Ok(files)
     }
+}
+
+/// The medium preset's figures: top-1 against training epochs for each batch size (Fig. 9's
+/// axes), and against the encoder's parameters for SimCLR, supervised training and the untrained
+/// network (Fig. 7's), each point a cell's mean ± SD over seeds.
+fn medium_figures(out: &Path, results: &[CellResult], frame: &Frame) -> Result<Vec<String>> {
+    let cells = |ids: &[&str], layer: &str, x: &dyn Fn(&CellResult) -> f64, named: bool| -> Vec<Point> {
+        let found = ids.iter().filter_map(|id| results.iter().find(|r| r.id == *id));
+        found.map(|r| Point::of(r, x(r), layer, named.then(|| format!("width {}", r.config.model.width)))).collect()
+    };
+    let epochs = |r: &CellResult| r.config.optim.epochs as f64;
+    let batch = |id: &str| results.iter().find(|r| r.id == id).map_or(0, |r| r.config.optim.batch_size);
+    let length = [
+        (format!("batch {}", batch("base")), cells(&["base", "epochs-x2"], "h", &epochs, false)),
+        (format!("batch {}", batch("batch-x4")), cells(&["batch-x4"], "h", &epochs, false)),
+    ];
+    let notes = [format!("the same epochs at batch {} take a quarter of the steps; batches above {CHUNK} in chunks of {CHUNK} (--micro-batch)", batch("batch-x4"))];
+    lines(&out.join("length-batch.png"), "training length and batch size: linear top-1 %", "training epochs", &length, frame, &notes)?;
+    let params = |r: &CellResult| r.encoder_params as f64 / 1e6;
+    let width = [
+        ("SimCLR (linear eval)".to_string(), cells(&["base", "width-x2"], "h", &params, true)),
+        ("supervised".to_string(), cells(&["supervised", "supervised-width-x2"], "supervised", &params, false)),
+        ("untrained (linear eval)".to_string(), cells(&["random-init", "random-init-width-x2"], "h", &params, false)),
+    ];
+    let notes = ["ResNet-18 at two widths, named; the dashed line is the base encoder untrained".to_string()];
+    lines(&out.join("width.png"), "width: top-1 % against encoder parameters", "encoder parameters (millions)", &width, frame, &notes)?;
+    Ok(vec!["length-batch.png".into(), "width.png".into()])
 }
 
 /// The medium preset's key contrasts of §5.2, each one change from the shared settings: twice the
