@@ -274,3 +274,33 @@ fn the_committed_medium_reports_are_rewritten_from_their_results_alone() {
         }
     }
 }
+
+/// `--redraw` draws a study's figures from results an older simclr wrote (the small preset's
+/// committed scale study, one seed, no per-image hits), which a plain run refuses to mix in: it
+/// trains nothing and leaves results.json as it was and report.md unwritten.
+#[test]
+fn redraw_draws_the_figures_of_older_results_without_training() {
+    const FASHION: &str = "/usr/share/datasets/fashion-mnist";
+    if !Path::new(FASHION).exists() {
+        eprintln!("skipped: {FASHION} missing (apt-get install -y dataset-fashion-mnist); CI installs it");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let json = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ablations/scale/results.json")).unwrap();
+    std::fs::write(dir.path().join("results.json"), &json).unwrap();
+    let run = |extra: &[&str]| Command::new(env!("CARGO_BIN_EXE_simclr")).args(["--quiet", "ablate", "--study", "scale", "--dataset", "fashion-mnist", "--data", FASHION, "--out"]).arg(dir.path()).args(extra).output().unwrap();
+    let out = run(&[]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("written by an older simclr"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&["--redraw"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.contains("figures drawn again") && said.contains("size.png"), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    for png in ["batch-epochs.png", "size.png"] {
+        let img = image::open(dir.path().join(png)).unwrap();
+        assert!(img.width() > 300 && img.height() > 300, "{png}");
+    }
+    assert!(std::fs::read(dir.path().join("results.json")).unwrap() == json && !dir.path().join("report.md").exists() && !dir.path().join("cells").exists());
+    // A folder without results is named.
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_simclr")).args(["ablate", "--study", "head", "--redraw", "--out"]).arg(empty.path()).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("holds no results.json"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -105,6 +105,12 @@ pub struct AblateArgs {
     /// List the cells, their settings and the study's budget, and exit without training.
     #[cfg_attr(feature = "cli", arg(long))]
     pub list: bool,
+    /// Draw the study's figures again from OUT/results.json and exit: trains nothing, checks no
+    /// settings, leaves report.md and results.json as they are (results of an older simclr, whose
+    /// settings today's cells no longer match, get today's figures). Reads the test split of the
+    /// data flags for its size (the error bars of one-run points).
+    #[cfg_attr(feature = "cli", arg(long, conflicts_with_all = ["list", "only", "reuse"]))]
+    pub redraw: bool,
     /// The data every cell trains and is evaluated on (the preset limits the training images
     /// unless --limit is given).
     #[cfg_attr(feature = "cli", command(flatten, next_help_heading = "Data"))]
@@ -328,6 +334,13 @@ pub enum Ablated {
         /// `OUT/report.md`.
         report: PathBuf,
     },
+    /// `--redraw`: the figures drawn again.
+    Redrawn {
+        /// The study.
+        study: Study,
+        /// The figures' paths.
+        figures: Vec<PathBuf>,
+    },
 }
 
 /// Runs the study `args` asks for (or, with `--list`, describes it), every cell's network computing
@@ -343,6 +356,9 @@ pub fn run(args: &AblateArgs, precision: Precision, memory_format: MemoryFormat,
     let runs = plan(&chosen, &seeds);
     if args.list {
         return Ok(Ablated::Listed(report::listing(args.study, args.preset, &chosen, &runs, &base)));
+    }
+    if args.redraw {
+        return redraw(args.study, &out, &base);
     }
     std::fs::create_dir_all(&out).with_context(|| format!("--out {}: cannot create the folder; choose a writable path", out.display()))?;
     let mut finished = Finished::read(&out)?;
@@ -381,6 +397,17 @@ pub fn run(args: &AblateArgs, precision: Precision, memory_format: MemoryFormat,
     }
     report::write(&out, args.study, args.preset, &cells, &finished.of(&cells), &base, test_images)?;
     Ok(Ablated::Ran { study: args.study, ran, kept, seconds: start.elapsed().as_secs_f64(), report: out.join("report.md") })
+}
+
+/// `--redraw`: the figures of the runs in `out`'s results.json, as they are (no settings checked).
+fn redraw(study: Study, out: &Path, base: &Config) -> Result<Ablated> {
+    if !out.join("results.json").is_file() {
+        bail!("--redraw: {} holds no results.json; give the --out of a study `simclr ablate` ran", out.display());
+    }
+    let Finished(results, _) = Finished::read(out)?;
+    let test_images = EvalData::open(base, base.data.test_fold)?.test.len();
+    let figures = report::redraw(out, study, &results, test_images)?;
+    Ok(Ablated::Redrawn { study, figures: figures.iter().map(|f| out.join(f)).collect() })
 }
 
 /// Most seeds a cell runs at (each is a whole training run).

@@ -15,9 +15,7 @@ use std::path::Path;
 pub fn write(out: &Path, study: Study, preset: Preset, cells: &[Cell], results: &[CellResult], base: &Config, test_images: usize) -> Result<()> {
     let json = serde_json::to_string_pretty(results)?;
     std::fs::write(out.join("results.json"), json).with_context(|| format!("--out {}: cannot write results.json", out.display()))?;
-    let mut shown = by_cell(results);
-    let checks = check_training(&mut shown, results);
-    let noise = Noise::of(&shown, test_images);
+    let (shown, checks, noise) = shown(results, test_images);
     let figures = figures(out, study, &shown, &Frame::of(&shown, noise))?;
     let mut md = String::new();
     let _ = writeln!(md, "# `simclr ablate --study {}` ({:?} preset)\n", study.name(), preset);
@@ -33,6 +31,21 @@ pub fn write(out: &Path, study: Study, preset: Preset, cells: &[Cell], results: 
         let _ = writeln!(md, "![{f}]({f})\n");
     }
     std::fs::write(out.join("report.md"), md).with_context(|| format!("--out {}: cannot write report.md", out.display()))
+}
+
+/// The study's figures of `results` drawn again into `out` (`--redraw`); returns their file names.
+pub fn redraw(out: &Path, study: Study, results: &[CellResult], test_images: usize) -> Result<Vec<String>> {
+    let (shown, _, noise) = shown(results, test_images);
+    figures(out, study, &shown, &Frame::of(&shown, noise))
+}
+
+/// What a report shows of `results`: a row per cell (failed trainings flagged), the training
+/// checks' section, and the test split's noise.
+fn shown(results: &[CellResult], test_images: usize) -> (Vec<CellResult>, String, Noise) {
+    let mut shown = by_cell(results);
+    let checks = check_training(&mut shown, results);
+    let noise = Noise::of(&shown, test_images);
+    (shown, checks, noise)
 }
 
 /// What `--list` prints: the cells and their settings, the runs they make, and what the preset

@@ -124,6 +124,10 @@ pub fn ablated(a: &Ablated) -> String {
         Ablated::Ran { study, ran, kept, seconds, report } => {
             format!("ablate {}: {ran} runs trained in {:.1} min, {kept} found finished; report {}", study.name(), seconds / 60.0, report.display())
         }
+        Ablated::Redrawn { study, figures } => {
+            let names: Vec<String> = figures.iter().map(|f| f.display().to_string()).collect();
+            format!("ablate {}: figures drawn again from results.json: {}", study.name(), names.join(", "))
+        }
     }
 }
 
