@@ -1,17 +1,21 @@
-//! The end of a residual block (He et al. 2016, §3.2): `relu(y + shortcut)`.
+//! The end of a residual block (He et al. 2016, §3.2): `relu(y + shortcut)`, as one operation of
+//! ours on flex (`f32`) and libtorch.
 //!
-//! On libtorch it is one operation recorded in libtorch's graph ([`crate::ops::libtorch::record`]):
-//! the sum, then ReLU in place on it (as torchvision's blocks do), and in the backward libtorch's
-//! `threshold_backward` on the output, one pass, whose result both addends take. Burn's own ReLU
-//! backward builds a mask and then fills the gradient through it: two passes and a mask tensor
-//! per block. Elsewhere this is Burn's sum and ReLU.
+//! Burn's `relu(y + shortcut)` is two passes forward (the sum, then the ReLU, each writing a
+//! tensor) and, backward, a mask built from the output and the gradient filled through it: two
+//! more passes and a mask tensor per block. As one operation it is one pass each way: the sum
+//! clamped at 0 forward, and backward the gradient where the output is positive, which both
+//! addends take. On libtorch it is recorded in libtorch's graph
+//! ([`crate::ops::libtorch::record`]): the sum, then ReLU in place on it (as torchvision's blocks
+//! do), and libtorch's `threshold_backward`. Elsewhere (wgpu, vulkan, flex at other precisions)
+//! it is Burn's sum and ReLU.
 
 use burn::tensor::{activation::relu, Tensor};
 
 /// `relu(y + shortcut)`.
 pub fn add_relu<const D: usize>(y: Tensor<D>, shortcut: Tensor<D>) -> Tensor<D> {
-    #[cfg(feature = "tch")]
-    if super::libtorch::is_libtorch(&y.device()) {
+    #[cfg(any(feature = "flex", feature = "tch"))]
+    if super::has_own_ops(&y) && y.dims() == shortcut.dims() {
         use own::AddRelu;
         let out = <burn::backend::Dispatch as AddRelu>::add_relu(y.into_dispatch(), shortcut.into_dispatch());
         return Tensor::from_dispatch(out);
@@ -19,37 +23,111 @@ pub fn add_relu<const D: usize>(y: Tensor<D>, shortcut: Tensor<D>) -> Tensor<D> 
     relu(y + shortcut)
 }
 
-#[cfg(feature = "tch")]
+#[cfg(any(feature = "flex", feature = "tch"))]
 #[allow(deprecated)] // Burn 0.22 marks burn-tch deprecated; it is still our libtorch backend.
 mod own {
-    use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-    use burn::backend::libtorch::TchTensor;
     use burn::backend::tensor::FloatTensor;
-    use burn::backend::{backend_extension, Autodiff, Backend, LibTorch};
+    use burn::backend::{backend_extension, Backend};
 
-    /// `relu(y + shortcut)` as one operation.
-    #[backend_extension(LibTorch: cfg(feature = "tch"), Autodiff)]
+    /// `relu(y + shortcut)` as one operation (`y` and `shortcut` of one shape).
+    #[backend_extension(Flex: cfg(feature = "flex"), LibTorch: cfg(feature = "tch"), Autodiff)]
     pub trait AddRelu: Backend {
         /// `relu(y + shortcut)`.
         fn add_relu(y: FloatTensor<Self>, shortcut: FloatTensor<Self>) -> FloatTensor<Self>;
     }
 
-    /// The sum with ReLU applied in place.
-    fn torch_add_relu(y: &tch::Tensor, shortcut: &tch::Tensor) -> tch::Tensor {
-        let mut sum = y + shortcut;
-        let _ = sum.relu_();
-        sum
-    }
+    #[cfg(feature = "flex")]
+    mod flex {
+        use super::AddRelu;
+        use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+        use burn::backend::autodiff::grads::Gradients;
+        use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+        use burn::backend::flex::FlexTensor;
+        use burn::backend::tensor::FloatTensor;
+        use burn::backend::{Autodiff, Flex, TensorMetadata};
+        use burn::tensor::TensorData;
+        use rayon::prelude::*;
 
-    impl AddRelu for LibTorch {
-        fn add_relu(y: TchTensor, shortcut: TchTensor) -> TchTensor {
-            TchTensor::new(torch_add_relu(&y.tensor, &shortcut.tensor))
+        /// Values a parallel task takes of the element-wise passes.
+        const CHUNK: usize = 1 << 16;
+
+        /// `f(a, b)` of each pair of values, in a new tensor of `a`'s shape.
+        fn zip_map(a: &FlexTensor, b: &FlexTensor, f: impl Fn(f32, f32) -> f32 + Sync) -> FlexTensor {
+            let (a_values, b_values) = (a.to_contiguous(), b.to_contiguous());
+            let (xs, ys) = (a_values.as_slice::<f32>().expect("f32 tensor"), b_values.as_slice::<f32>().expect("f32 tensor"));
+            // Zeroed memory this large comes fresh from the system (calloc), without a pass.
+            let mut out = vec![0f32; xs.len()];
+            out.par_chunks_mut(CHUNK).zip(xs.par_chunks(CHUNK).zip(ys.par_chunks(CHUNK))).for_each(|(o, (x, y))| {
+                o.iter_mut().zip(x).zip(y).for_each(|((o, &x), &y)| *o = f(x, y));
+            });
+            FlexTensor::from_data(TensorData::new(out, a.shape()))
+        }
+
+        impl AddRelu for Flex {
+            fn add_relu(y: FlexTensor, shortcut: FlexTensor) -> FlexTensor {
+                // As Burn's ReLU: 0 where the sum is ≤ 0, a NaN kept (a diverged run must show).
+                zip_map(&y, &shortcut, |y, s| if y + s <= 0.0 { 0.0 } else { y + s })
+            }
+        }
+
+        #[derive(Debug)]
+        struct AddReluBackward;
+
+        impl Backward<Flex, 2> for AddReluBackward {
+            /// The output: the gradient passes where it is positive.
+            type State = FlexTensor;
+
+            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let [node_y, node_shortcut] = ops.parents;
+                let grad = grads.consume::<Flex>(&ops.node);
+                let dx = zip_map(&ops.state, &grad, |out, dy| if out <= 0.0 { 0.0 } else { dy });
+                if let Some(node) = node_shortcut {
+                    grads.register::<Flex>(node.id, dx.clone());
+                }
+                if let Some(node) = node_y {
+                    grads.register::<Flex>(node.id, dx);
+                }
+            }
+        }
+
+        impl<C: CheckpointStrategy> AddRelu for Autodiff<Flex, C> {
+            fn add_relu(y: FloatTensor<Self>, shortcut: FloatTensor<Self>) -> FloatTensor<Self> {
+                match AddReluBackward.prepare::<C>([y.node(), shortcut.node()]).compute_bound().stateful() {
+                    OpsKind::Tracked(prep) => {
+                        let out = Flex::add_relu(y.into_primitive(), shortcut.into_primitive());
+                        prep.finish(out.clone(), out)
+                    }
+                    OpsKind::UnTracked(prep) => prep.finish(Flex::add_relu(y.into_primitive(), shortcut.into_primitive())),
+                }
+            }
         }
     }
 
-    impl<C: CheckpointStrategy> AddRelu for Autodiff<LibTorch, C> {
-        fn add_relu(y: FloatTensor<Self>, shortcut: FloatTensor<Self>) -> FloatTensor<Self> {
-            crate::ops::libtorch::record::<C, 2, _>([y, shortcut], |[y, shortcut]| (torch_add_relu(y, shortcut), ())).0
+    #[cfg(feature = "tch")]
+    mod libtorch {
+        use super::AddRelu;
+        use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+        use burn::backend::libtorch::TchTensor;
+        use burn::backend::tensor::FloatTensor;
+        use burn::backend::{Autodiff, LibTorch};
+
+        /// The sum with ReLU applied in place.
+        fn torch_add_relu(y: &tch::Tensor, shortcut: &tch::Tensor) -> tch::Tensor {
+            let mut sum = y + shortcut;
+            let _ = sum.relu_();
+            sum
+        }
+
+        impl AddRelu for LibTorch {
+            fn add_relu(y: TchTensor, shortcut: TchTensor) -> TchTensor {
+                TchTensor::new(torch_add_relu(&y.tensor, &shortcut.tensor))
+            }
+        }
+
+        impl<C: CheckpointStrategy> AddRelu for Autodiff<LibTorch, C> {
+            fn add_relu(y: FloatTensor<Self>, shortcut: FloatTensor<Self>) -> FloatTensor<Self> {
+                crate::ops::libtorch::record::<C, 2, _>([y, shortcut], |[y, shortcut]| (torch_add_relu(y, shortcut), ())).0
+            }
         }
     }
 }

@@ -80,8 +80,12 @@ fn forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, epsilon: f64, 
     out.par_chunks_mut(pixels).zip(xs.par_chunks(pixels)).enumerate().for_each(|(plane, (o, x))| {
         let c = plane % channels;
         let (scale, shift) = scale_shift(&gamma, &beta, &inv, &mean, c);
-        let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
-        o.iter_mut().zip(x).for_each(|(o, &x)| *o = (x * scale + shift).max(floor));
+        // With the ReLU, 0 where y ≤ 0 and a NaN kept, as Burn's ReLU (`max` would turn a NaN of
+        // a diverged run into 0, and into −∞ without it).
+        match relu {
+            true => o.iter_mut().zip(x).for_each(|(o, &x)| *o = if x * scale + shift <= 0.0 { 0.0 } else { x * scale + shift }),
+            false => o.iter_mut().zip(x).for_each(|(o, &x)| *o = x * scale + shift),
+        }
     });
     (tensor(out, x.shape()), tensor(mean, Shape::new([channels])), tensor(variance, Shape::new([channels])))
 }
