@@ -1,7 +1,8 @@
 //! The end of a residual block (`simclr::ops::residual::add_relu`): `relu(y + shortcut)` and the
-//! gradients of both addends equal Burn's own sum and ReLU exactly. On libtorch the op's backward
-//! hands both addends one tensor; an optimiser that takes one gradient and updates it (Burn
-//! updates a tensor in place when it holds its storage alone) must leave the other as it was.
+//! gradients of both addends equal Burn's own sum and ReLU exactly, whether the op may write over
+//! y or not. On libtorch and flex the op's backward hands both addends one tensor; an optimiser
+//! that takes one gradient and updates it (Burn updates a tensor in place when it holds its
+//! storage alone) must leave the other as it was.
 
 use burn::tensor::activation::relu;
 use burn::tensor::{Distribution, Tensor, TensorData};
@@ -25,11 +26,15 @@ fn output_and_gradients(f: impl Fn(Tensor<4>, Tensor<4>) -> Tensor<4>, data: &[T
 fn add_relu_equals_burns_sum_and_relu_with_its_gradients() {
     let device = simclr::default_device();
     let data = [0; 4].map(|_| Tensor::<4>::random([2, 3, 4, 5], Distribution::Normal(0.0, 1.0), &device).into_data());
-    let ours = output_and_gradients(add_relu, &data);
     let burns = output_and_gradients(|y, s| relu(y + s), &data);
-    for (what, (a, b)) in ["output", "y's gradient (+ a)", "the shortcut's gradient"].iter().zip(ours.iter().zip(&burns)) {
-        assert_eq!(a, b, "{what}");
+    // y shared (a leaf the caller keeps), and y a fresh tensor the op may write over (flex).
+    for fresh in [false, true] {
+        let ours = output_and_gradients(|y, s| add_relu(if fresh { y.mul_scalar(1.0) } else { y }, s), &data);
+        for (what, (a, b)) in ["output", "y's gradient (+ a)", "the shortcut's gradient"].iter().zip(ours.iter().zip(&burns)) {
+            assert_eq!(a, b, "{what}, fresh y {fresh}");
+        }
     }
+    let ours = output_and_gradients(add_relu, &data);
     // The ReLU cut some of the sum and kept the rest.
     let cut = ours[0].iter().filter(|&&v| v == 0.0).count();
     assert!(cut > 10 && cut < 110, "{cut} of 120 outputs cut");

@@ -51,10 +51,19 @@ mod own {
         /// Values a parallel task takes of the element-wise passes.
         const CHUNK: usize = 1 << 16;
 
-        /// `f(a, b)` of each pair of values, in a new tensor of `a`'s shape.
-        fn zip_map(a: &FlexTensor, b: &FlexTensor, f: impl Fn(f32, f32) -> f32 + Sync) -> FlexTensor {
-            let (a_values, b_values) = (a.to_contiguous(), b.to_contiguous());
-            let (xs, ys) = (a_values.as_slice::<f32>().expect("f32 tensor"), b_values.as_slice::<f32>().expect("f32 tensor"));
+        /// `f(a, b)` of each pair of values (of one shape): written over `a` where it holds its
+        /// storage alone, in order and whole (as Burn's element-wise ops reuse a buffer), else into
+        /// a new tensor.
+        fn zip_map(mut a: FlexTensor, b: &FlexTensor, f: impl Fn(f32, f32) -> f32 + Sync) -> FlexTensor {
+            let b_values = b.to_contiguous();
+            let ys = b_values.as_slice::<f32>().expect("f32 tensor");
+            let whole = a.as_slice::<f32>().is_some_and(|v| v.len() == a.storage::<f32>().len());
+            if let Some(xs) = a.try_storage_mut::<f32>().filter(|_| whole) {
+                xs.par_chunks_mut(CHUNK).zip(ys.par_chunks(CHUNK)).for_each(|(x, y)| x.iter_mut().zip(y).for_each(|(x, &y)| *x = f(*x, y)));
+                return a;
+            }
+            let a_values = a.to_contiguous();
+            let xs = a_values.as_slice::<f32>().expect("f32 tensor");
             // Zeroed memory this large comes fresh from the system (calloc), without a pass.
             let mut out = vec![0f32; xs.len()];
             out.par_chunks_mut(CHUNK).zip(xs.par_chunks(CHUNK).zip(ys.par_chunks(CHUNK))).for_each(|(o, (x, y))| {
@@ -66,7 +75,7 @@ mod own {
         impl AddRelu for Flex {
             fn add_relu(y: FlexTensor, shortcut: FlexTensor) -> FlexTensor {
                 // As Burn's ReLU: 0 where the sum is ≤ 0, a NaN kept (a diverged run must show).
-                zip_map(&y, &shortcut, |y, s| if y + s <= 0.0 { 0.0 } else { y + s })
+                zip_map(y, &shortcut, |y, s| if y + s <= 0.0 { 0.0 } else { y + s })
             }
         }
 
@@ -80,7 +89,7 @@ mod own {
             fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
                 let [node_y, node_shortcut] = ops.parents;
                 let grad = grads.consume::<Flex>(&ops.node);
-                let dx = zip_map(&ops.state, &grad, |out, dy| if out <= 0.0 { 0.0 } else { dy });
+                let dx = zip_map(grad, &ops.state, |dy, out| if out <= 0.0 { 0.0 } else { dy });
                 if let Some(node) = node_shortcut {
                     grads.register::<Flex>(node.id, dx.clone());
                 }
