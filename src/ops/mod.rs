@@ -1,6 +1,6 @@
 //! Kernels apart from the paper's concepts: the encoder's [`conv`]olution and training-mode
 //! [`batchnorm`] as our own operations on the CPU backends and libtorch, the end of a
-//! [`residual`] block as one operation on libtorch, the differentiable sum over the ranks
+//! [`residual`] block as one operation on flex and libtorch, the differentiable sum over the ranks
 //! ([`all_reduce`]) sync BN is built on elsewhere, and the libtorch glue they use; and [`indices`],
 //! positions as the `Int` tensor that `select`, `gather` and `scatter` take.
 
