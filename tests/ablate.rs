@@ -245,23 +245,30 @@ fn on_a_drawn_test_split_each_seed_holds_out_its_fold_and_the_contrast_pairs_wit
     assert!(!bad.status.success() && err.contains("--test-fold 3") && err.contains("0 to 2"), "{err}");
 }
 
+/// Fashion-MNIST's IDX folder, or none (the test is then skipped, and says so) where it is not
+/// installed.
+fn fashion_mnist() -> Option<&'static str> {
+    const FASHION: &str = "/usr/share/datasets/fashion-mnist";
+    if Path::new(FASHION).exists() {
+        return Some(FASHION);
+    }
+    eprintln!("skipped: {FASHION} missing (apt-get install -y dataset-fashion-mnist); CI installs it");
+    None
+}
+
 /// The committed medium-preset reports are what `ablate` writes from their committed
 /// `results.json`: in a fresh folder holding only that file it trains nothing, writes the same
 /// tables and verdicts (every line but the command, which names the folder), the study's figures,
 /// and the same `results.json` byte for byte (numbers round-trip).
 #[test]
 fn the_committed_medium_reports_are_rewritten_from_their_results_alone() {
-    const FASHION: &str = "/usr/share/datasets/fashion-mnist";
-    if !Path::new(FASHION).exists() {
-        eprintln!("skipped: {FASHION} missing (apt-get install -y dataset-fashion-mnist); CI installs it");
-        return;
-    }
+    let Some(fashion) = fashion_mnist() else { return };
     let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ablations/medium");
     for (study, figures) in [("scale", &["length-batch.png", "width.png"][..]), ("temperature", &["temperature.png"][..])] {
         let dir = tempfile::tempdir().unwrap();
         let json = std::fs::read(committed.join(study).join("results.json")).unwrap();
         std::fs::write(dir.path().join("results.json"), &json).unwrap();
-        let args = ["--quiet", "ablate", "--study", study, "--preset", "medium", "--dataset", "fashion-mnist", "--data", FASHION, "--out"];
+        let args = ["--quiet", "ablate", "--study", study, "--preset", "medium", "--dataset", "fashion-mnist", "--data", fashion, "--out"];
         let out = Command::new(env!("CARGO_BIN_EXE_simclr")).args(args).arg(dir.path()).output().unwrap();
         let said = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success() && said.contains(": 0 runs trained"), "{study}: {said}{}", String::from_utf8_lossy(&out.stderr));
@@ -280,15 +287,11 @@ fn the_committed_medium_reports_are_rewritten_from_their_results_alone() {
 /// trains nothing and leaves results.json as it was and report.md unwritten.
 #[test]
 fn redraw_draws_the_figures_of_older_results_without_training() {
-    const FASHION: &str = "/usr/share/datasets/fashion-mnist";
-    if !Path::new(FASHION).exists() {
-        eprintln!("skipped: {FASHION} missing (apt-get install -y dataset-fashion-mnist); CI installs it");
-        return;
-    }
+    let Some(fashion) = fashion_mnist() else { return };
     let dir = tempfile::tempdir().unwrap();
     let json = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ablations/scale/results.json")).unwrap();
     std::fs::write(dir.path().join("results.json"), &json).unwrap();
-    let run = |extra: &[&str]| Command::new(env!("CARGO_BIN_EXE_simclr")).args(["--quiet", "ablate", "--study", "scale", "--dataset", "fashion-mnist", "--data", FASHION, "--out"]).arg(dir.path()).args(extra).output().unwrap();
+    let run = |extra: &[&str]| Command::new(env!("CARGO_BIN_EXE_simclr")).args(["--quiet", "ablate", "--study", "scale", "--dataset", "fashion-mnist", "--data", fashion, "--out"]).arg(dir.path()).args(extra).output().unwrap();
     let out = run(&[]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("written by an older simclr"), "{}", String::from_utf8_lossy(&out.stderr));
     let out = run(&["--redraw"]);
