@@ -7,7 +7,7 @@
 use burn::tensor::module::conv2d;
 use burn::tensor::{Distribution, Tensor, TensorData};
 use simclr::ops::conv::{self, Geometry};
-use simclr::ops::direct;
+use simclr::ops::direct::{self, Activations, Order};
 
 /// Output of `f` and the gradients of Σ f(x, w)·r with respect to x (empty unless `input_grad`, as
 /// for the images entering the stem) and w, on an autodiff device.
@@ -95,6 +95,43 @@ fn output_and_gradients_equal_burns_generic_ones() {
     }
 }
 
+/// Under `--memory-format channels-last` on flex, two convolutions in a row (the first reading NCHW
+/// images and handing on channels-last activations, the second reading and writing those) give
+/// the NCHW run's output and gradients bit for bit: the direct kernels compute the same sums and
+/// only the copies change; Burn's own path (shapes the direct kernels do not take) reads the
+/// channels-last activations through their strides.
+#[test]
+fn channels_last_activations_give_the_nchw_numbers_on_flex() {
+    use simclr::device::{Compute, MemoryFormat, Precision};
+    let device = simclr::default_device();
+    if !on_flex(&device) {
+        eprintln!("skipped: flex only (tests/precision.rs checks libtorch's channels-last)");
+        return;
+    }
+    let nchw = Compute::on(&device, Precision::F32, MemoryFormat::Nchw).unwrap();
+    let last = Compute::on(&device, Precision::F32, MemoryFormat::ChannelsLast).unwrap();
+    // (batch, cin, side, c1, c2, the second's kernel, the first's stride): the stem into a
+    // stride-1 3×3, a stride-2 3×3 into a 1×1, 48 channels, widths the direct kernels do not take.
+    for (batch, cin, side, c1, c2, k2, stride) in [(2, 3, 9, 16, 32, 3, 1), (3, 16, 7, 32, 16, 1, 2), (2, 16, 5, 48, 16, 3, 1), (2, 4, 8, 6, 6, 3, 2)] {
+        let random = |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device).into_data();
+        let (x, w1, w2) = (random([batch, cin, side, side]), random([c1, cin, 3, 3]), random([c2, c1, k2, k2]));
+        let ho = (side + 2 - 3) / stride + 1;
+        let r = random([batch, c2, ho, ho]);
+        let run = |compute: &Compute| {
+            let ad = device.clone().autodiff();
+            let [x, w1, w2] = [&x, &w1, &w2].map(|d| Tensor::<4>::from_data(d.clone(), &ad).require_grad());
+            let y = conv::conv2d(conv::conv2d(x.clone(), w1.clone(), stride, 1, compute), w2.clone(), 1, k2 / 2, compute);
+            let g = (y.clone() * Tensor::<4>::from_data(r.clone(), &ad)).sum().backward();
+            let v = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().expect("f32");
+            [v(y), v(x.grad(&g).unwrap()), v(w1.grad(&g).unwrap()), v(w2.grad(&g).unwrap())]
+        };
+        let (a, b) = (run(&nchw), run(&last));
+        for (what, (a, b)) in ["output", "input gradient", "first weight gradient", "second weight gradient"].iter().zip(a.iter().zip(&b)) {
+            assert_eq!(a, b, "{what}: batch {batch} cin {cin} side {side} {c1} then {c2}, stride {stride}");
+        }
+    }
+}
+
 /// f(x, w) = Σ conv(x, w)·r in f64: linear in x and in w, so a central difference is exact up to
 /// rounding.
 fn objective(x: &[f64], w: &[f64], r: &[f32], g: &Geometry) -> f64 {
@@ -167,11 +204,11 @@ fn direct_kernels_match_finite_differences() {
         let w = pattern(cout * cin * k * k, 29, 19, 9.0, 40.0);
         let r = pattern(batch * cout * g.ho() * g.wo(), 17, 13, 6.0, 5.0);
         let case = format!("{isa:?}: batch {batch} cin {cin} side {side} cout {cout} k {k} stride {stride}");
-        let (y, reference) = (direct::forward_on(isa, &x, &w, &g), objective(&to_f64(&x), &to_f64(&w), &r, &g));
+        let (y, reference) = (direct::forward_on(isa, nchw(&x), &w, &g, Order::Nchw), objective(&to_f64(&x), &to_f64(&w), &r, &g));
         let total: f64 = y.iter().zip(&r).map(|(y, r)| *y as f64 * *r as f64).sum();
         assert!((total - reference).abs() < 1e-4 * reference.abs().max(1.0), "forward: {case}: {total} vs {reference}");
-        let input = direct::takes_input_grad(&g);
-        let (dx, dw) = direct::backward_on(isa, &x, &w, &r, &g, input);
+        let input = direct::takes_input_grad(&g).then_some(Order::Nchw);
+        let (dx, dw) = direct::backward_on(isa, nchw(&x), &w, nchw(&r), &g, input);
         assert_eq!(dx.is_some(), stride == 1 && cin % 16 == 0, "{case}");
         // Every 7th coordinate: the finite difference re-runs the whole f64 convolution.
         for i in (0..dw.len()).step_by(7) {
@@ -180,7 +217,25 @@ fn direct_kernels_match_finite_differences() {
         for (i, &analytic) in dx.iter().flatten().enumerate().step_by(7) {
             assert_close(analytic, finite_difference(&x, &w, &r, &g, true, i), &format!("dX[{i}]: {case}"));
         }
+        // Channels-last activations in and out (each order into each): the same values, moved.
+        let (pixels, out_pixels) = (side * side, g.ho() * g.wo());
+        let (x_last, r_last) = (to_nhwc(&x, batch, cin, pixels), to_nhwc(&r, batch, cout, out_pixels));
+        let last = Activations { values: &x_last, order: Order::Nhwc };
+        assert_eq!(direct::forward_on(isa, last, &w, &g, Order::Nchw), y, "NHWC in, NCHW out: {case}");
+        assert_eq!(direct::forward_on(isa, nchw(&x), &w, &g, Order::Nhwc), to_nhwc(&y, batch, cout, out_pixels), "NCHW in, NHWC out: {case}");
+        let (dx_last, dw_last) = direct::backward_on(isa, last, &w, Activations { values: &r_last, order: Order::Nhwc }, &g, input.map(|_| Order::Nhwc));
+        assert_eq!(dw_last, dw, "dW from NHWC: {case}");
+        assert_eq!(dx_last, dx.map(|dx| to_nhwc(&dx, batch, cin, pixels)), "dX in NHWC: {case}");
     }
+}
+
+fn nchw(values: &[f32]) -> Activations<'_> {
+    Activations { values, order: Order::Nchw }
+}
+
+/// `[n, c, pixels]` values as `[n, pixels, c]`.
+fn to_nhwc(v: &[f32], n: usize, c: usize, pixels: usize) -> Vec<f32> {
+    (0..n).flat_map(|i| (0..pixels).flat_map(move |p| (0..c).map(move |ch| v[(i * c + ch) * pixels + p]))).collect()
 }
 
 fn to_f64(v: &[f32]) -> Vec<f64> {

@@ -6,6 +6,7 @@
 
 use burn::tensor::activation::relu;
 use burn::tensor::{Distribution, Tensor, TensorData};
+use simclr::ops::order::stored_channels_last;
 use simclr::ops::residual::add_relu;
 
 /// The output of `f(y, s)`, then, from the gradients of Σ f(y, s)·r, y's gradient taken out and
@@ -33,6 +34,12 @@ fn add_relu_equals_burns_sum_and_relu_with_its_gradients() {
         for (what, (a, b)) in ["output", "y's gradient (+ a)", "the shortcut's gradient"].iter().zip(ours.iter().zip(&burns)) {
             assert_eq!(a, b, "{what}, fresh y {fresh}");
         }
+    }
+    // Both addends stored channels-last (as the convolutions hand them on under `--memory-format
+    // channels-last`): the same numbers.
+    let ours = output_and_gradients(|y, s| add_relu(stored_channels_last(y), stored_channels_last(s)), &data);
+    for (what, (a, b)) in ["output", "y's gradient (+ a)", "the shortcut's gradient"].iter().zip(ours.iter().zip(&burns)) {
+        assert_eq!(a, b, "{what}, channels-last");
     }
     let ours = output_and_gradients(add_relu, &data);
     // The ReLU cut some of the sum and kept the rest.

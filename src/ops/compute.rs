@@ -23,7 +23,7 @@ pub enum Precision {
     Bf16,
 }
 
-/// Memory order of the encoder's activations on libtorch (`--memory-format`).
+/// Memory order of the encoder's activations on libtorch and flex (`--memory-format`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
@@ -33,8 +33,10 @@ pub enum MemoryFormat {
     Auto,
     /// `[N, C, H, W]` in memory order (Burn's own layout).
     Nchw,
-    /// `[N, H, W, C]` in memory (PyTorch's `channels_last`): each convolution's input converted
-    /// once at the stem; oneDNN's and cuDNN's NHWC kernels; libtorch devices only.
+    /// `[N, H, W, C]` in memory (PyTorch's `channels_last`), converted once at the stem: on
+    /// libtorch oneDNN's and cuDNN's NHWC kernels; on flex ([`crate::ops::order`]) the direct
+    /// convolutions read and write it without transposes, BN and the residual end take it as it is.
+    /// libtorch and flex (`f32`) only.
     ChannelsLast,
 }
 
@@ -47,7 +49,7 @@ pub enum MemoryFormat {
 pub struct Compute {
     /// Arithmetic of the encoder's convolutions (`bf16`: libtorch only).
     pub precision: Precision,
-    /// Memory order of the convolutions' inputs (channels-last: libtorch only).
+    /// Memory order of the convolutions' inputs (channels-last: libtorch and flex only).
     pub memory_format: MemoryFormat,
     /// The ranks training-mode BN takes its statistics over (sync BN); `None`: this rank's alone.
     pub sync_bn: Option<&'static dyn crate::distributed::Collective>,
@@ -58,9 +60,10 @@ pub struct Compute {
 }
 
 impl Compute {
-    /// `precision` and `memory_format` checked against `device` (`bf16` and `channels-last` are
-    /// libtorch's: elsewhere an error naming the fix; `bf16` warns on a CPU without AMX), the
-    /// memory format resolved (`auto`: channels-last on libtorch, NCHW elsewhere); no sync BN.
+    /// `precision` and `memory_format` checked against `device` (`bf16` is libtorch's,
+    /// `channels-last` libtorch's and flex's: elsewhere an error naming the fix; `bf16` warns on a
+    /// CPU without AMX), the memory format resolved (`auto`: channels-last on libtorch, NCHW
+    /// elsewhere); no sync BN.
     pub fn on(device: &Device, precision: Precision, memory_format: MemoryFormat) -> Result<Self> {
         #[cfg(feature = "tch")]
         if is_libtorch(device) {
@@ -75,10 +78,11 @@ impl Compute {
         if precision == Precision::Bf16 {
             bail!("--precision bf16: only libtorch devices compute convolutions in bfloat16, not {device:?}; use --device tch-cpu or cuda (feature tch), or --precision f32");
         }
-        if memory_format == MemoryFormat::ChannelsLast {
-            bail!("--memory-format channels-last: only libtorch devices keep activations channels-last, not {device:?}; use --device tch-cpu or cuda (feature tch), or --memory-format auto");
+        if memory_format == MemoryFormat::ChannelsLast && !is_flex(device) {
+            bail!("--memory-format channels-last: only libtorch and flex devices keep activations channels-last, not {device:?}; use --device flex, tch-cpu or cuda (feature tch), or --memory-format auto");
         }
-        Ok(Compute { precision, memory_format: MemoryFormat::Nchw, ..Compute::default() })
+        let memory_format = if memory_format == MemoryFormat::ChannelsLast { MemoryFormat::ChannelsLast } else { MemoryFormat::Nchw };
+        Ok(Compute { precision, memory_format, ..Compute::default() })
     }
 
     /// With training-mode BN's statistics over the ranks of `world` (sync BN) when `on` and it has
@@ -92,10 +96,26 @@ impl Compute {
         self.precision == Precision::Bf16
     }
 
-    /// Whether libtorch's convolutions take their input channels-last.
-    pub fn channels_last(&self) -> bool {
-        self.memory_format != MemoryFormat::Nchw
+    /// Whether the convolutions on `device` take their input and hand on their output
+    /// channels-last: under `channels-last`, and under `auto` except on flex (where NCHW is
+    /// `auto`'s order).
+    pub fn channels_last(&self, device: &Device) -> bool {
+        match self.memory_format {
+            MemoryFormat::Nchw => false,
+            MemoryFormat::ChannelsLast => true,
+            MemoryFormat::Auto => !is_flex(device),
+        }
     }
+}
+
+/// Whether `device` is a flex device.
+fn is_flex(device: &Device) -> bool {
+    #[cfg(feature = "flex")]
+    if matches!(device.clone().inner().as_dispatch(), burn::backend::DispatchDevice::Flex(_)) {
+        return true;
+    }
+    let _ = device;
+    false
 }
 
 /// Whether this CPU has Intel AMX with bfloat16 tiles (the `amx_bf16` flag Linux lists), which

@@ -133,8 +133,9 @@ pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize, pad: usize, comput
     #[cfg(any(feature = "flex", feature = "tch"))]
     if super::has_own_ops(&x) {
         use own::OwnBackwardConv;
+        let channels_last = compute.channels_last(&x.device());
         let (x, weight) = (x.into_dispatch(), weight.into_dispatch());
-        let out = <burn::backend::Dispatch as OwnBackwardConv>::conv2d_own_backward(x, weight, stride, pad, compute.bf16(), compute.channels_last());
+        let out = <burn::backend::Dispatch as OwnBackwardConv>::conv2d_own_backward(x, weight, stride, pad, compute.bf16(), channels_last);
         return Tensor::from_dispatch(out);
     }
     let _ = compute;
@@ -161,8 +162,9 @@ mod own {
     #[cfg(feature = "flex")]
     mod flex {
         use super::super::{weight_grad, Geometry};
+        use crate::ops::direct::{self, Activations};
         use crate::ops::geometry::options;
-        use crate::ops::direct;
+        use crate::ops::order::{self, Order};
         use super::OwnBackwardConv;
         use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
         use burn::backend::autodiff::grads::Gradients;
@@ -186,19 +188,21 @@ mod own {
             f(std::array::from_fn(|i| contiguous[i].as_slice().expect("f32 tensor")))
         }
 
-        /// The convolution: the direct channels-last kernels where they apply, else Burn's.
-        fn forward(x: FlexTensor, weight: FlexTensor, stride: usize, pad: usize) -> FlexTensor {
+        /// The convolution: the direct channels-last kernels where they apply, reading `x` in the
+        /// order it is stored and writing channels-last if `channels_last`; else Burn's.
+        fn forward(x: FlexTensor, weight: FlexTensor, stride: usize, pad: usize, channels_last: bool) -> FlexTensor {
             let g = geometry(&x, &weight, stride, pad);
             if !direct::takes(&g) {
                 return Flex::conv2d(x, weight, None, options(stride, pad));
             }
-            let y = on_slices([&x, &weight], |[x, weight]| direct::forward(x, weight, &g));
-            FlexTensor::from_data(TensorData::new(y, [g.batch, g.cout, g.ho(), g.wo()]))
+            let ((x, x_order), out) = (order::dense(x), if channels_last { Order::Nhwc } else { Order::Nchw });
+            let y = on_slices([&weight], |[weight]| direct::forward(Activations { values: order::values(&x), order: x_order }, weight, &g, out));
+            order::from_values(y, [g.batch, g.cout, g.ho(), g.wo()].into(), out)
         }
 
         impl OwnBackwardConv for Flex {
-            fn conv2d_own_backward(x: FlexTensor, weight: FlexTensor, stride: usize, pad: usize, _: bool, _: bool) -> FlexTensor {
-                forward(x, weight, stride, pad)
+            fn conv2d_own_backward(x: FlexTensor, weight: FlexTensor, stride: usize, pad: usize, _: bool, channels_last: bool) -> FlexTensor {
+                forward(x, weight, stride, pad, channels_last)
             }
         }
 
@@ -218,11 +222,14 @@ mod own {
                 let x: FlexTensor = checkpointer.retrieve_node_output(x_state);
                 let weight: FlexTensor = checkpointer.retrieve_node_output(weight_state);
                 let g = geometry(&x, &weight, stride, pad);
-                // The direct kernels give the weight gradient, and the input gradient at stride 1.
-                let direct_x = node_x.is_some() && direct::takes_input_grad(&g);
+                // The direct kernels give the weight gradient, and the input gradient at stride 1,
+                // stored in the order of the input.
+                let ((xd, x_order), (dy, dy_order)) = (order::dense(x.clone()), order::dense(grad.clone()));
+                let direct_x = (node_x.is_some() && direct::takes_input_grad(&g)).then_some(x_order);
                 let (dx, dw) = match (direct::takes(&g), &node_weight) {
                     (true, _) => {
-                        let (dx, dw) = on_slices([&x, &weight, &grad], |[x, weight, grad]| direct::backward(x, weight, grad, &g, direct_x));
+                        let (x, dy) = (Activations { values: order::values(&xd), order: x_order }, Activations { values: order::values(&dy), order: dy_order });
+                        let (dx, dw) = on_slices([&weight], |[weight]| direct::backward(x, weight, dy, &g, direct_x));
                         (dx, Some(dw))
                     }
                     (false, Some(_)) => (None, Some(on_slices([&x, &grad], |[x, grad]| weight_grad(x, grad, &g)))),
@@ -230,8 +237,8 @@ mod own {
                 };
                 if let Some(node) = node_x {
                     let dx = match dx {
-                        Some(dx) => FlexTensor::from_data(TensorData::new(dx, x.shape())),
-                        None => Flex::conv2d_x_backward(x.clone(), weight.clone(), grad, options(stride, pad)),
+                        Some(dx) => order::from_values(dx, x.shape(), x_order),
+                        None => order::in_order(&Flex::conv2d_x_backward(x.clone(), weight.clone(), grad, options(stride, pad)), x_order),
                     };
                     grads.register::<Flex>(node.id, dx);
                 }
@@ -242,13 +249,13 @@ mod own {
         }
 
         impl<C: CheckpointStrategy> OwnBackwardConv for Autodiff<Flex, C> {
-            fn conv2d_own_backward(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, pad: usize, _: bool, _: bool) -> FloatTensor<Self> {
+            fn conv2d_own_backward(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, pad: usize, _: bool, channels_last: bool) -> FloatTensor<Self> {
                 match CpuConv.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
                     OpsKind::Tracked(mut prep) => {
                         let state = (prep.checkpoint(&x), prep.checkpoint(&weight), stride, pad);
-                        prep.finish(state, forward(x.into_primitive(), weight.into_primitive(), stride, pad))
+                        prep.finish(state, forward(x.into_primitive(), weight.into_primitive(), stride, pad, channels_last))
                     }
-                    OpsKind::UnTracked(prep) => prep.finish(forward(x.into_primitive(), weight.into_primitive(), stride, pad)),
+                    OpsKind::UnTracked(prep) => prep.finish(forward(x.into_primitive(), weight.into_primitive(), stride, pad, channels_last)),
                 }
             }
         }

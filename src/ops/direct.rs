@@ -22,7 +22,9 @@
 //! [`crate::ops::conv`] keeps Burn's path there, and for the shapes these kernels do not take.
 
 use super::geometry::Geometry;
+pub use super::order::Order;
 use rayon::prelude::*;
+use std::borrow::Cow;
 
 /// `f32` lanes of one AVX-512 vector register (two AVX2 ones), the unit of output channels.
 const LANES: usize = 16;
@@ -111,17 +113,24 @@ pub fn takes_input_grad(g: &Geometry) -> bool {
     takes(g) && g.stride == 1 && g.cin % LANES == 0
 }
 
-/// The convolution of `x` (`[batch, cin, h, w]`) by Burn's weight (`[cout, cin, k, k]`), in
-/// Burn's layout `[batch, cout, ho, wo]`.
-pub fn forward(x: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
-    forward_on(best(), x, weight, g)
+/// Activations `[batch, c, h, w]`: their values, stored in `order`.
+#[derive(Clone, Copy, Debug)]
+pub struct Activations<'a> {
+    pub values: &'a [f32],
+    pub order: Order,
+}
+
+/// The convolution of `x` (`[batch, cin, h, w]`) by Burn's weight (`[cout, cin, k, k]`):
+/// `[batch, cout, ho, wo]` stored in `out`.
+pub fn forward(x: Activations, weight: &[f32], g: &Geometry, out: Order) -> Vec<f32> {
+    forward_on(best(), x, weight, g, out)
 }
 
 /// [`forward`] in the instruction set `isa` (one this CPU [runs](Isa::runs)).
-pub fn forward_on(isa: Isa, x: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
+pub fn forward_on(isa: Isa, x: Activations, weight: &[f32], g: &Geometry, out: Order) -> Vec<f32> {
     assert!(takes(g) && isa.runs(), "the direct kernels do not take {g:?} in {isa:?} on this CPU");
     let xp = Padded::of(isa, x, g.batch, g.cin, g.h, g.w, g.pad);
-    forward_packed(isa, &xp, &pack_weight(weight, g.cout, g.cin, g.k, false, isa.panel()), g)
+    forward_packed(isa, &xp, &pack_weight(weight, g.cout, g.cin, g.k, false, isa.panel()), g, out)
 }
 
 /// The best instruction set of this CPU; callers checked [`available`] (through [`takes`]).
@@ -129,36 +138,37 @@ fn best() -> Isa {
     Isa::best().expect("the direct kernels need AVX-512F, or AVX2 and FMA, on x86-64")
 }
 
-/// Gradients of the convolution given its input `x` and the output gradient `dy`, all in Burn's
-/// layout: the input gradient when `input` (requires [`takes_input_grad`]) and the weight gradient
-/// `[cout, cin, k, k]`.
-pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], g: &Geometry, input: bool) -> (Option<Vec<f32>>, Vec<f32>) {
+/// Gradients of the convolution given its input `x` and the output gradient `dy`: the input
+/// gradient stored in the order `input` names, if any (requires [`takes_input_grad`]), and the
+/// weight gradient in Burn's layout `[cout, cin, k, k]`.
+pub fn backward(x: Activations, weight: &[f32], dy: Activations, g: &Geometry, input: Option<Order>) -> (Option<Vec<f32>>, Vec<f32>) {
     backward_on(best(), x, weight, dy, g, input)
 }
 
 /// [`backward`] in the instruction set `isa` (one this CPU [runs](Isa::runs)).
-pub fn backward_on(isa: Isa, x: &[f32], weight: &[f32], dy: &[f32], g: &Geometry, input: bool) -> (Option<Vec<f32>>, Vec<f32>) {
+pub fn backward_on(isa: Isa, x: Activations, weight: &[f32], dy: Activations, g: &Geometry, input: Option<Order>) -> (Option<Vec<f32>>, Vec<f32>) {
     assert!(
-        takes(g) && (!input || takes_input_grad(g)) && isa.runs(),
-        "the direct kernels do not take {g:?} (input gradient: {input}) in {isa:?} on this CPU"
+        takes(g) && (input.is_none() || takes_input_grad(g)) && isa.runs(),
+        "the direct kernels do not take {g:?} (input gradient: {input:?}) in {isa:?} on this CPU"
     );
     // The input gradient is the stride-1 convolution of dy padded by k − 1 − pad with the kernel
     // flipped and its channels swapped; the weight gradient reads the same padded copy.
-    let dy_pad = if input { g.k - 1 - g.pad } else { 0 };
+    let dy_pad = if input.is_some() { g.k - 1 - g.pad } else { 0 };
     let dyp = Padded::of(isa, dy, g.batch, g.cout, g.ho(), g.wo(), dy_pad);
-    let dx = input.then(|| {
+    let dx = input.map(|order| {
         let transposed = Geometry { batch: g.batch, cin: g.cout, h: g.ho(), w: g.wo(), cout: g.cin, k: g.k, stride: 1, pad: dy_pad };
         let flipped = pack_weight(&swap_channels(weight, g.cout, g.cin, g.k * g.k), g.cin, g.cout, g.k, true, isa.panel());
-        forward_packed(isa, &dyp, &flipped, &transposed)
+        forward_packed(isa, &dyp, &flipped, &transposed, order)
     });
     let xp = Padded::of(isa, x, g.batch, g.cin, g.h, g.w, g.pad);
     (dx, weight_grad(isa, &xp, &dyp, g))
 }
 
-/// Activations `[batch, c, h, w]` copied channels-last with a zero border: `[batch, h + 2·pad,
-/// w + 2·pad, c]`.
-struct Padded {
-    data: Vec<f32>,
+/// Activations `[batch, c, h, w]` channels-last with a zero border: `[batch, h + 2·pad,
+/// w + 2·pad, c]`; a copy, or the activations themselves when they are channels-last already and
+/// the border is empty.
+struct Padded<'a> {
+    data: Cow<'a, [f32]>,
     /// Rows and columns of each image with the border, channels, border width.
     h: usize,
     w: usize,
@@ -166,19 +176,25 @@ struct Padded {
     pad: usize,
 }
 
-impl Padded {
-    fn of(isa: Isa, x: &[f32], batch: usize, c: usize, h: usize, w: usize, pad: usize) -> Self {
+impl<'a> Padded<'a> {
+    fn of(isa: Isa, x: Activations<'a>, batch: usize, c: usize, h: usize, w: usize, pad: usize) -> Self {
         let (hp, wp, hw) = (h + 2 * pad, w + 2 * pad, h * w);
-        assert_eq!(x.len(), batch * c * hw);
+        assert_eq!(x.values.len(), batch * c * hw);
+        if x.order == Order::Nhwc && pad == 0 {
+            return Padded { data: Cow::Borrowed(x.values), h, w, c, pad };
+        }
         let mut data = vec![0f32; batch * hp * wp * c];
-        data.par_chunks_mut((hp * wp * c).max(1)).zip(x.par_chunks((c * hw).max(1))).for_each(|(dst, src)| {
+        data.par_chunks_mut((hp * wp * c).max(1)).zip(x.values.par_chunks((c * hw).max(1))).for_each(|(dst, src)| {
             for y in 0..h {
-                // Row y of every channel plane (a `c × w` matrix with row stride `hw`) into the
-                // inside of padded row y + pad.
-                transpose(isa, &src[y * w..], hw, c, w, &mut dst[((y + pad) * wp + pad) * c..][..w * c], c);
+                let inside = &mut dst[((y + pad) * wp + pad) * c..][..w * c];
+                match x.order {
+                    // Row y of every channel plane (a `c × w` matrix with row stride `hw`).
+                    Order::Nchw => transpose(isa, &src[y * w..], hw, c, w, inside, c),
+                    Order::Nhwc => inside.copy_from_slice(&src[y * w * c..][..w * c]),
+                }
             }
         });
-        Padded { data, h: hp, w: wp, c, pad }
+        Padded { data: Cow::Owned(data), h: hp, w: wp, c, pad }
     }
 
     /// Offset of each pixel (`[batch, h, w]` order, the border left out) in the buffer.
@@ -283,28 +299,36 @@ fn swap_channels(weight: &[f32], cout: usize, cin: usize, taps: usize) -> Vec<f3
 }
 
 /// The convolution of the padded channels-last input `xp` by the packed weight `wt`
-/// (`[tap, cin, cout]`), in Burn's layout `[batch, cout, ho, wo]`: each task computes a block of
-/// output pixels channels-last in cache and transposes it into place.
-fn forward_packed(isa: Isa, xp: &Padded, wt: &[f32], g: &Geometry) -> Vec<f32> {
+/// (`[tap, cin, cout]`), `[batch, cout, ho, wo]` stored in `order`: each task computes a block of
+/// output pixels channels-last, in place for NHWC, else in cache and transposed into place.
+fn forward_packed(isa: Isa, xp: &Padded, wt: &[f32], g: &Geometry, order: Order) -> Vec<f32> {
     assert!(takes(g) && (xp.h, xp.w, xp.c, xp.pad) == (g.h + 2 * g.pad, g.w + 2 * g.pad, g.cin, g.pad));
     let (offsets, taps) = (pixel_offsets(g), tap_offsets(g));
     assert_eq!(xp.data.len(), g.batch * xp.h * xp.w * g.cin);
     assert_eq!(wt.len(), taps.len() * g.cin * g.cout);
     let (pixels, cout) = (g.ho() * g.wo(), g.cout);
     let mut out = vec![0f32; offsets.len() * cout];
+    // The task's pixels channels-last into `block` (`[pixel, cout]`).
+    let compute = |block: &mut [f32], offsets: &[usize]| {
+        for co in (0..cout).step_by(isa.panel()) {
+            let vectors = (cout - co).min(isa.panel()) / LANES;
+            for (i, pixels) in offsets.chunks(BLOCK_PIXELS).enumerate() {
+                // SAFETY: every offset plus tap plus input channel lies inside `xp` (a padded
+                // input of `g`, asserted above), the weight block inside `wt`, the outputs
+                // inside `block` (a row of cout per pixel).
+                unsafe { kernels::forward(isa, pixels, &taps, &xp.data, &wt[co * taps.len() * g.cin..], g.cin, cout, vectors, &mut block[i * BLOCK_PIXELS * cout + co..]) };
+            }
+        }
+    };
+    if order == Order::Nhwc {
+        out.par_chunks_mut(TASK_PIXELS * cout).zip(offsets.par_chunks(TASK_PIXELS)).for_each(|(block, offsets)| compute(block, offsets));
+        return out;
+    }
     let target = Shared(out.as_mut_ptr());
     offsets.par_chunks(TASK_PIXELS).enumerate().for_each_init(
         || vec![0f32; TASK_PIXELS * cout],
         |block, (task, offsets)| {
-            for co in (0..cout).step_by(isa.panel()) {
-                let vectors = (cout - co).min(isa.panel()) / LANES;
-                for (i, pixels) in offsets.chunks(BLOCK_PIXELS).enumerate() {
-                    // SAFETY: every offset plus tap plus input channel lies inside `xp` (a padded
-                    // input of `g`, asserted above), the weight block inside `wt`, the outputs
-                    // inside `block`.
-                    unsafe { kernels::forward(isa, pixels, &taps, &xp.data, &wt[co * taps.len() * g.cin..], g.cin, cout, vectors, &mut block[i * BLOCK_PIXELS * cout + co..]) };
-                }
-            }
+            compute(block, offsets);
             // The block's pixels, image by image, into the `[cout, pixels]` planes.
             let mut i = 0;
             while i < offsets.len() {

@@ -10,6 +10,7 @@ pub mod compute;
 pub mod conv;
 pub mod direct;
 pub mod geometry;
+pub mod order;
 pub mod residual;
 #[cfg(feature = "tch")]
 pub(crate) mod libtorch;

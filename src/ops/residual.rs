@@ -45,31 +45,31 @@ mod own {
         use burn::backend::flex::FlexTensor;
         use burn::backend::tensor::FloatTensor;
         use burn::backend::{Autodiff, Flex, TensorMetadata};
-        use burn::tensor::TensorData;
+        use crate::ops::order;
         use rayon::prelude::*;
 
         /// Values a parallel task takes of the element-wise passes.
         const CHUNK: usize = 1 << 16;
 
-        /// `f(a, b)` of each pair of values (of one shape): written over `a` where it holds its
-        /// storage alone, in order and whole (as Burn's element-wise ops reuse a buffer), else into
-        /// a new tensor.
-        fn zip_map(mut a: FlexTensor, b: &FlexTensor, f: impl Fn(f32, f32) -> f32 + Sync) -> FlexTensor {
-            let b_values = b.to_contiguous();
-            let ys = b_values.as_slice::<f32>().expect("f32 tensor");
-            let whole = a.as_slice::<f32>().is_some_and(|v| v.len() == a.storage::<f32>().len());
-            if let Some(xs) = a.try_storage_mut::<f32>().filter(|_| whole) {
+        /// `f(a, b)` of each pair of values (of one shape), stored in `a`'s order when both are
+        /// stored in one ([`order`]: NCHW or channels-last), else row-major: written over `a`
+        /// where it holds its storage alone (as Burn's element-wise ops reuse a buffer), else
+        /// into a new tensor.
+        fn zip_map(a: FlexTensor, b: &FlexTensor, f: impl Fn(f32, f32) -> f32 + Sync) -> FlexTensor {
+            let (mut a, order) = order::dense(a);
+            let b = order::in_order(b, order);
+            let ys = order::values(&b);
+            if let Some(xs) = a.try_storage_mut::<f32>() {
                 xs.par_chunks_mut(CHUNK).zip(ys.par_chunks(CHUNK)).for_each(|(x, y)| x.iter_mut().zip(y).for_each(|(x, &y)| *x = f(*x, y)));
                 return a;
             }
-            let a_values = a.to_contiguous();
-            let xs = a_values.as_slice::<f32>().expect("f32 tensor");
+            let xs = order::values(&a);
             // Zeroed memory this large comes fresh from the system (calloc), without a pass.
             let mut out = vec![0f32; xs.len()];
             out.par_chunks_mut(CHUNK).zip(xs.par_chunks(CHUNK).zip(ys.par_chunks(CHUNK))).for_each(|(o, (x, y))| {
                 o.iter_mut().zip(x).zip(y).for_each(|((o, &x), &y)| *o = f(x, y));
             });
-            FlexTensor::from_data(TensorData::new(out, a.shape()))
+            order::from_values(out, a.shape(), order)
         }
 
         impl AddRelu for Flex {
