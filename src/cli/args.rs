@@ -23,7 +23,7 @@ pub struct Cli {
     #[arg(long, global = true, value_enum)]
     pub precision: Option<simclr::device::Precision>,
     /// Memory order of the activations: auto (channels-last on libtorch, which runs oneDNN's and
-    /// cuDNN's NHWC convolutions; NCHW elsewhere), nchw, or channels-last (libtorch only).
+    /// cuDNN's NHWC convolutions; NCHW elsewhere), nchw, or channels-last (libtorch and flex).
     #[arg(long, global = true, value_enum, default_value = "auto")]
     pub memory_format: simclr::device::MemoryFormat,
     #[command(subcommand)]
