@@ -224,10 +224,11 @@ mod own {
                 let g = geometry(&x, &weight, stride, pad);
                 // The direct kernels give the weight gradient, and the input gradient at stride 1,
                 // stored in the order of the input.
-                let ((xd, x_order), (dy, dy_order)) = (order::dense(x.clone()), order::dense(grad.clone()));
+                let x_order = order::order_of(&x).unwrap_or(Order::Nchw);
                 let direct_x = (node_x.is_some() && direct::takes_input_grad(&g)).then_some(x_order);
                 let (dx, dw) = match (direct::takes(&g), &node_weight) {
                     (true, _) => {
+                        let ((xd, x_order), (dy, dy_order)) = (order::dense(x.clone()), order::dense(grad.clone()));
                         let (x, dy) = (Activations { values: order::values(&xd), order: x_order }, Activations { values: order::values(&dy), order: dy_order });
                         let (dx, dw) = on_slices([&weight], |[weight]| direct::backward(x, weight, dy, &g, direct_x));
                         (dx, Some(dw))
