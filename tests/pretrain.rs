@@ -227,6 +227,33 @@ fn the_precision_is_recorded_in_the_config() {
     assert_eq!(Config::from_file(&write(dir.path(), &bf16.to_toml())).unwrap().run.precision, simclr::device::Precision::Bf16);
 }
 
+/// `--memory-format channels-last` on flex (the encoder's activations NHWC between its
+/// convolutions) trains as NCHW does: the first step's loss equal to float rounding (the same
+/// images, augmentations and weights; BN sums in another order), the second's close, and the
+/// order recorded in config.toml. ResNet-18 at width 1/4, so the direct kernels take every layer.
+#[test]
+fn channels_last_pretraining_follows_the_nchw_run_on_flex() {
+    let device = simclr::default_device();
+    if !format!("{device:?}").contains("Flex") {
+        eprintln!("skipped: flex only (tests/precision.rs runs libtorch's channels-last step)");
+        return;
+    }
+    let run = |format: simclr::device::MemoryFormat| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = small(dir.path());
+        (cfg.model.width, cfg.optim.max_steps, cfg.data.limit, cfg.run.memory_format) = (0.25, 2, 64, format);
+        let history = pretrain(&cfg, false, &device, false).unwrap().history;
+        (history, std::fs::read_to_string(dir.path().join("config.toml")).unwrap())
+    };
+    let (nchw, _) = run(simclr::device::MemoryFormat::Nchw);
+    let (last, saved) = run(simclr::device::MemoryFormat::ChannelsLast);
+    assert!(saved.contains("memory_format = \"channels-last\""), "{saved}");
+    for ((a, b), tolerance) in nchw.iter().zip(&last).zip([1e-6, 1e-4]) {
+        assert!((a.loss - b.loss).abs() <= tolerance * a.loss.abs(), "step {}: NCHW {}, channels-last {}", a.step, a.loss, b.loss);
+    }
+    assert_eq!(last.len(), 2);
+}
+
 fn write(dir: &Path, text: &str) -> std::path::PathBuf {
     let file = dir.join("c.toml");
     std::fs::write(&file, text).unwrap();
