@@ -35,7 +35,7 @@ pub enum MemoryFormat {
     Nchw,
     /// `[N, H, W, C]` in memory (PyTorch's `channels_last`), converted once at the stem: on
     /// libtorch oneDNN's and cuDNN's NHWC kernels; on flex ([`crate::ops::order`]) the direct
-    /// convolutions read and write it without transposes, BN and the residual end take it as it is.
+    /// convolutions read and write it without transposes, the residual end takes it as it is.
     /// libtorch and flex (`f32`) only.
     ChannelsLast,
 }

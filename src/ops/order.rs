@@ -1,8 +1,9 @@
 //! Memory order of the encoder's activations on flex: Burn's `[batch, c, h, w]` (NCHW), or
 //! channels-last — `[batch, h, w, c]` in memory, Burn's shape kept as a permuted view — which the
-//! direct convolutions read and write without a transpose and BN and the residual end take as
-//! they are (`--memory-format channels-last`, [`crate::ops::compute::MemoryFormat`]). Every other
-//! operation reads such a view through its strides, so the order changes speed, never results.
+//! direct convolutions read and write without a transpose and the residual end takes as it is
+//! (`--memory-format channels-last`, [`crate::ops::compute::MemoryFormat`]). Every other
+//! operation (BN included: it copies its input to NCHW) reads such a view through its strides, so
+//! the order changes speed, never results.
 
 /// Where each value of a `[batch, c, h, w]` tensor lies in its storage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
