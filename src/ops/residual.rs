@@ -51,10 +51,10 @@ mod own {
         /// Values a parallel task takes of the element-wise passes.
         const CHUNK: usize = 1 << 16;
 
-        /// `f(a, b)` of each pair of values (of one shape), stored in `a`'s order when both are
-        /// stored in one ([`order`]: NCHW or channels-last), else row-major: written over `a`
-        /// where it holds its storage alone (as Burn's element-wise ops reuse a buffer), else
-        /// into a new tensor.
+        /// `f(a, b)` of each pair of values (of one shape), stored in `a`'s order ([`order`]: NCHW
+        /// or channels-last; row-major where `a` is another view), `b` copied into that order if
+        /// it is stored otherwise: written over `a` where it holds its storage alone (as Burn's
+        /// element-wise ops reuse a buffer), else into a new tensor.
         fn zip_map(a: FlexTensor, b: &FlexTensor, f: impl Fn(f32, f32) -> f32 + Sync) -> FlexTensor {
             let (mut a, order) = order::dense(a);
             let b = order::in_order(b, order);
