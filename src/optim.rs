@@ -132,10 +132,20 @@ impl Optimizer {
     }
 
     /// Applies one update with learning rate `lr` to every parameter of `module` that has a gradient.
+    /// On libtorch, SGD and LARS update all parameters in one fused call per weight-decay group
+    /// ([`crate::ops::optimizer`]) instead of operation by operation and parameter by parameter.
     pub fn step<M: Module>(&mut self, lr: f64, module: M, grads: GradientsParams) -> M {
         self.steps += 1;
-        let mut mapper = UpdateMapper { opt: self, lr, grads, path: Vec::new(), bn_depth: 0 };
-        module.map(&mut mapper)
+        let fused = fused_batches(&self.rule, &module);
+        let mut mapper = UpdateMapper { opt: self, lr, grads, path: Vec::new(), bn_depth: 0, fused };
+        let module = module.map(&mut mapper);
+        #[cfg(feature = "tch")]
+        if let Some(batches) = mapper.fused {
+            for (decay, batch) in [false, true].into_iter().zip(batches) {
+                batch.update(self.rule, lr, decay);
+            }
+        }
+        module
     }
 
     /// Writes the state as safetensors (`{path}.{buffer}` keys, flat f32) with the step count.
@@ -222,13 +232,32 @@ fn parameter_sizes<M: Module>(module: &M) -> HashMap<String, usize> {
     sizes.sizes
 }
 
-/// Walks a module and updates each parameter in place of the old one.
+/// The parameters of a fused update, without weight decay and with, where it serves `rule` on
+/// `module`'s device.
+#[cfg(feature = "tch")]
+type Batches = [crate::ops::optimizer::Batch; 2];
+/// No fused update without libtorch.
+#[cfg(not(feature = "tch"))]
+type Batches = std::convert::Infallible;
+
+fn fused_batches<M: Module>(rule: &Rule, module: &M) -> Option<Batches> {
+    #[cfg(feature = "tch")]
+    if module.devices().first().is_some_and(|device| crate::ops::optimizer::serves(rule, device)) {
+        return Some(Default::default());
+    }
+    let _ = (rule, module);
+    None
+}
+
+/// Walks a module and updates each parameter in place of the old one, or, with `fused`, gathers
+/// the parameters for [`crate::ops::optimizer::Batch::update`] after the walk.
 struct UpdateMapper<'a> {
     opt: &'a mut Optimizer,
     lr: f64,
     grads: GradientsParams,
     path: Vec<String>,
     bn_depth: usize,
+    fused: Option<Batches>,
 }
 
 impl ModuleMapper for UpdateMapper<'_> {
@@ -265,9 +294,24 @@ impl ModuleMapper for UpdateMapper<'_> {
             .state
             .remove(&path)
             .unwrap_or_else(|| (0..rule.buffers()).map(|_| Tensor::zeros([numel], &w.device())).collect());
-        let mut buffers: Vec<Tensor<D>> = flat.into_iter().map(|b| b.reshape(dims)).collect();
-        let updated = rule.apply(self.lr, self.opt.steps, w, grad, &mut buffers, decay);
-        self.opt.state.insert(path, buffers.into_iter().map(|b| b.reshape([numel])).collect());
+        let updated = match &mut self.fused {
+            #[cfg(feature = "tch")]
+            Some(batches) => {
+                // Updated in place after the walk: the module returned holds this storage.
+                let w = crate::ops::optimizer::exclusive(w);
+                batches[decay as usize].push(w.clone(), grad, flat[0].clone());
+                self.opt.state.insert(path, flat);
+                w
+            }
+            #[cfg(not(feature = "tch"))]
+            Some(never) => match *never {},
+            None => {
+                let mut buffers: Vec<Tensor<D>> = flat.into_iter().map(|b| b.reshape(dims)).collect();
+                let updated = rule.apply(self.lr, self.opt.steps, w, grad, &mut buffers, decay);
+                self.opt.state.insert(path, buffers.into_iter().map(|b| b.reshape([numel])).collect());
+                updated
+            }
+        };
         let mut updated = Tensor::from_inner(updated);
         if require_grad {
             updated = updated.require_grad();

@@ -134,3 +134,115 @@ fn state_survives_save_and_load() {
     assert_eq!(values(next_a.linear.weight.val()), values(next_b.linear.weight.val()));
     assert_eq!(values(next_a.linear.bias.unwrap().val()), values(next_b.linear.bias.unwrap().val()));
 }
+
+/// A convolution, a BN and a linear layer: 4-, 2- and 1-dimensional parameters in both
+/// weight-decay groups.
+#[derive(Module, Debug)]
+struct Net {
+    conv: burn::nn::conv::Conv2d,
+    bn: BatchNorm,
+    linear: Linear,
+}
+
+/// Every trainable parameter of `net` (not BN's running statistics) with its values and shape,
+/// in the module's order.
+fn parameters(net: &Net) -> Vec<(burn::module::ParamId, Vec<f32>, Vec<usize>)> {
+    struct All(Vec<String>, Vec<(burn::module::ParamId, Vec<f32>, Vec<usize>)>);
+    impl burn::module::ModuleVisitor for All {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.0.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.0.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if !self.0.last().is_some_and(|name| name.starts_with("running_")) {
+                self.1.push((param.id, values(param.val()), param.val().dims().to_vec()));
+            }
+        }
+    }
+    let mut all = All(Vec::new(), Vec::new());
+    net.visit(&mut all);
+    all.1
+}
+
+/// Gradients for every trainable parameter of `net` on `device`: values drawn from `seed`; with
+/// each gradient's values as a flat tensor sharing its storage.
+fn random_grads(net: &Net, seed: u64, device: &burn::tensor::Device) -> (GradientsParams, Vec<Tensor<1>>) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let (mut g, mut flat) = (GradientsParams::new(), Vec::new());
+    for (id, v, dims) in parameters(net) {
+        let data = TensorData::new(v.iter().map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<f32>>(), dims.clone());
+        let n = v.len();
+        match dims.len() {
+            1 => {
+                let t = Tensor::<1>::from_data(data, device);
+                flat.push(t.clone().reshape([n]));
+                g.register(id, t);
+            }
+            2 => {
+                let t = Tensor::<2>::from_data(data, device);
+                flat.push(t.clone().reshape([n]));
+                g.register(id, t);
+            }
+            _ => {
+                let t = Tensor::<4>::from_data(data, device);
+                flat.push(t.clone().reshape([n]));
+                g.register(id, t);
+            }
+        }
+    }
+    (g, flat)
+}
+
+fn net(device: &burn::tensor::Device) -> Net {
+    Net {
+        conv: burn::nn::conv::Conv2dConfig::new([3, 8], [3, 3]).with_bias(false).init(device),
+        bn: BatchNormConfig::new(8).init(device),
+        linear: LinearConfig::new(8, 5).init(device),
+    }
+}
+
+#[test]
+fn a_step_changes_no_clone_of_the_model_or_of_the_gradients_it_was_handed() {
+    let device = simclr::default_device();
+    for kind in [OptimizerKind::Sgd, OptimizerKind::Lars, OptimizerKind::Adamw] {
+        let mut opt = Optimizer::new(Rule::new(kind, 0.9, 0.1));
+        let model = net(&device.clone().autodiff());
+        let before = parameters(&model);
+        let kept = model.clone();
+        let (g, grads) = random_grads(&model, 1, &device);
+        let grad_values: Vec<_> = grads.iter().map(|t| values(t.clone())).collect();
+        let stepped = opt.step(0.5, model, g);
+        assert_eq!(parameters(&kept), before, "{kind:?}: the step changed a clone of the model it was handed");
+        assert_eq!(grads.into_iter().map(values).collect::<Vec<_>>(), grad_values, "{kind:?}: the step changed a gradient someone else holds");
+        assert!(parameters(&stepped).iter().zip(&before).all(|(a, b)| a.1 != b.1), "{kind:?}: a parameter did not move");
+    }
+}
+
+/// On libtorch, SGD and LARS update all parameters in one fused call per weight-decay group
+/// (src/ops/optimizer.rs); three steps of it give flex's per-parameter rule's weights.
+#[cfg(feature = "tch")]
+#[test]
+#[allow(deprecated)] // Burn 0.22 marks burn-tch deprecated; it is still our libtorch backend.
+fn libtorch_fused_update_follows_the_per_parameter_rule() {
+    use burn::tensor::Device;
+    let (flex, torch) = (Device::flex(), Device::libtorch());
+    for kind in [OptimizerKind::Sgd, OptimizerKind::Lars] {
+        let rule = Rule::new(kind, 0.9, 0.01);
+        let mut a = net(&flex.clone().autodiff());
+        let mut b = a.clone().to_device(&torch.clone().autodiff());
+        let (mut opt_a, mut opt_b) = (Optimizer::new(rule), Optimizer::new(rule));
+        for step in 0..3 {
+            let (ga, gb) = (random_grads(&a, step, &flex).0, random_grads(&b, step, &torch).0);
+            a = opt_a.step(0.2, a, ga);
+            b = opt_b.step(0.2, b, gb);
+        }
+        for ((_, x, dims), (_, y, _)) in parameters(&a).iter().zip(parameters(&b)) {
+            for (x, y) in x.iter().zip(&y) {
+                assert!((x - y).abs() <= 1e-5 * (1.0 + x.abs()), "{kind:?} {dims:?}: flex {x}, libtorch {y}");
+            }
+        }
+    }
+}

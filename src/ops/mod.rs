@@ -1,7 +1,8 @@
 //! Kernels apart from the paper's concepts: the encoder's [`conv`]olution and training-mode
 //! [`batchnorm`] as our own operations on the CPU backends and libtorch, the end of a
 //! [`residual`] block as one operation on flex and libtorch, the differentiable sum over the ranks
-//! ([`all_reduce`]) sync BN is built on elsewhere, and the libtorch glue they use; and [`indices`],
+//! ([`all_reduce`]) sync BN is built on elsewhere, the libtorch glue they use and, on libtorch,
+//! the optimisers' update of all parameters in one call (`optimizer`); and [`indices`],
 //! positions as the `Int` tensor that `select`, `gather` and `scatter` take.
 
 pub mod all_reduce;
@@ -14,6 +15,8 @@ pub mod order;
 pub mod residual;
 #[cfg(feature = "tch")]
 pub(crate) mod libtorch;
+#[cfg(feature = "tch")]
+pub(crate) mod optimizer;
 
 /// Whether `x` lives where the encoder's convolution ([`conv`]) and batch norm ([`batchnorm`]) run
 /// as operations of ours rather than Burn's generic ones: flex with `f32` tensors (the slice
