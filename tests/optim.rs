@@ -174,26 +174,21 @@ fn random_grads(net: &Net, seed: u64, device: &burn::tensor::Device) -> (Gradien
     let (mut g, mut flat) = (GradientsParams::new(), Vec::new());
     for (id, v, dims) in parameters(net) {
         let data = TensorData::new(v.iter().map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<f32>>(), dims.clone());
-        let n = v.len();
         match dims.len() {
-            1 => {
-                let t = Tensor::<1>::from_data(data, device);
-                flat.push(t.clone().reshape([n]));
-                g.register(id, t);
-            }
-            2 => {
-                let t = Tensor::<2>::from_data(data, device);
-                flat.push(t.clone().reshape([n]));
-                g.register(id, t);
-            }
-            _ => {
-                let t = Tensor::<4>::from_data(data, device);
-                flat.push(t.clone().reshape([n]));
-                g.register(id, t);
-            }
+            1 => register::<1>(&mut g, &mut flat, id, data, device),
+            2 => register::<2>(&mut g, &mut flat, id, data, device),
+            _ => register::<4>(&mut g, &mut flat, id, data, device),
         }
     }
     (g, flat)
+}
+
+/// Registers `data` as the gradient of parameter `id` and keeps a flat view of its storage.
+fn register<const D: usize>(g: &mut GradientsParams, flat: &mut Vec<Tensor<1>>, id: burn::module::ParamId, data: TensorData, device: &burn::tensor::Device) {
+    let n = data.num_elements();
+    let t = Tensor::<D>::from_data(data, device);
+    flat.push(t.clone().reshape([n]));
+    g.register(id, t);
 }
 
 fn net(device: &burn::tensor::Device) -> Net {
