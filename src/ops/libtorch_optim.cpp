@@ -59,9 +59,10 @@ extern "C" const char *simclr_fused_sgd(at::Tensor **params, at::Tensor **grads,
   });
 }
 
-// LARS (src/lars.rs): with `adapt`, `g ← g + λw` (in place: no fresh memory to fault in), the trust ratio `r = ε‖w‖/‖g‖` (1 where either
-// norm is 0) per parameter, `v ← m·v + η·r·g`; without, `v ← m·v + η·g`; then `w ← w − v`. The
-// norms of all parameters come from one multi-tensor reduction and the ratios stay on the device.
+// LARS (src/lars.rs): with `adapt`, `g ← g + λw` (in place: no fresh memory to fault in), the
+// trust ratio `r = ε‖w‖/‖g‖` (1 where either norm is 0) per parameter, `v ← m·v + η·r·g`; without,
+// `v ← m·v + η·g`; then `w ← w − v`. The norms of all parameters come from one multi-tensor
+// reduction and the ratios stay on the device.
 extern "C" const char *simclr_foreach_lars(at::Tensor **params, at::Tensor **grads, at::Tensor **buffers, int n, double lr,
                                            double momentum, double weight_decay, double trust_coefficient, int adapt) {
   return guarded([&] {
